@@ -1,0 +1,402 @@
+"""The hook engine: installs PyTorch hooks for exactly the requested sites, runs, and removes them.
+
+Module-level hook points are read from forward (pre-)hooks on the submodules the adapter names.
+``attn.hook_q/k/v/pattern`` live inside the attention kernel: when one is requested, the run
+switches the model to interp's attention function (eager math, grouped-query heads expanded to
+one per query head) for the duration of the run; otherwise the model's own kernel runs untouched,
+so a run without interventions is bit-identical to the plain Hugging Face forward.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from interp.hooks.interventions import Intervention, Lambda
+from interp.models import LoadedModel
+from interp.sites import Component, Site, resolve
+
+ATTN_IMPL = "interp"
+
+
+class _StopForwardSignal(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a hook to end a forward once every requested activation is captured."""
+
+
+@dataclass
+class _SitePlan:
+    site: Site
+    interventions: list[Intervention] = field(default_factory=list)
+    capture: bool = False
+    grad: bool = False
+
+
+@dataclass
+class RunOutput:
+    """What a hooked run returns.
+
+    Attributes:
+        logits: ``[batch, pos, vocab]`` (an encoder's last hidden state), or ``None`` when the run
+            stopped early after the last captured hook.
+        activations: captured tensors by hook name, in the layouts of :class:`~interp.sites.Component`.
+        grads: gradients of ``metric`` with respect to the requested hook points, by hook name.
+    """
+
+    logits: torch.Tensor | None
+    activations: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+
+
+def interp_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention with hook points for q, k, v (``[batch, head, pos, d_head]`` in, per query head)
+    and the pattern. Registered with ``transformers`` under the name ``"interp"``."""
+    hook: Callable[[Component, torch.Tensor], torch.Tensor] | None = getattr(module, "_interp_attn_hook", None)
+    n_rep = query.shape[1] // key.shape[1]
+    if n_rep > 1:
+        key = key.repeat_interleave(n_rep, dim=1)
+        value = value.repeat_interleave(n_rep, dim=1)
+    if hook is not None:
+        query = hook(Component.Q, query.transpose(1, 2)).transpose(1, 2)
+        key = hook(Component.K, key.transpose(1, 2)).transpose(1, 2)
+        value = hook(Component.V, value.transpose(1, 2)).transpose(1, 2)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    q_len, k_len = scores.shape[-2:]
+    if attention_mask is None:
+        if getattr(module, "is_causal", False) and q_len > 1:
+            causal = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+            scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[..., :k_len], torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask[..., :k_len]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if hook is not None:
+        probs = hook(Component.PATTERN, probs)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, probs
+
+
+def _register_attention() -> None:
+    """Make ``"interp"`` a valid ``config._attn_implementation`` (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    if ATTN_IMPL not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTN_IMPL, interp_attention)
+    if ATTN_IMPL not in AttentionMaskInterface._global_mapping:
+        AttentionMaskInterface.register(ATTN_IMPL, eager_mask)
+
+
+class HookedRun:
+    """Context manager that installs the hooks of one run and always removes them.
+
+    Prefer :func:`run_with_hooks` or ``HookedModel.run``; use this directly to hook a forward you
+    call yourself (e.g. ``generate``).
+    """
+
+    def __init__(self, model: LoadedModel, plans: dict[Site, _SitePlan], stop_early: bool = False) -> None:
+        self.model = model
+        self.plans = plans
+        self.activations: dict[str, torch.Tensor] = {}
+        self.grad_inputs: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._attn_modules: list[nn.Module] = []
+        self._saved_impl: Any = None
+        self._mid_delta: dict[int, torch.Tensor] = {}
+        self._remaining = {s for s, p in plans.items() if p.capture} if stop_early else set()
+        self._stop_early = stop_early and not any(p.grad or p.interventions for p in plans.values())
+
+    # -- processing ---------------------------------------------------------------------------
+    def _process(self, site: Site, t: torch.Tensor) -> torch.Tensor:
+        plan = self.plans[site]
+        for iv in plan.interventions:
+            t = iv.apply(t)
+        if plan.grad:
+            if not t.requires_grad:
+                t = t.detach().requires_grad_(True)
+            self.grad_inputs[site.name] = t
+        if plan.capture:
+            self.activations[site.name] = t if plan.grad else t.detach()
+        return t
+
+    def _after(self, sites: Sequence[Site]) -> None:
+        if self._stop_early:
+            self._remaining.difference_update(sites)
+            if not self._remaining:
+                raise _StopForwardSignal
+
+    def _apply(self, entries: list[tuple[Site, bool]], t: torch.Tensor) -> torch.Tensor:
+        d_head = self.model.dims.d_head
+        for site, split in entries:
+            if split:
+                t = self._process(site, t.unflatten(-1, (-1, d_head))).flatten(-2)
+            elif site.component is Component.RESID_MID and self.model.adapter.mid_delta is not None:
+                new = self._process(site, t)
+                plan = self.plans[site]
+                if plan.grad and new is t:
+                    new = t.view_as(t)  # a distinct node, so the residual path carries its gradient
+                    self.grad_inputs[site.name] = new
+                    if plan.capture:
+                        self.activations[site.name] = new
+                if new is not t:
+                    assert site.layer is not None
+                    self._mid_delta[site.layer] = new - t
+                t = new
+            else:
+                t = self._process(site, t)
+        return t
+
+    # -- installation -------------------------------------------------------------------------
+    def _output_hook(self, entries: list[tuple[Site, bool]], delta_layer: int | None) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            t0 = output[0] if isinstance(output, tuple) else output
+            t = self._apply(entries, t0)
+            if delta_layer is not None and delta_layer in self._mid_delta:
+                t = t + self._mid_delta.pop(delta_layer)
+            self._after([s for s, _ in entries])
+            if t is t0:
+                return None
+            return (t, *output[1:]) if isinstance(output, tuple) else t
+
+        return hook
+
+    def _input_hook(self, entries: list[tuple[Site, bool]]) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if args:
+                t0 = args[0]
+            else:
+                key = next(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+                t0 = kwargs[key]
+            t = self._apply(entries, t0)
+            self._after([s for s, _ in entries])
+            if t is t0:
+                return None
+            if args:
+                return (t, *args[1:]), kwargs
+            return args, {**kwargs, key: t}
+
+        return hook
+
+    def _attn_hook(self, layer: int) -> Callable[[Component, torch.Tensor], torch.Tensor]:
+        def hook(comp: Component, t: torch.Tensor) -> torch.Tensor:
+            site = Site(comp, layer)
+            if site not in self.plans:
+                return t
+            t = self._process(site, t)
+            self._after([site])
+            return t
+
+        return hook
+
+    def __enter__(self) -> HookedRun:
+        try:
+            self._install()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def _install(self) -> None:
+        adapter = self.model.adapter
+        by_location: dict[tuple[str, str], list[tuple[Site, bool]]] = defaultdict(list)
+        attn_layers: set[int] = set()
+        delta_layers: set[int] = set()
+        for site in self.plans:
+            comp = site.component
+            if comp.inside_attention:
+                assert site.layer is not None
+                attn_layers.add(site.layer)
+                continue
+            tap = adapter.taps[comp]
+            by_location[(tap.module_path(site.layer), tap.io)].append((site, tap.split_heads))
+            plan = self.plans[site]
+            if comp is Component.RESID_MID and adapter.mid_delta and (plan.interventions or plan.grad):
+                assert site.layer is not None
+                delta_layers.add(site.layer)
+                by_location.setdefault((adapter.mid_delta.format(L=site.layer), "out"), [])
+        # order entries within a location by forward order of their components
+        comp_order = {c: i for i, c in enumerate(Component)}
+        for (path, io), entries in by_location.items():
+            entries.sort(key=lambda e: comp_order[e[0].component])
+            module = self.model.module(path)
+            if io == "out":
+                delta_layer = next((L for L in delta_layers if adapter.mid_delta.format(L=L) == path), None)  # type: ignore[union-attr]
+                h = module.register_forward_hook(self._output_hook(entries, delta_layer))
+            else:
+                h = module.register_forward_pre_hook(self._input_hook(entries), with_kwargs=True)
+            self._handles.append(h)
+        if attn_layers:
+            _register_attention()
+            config = self.model.config
+            self._saved_impl = config._attn_implementation
+            config._attn_implementation = ATTN_IMPL
+            for layer in sorted(attn_layers):
+                mod = self.model.module(adapter.attn.format(L=layer))
+                mod._interp_attn_hook = self._attn_hook(layer)  # type: ignore[assignment]
+                self._attn_modules.append(mod)
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for mod in self._attn_modules:
+            if hasattr(mod, "_interp_attn_hook"):
+                del mod._interp_attn_hook
+        self._attn_modules.clear()
+        if self._saved_impl is not None:
+            self.model.config._attn_implementation = self._saved_impl
+            self._saved_impl = None
+        self._mid_delta.clear()
+
+    def __exit__(self, *exc: Any) -> bool:
+        self._remove()
+        return exc[0] is _StopForwardSignal
+
+
+def make_plans(
+    model: LoadedModel,
+    capture: str | Site | Sequence[str | Site] = (),
+    interventions: Sequence[Intervention] = (),
+    grads: str | Site | Sequence[str | Site] = (),
+) -> dict[Site, _SitePlan]:
+    """Resolve names/patterns against the model's sites and group interventions per site."""
+    available = model.sites()
+    plans: dict[Site, _SitePlan] = {}
+    for site in resolve(capture, available) if capture else []:
+        plans.setdefault(site, _SitePlan(site)).capture = True
+    for site in resolve(grads, available) if grads else []:
+        plans.setdefault(site, _SitePlan(site)).grad = True
+    for iv in interventions:
+        if not isinstance(iv, Intervention):
+            raise TypeError(f"interventions must be Intervention objects, got {type(iv).__name__}: {iv!r}")
+        (site,) = resolve(iv.site, available)
+        plans.setdefault(site, _SitePlan(site)).interventions.append(iv)
+    return plans
+
+
+def forward(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The plain forward of the wrapped model: logits (decoders) or last hidden state (encoders)."""
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if model.adapter.is_causal:
+        kwargs["use_cache"] = False
+    out = model.hf(**kwargs)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def run_with_hooks(
+    model: LoadedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    capture: str | Site | Sequence[str | Site] = (),
+    interventions: Sequence[Intervention] = (),
+    grads: str | Site | Sequence[str | Site] = (),
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stop_early: bool = False,
+) -> RunOutput:
+    """One forward with captures, interventions and (optionally) gradients at hook points.
+
+    Args:
+        model: a loaded model.
+        input_ids: ``[batch, pos]`` token ids; ``attention_mask`` likewise (1 = real token).
+        capture: names or glob patterns of hooks to keep (``"blocks.*.hook_resid_post"``).
+        interventions: edits applied in order (see :mod:`interp.hooks.interventions`).
+        grads: hooks at which to return ``d metric / d activation`` (one backward pass).
+        metric: ``logits -> scalar``; required with ``grads``.
+        stop_early: end the forward after the last captured hook (no logits; for captures).
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from interp.models import from_hf
+        >>> from interp.hooks import run_with_hooks
+        >>> m = from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
+        >>> out = run_with_hooks(m, torch.tensor([[1, 2, 3]]), capture="blocks.*.hook_resid_post")
+        >>> sorted(out.activations), tuple(out.logits.shape)
+        (['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post'], (1, 3, 100))
+    """
+    _check_ids(model, input_ids, attention_mask)
+    plans = make_plans(model, capture, interventions, grads)
+    if grads and metric is None:
+        raise ValueError("grads= needs metric= (a function of the logits returning a scalar)")
+    hooked = HookedRun(model, plans, stop_early=stop_early)
+    logits = None
+    grad_out: dict[str, torch.Tensor] = {}
+    with torch.set_grad_enabled(bool(grads)), hooked:
+        logits = forward(model, input_ids, attention_mask)
+    if grads:
+        assert metric is not None and logits is not None
+        value = metric(logits)
+        if value.numel() != 1:
+            raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)}")
+        names = list(hooked.grad_inputs)
+        gs = torch.autograd.grad(value, [hooked.grad_inputs[n] for n in names], allow_unused=True)
+        grad_out = {n: (torch.zeros_like(hooked.grad_inputs[n]) if g is None else g.detach()) for n, g in zip(names, gs, strict=True)}
+        logits = logits.detach()
+        hooked.activations = {k: v.detach() for k, v in hooked.activations.items()}
+    return RunOutput(logits=logits, activations=hooked.activations, grads=grad_out)
+
+
+def _check_ids(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"input_ids must be an integer tensor [batch, pos], got {type(input_ids).__name__}"
+                        + (f" of dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else ""))
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
+        raise ValueError(f"input_ids must be [batch, pos] with at least one token, got shape {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    n_ctx = model.dims.n_ctx
+    if n_ctx is not None and input_ids.shape[1] > n_ctx:
+        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the model's context of {n_ctx} tokens; "
+                         "truncate (max_tokens=) or split the input")
+    if int(input_ids.min()) < 0 or int(input_ids.max()) >= model.dims.d_vocab:
+        raise ValueError(f"token ids must be in [0, {model.dims.d_vocab}), got range "
+                         f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+
+
+@contextmanager
+def hooks(
+    model: LoadedModel,
+    fns: dict[str, Callable[[torch.Tensor, Site], torch.Tensor | None]] | None = None,
+    interventions: Sequence[Intervention] = (),
+    capture: str | Site | Sequence[str | Site] = (),
+) -> Iterator[HookedRun]:
+    """Context manager for ad-hoc hooks around any forward you call yourself.
+
+    ``fns`` maps a hook name or pattern to ``fn(act, site) -> new act or None``. Hooks are removed
+    on exit, also when the forward raises.
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from interp.models import from_hf
+        >>> from interp.hooks import hooks
+        >>> m = from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
+        >>> seen = []
+        >>> with hooks(m, {"blocks.*.hook_mlp_out": lambda act, site: seen.append(site.name)}):
+        ...     _ = m.hf(torch.tensor([[1, 2, 3]]))
+        >>> seen
+        ['blocks.0.hook_mlp_out', 'blocks.1.hook_mlp_out']
+    """
+    ivs = list(interventions)
+    for pattern, fn in (fns or {}).items():
+        ivs += [Lambda(site, fn=fn) for site in resolve(pattern, model.sites())]
+    with HookedRun(model, make_plans(model, capture, ivs)) as run:
+        yield run

@@ -1,0 +1,10 @@
+"""Models: loading, architecture adapters and weight views. The only package that knows HF module names."""
+
+from interp.models.adapters import Adapter, Dims, WeightViews, adapter_for
+from interp.models.loaded import LoadedModel
+from interp.models.registry import KNOWN_MODELS, from_hf, interp_home, load_model, supported_model_types
+
+__all__ = [
+    "KNOWN_MODELS", "Adapter", "Dims", "LoadedModel", "WeightViews", "adapter_for", "from_hf",
+    "interp_home", "load_model", "supported_model_types",
+]

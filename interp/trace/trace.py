@@ -1,0 +1,245 @@
+"""``Trace``: captured activations of a batch of sequences, with everything needed to read them.
+
+A trace holds no model: token ids and strings, the attention mask, per-sequence metadata, the
+activations by hook name, and a manifest saying which model (id and weight fingerprint) made them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from interp.models import LoadedModel
+from interp.sites import Component, Site
+
+SCHEMA_VERSION = 1
+
+
+class ModelMismatchError(ValueError):
+    """A trace (or store) was made by another model than the one it is used with."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}; use e.g. 'float32', 'bfloat16', 'float16'")
+    return dt
+
+
+def command_line() -> str:
+    return " ".join(sys.argv) if sys.argv and sys.argv[0] else "python"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Provenance of a trace: schema version, model id + weight fingerprint, dtype, hooks and shapes."""
+
+    model_id: str
+    model_fingerprint: str
+    dtype: str
+    hooks: dict[str, list[int]] = field(default_factory=dict)
+    command: str = ""
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def for_model(cls, model: LoadedModel, dtype: torch.dtype, hooks: dict[str, list[int]]) -> Manifest:
+        return cls(model_id=model.name, model_fingerprint=model.fingerprint, dtype=dtype_name(dtype),
+                   hooks=hooks, command=command_line(),
+                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "model_id": self.model_id,
+                "model_fingerprint": self.model_fingerprint, "dtype": self.dtype, "hooks": self.hooks,
+                "command": self.command, "created": self.created}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported trace schema_version {d.get('schema_version')!r} (this interp reads {SCHEMA_VERSION})")
+        return cls(model_id=d["model_id"], model_fingerprint=d["model_fingerprint"], dtype=d["dtype"],
+                   hooks={k: list(v) for k, v in d["hooks"].items()}, command=d.get("command", ""),
+                   created=d.get("created", ""))
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Raise :class:`ModelMismatchError` if ``model`` is not the model that made this trace."""
+        if model.fingerprint != self.model_fingerprint:
+            raise ModelMismatchError(
+                f"this trace was captured from {self.model_id!r} (weights fingerprint {self.model_fingerprint}) "
+                f"but is used with {model.name!r} (fingerprint {model.fingerprint})"
+            )
+
+
+def _batch_pos_axes(name: str) -> tuple[int, int]:
+    """Axis indices of (batch, pos) for a hook name (pos: the query position for patterns)."""
+    axes = Site.parse(name).component.axes
+    return 0, (axes.index("pos") if "pos" in axes else axes.index("q_pos"))
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Captured activations of ``batch`` sequences.
+
+    Attributes:
+        input_ids: ``[batch, pos]`` token ids (right-padded).
+        attention_mask: ``[batch, pos]``, 1 for real tokens.
+        tokens: token strings per sequence.
+        activations: tensors by hook name; layouts in :class:`~interp.sites.Component` (e.g.
+            ``hook_resid_post [batch, pos, d_model]``, ``attn.hook_pattern [batch, head, q_pos, k_pos]``).
+        manifest: provenance (model id and fingerprint, dtype, hook shapes, command).
+        metadata: one dict per sequence (text, labels...).
+        grads: gradients of a metric at hook points, by hook name (same layouts).
+
+    Example:
+        >>> import interp
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> tr = m.run("The capital of France is", capture="blocks.*.hook_resid_post").trace  # doctest: +SKIP
+        >>> tr.stack("hook_resid_post").shape  # doctest: +SKIP
+        torch.Size([30, 1, 5, 576])
+        >>> tr.get("hook_resid_post", layer=3, pos=-1).shape  # doctest: +SKIP
+        torch.Size([1, 576])
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    tokens: tuple[tuple[str, ...], ...]
+    activations: Mapping[str, torch.Tensor]
+    manifest: Manifest
+    metadata: tuple[dict[str, Any], ...] = ()
+    grads: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.input_ids.dim() != 2 or self.attention_mask.shape != self.input_ids.shape:
+            raise ValueError(f"input_ids {tuple(self.input_ids.shape)} and attention_mask "
+                             f"{tuple(self.attention_mask.shape)} must both be [batch, pos]")
+        batch, pos = self.input_ids.shape
+        if len(self.tokens) != batch:
+            raise ValueError(f"{len(self.tokens)} token lists for a batch of {batch}")
+        if self.metadata and len(self.metadata) != batch:
+            raise ValueError(f"{len(self.metadata)} metadata rows for a batch of {batch}")
+        for kind, tensors in (("activation", self.activations), ("gradient", self.grads)):
+            for name, t in tensors.items():
+                b_ax, p_ax = _batch_pos_axes(name)
+                if t.shape[b_ax] != batch or t.shape[p_ax] != pos:
+                    raise ValueError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
+                                     f"{batch} sequences of {pos} tokens")
+
+    # -- access --------------------------------------------------------------------------------
+    def __getitem__(self, name: str | Site) -> torch.Tensor:
+        key = name.name if isinstance(name, Site) else name
+        try:
+            return self.activations[key]
+        except KeyError:
+            close = difflib.get_close_matches(key, list(self.activations), n=3, cutoff=0.5)
+            hint = f" Close matches: {', '.join(close)}." if close else ""
+            raise KeyError(f"this trace has no activation {key!r}.{hint} It holds {len(self.activations)} "
+                           f"hooks: {', '.join(list(self.activations)[:8])}{'...' if len(self.activations) > 8 else ''}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return (name.name if isinstance(name, Site) else name) in self.activations
+
+    @property
+    def names(self) -> list[str]:
+        """Hook names held, in capture order."""
+        return list(self.activations)
+
+    @property
+    def n_seqs(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def get(self, hook: str | Component, layer: int | None = None, pos: int | Sequence[int] | slice | None = None,
+            head: int | Sequence[int] | slice | None = None) -> torch.Tensor:
+        """An activation by component and layer, optionally indexed by position and head.
+
+        ``hook`` is a full name (``"blocks.3.hook_z"``), a suffix (``"attn.hook_z"``) with ``layer=``,
+        or a :class:`Component`. Indexing by an int drops that axis.
+        """
+        comp_name = hook.value if isinstance(hook, Component) else hook
+        name = f"blocks.{layer}.{comp_name}" if layer is not None and not comp_name.startswith("blocks.") else comp_name
+        t = self[name]
+        axes = Site.parse(name).component.axes
+        index: list[Any] = [slice(None)] * t.dim()
+        if pos is not None:
+            index[axes.index("pos") if "pos" in axes else axes.index("q_pos")] = _as_index(pos)
+        if head is not None:
+            if "head" not in axes:
+                raise ValueError(f"{name} has no head axis (axes: {axes})")
+            index[axes.index("head")] = _as_index(head)
+        # apply one axis at a time so that two lists do not zip together
+        for ax in reversed(range(t.dim())):
+            if index[ax] != slice(None):
+                sel = [slice(None)] * t.dim()
+                sel[ax] = index[ax]
+                t = t[tuple(sel)]
+        return t
+
+    def stack(self, component: str | Component) -> torch.Tensor:
+        """All layers of one component stacked: ``[layer, ...]``, e.g. ``stack("hook_resid_post")``."""
+        comp = component if isinstance(component, Component) else Component(component)
+        layers = sorted(Site.parse(n).layer for n in self.activations
+                        if Site.parse(n).component is comp and Site.parse(n).layer is not None)  # type: ignore[type-var]
+        if not layers:
+            raise KeyError(f"this trace holds no {comp.value} activations; captured: {', '.join(self.names)}")
+        return torch.stack([self.activations[f"blocks.{L}.{comp.value}"] for L in layers])
+
+    # -- conversion ----------------------------------------------------------------------------
+    def to(self, dtype_or_device: torch.dtype | str | torch.device) -> Trace:
+        """A copy with floating activations (and grads) moved to a dtype or a device."""
+        def conv(t: torch.Tensor) -> torch.Tensor:
+            if isinstance(dtype_or_device, torch.dtype):
+                return t.to(dtype_or_device) if t.is_floating_point() else t
+            return t.to(dtype_or_device)
+
+        man = self.manifest
+        if isinstance(dtype_or_device, torch.dtype):
+            man = replace(man, dtype=dtype_name(dtype_or_device))
+        ids = self.input_ids if isinstance(dtype_or_device, torch.dtype) else self.input_ids.to(dtype_or_device)
+        mask = self.attention_mask if isinstance(dtype_or_device, torch.dtype) else self.attention_mask.to(dtype_or_device)
+        return replace(self, input_ids=ids, attention_mask=mask, manifest=man,
+                       activations={k: conv(v) for k, v in self.activations.items()},
+                       grads={k: conv(v) for k, v in self.grads.items()})
+
+    def cpu(self) -> Trace:
+        return self.to("cpu")
+
+    def select(self, index: int | Sequence[int] | slice) -> Trace:
+        """A trace of a subset of the sequences."""
+        idx = _as_index(index)
+        if isinstance(idx, int):
+            idx = [idx]
+        keep = torch.arange(self.n_seqs)[idx]
+
+        def sub(name: str, t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, keep.to(t.device))
+
+        return replace(
+            self, input_ids=self.input_ids[keep], attention_mask=self.attention_mask[keep],
+            tokens=tuple(self.tokens[i] for i in keep.tolist()),
+            metadata=tuple(self.metadata[i] for i in keep.tolist()) if self.metadata else (),
+            activations={k: sub(k, v) for k, v in self.activations.items()},
+            grads={k: sub(k, v) for k, v in self.grads.items()},
+        )
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Raise :class:`ModelMismatchError` if ``model`` did not make this trace."""
+        self.manifest.check_model(model)
+
+    def __repr__(self) -> str:
+        return (f"Trace({self.n_seqs} seqs x {self.input_ids.shape[1]} tokens, {len(self.activations)} hooks, "
+                f"model={self.manifest.model_id!r}, dtype={self.manifest.dtype})")
+
+
+def _as_index(x: int | Sequence[int] | slice) -> Any:
+    if isinstance(x, (int, slice)):
+        return x
+    return torch.as_tensor(list(x), dtype=torch.long)
