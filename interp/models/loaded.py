@@ -121,4 +121,6 @@ class LoadedModel:
         ids = input_ids.tolist() if input_ids.dim() == 2 else [input_ids.tolist()]
         if self.tokenizer is None:
             return [[str(i) for i in row] for row in ids]
-        return [[self.tokenizer.decode([i]) for i in row] for row in ids]
+        unique = sorted({i for row in ids for i in row})
+        text = dict(zip(unique, self.tokenizer.batch_decode([[i] for i in unique]), strict=True))
+        return [[text[i] for i in row] for row in ids]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -233,6 +234,19 @@ class Trace:
     def check_model(self, model: LoadedModel) -> None:
         """Raise :class:`ModelMismatchError` if ``model`` did not make this trace."""
         self.manifest.check_model(model)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write this trace as a (one-shard) :class:`~interp.trace.TraceStore` directory."""
+        from interp.trace.store import save_trace
+
+        save_trace(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], hooks: Sequence[str] | None = None) -> Trace:
+        """Read a trace store (all sequences, or only some ``hooks``) into memory."""
+        from interp.trace.store import TraceStore
+
+        return TraceStore(path).trace(hooks=hooks)
 
     def __repr__(self) -> str:
         return (f"Trace({self.n_seqs} seqs x {self.input_ids.shape[1]} tokens, {len(self.activations)} hooks, "

@@ -1,0 +1,254 @@
+"""``capture``: stream a dataset through a model into a :class:`TraceStore`, resumably."""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from interp.hooks import forward, make_plans
+from interp.hooks.engine import HookedRun
+from interp.models import LoadedModel
+from interp.sites import Site, resolve
+from interp.trace.store import (
+    ShardInfo,
+    StoreManifest,
+    StoreMismatchError,
+    TraceStore,
+    atomic_write_bytes,
+    is_dense,
+    tokens_fingerprint,
+    write_meta,
+    write_shard,
+)
+from interp.trace.trace import Manifest
+
+Dataset = Sequence[str] | str | os.PathLike[str] | Any
+
+
+def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[dict[str, Any]]]:
+    """Texts (and per-sequence metadata) from a list of strings, a ``.txt`` file (one sequence per
+    non-empty line), a ``.parquet`` file (``column``, other columns become metadata), or a Hugging
+    Face ``datasets.Dataset`` (``column``)."""
+    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).suffix in (".txt", ".parquet") and Path(dataset).exists():
+        p = Path(dataset)
+        if p.suffix == ".txt":
+            texts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            meta: list[dict[str, Any]] = [{} for _ in texts]
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)
+            if column not in table.column_names:
+                raise ValueError(f"{p} has no column {column!r}; columns: {', '.join(table.column_names)}")
+            rows = table.to_pylist()
+            texts = [r.pop(column) for r in rows]
+            meta = rows
+    elif isinstance(dataset, str):
+        raise FileNotFoundError(f"dataset {dataset!r} is not an existing .txt or .parquet file; "
+                                "pass a list of strings to capture literal text")
+    elif hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):  # datasets.Dataset
+        if column not in dataset.column_names:
+            raise ValueError(f"dataset has no column {column!r}; columns: {', '.join(dataset.column_names)}")
+        texts = list(dataset[column])
+        meta = [{} for _ in texts]
+    elif isinstance(dataset, Sequence):
+        texts = list(dataset)
+        meta = [{} for _ in texts]
+    else:
+        raise TypeError(f"unsupported dataset type {type(dataset).__name__}: use a list of str, a .txt/.parquet "
+                        "path or a datasets.Dataset")
+    if not texts:
+        raise ValueError("the dataset is empty: nothing to capture")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"sequence {i} is {'empty' if isinstance(t, str) else type(t).__name__}: {t!r}")
+    return texts, [{"text": t, **m} for t, m in zip(texts, meta, strict=True)]
+
+
+def capture(
+    model: LoadedModel,
+    dataset: Dataset,
+    hooks: str | Site | Sequence[str | Site],
+    path: str | os.PathLike[str],
+    *,
+    batch_size: int = 8,
+    dtype: torch.dtype | str = torch.float32,
+    max_tokens: int | None = 128,
+    column: str = "text",
+    prepend_bos: bool = False,
+    memory_budget: int = 2 << 30,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TraceStore:
+    """Capture hooks for every sequence of a dataset into a store on disk.
+
+    Batches are written as shards as soon as they are computed (a writer thread overlaps disk
+    writes with the next forward); the manifest is rewritten atomically after each shard, so an
+    interrupted capture resumes where it stopped when called again with the same arguments.
+
+    Args:
+        model: the model to run.
+        dataset: list of str, ``.txt`` / ``.parquet`` path, or ``datasets.Dataset`` (see :func:`load_texts`).
+        hooks: names or glob patterns (``"blocks.*.hook_resid_post"``).
+        path: the store directory.
+        batch_size: sequences per forward and per shard (lowered to fit ``memory_budget``).
+        dtype: storage dtype of activations.
+        max_tokens: truncate each sequence to this many tokens (``None``: the model's context).
+        column: text column for Parquet files and datasets.
+        prepend_bos: put the BOS token first.
+        memory_budget: bytes of captured activations held per batch.
+        overwrite: replace an existing store captured with other settings.
+        progress: show a tqdm bar.
+
+    Returns:
+        The opened :class:`TraceStore`.
+
+    Example:
+        >>> import interp
+        >>> from interp.trace import capture
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> st = capture(m, ["The cat sat.", "On the mat."], "blocks.*.hook_resid_post", "/tmp/cats")  # doctest: +SKIP
+        >>> st.n_tokens, len(st.hooks)  # doctest: +SKIP
+        (9, 30)
+    """
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sites = resolve(hooks, model.sites())
+    names = [s.name for s in sites]
+    texts, meta = load_texts(dataset, column)
+    limit = max_tokens if max_tokens is not None else model.dims.n_ctx
+    input_ids, attention_mask = model.tokenize(texts, max_tokens=limit, prepend_bos=prepend_bos)
+    seq_len = int(input_ids.shape[1])
+    batch_size = _fit_batch(model, names, batch_size, seq_len, dtype, memory_budget)
+    root = Path(path)
+    settings = {"max_tokens": max_tokens, "prepend_bos": prepend_bos, "column": column}
+    hook_shapes = {n: _trailing_shape(model, Site.parse(n), seq_len) for n in names}
+    fresh = StoreManifest(
+        trace=Manifest.for_model(model, dtype, hook_shapes), n_seqs=len(texts), seq_len=seq_len,
+        batch_size=batch_size, dataset_fingerprint=tokens_fingerprint(input_ids, attention_mask), settings=settings)
+    manifest = _resume_or_start(root, fresh, overwrite, input_ids, attention_mask, meta, model)
+    done = {s.index for s in manifest.shards if (root / s.file).exists() and (root / s.file).stat().st_size == s.bytes}
+    manifest = replace(manifest, shards=tuple(s for s in manifest.shards if s.index in done))
+    todo = [i for i in range(manifest.n_shards) if i not in done]
+    plans = make_plans(model, names)
+    needs_logits = any(s.name == "logits" for s in sites)
+    lock = threading.Lock()
+    state = {"manifest": manifest}
+    errors: list[BaseException] = []
+    jobs: queue.Queue[tuple[int, int, int, dict[str, torch.Tensor], int] | None] = queue.Queue(maxsize=2)
+
+    def writer() -> None:
+        while (job := jobs.get()) is not None:
+            if errors:
+                continue
+            try:
+                index, start, stop, tensors, n_tok = job
+                info = write_shard(root, index, start, tensors, n_tok, stop)
+                with lock:
+                    state["manifest"] = state["manifest"].with_shard(info)
+                    atomic_write_bytes(root / "manifest.json", state["manifest"].to_json().encode())
+            except BaseException as e:  # surfaced in the main thread
+                errors.append(e)
+
+    thread = threading.Thread(target=writer, name="interp-shard-writer", daemon=True)
+    thread.start()
+    bar = tqdm(total=len(todo), desc=f"capture {len(names)} hooks", unit="shard", disable=not progress)
+    try:
+        for index in todo:
+            if errors:
+                break
+            start, stop = index * batch_size, min((index + 1) * batch_size, len(texts))
+            mask = attention_mask[start:stop]
+            length = int(mask.sum(1).max())
+            ids = input_ids[start:stop, :length].to(model.device)
+            mask = mask[:, :length]
+            with torch.no_grad(), HookedRun(model, plans, stop_early=not needs_logits) as run:
+                forward(model, ids, mask.to(model.device))
+            keep = mask.bool()
+            tensors = {n: _to_storage(run.activations[n], keep, n, dtype) for n in names}
+            jobs.put((index, start, stop, tensors, int(keep.sum())))
+            bar.update(1)
+    finally:
+        jobs.put(None)
+        thread.join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    return TraceStore(root)
+
+
+def _to_storage(act: torch.Tensor, keep: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+    act = act.to("cpu", dtype) if act.is_floating_point() else act.cpu()
+    return act.contiguous() if is_dense(name) else act[keep.cpu()]
+
+
+def _trailing_shape(model: LoadedModel, site: Site, seq_len: int) -> list[int]:
+    d = model.dims
+    per_token = {"d_model": d.d_model, "d_mlp": d.d_mlp, "vocab": d.d_vocab, "head": d.n_heads, "d_head": d.d_head}
+    axes = site.component.axes
+    if is_dense(site.name):
+        return [d.n_heads, seq_len, seq_len]
+    return [per_token[a] for a in axes[2:]]
+
+
+def _fit_batch(model: LoadedModel, names: list[str], batch_size: int, seq_len: int, dtype: torch.dtype,
+               budget: int) -> int:
+    item = torch.empty((), dtype=dtype).element_size()
+    per_seq = 0
+    for n in names:
+        shape = _trailing_shape(model, Site.parse(n), seq_len)
+        per_seq += math.prod(shape) * item * (1 if is_dense(n) else seq_len)
+    fit = max(1, budget // max(per_seq, 1))
+    if fit < batch_size:
+        tqdm.write(f"interp: batch_size {batch_size} -> {fit} to keep captured activations within "
+                   f"{budget / 2**20:.0f} MiB per batch")
+        return int(fit)
+    return batch_size
+
+
+def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, meta: list[dict[str, Any]], model: LoadedModel) -> StoreManifest:
+    mpath = root / "manifest.json"
+    if mpath.exists():
+        old = StoreManifest.from_json(mpath.read_text(), str(mpath))
+        diffs = [k for k, a, b in (
+            ("model", old.trace.model_fingerprint, fresh.trace.model_fingerprint),
+            ("hooks", list(old.trace.hooks), list(fresh.trace.hooks)),
+            ("dtype", old.trace.dtype, fresh.trace.dtype),
+            ("dataset", old.dataset_fingerprint, fresh.dataset_fingerprint),
+            ("batch_size", old.batch_size, fresh.batch_size),
+        ) if a != b]
+        if not diffs:
+            return old
+        if not overwrite:
+            raise StoreMismatchError(
+                f"{root} already holds a store captured with different {', '.join(diffs)}; "
+                "use another path, or overwrite=True (--overwrite) to replace it")
+        for f in (root / "shards").glob("*.safetensors"):
+            f.unlink()
+        mpath.unlink()
+    elif root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and is not a trace store; choose an empty or new directory")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "shards").mkdir(exist_ok=True)
+    save_file({"input_ids": input_ids.contiguous(), "attention_mask": attention_mask.contiguous()},
+              str(root / "tokens.safetensors"))
+    write_meta(root, meta, model.to_str_tokens(input_ids) if model.tokenizer is not None else None)
+    atomic_write_bytes(mpath, fresh.to_json().encode())
+    return fresh
+
+
+__all__ = ["ShardInfo", "capture", "load_texts"]

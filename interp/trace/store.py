@@ -1,0 +1,371 @@
+"""``TraceStore``: the on-disk trace format, shared by every tool.
+
+Layout of a store directory::
+
+    manifest.json              written atomically (tmp file + rename) after every completed shard
+    tokens.safetensors         input_ids, attention_mask  [n_seqs, seq_len], right-padded
+    meta.parquet               per-sequence metadata (optional)
+    shards/00000.safetensors   one shard = one batch of sequences, all captured hooks
+
+Inside a shard, token-wise hooks (``[batch, pos, ...]``) are stored as rows of the non-padding
+tokens only (``[n_tokens, ...]``, sequence by sequence), so training readers stream them without
+unpadding; ``attn.hook_pattern`` is stored dense ``[batch, head, q_pos, k_pos]`` at the shard's
+longest length. Every shard's sha256 and size are in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from safetensors.torch import save_file
+
+from interp.models import LoadedModel
+from interp.sites import Component, Site
+from interp.trace.trace import SCHEMA_VERSION, Manifest, Trace, parse_dtype
+
+STORE_KIND = "interp-trace-store"
+
+
+class CorruptShardError(OSError):
+    """A shard's bytes do not match the manifest (truncated, edited or missing)."""
+
+
+class StoreMismatchError(ValueError):
+    """An existing store was captured with other settings than the ones asked for."""
+
+
+def is_dense(name: str) -> bool:
+    """Hooks stored per sequence (not as token rows): the attention pattern."""
+    return Site.parse(name).component is Component.PATTERN
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: sequences ``[start, stop)``, its token count, file size and sha256."""
+
+    index: int
+    start: int
+    stop: int
+    n_tokens: int
+    bytes: int
+    sha256: str
+
+    @property
+    def file(self) -> str:
+        return f"shards/{self.index:05d}.safetensors"
+
+
+@dataclass(frozen=True)
+class StoreManifest:
+    """``manifest.json``: the trace manifest plus the store's capture settings and shard list."""
+
+    trace: Manifest
+    n_seqs: int
+    seq_len: int
+    batch_size: int
+    dataset_fingerprint: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    shards: tuple[ShardInfo, ...] = ()
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_seqs // self.batch_size)
+
+    @property
+    def complete(self) -> bool:
+        return {s.index for s in self.shards} == set(range(self.n_shards))
+
+    def to_json(self) -> str:
+        d = {"kind": STORE_KIND, **self.trace.to_dict(), "n_seqs": self.n_seqs, "seq_len": self.seq_len,
+             "batch_size": self.batch_size, "dataset_fingerprint": self.dataset_fingerprint,
+             "settings": self.settings, "complete": self.complete,
+             "shards": [{"file": s.file, **s.__dict__} for s in sorted(self.shards, key=lambda s: s.index)]}
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest.json") -> StoreManifest:
+        try:
+            d = json.loads(text)
+            if d.get("kind") != STORE_KIND:
+                raise ValueError(f"not an interp trace store (kind={d.get('kind')!r})")
+            shards = tuple(ShardInfo(**{k: v for k, v in s.items() if k != "file"}) for s in d["shards"])
+            return cls(trace=Manifest.from_dict(d), n_seqs=int(d["n_seqs"]), seq_len=int(d["seq_len"]),
+                       batch_size=int(d["batch_size"]), dataset_fingerprint=d["dataset_fingerprint"],
+                       settings=dict(d.get("settings", {})), shards=shards)
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{where} is malformed ({type(e).__name__}: {e}); was it edited by hand?") from e
+
+    def with_shard(self, info: ShardInfo) -> StoreManifest:
+        rest = tuple(s for s in self.shards if s.index != info.index)
+        return replace(self, shards=(*rest, info))
+
+
+def write_shard(root: Path, index: int, start: int, tensors: dict[str, torch.Tensor], n_tokens: int,
+                stop: int) -> ShardInfo:
+    """Serialize one shard atomically and return its manifest entry (size and sha256)."""
+    data = st_save({k: v.contiguous() for k, v in tensors.items()})
+    info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tokens, bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(root / info.file, data)
+    return info
+
+
+class TraceStore:
+    """A trace on disk: open it, check it, read sequences as :class:`Trace` or stream token rows.
+
+    Args:
+        path: the store directory.
+        verify: ``"size"`` (default: every shard read is checked against its recorded size, which
+            catches truncation), ``"sha256"`` (hash every shard when it is read), or ``"none"``.
+
+    Example:
+        >>> import interp
+        >>> from interp.trace import TraceStore, capture
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> store = capture(m, ["a b c", "hello world"], "blocks.*.hook_resid_post", "/tmp/st")  # doctest: +SKIP
+        >>> for rows in store.iter_tokens("blocks.3.hook_resid_post", batch_size=4):  # doctest: +SKIP
+        ...     print(rows.shape)
+        torch.Size([4, 576])
+        torch.Size([1, 576])
+    """
+
+    def __init__(self, path: str | os.PathLike[str], verify: str = "size") -> None:
+        if verify not in ("size", "sha256", "none"):
+            raise ValueError(f"verify must be 'size', 'sha256' or 'none', got {verify!r}")
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.exists():
+            raise FileNotFoundError(f"no trace store at {self.path} (missing manifest.json)")
+        self.manifest = StoreManifest.from_json(mpath.read_text(), str(mpath))
+        self.verify_mode = verify
+        self._verified: set[int] = set()
+
+    # -- metadata --------------------------------------------------------------------------------
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.manifest.trace.hooks)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return parse_dtype(self.manifest.trace.dtype)
+
+    @property
+    def n_seqs(self) -> int:
+        return self.manifest.n_seqs
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(s.n_tokens for s in self.manifest.shards)
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.complete
+
+    def shards(self) -> list[ShardInfo]:
+        return sorted(self.manifest.shards, key=lambda s: s.index)
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Raise ``ModelMismatchError`` unless ``model`` made this store."""
+        self.manifest.trace.check_model(model)
+
+    def tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` of every sequence, ``[n_seqs, seq_len]``."""
+        with safe_open(str(self.path / "tokens.safetensors"), framework="pt") as f:
+            return f.get_tensor("input_ids"), f.get_tensor("attention_mask")
+
+    def metadata(self) -> list[dict[str, Any]]:
+        """Per-sequence metadata rows (empty when none was stored)."""
+        p = self.path / "meta.parquet"
+        if not p.exists():
+            return []
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p).to_pylist()
+
+    # -- shards ----------------------------------------------------------------------------------
+    def _check(self, info: ShardInfo) -> Path:
+        p = self.path / info.file
+        if not p.exists():
+            raise CorruptShardError(f"shard {info.index} is missing: {p}")
+        size = p.stat().st_size
+        if size != info.bytes:
+            raise CorruptShardError(f"shard {p} is {size} bytes, the manifest says {info.bytes}: truncated or "
+                                    "replaced; re-run the capture to re-create it")
+        if self.verify_mode == "sha256" and info.index not in self._verified:
+            self._hash_check(info, p)
+        return p
+
+    def _hash_check(self, info: ShardInfo, p: Path) -> None:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        if h.hexdigest() != info.sha256:
+            raise CorruptShardError(f"shard {p} fails its sha256 check (corrupt); re-run the capture to re-create it")
+        self._verified.add(info.index)
+
+    def verify(self) -> None:
+        """Hash every shard and compare with the manifest; raises :class:`CorruptShardError`."""
+        for info in self.shards():
+            p = self._check(info)
+            self._hash_check(info, p)
+
+    def read_shard(self, info: ShardInfo, hooks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """The raw tensors of one shard (token rows, or dense patterns)."""
+        p = self._check(info)
+        names = self.hooks if hooks is None else list(hooks)
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                return {n: f.get_tensor(n) for n in names}
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise CorruptShardError(f"cannot read shard {p}: {e}") from e
+
+    def _shard_for(self, seq: int) -> ShardInfo:
+        for s in self.manifest.shards:
+            if s.start <= seq < s.stop:
+                return s
+        raise IndexError(f"sequence {seq} is not in any finished shard (store has {self.n_seqs} sequences, "
+                         f"complete={self.complete})")
+
+    def trace(self, seqs: Sequence[int] | slice | None = None, hooks: Sequence[str] | None = None) -> Trace:
+        """Load sequences as an in-memory :class:`Trace` (padded to their longest length)."""
+        idx = list(range(self.n_seqs))[seqs if seqs is not None else slice(None)] if not isinstance(seqs, Sequence) else list(seqs)
+        if not idx:
+            raise ValueError("no sequences selected")
+        names = self.hooks if hooks is None else list(hooks)
+        for n in names:
+            if n not in self.manifest.trace.hooks:
+                raise KeyError(f"store has no hook {n!r}; it holds: {', '.join(self.hooks)}")
+        ids_all, mask_all = self.tokens()
+        ids, mask = ids_all[idx], mask_all[idx]
+        length = int(mask.sum(1).max())
+        ids, mask = ids[:, :length], mask[:, :length]
+        parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        cache: dict[int, dict[str, torch.Tensor]] = {}
+        for seq in idx:
+            info = self._shard_for(seq)
+            if info.index not in cache:
+                cache = {info.index: self.read_shard(info, names)}
+            shard = cache[info.index]
+            lens = mask_all[info.start:info.stop].sum(1)
+            j = seq - info.start
+            for n in names:
+                t = shard[n]
+                if is_dense(n):
+                    x = t[j]
+                    pad = length - x.shape[-1]
+                    parts[n].append(torch.nn.functional.pad(x[..., :length, :length], (0, max(pad, 0), 0, max(pad, 0))))
+                else:
+                    off = int(lens[:j].sum())
+                    rows = t[off:off + int(lens[j])]
+                    out = rows.new_zeros((length, *rows.shape[1:]))
+                    out[: rows.shape[0]] = rows
+                    parts[n].append(out)
+        acts = {n: torch.stack(v) for n, v in parts.items()}
+        man = replace(self.manifest.trace, hooks={n: list(acts[n].shape) for n in names})
+        meta = self.metadata()
+        if meta and "tokens" in meta[0]:
+            tok_strs = tuple(tuple(meta[i]["tokens"][:length]) + ("",) * max(0, length - len(meta[i]["tokens"])) for i in idx)
+        else:
+            tok_strs = tuple(tuple(str(i) for i in row) for row in ids.tolist())
+        rows = tuple({k: v for k, v in meta[i].items() if k != "tokens"} for i in idx) if meta else ()
+        return Trace(input_ids=ids, attention_mask=mask, tokens=tok_strs, activations=acts, manifest=man,
+                     metadata=rows)
+
+    def iter_tokens(self, hook: str, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
+                    dtype: torch.dtype | None = None, drop_last: bool = False) -> Iterator[torch.Tensor]:
+        """Stream the non-padding token rows of one hook: ``[batch_size, ...]`` tensors.
+
+        Memory stays at about one shard. With ``shuffle``, shard order and rows within each pair of
+        consecutive shards are permuted (seeded, so runs repeat exactly).
+        """
+        if hook not in self.manifest.trace.hooks:
+            raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(self.hooks)}")
+        if is_dense(hook):
+            raise ValueError(f"{hook} is stored per sequence, not as token rows; use store.trace()")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        g = torch.Generator().manual_seed(seed)
+        infos = self.shards()
+        if shuffle:
+            infos = [infos[i] for i in torch.randperm(len(infos), generator=g).tolist()]
+        carry: torch.Tensor | None = None
+        for info in infos:
+            rows = self.read_shard(info, [hook])[hook]
+            if dtype is not None:
+                rows = rows.to(dtype)
+            if carry is not None and carry.shape[0]:
+                rows = torch.cat([carry, rows])
+            if shuffle:
+                rows = rows[torch.randperm(rows.shape[0], generator=g)]
+            n_full = rows.shape[0] // batch_size * batch_size
+            yield from rows[:n_full].split(batch_size)
+            carry = rows[n_full:]
+        if carry is not None and carry.shape[0] and not drop_last:
+            yield carry
+
+
+def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
+    """Save an in-memory trace as a one-shard store (see :meth:`Trace.save`)."""
+    root = Path(path)
+    if (root / "manifest.json").exists():
+        raise FileExistsError(f"{root} already holds a trace store; choose another path or delete it")
+    mask = trace.attention_mask.bool()
+    tensors = {n: (t if is_dense(n) else t[mask]).cpu() for n, t in trace.activations.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    save_file({"input_ids": trace.input_ids.contiguous(), "attention_mask": trace.attention_mask.contiguous()},
+              str(root / "tokens.safetensors"))
+    write_meta(root, trace.metadata, trace.tokens)
+    info = write_shard(root, 0, 0, tensors, int(mask.sum()), trace.n_seqs)
+    man = StoreManifest(trace=replace(trace.manifest, hooks={n: list(t.shape[1 if is_dense(n) else 2:]) for n, t in trace.activations.items()}),
+                        n_seqs=trace.n_seqs, seq_len=int(trace.input_ids.shape[1]), batch_size=trace.n_seqs,
+                        dataset_fingerprint=tokens_fingerprint(trace.input_ids, trace.attention_mask),
+                        shards=(info,))
+    atomic_write_bytes(root / "manifest.json", man.to_json().encode())
+    return TraceStore(root)
+
+
+def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> None:
+    """Write ``meta.parquet``: per-sequence metadata and, if given, the token strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [dict(m) for m in metadata] if metadata else [{} for _ in tokens or []]
+    if tokens is not None:
+        for r, t in zip(rows, tokens, strict=True):
+            r["tokens"] = list(t)
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows), root / "meta.parquet")
+
+
+def tokens_fingerprint(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:
+    h = hashlib.sha256(input_ids.to(torch.int64).numpy().tobytes())
+    h.update(attention_mask.to(torch.int64).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["SCHEMA_VERSION", "CorruptShardError", "ShardInfo", "StoreManifest", "StoreMismatchError", "TraceStore",
+           "save_trace", "tokens_fingerprint", "write_shard"]
