@@ -1,0 +1,129 @@
+"""The ``interp`` command line.
+
+Examples::
+
+    interp models
+    interp capture --model smollm2-135m --dataset data/prompts.txt --hooks 'blocks.*.hook_resid_post' -o out/store
+
+Errors print one line and exit with status 2 (bad input) or 1 (other failures); ``--debug`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXAMPLE_CAPTURE = (
+    "example:\n  interp capture --model smollm2-135m --dataset data/prompts.txt "
+    "--hooks 'blocks.*.hook_resid_post' -o out/store"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="interp", description="Mechanistic-interpretability workbench.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("models", parents=[common], help="list the models interp can load offline and where their weights come from",
+                   description="List known models, their packages and whether they are installed.",
+                   epilog="example:\n  interp models", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    c = sub.add_parser("capture", parents=[common], help="capture activations of a dataset into a trace store",
+                       description="Run a model over texts and stream the chosen hooks into a trace store "
+                                   "(resumable: rerun the same command after an interruption).",
+                       epilog=EXAMPLE_CAPTURE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
+    src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
+    c.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
+    c.add_argument("--hooks", action="append", default=None,
+                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+    c.add_argument("-o", "--out", required=True, help="store directory")
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--max-tokens", type=int, default=128)
+    c.add_argument("--dtype", default="float32", help="storage dtype (float32, bfloat16, float16)")
+    c.add_argument("--prepend-bos", action="store_true")
+    c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
+    return p
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from interp.models import KNOWN_MODELS, supported_model_types
+
+    print(f"{'name':<14} {'installed':<10} {'package':<22} description")
+    for km in KNOWN_MODELS.values():
+        ok = "yes" if importlib.util.find_spec(km.module) else "no"
+        print(f"{km.name:<14} {ok:<10} {km.package:<22} {km.description}")
+    print("\nAlso any Hugging Face hub id or local directory whose config.model_type is one of: "
+          + ", ".join(supported_model_types()))
+    print("Install a missing package with: pip install --no-deps PACKAGE")
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    import torch
+
+    import interp
+    from interp.trace import capture
+
+    if args.dataset and not Path(args.dataset).exists():
+        raise FileNotFoundError(f"no dataset file at {args.dataset!r}")
+    model = interp.load_model(args.model)
+    hooks = args.hooks or ["blocks.*.hook_resid_post"]
+    dataset = args.prompt if args.prompt else args.dataset
+    store = capture(model, dataset, hooks, args.out, batch_size=args.batch_size, dtype=args.dtype,
+                    max_tokens=args.max_tokens, column=args.column, prepend_bos=args.prepend_bos,
+                    overwrite=args.overwrite, progress=not args.quiet)
+    size = sum(s.bytes for s in store.shards())
+    print(f"\nstore   {store.path}  ({size / 2**20:.1f} MiB in {len(store.shards())} shards, complete={store.complete})")
+    print(f"model   {model!r}  fingerprint {store.manifest.trace.model_fingerprint}")
+    print(f"data    {store.n_seqs} sequences, {store.n_tokens} tokens")
+    print(f"hooks   {len(store.hooks)}: {', '.join(store.hooks[:3])}{' ...' if len(store.hooks) > 3 else ''}")
+    resid = [h for h in store.hooks if h.endswith("hook_resid_post")]
+    if resid:
+        print("\nmean L2 norm of the residual stream per layer (all tokens):")
+        for h in resid:
+            total, n = 0.0, 0
+            for rows in store.iter_tokens(h, batch_size=8192, dtype=torch.float32):
+                total += float(rows.norm(dim=-1).sum())
+                n += rows.shape[0]
+            print(f"  {h:<28} {total / max(n, 1):9.2f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``interp`` command."""
+    args = _parser().parse_args(argv)
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    handlers = {"models": _cmd_models, "capture": _cmd_capture}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        bad_input = isinstance(e, (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError,
+                                   ModuleNotFoundError))
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"interp: error: {msg}", file=sys.stderr)
+        return 2 if bad_input else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
