@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
-from safetensors.torch import save_file
 
 from interp.models import LoadedModel
 from interp.sites import Component, Site
 from interp.trace.trace import SCHEMA_VERSION, Manifest, Trace, parse_dtype
 
 STORE_KIND = "interp-trace-store"
+GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
 
 
 class CorruptShardError(OSError):
@@ -60,6 +60,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``safetensors`` file written atomically (a crash leaves the old file or none, never half of one)."""
+    atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+
+def remove_stale_tmp(root: Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files an interrupted writer left in ``root`` and ``root/shards``."""
+    gone = []
+    for d in (root, root / "shards"):
+        if d.is_dir():
+            for f in d.glob(".*.tmp"):
+                f.unlink(missing_ok=True)
+                gone.append(f)
+    return gone
+
+
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is ones then zeros (the layout stores and ``trace()`` assume)."""
+    m = attention_mask.bool().cpu()
+    lens = m.sum(1, keepdim=True)
+    return bool((m == (torch.arange(m.shape[1]) < lens)).all())
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,7 @@ class StoreManifest:
     dataset_fingerprint: str
     settings: dict[str, Any] = field(default_factory=dict)
     shards: tuple[ShardInfo, ...] = ()
+    grads: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def n_shards(self) -> int:
@@ -103,24 +127,71 @@ class StoreManifest:
              "batch_size": self.batch_size, "dataset_fingerprint": self.dataset_fingerprint,
              "settings": self.settings, "complete": self.complete,
              "shards": [{"file": s.file, **s.__dict__} for s in sorted(self.shards, key=lambda s: s.index)]}
+        if self.grads:
+            d["grads"] = self.grads
         return json.dumps(d, indent=1)
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest.json") -> StoreManifest:
+        """Parse ``manifest.json``; raises ``ValueError`` naming the problem for a malformed or foreign file."""
         try:
             d = json.loads(text)
-            if d.get("kind") != STORE_KIND:
-                raise ValueError(f"not an interp trace store (kind={d.get('kind')!r})")
-            shards = tuple(ShardInfo(**{k: v for k, v in s.items() if k != "file"}) for s in d["shards"])
-            return cls(trace=Manifest.from_dict(d), n_seqs=int(d["n_seqs"]), seq_len=int(d["seq_len"]),
-                       batch_size=int(d["batch_size"]), dataset_fingerprint=d["dataset_fingerprint"],
-                       settings=dict(d.get("settings", {})), shards=shards)
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{where} is malformed ({type(e).__name__}: {e}); was it edited by hand?") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is malformed (not valid JSON: {e}); was it edited by hand?") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is malformed (a JSON {type(d).__name__}, not an object); was it edited by hand?")
+        if d.get("kind") != STORE_KIND:
+            raise ValueError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{where} has trace schema_version {version!r}, but this interp reads version "
+                             f"{SCHEMA_VERSION}; re-capture the store with this version of interp")
+        try:
+            shards = tuple(_shard_info(s) for s in d["shards"])
+            man = cls(trace=Manifest.from_dict(d), n_seqs=_int(d["n_seqs"], "n_seqs", 0),
+                      seq_len=_int(d["seq_len"], "seq_len", 0), batch_size=_int(d["batch_size"], "batch_size", 1),
+                      dataset_fingerprint=str(d["dataset_fingerprint"]), settings=dict(d.get("settings", {})),
+                      shards=shards, grads={str(k): [int(x) for x in v] for k, v in d.get("grads", {}).items()})
+            for h in (*man.trace.hooks, *man.grads):
+                Site.parse(h)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{where} is malformed ({what}); was it edited by hand?") from e
+        indices = [s.index for s in shards]
+        if len(set(indices)) != len(indices) or any(not 0 <= i < man.n_shards for i in indices):
+            raise ValueError(f"{where} is malformed (shard indices {sorted(indices)} for {man.n_shards} shards); "
+                             "was it edited by hand?")
+        for s in shards:
+            if (s.start, s.stop) != man.shard_range(s.index):
+                raise ValueError(f"{where} is malformed (shard {s.index} covers sequences [{s.start}, {s.stop}), "
+                                 f"expected {list(man.shard_range(s.index))}); was it edited by hand?")
+        return man
+
+    def shard_range(self, index: int) -> tuple[int, int]:
+        """Sequences ``[start, stop)`` of shard ``index``."""
+        start = index * self.batch_size
+        return start, min(start + self.batch_size, self.n_seqs)
 
     def with_shard(self, info: ShardInfo) -> StoreManifest:
         rest = tuple(s for s in self.shards if s.index != info.index)
         return replace(self, shards=(*rest, info))
+
+
+def _int(x: Any, name: str, low: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}")
+    return x
+
+
+def _shard_info(d: Any) -> ShardInfo:
+    if not isinstance(d, dict):
+        raise TypeError(f"a shard entry is a {type(d).__name__}, not an object")
+    info = ShardInfo(**{k: v for k, v in d.items() if k != "file"})
+    for name in ("index", "start", "stop", "n_tokens", "bytes"):
+        _int(getattr(info, name), f"shard {name}", 0)
+    if info.stop < info.start or not isinstance(info.sha256, str):
+        raise ValueError(f"bad shard entry {d!r}")
+    return info
 
 
 def write_shard(root: Path, index: int, start: int, tensors: dict[str, torch.Tensor], n_tokens: int,
@@ -236,7 +307,11 @@ class TraceStore:
     def read_shard(self, info: ShardInfo, hooks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The raw tensors of one shard (token rows, or dense patterns)."""
         p = self._check(info)
-        names = self.hooks if hooks is None else list(hooks)
+        names = self.hooks if hooks is None else [hooks] if isinstance(hooks, str) else list(hooks)
+        stored = (*self.manifest.trace.hooks, *(GRAD_PREFIX + g for g in self.manifest.grads))
+        for n in names:
+            if n not in stored:
+                raise KeyError(f"store has no hook {n!r}; it holds: {', '.join(self.hooks)}")
         try:
             with safe_open(str(p), framework="pt") as f:
                 return {n: f.get_tensor(n) for n in names}
@@ -250,41 +325,78 @@ class TraceStore:
         raise IndexError(f"sequence {seq} is not in any finished shard (store has {self.n_seqs} sequences, "
                          f"complete={self.complete})")
 
-    def trace(self, seqs: Sequence[int] | slice | None = None, hooks: Sequence[str] | None = None) -> Trace:
-        """Load sequences as an in-memory :class:`Trace` (padded to their longest length)."""
-        idx = list(range(self.n_seqs))[seqs if seqs is not None else slice(None)] if not isinstance(seqs, Sequence) else list(seqs)
+    def _seq_indices(self, seqs: int | Sequence[int] | slice | range | None) -> list[int]:
+        n = self.n_seqs
+        if seqs is None:
+            return list(range(n))
+        if isinstance(seqs, slice):
+            return list(range(n))[seqs]
+        if isinstance(seqs, torch.Tensor):
+            seqs = seqs.tolist()
+        items = [seqs] if isinstance(seqs, int) or (not hasattr(seqs, "__len__") and hasattr(seqs, "__index__")) else seqs
+        if isinstance(items, str | bytes) or not hasattr(items, "__iter__"):
+            raise TypeError(f"seqs must be an int, a sequence of ints or a slice, got {type(seqs).__name__}")
+        out = []
+        for i in items:
+            if isinstance(i, bool) or not hasattr(i, "__index__"):
+                raise TypeError(f"sequence indices must be ints, got {type(i).__name__}: {i!r}")
+            j = int(i)
+            if not -n <= j < n:
+                raise IndexError(f"sequence {j} out of range: the store has {n} sequences")
+            out.append(j % n)
+        return out
+
+    def trace(self, seqs: int | Sequence[int] | slice | None = None, hooks: str | Sequence[str] | None = None) -> Trace:
+        """Load sequences as an in-memory :class:`Trace` (padded to their longest length).
+
+        Args:
+            seqs: sequence indices (int, list of ints, slice; negative ints count from the end); all if ``None``.
+            hooks: hook names to load (activations and, for a saved trace with gradients, gradients);
+                all if ``None``.
+
+        Token-wise activations are zero at padding positions; attention patterns hold what the
+        model computed there.
+        """
+        idx = self._seq_indices(seqs)
         if not idx:
             raise ValueError("no sequences selected")
-        names = self.hooks if hooks is None else list(hooks)
-        for n in names:
-            if n not in self.manifest.trace.hooks:
-                raise KeyError(f"store has no hook {n!r}; it holds: {', '.join(self.hooks)}")
+        if hooks is None:
+            names, grad_names = self.hooks, list(self.manifest.grads)
+        else:
+            wanted = [hooks] if isinstance(hooks, str) else list(hooks)
+            for n in wanted:
+                if n not in self.manifest.trace.hooks and n not in self.manifest.grads:
+                    raise KeyError(f"store has no hook {n!r}; it holds: {', '.join(self.hooks)}")
+            names = [n for n in wanted if n in self.manifest.trace.hooks]
+            grad_names = [n for n in wanted if n in self.manifest.grads]
+        keys = [*names, *(GRAD_PREFIX + g for g in grad_names)]
         ids_all, mask_all = self.tokens()
         ids, mask = ids_all[idx], mask_all[idx]
         length = int(mask.sum(1).max())
         ids, mask = ids[:, :length], mask[:, :length]
-        parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         cache: dict[int, dict[str, torch.Tensor]] = {}
         for seq in idx:
             info = self._shard_for(seq)
             if info.index not in cache:
-                cache = {info.index: self.read_shard(info, names)}
+                cache = {info.index: self.read_shard(info, keys)}
             shard = cache[info.index]
             lens = mask_all[info.start:info.stop].sum(1)
             j = seq - info.start
-            for n in names:
-                t = shard[n]
-                if is_dense(n):
-                    x = t[j]
+            for k in keys:
+                t = shard[k]
+                if is_dense(k.removeprefix(GRAD_PREFIX)):
+                    x = t[j][..., :length, :length]
                     pad = length - x.shape[-1]
-                    parts[n].append(torch.nn.functional.pad(x[..., :length, :length], (0, max(pad, 0), 0, max(pad, 0))))
+                    parts[k].append(torch.nn.functional.pad(x, (0, pad, 0, pad)))
                 else:
                     off = int(lens[:j].sum())
                     rows = t[off:off + int(lens[j])]
                     out = rows.new_zeros((length, *rows.shape[1:]))
                     out[: rows.shape[0]] = rows
-                    parts[n].append(out)
-        acts = {n: torch.stack(v) for n, v in parts.items()}
+                    parts[k].append(out)
+        acts = {n: torch.stack(parts[n]) for n in names}
+        grads = {g: torch.stack(parts[GRAD_PREFIX + g]) for g in grad_names}
         man = replace(self.manifest.trace, hooks={n: list(acts[n].shape) for n in names})
         meta = self.metadata()
         if meta and "tokens" in meta[0]:
@@ -292,22 +404,36 @@ class TraceStore:
         else:
             tok_strs = tuple(tuple(str(i) for i in row) for row in ids.tolist())
         rows = tuple({k: v for k, v in meta[i].items() if k != "tokens"} for i in idx) if meta else ()
+        if rows and not any(rows):
+            rows = ()
         return Trace(input_ids=ids, attention_mask=mask, tokens=tok_strs, activations=acts, manifest=man,
-                     metadata=rows)
+                     metadata=rows, grads=grads)
 
     def iter_tokens(self, hook: str, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
-                    dtype: torch.dtype | None = None, drop_last: bool = False) -> Iterator[torch.Tensor]:
+                    dtype: torch.dtype | None = None, drop_last: bool = False,
+                    allow_incomplete: bool = False) -> Iterator[torch.Tensor]:
         """Stream the non-padding token rows of one hook: ``[batch_size, ...]`` tensors.
 
-        Memory stays at about one shard. With ``shuffle``, shard order and rows within each pair of
-        consecutive shards are permuted (seeded, so runs repeat exactly).
+        Without ``shuffle`` the rows come in store order (sequence by sequence); every batch has
+        ``batch_size`` rows but the last, which is dropped with ``drop_last``. With ``shuffle``
+        the shard order is permuted and the rows of each shard (plus the few left over from the
+        shard before) are permuted, seeded, so runs repeat exactly. Memory stays at about one shard.
+
+        Raises:
+            KeyError: the store has no such hook.
+            ValueError: a dense hook (the attention pattern), ``batch_size < 1``, or an incomplete
+                store (an interrupted capture; pass ``allow_incomplete=True`` to read its finished shards).
         """
         if hook not in self.manifest.trace.hooks:
             raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(self.hooks)}")
         if is_dense(hook):
             raise ValueError(f"{hook} is stored per sequence, not as token rows; use store.trace()")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not self.complete and not allow_incomplete:
+            raise ValueError(f"the store at {self.path} is incomplete ({len(self.manifest.shards)} of "
+                             f"{self.manifest.n_shards} shards): re-run the capture to finish it, or pass "
+                             "allow_incomplete=True")
         g = torch.Generator().manual_seed(seed)
         infos = self.shards()
         if shuffle:
@@ -329,27 +455,39 @@ class TraceStore:
 
 
 def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
-    """Save an in-memory trace as a one-shard store (see :meth:`Trace.save`)."""
+    """Save an in-memory trace as a one-shard store (see :meth:`Trace.save`); gradients are kept too."""
     root = Path(path)
     if (root / "manifest.json").exists():
         raise FileExistsError(f"{root} already holds a trace store; choose another path or delete it")
+    if trace.n_seqs == 0:
+        raise ValueError("cannot save a trace of 0 sequences")
+    if not is_right_padded(trace.attention_mask):
+        raise ValueError("the trace's attention mask is not right-padded (real tokens first, then padding); "
+                         "stores keep token rows in right-padded order only")
     mask = trace.attention_mask.bool()
-    tensors = {n: (t if is_dense(n) else t[mask]).cpu() for n, t in trace.activations.items()}
+
+    def rows(name: str, t: torch.Tensor) -> torch.Tensor:
+        return (t if is_dense(name) else t[mask.to(t.device)]).detach().cpu()
+
+    def trailing(name: str, t: torch.Tensor) -> list[int]:
+        return list(t.shape[1 if is_dense(name) else 2:])
+
+    tensors = {n: rows(n, t) for n, t in trace.activations.items()}
+    tensors.update({GRAD_PREFIX + n: rows(n, t) for n, t in trace.grads.items()})
     root.mkdir(parents=True, exist_ok=True)
-    save_file({"input_ids": trace.input_ids.contiguous(), "attention_mask": trace.attention_mask.contiguous()},
-              str(root / "tokens.safetensors"))
+    atomic_save_tensors(root / "tokens.safetensors", {"input_ids": trace.input_ids, "attention_mask": trace.attention_mask})
     write_meta(root, trace.metadata, trace.tokens)
     info = write_shard(root, 0, 0, tensors, int(mask.sum()), trace.n_seqs)
-    man = StoreManifest(trace=replace(trace.manifest, hooks={n: list(t.shape[1 if is_dense(n) else 2:]) for n, t in trace.activations.items()}),
+    man = StoreManifest(trace=replace(trace.manifest, hooks={n: trailing(n, t) for n, t in trace.activations.items()}),
                         n_seqs=trace.n_seqs, seq_len=int(trace.input_ids.shape[1]), batch_size=trace.n_seqs,
                         dataset_fingerprint=tokens_fingerprint(trace.input_ids, trace.attention_mask),
-                        shards=(info,))
+                        shards=(info,), grads={n: trailing(n, t) for n, t in trace.grads.items()})
     atomic_write_bytes(root / "manifest.json", man.to_json().encode())
     return TraceStore(root)
 
 
 def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> None:
-    """Write ``meta.parquet``: per-sequence metadata and, if given, the token strings."""
+    """Write ``meta.parquet`` atomically: per-sequence metadata and, if given, the token strings."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -358,14 +496,17 @@ def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[
         for r, t in zip(rows, tokens, strict=True):
             r["tokens"] = list(t)
     if rows:
-        pq.write_table(pa.Table.from_pylist(rows), root / "meta.parquet")
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows), sink)
+        atomic_write_bytes(root / "meta.parquet", sink.getvalue().to_pybytes())
 
 
 def tokens_fingerprint(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:
-    h = hashlib.sha256(input_ids.to(torch.int64).numpy().tobytes())
-    h.update(attention_mask.to(torch.int64).numpy().tobytes())
+    """A short hash of the token ids and mask: what a resumed capture must find unchanged."""
+    h = hashlib.sha256(input_ids.to("cpu", torch.int64).numpy().tobytes())
+    h.update(attention_mask.to("cpu", torch.int64).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-__all__ = ["SCHEMA_VERSION", "CorruptShardError", "ShardInfo", "StoreManifest", "StoreMismatchError", "TraceStore",
+__all__ = ["GRAD_PREFIX", "SCHEMA_VERSION", "CorruptShardError", "ShardInfo", "StoreManifest", "StoreMismatchError", "TraceStore",
            "save_trace", "tokens_fingerprint", "write_shard"]

@@ -130,8 +130,13 @@ class Trace:
             raise ValueError(f"{len(self.metadata)} metadata rows for a batch of {batch}")
         for kind, tensors in (("activation", self.activations), ("gradient", self.grads)):
             for name, t in tensors.items():
+                axes = Site.parse(name).component.axes
+                if t.dim() != len(axes):
+                    raise ValueError(f"{kind} {name!r} has shape {tuple(t.shape)}; expected {len(axes)} axes "
+                                     f"({', '.join(axes)})")
                 b_ax, p_ax = _batch_pos_axes(name)
-                if t.shape[b_ax] != batch or t.shape[p_ax] != pos:
+                k_ax = axes.index("k_pos") if "k_pos" in axes else p_ax
+                if t.shape[b_ax] != batch or t.shape[p_ax] != pos or t.shape[k_ax] != pos:
                     raise ValueError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
                                      f"{batch} sequences of {pos} tokens")
 
@@ -195,7 +200,13 @@ class Trace:
 
     # -- conversion ----------------------------------------------------------------------------
     def to(self, dtype_or_device: torch.dtype | str | torch.device) -> Trace:
-        """A copy with floating activations (and grads) moved to a dtype or a device."""
+        """A copy with floating activations (and grads) moved to a dtype or a device.
+
+        A string names a dtype when ``torch`` has a dtype of that name (``"bfloat16"``), else a device.
+        """
+        if isinstance(dtype_or_device, str) and isinstance(getattr(torch, dtype_or_device, None), torch.dtype):
+            dtype_or_device = parse_dtype(dtype_or_device)
+
         def conv(t: torch.Tensor) -> torch.Tensor:
             if isinstance(dtype_or_device, torch.dtype):
                 return t.to(dtype_or_device) if t.is_floating_point() else t
@@ -215,19 +226,27 @@ class Trace:
 
     def select(self, index: int | Sequence[int] | slice) -> Trace:
         """A trace of a subset of the sequences."""
+        if isinstance(index, bool) or (not isinstance(index, (int, slice))
+                                       and any(isinstance(i, bool) for i in index)):
+            raise TypeError(f"select takes sequence indices (int, list of int or slice), not booleans: {index!r}")
         idx = _as_index(index)
         if isinstance(idx, int):
             idx = [idx]
-        keep = torch.arange(self.n_seqs)[idx]
+        try:
+            keep = torch.arange(self.n_seqs)[idx]
+        except IndexError:
+            raise IndexError(f"sequence index {index!r} out of range for a trace of {self.n_seqs} sequences") from None
 
         def sub(name: str, t: torch.Tensor) -> torch.Tensor:
             return t.index_select(0, keep.to(t.device))
 
+        acts = {k: sub(k, v) for k, v in self.activations.items()}
+        man = replace(self.manifest, hooks={k: list(v.shape) for k, v in acts.items()})
         return replace(
-            self, input_ids=self.input_ids[keep], attention_mask=self.attention_mask[keep],
+            self, input_ids=self.input_ids[keep], attention_mask=self.attention_mask[keep], manifest=man,
             tokens=tuple(self.tokens[i] for i in keep.tolist()),
             metadata=tuple(self.metadata[i] for i in keep.tolist()) if self.metadata else (),
-            activations={k: sub(k, v) for k, v in self.activations.items()},
+            activations=acts,
             grads={k: sub(k, v) for k, v in self.grads.items()},
         )
 

@@ -1,0 +1,272 @@
+"""In-memory :class:`Trace`: indexing, stacking, conversion, selection, manifest checks, save/load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from _trace_helpers import tiny_llama
+
+from interp.sites import Component, Site
+from interp.trace import SCHEMA_VERSION, Manifest, ModelMismatchError, Trace, TraceStore
+
+TEXTS = ["the cat sat on the mat", "hello", "a b c d e f"]
+HOOKS = ["blocks.*.hook_resid_post", "blocks.0.attn.hook_pattern", "blocks.1.attn.hook_z",
+         "blocks.0.mlp.hook_post", "logits"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama(seed=0)
+
+
+@pytest.fixture(scope="module")
+def trace(model) -> Trace:
+    return model.run(TEXTS, capture=HOOKS).trace
+
+
+def lengths(tr: Trace) -> list[int]:
+    return [int(n) for n in tr.attention_mask.sum(1)]
+
+
+# -- indexing ----------------------------------------------------------------------------------------------
+def test_index_by_name_and_site(trace):
+    t = trace["blocks.1.hook_resid_post"]
+    assert t.shape == (3, 22, 64)
+    assert trace[Site(Component.RESID_POST, 1)] is t
+    assert "blocks.1.hook_resid_post" in trace and Site(Component.RESID_POST, 0) in trace
+    assert "blocks.0.hook_resid_pre" not in trace
+    assert sorted(trace.names) == sorted(["blocks.0.hook_resid_post", "blocks.0.attn.hook_pattern", "logits",
+                                          "blocks.0.mlp.hook_post", "blocks.1.hook_resid_post", "blocks.1.attn.hook_z"])
+
+
+def test_unknown_name_lists_close_matches(trace):
+    with pytest.raises(KeyError, match=r"blocks\.1\.hook_resid_post"):
+        trace["blocks.1.hook_resid_pst"]
+
+
+def test_get_by_layer_pos_head(trace):
+    z = trace["blocks.1.attn.hook_z"]  # [batch, pos, head, d_head]
+    assert z.shape == (3, 22, 4, 16)
+    assert torch.equal(trace.get("hook_resid_post", layer=1), trace["blocks.1.hook_resid_post"])
+    assert torch.equal(trace.get(Component.RESID_POST, layer=0), trace["blocks.0.hook_resid_post"])
+    assert torch.equal(trace.get("blocks.0.hook_resid_post"), trace["blocks.0.hook_resid_post"])
+    # an int drops the axis
+    assert torch.equal(trace.get("hook_resid_post", layer=1, pos=-1), trace["blocks.1.hook_resid_post"][:, -1])
+    assert torch.equal(trace.get("attn.hook_z", layer=1, head=2), z[:, :, 2])
+    assert torch.equal(trace.get("attn.hook_z", layer=1, pos=3, head=1), z[:, 3, 1])
+    # two lists index their own axes (no zipping together)
+    got = trace.get("attn.hook_z", layer=1, pos=[0, 2, 5], head=[1, 3])
+    assert torch.equal(got, z[:, [0, 2, 5]][:, :, [1, 3]])
+    assert got.shape == (3, 3, 2, 16)
+    assert torch.equal(trace.get("attn.hook_z", layer=1, pos=slice(1, 4)), z[:, 1:4])
+    # the pattern's "pos" is the query position
+    pat = trace["blocks.0.attn.hook_pattern"]
+    assert torch.equal(trace.get("attn.hook_pattern", layer=0, pos=4, head=[0, 2]), pat[:, [0, 2], 4])
+    with pytest.raises(ValueError, match="no head axis"):
+        trace.get("hook_resid_post", layer=0, head=0)
+
+
+def test_stack(trace):
+    s = trace.stack("hook_resid_post")
+    assert s.shape == (2, 3, 22, 64)
+    assert torch.equal(s[0], trace["blocks.0.hook_resid_post"])
+    assert torch.equal(s[1], trace["blocks.1.hook_resid_post"])
+    assert torch.equal(trace.stack(Component.RESID_POST), s)
+    with pytest.raises(KeyError, match="no hook_resid_pre"):
+        trace.stack("hook_resid_pre")
+
+
+# -- conversion and selection --------------------------------------------------------------------------------
+def test_to_dtype(trace):
+    half = trace.to(torch.float16)
+    assert all(t.dtype == torch.float16 for t in half.activations.values())
+    assert half.manifest.dtype == "float16"
+    assert half.input_ids.dtype == trace.input_ids.dtype and torch.equal(half.input_ids, trace.input_ids)
+    assert torch.equal(half["logits"], trace["logits"].half())
+    # the original is untouched
+    assert trace["logits"].dtype == torch.float32 and trace.manifest.dtype == "float32"
+
+
+def test_to_dtype_by_name(trace):
+    assert trace.to("bfloat16")["logits"].dtype == torch.bfloat16
+
+
+def test_cpu_and_device(trace):
+    c = trace.cpu()
+    assert all(t.device.type == "cpu" for t in c.activations.values())
+    assert torch.equal(c["logits"], trace["logits"])
+    if torch.cuda.is_available():
+        g = trace.to("cuda")
+        assert g["logits"].is_cuda and g.input_ids.is_cuda
+        assert torch.equal(g.cpu()["logits"], trace["logits"])
+
+
+@pytest.mark.parametrize("index, expect", [(1, [1]), (-1, [2]), ([2, 0], [2, 0]), (slice(0, 2), [0, 1]),
+                                           (range(1, 3), [1, 2])])
+def test_select(trace, index, expect):
+    sub = trace.select(index)
+    assert sub.n_seqs == len(expect)
+    assert torch.equal(sub.input_ids, trace.input_ids[expect])
+    assert torch.equal(sub.attention_mask, trace.attention_mask[expect])
+    assert sub.tokens == tuple(trace.tokens[i] for i in expect)
+    assert sub.metadata == tuple(trace.metadata[i] for i in expect)
+    for name in trace.names:
+        assert torch.equal(sub[name], trace[name][expect]), name
+    assert sub.manifest.hooks["logits"] == [len(expect), 22, 128]
+
+
+def test_select_rejects_bad_indices(trace):
+    with pytest.raises(IndexError):
+        trace.select(3)
+    with pytest.raises(IndexError):
+        trace.select([0, 7])
+    with pytest.raises(TypeError):
+        trace.select([True, False, True])
+
+
+# -- manifest ------------------------------------------------------------------------------------------------
+def test_manifest_records_model(trace, model):
+    m = trace.manifest
+    assert m.model_id == "tiny-llama" and m.model_fingerprint == model.fingerprint
+    assert m.schema_version == SCHEMA_VERSION and m.dtype == "float32"
+    assert m.hooks["blocks.0.attn.hook_pattern"] == [3, 4, 22, 22]
+    trace.check_model(model)  # no error
+
+
+def test_manifest_check_with_another_model(trace):
+    other = tiny_llama(seed=1, name="tiny-llama")  # same architecture and name, other weights
+    with pytest.raises(ModelMismatchError, match=trace.manifest.model_fingerprint) as e:
+        trace.check_model(other)
+    assert other.fingerprint in str(e.value)
+
+
+def test_manifest_dict_round_trip_and_version(trace):
+    d = trace.manifest.to_dict()
+    assert Manifest.from_dict(d) == trace.manifest
+    with pytest.raises(ValueError, match="schema_version 99"):
+        Manifest.from_dict({**d, "schema_version": 99})
+
+
+# -- shape consistency ---------------------------------------------------------------------------------------
+def _parts(trace: Trace) -> dict:
+    return {"input_ids": trace.input_ids, "attention_mask": trace.attention_mask, "tokens": trace.tokens,
+            "activations": dict(trace.activations), "manifest": trace.manifest, "metadata": trace.metadata}
+
+
+def test_shape_errors(trace):
+    p = _parts(trace)
+    Trace(**p)  # consistent
+    with pytest.raises(ValueError, match="must both be"):
+        Trace(**{**p, "attention_mask": p["attention_mask"][:, :5]})
+    with pytest.raises(ValueError, match="must both be"):
+        Trace(**{**p, "input_ids": p["input_ids"][0], "attention_mask": p["attention_mask"][0]})
+    with pytest.raises(ValueError, match="token lists"):
+        Trace(**{**p, "tokens": p["tokens"][:2]})
+    with pytest.raises(ValueError, match="metadata rows"):
+        Trace(**{**p, "metadata": p["metadata"][:1]})
+    acts = p["activations"]
+    bad = {  # name -> wrong tensor
+        "blocks.0.hook_resid_post": acts["blocks.0.hook_resid_post"][:2],  # batch
+        "blocks.1.hook_resid_post": acts["blocks.1.hook_resid_post"][:, :7],  # pos
+        "blocks.0.attn.hook_pattern": acts["blocks.0.attn.hook_pattern"][..., :7],  # k_pos
+        "blocks.1.attn.hook_z": acts["blocks.1.attn.hook_z"][:, :, 0],  # rank
+    }
+    for name, t in bad.items():
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            Trace(**{**p, "activations": {**acts, name: t}})
+    with pytest.raises(ValueError, match="gradient"):
+        Trace(**p, grads={"logits": acts["logits"][:1]})
+
+
+# -- save / load ---------------------------------------------------------------------------------------------
+def assert_same_trace(loaded: Trace, trace: Trace) -> None:
+    """Equal token ids, mask, tokens, metadata and manifest; activations equal on real tokens, zero on padding."""
+    assert torch.equal(loaded.input_ids, trace.input_ids)
+    assert torch.equal(loaded.attention_mask, trace.attention_mask)
+    assert loaded.tokens == trace.tokens
+    assert loaded.metadata == trace.metadata
+    assert loaded.names == trace.names
+    assert replace(loaded.manifest, hooks={}) == replace(trace.manifest, hooks={})
+    assert loaded.manifest.hooks == {n: list(t.shape) for n, t in trace.activations.items()}
+    lens = lengths(trace)
+    for name in trace.names:
+        a, b = loaded[name], trace[name]
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        for i, n in enumerate(lens):
+            if name.endswith("hook_pattern"):
+                assert torch.equal(a[i, :, :n, :n], b[i, :, :n, :n]), name
+            else:
+                assert torch.equal(a[i, :n], b[i, :n]), name
+                assert not a[i, n:].any(), f"{name}: padding is not zero"
+
+
+def test_save_load_round_trip(trace, tmp_path):
+    trace.save(tmp_path / "t")
+    loaded = Trace.load(tmp_path / "t")
+    assert_same_trace(loaded, trace)
+    st = TraceStore(tmp_path / "t")
+    st.verify()
+    assert st.n_tokens == sum(lengths(trace)) and st.complete
+
+
+def test_save_load_some_hooks_half(trace, tmp_path):
+    half = trace.to(torch.bfloat16)
+    half.save(tmp_path / "h")
+    loaded = Trace.load(tmp_path / "h", hooks=["blocks.1.attn.hook_z"])
+    assert loaded.names == ["blocks.1.attn.hook_z"] and loaded.manifest.dtype == "bfloat16"
+    n = lengths(trace)[1]
+    assert torch.equal(loaded["blocks.1.attn.hook_z"][1, :n], half["blocks.1.attn.hook_z"][1, :n])
+
+
+def test_save_refuses_existing_store(trace, tmp_path):
+    trace.save(tmp_path / "t")
+    with pytest.raises(FileExistsError):
+        trace.save(tmp_path / "t")
+
+
+def test_save_load_selected_single_sequence(trace, tmp_path):
+    one = trace.select([1])  # "hello": padding columns remain in the selected trace
+    one.save(tmp_path / "one")
+    loaded = Trace.load(tmp_path / "one")
+    n = lengths(trace)[1]
+    assert loaded.input_ids.shape == (1, n)  # re-cropped to the real length
+    assert torch.equal(loaded["logits"][0], trace["logits"][1, :n])
+    assert torch.equal(loaded["blocks.0.attn.hook_pattern"][0], trace["blocks.0.attn.hook_pattern"][1, :, :n, :n])
+
+
+def test_save_rejects_left_padding(model, tmp_path):
+    ids, mask = model.tokenize(["hello", "hi"])
+    # left-pad by hand: "hi" shifted right
+    ids2, mask2 = ids.clone(), mask.clone()
+    ids2[1] = torch.roll(ids[1], 3)
+    mask2[1] = torch.roll(mask[1], 3)
+    tr = model.run((ids2, mask2), capture="blocks.0.hook_resid_post").trace
+    with pytest.raises(ValueError, match="right-padded"):
+        tr.save(tmp_path / "left")
+
+
+def test_repr(trace):
+    assert "3 seqs" in repr(trace) and "tiny-llama" in repr(trace)
+
+
+def test_save_load_keeps_gradients(model, tmp_path):
+    res = model.run(TEXTS, capture="blocks.1.hook_resid_post", grads=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+                    metric=lambda logits: logits[:, -1, 5].sum())
+    tr = res.trace
+    assert set(tr.grads) == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+    tr.save(tmp_path / "g")
+    loaded = Trace.load(tmp_path / "g")
+    assert set(loaded.grads) == set(tr.grads) and loaded.names == ["blocks.1.hook_resid_post"]
+    for name, g in tr.grads.items():
+        for i, n in enumerate(lengths(tr)):
+            assert torch.equal(loaded.grads[name][i, :n], g[i, :n])
+    only = Trace.load(tmp_path / "g", hooks=["blocks.0.hook_resid_post"])  # a gradient-only hook
+    assert only.names == [] and list(only.grads) == ["blocks.0.hook_resid_post"]
+
+
+def test_save_load_without_metadata(trace, tmp_path):
+    bare = replace(trace, metadata=())
+    bare.save(tmp_path / "b")
+    assert Trace.load(tmp_path / "b").metadata == ()
