@@ -448,7 +448,8 @@ class TraceStore:
             if shuffle:
                 rows = rows[torch.randperm(rows.shape[0], generator=g)]
             n_full = rows.shape[0] // batch_size * batch_size
-            yield from rows[:n_full].split(batch_size)
+            if n_full:  # (split of an empty tensor would yield one empty batch)
+                yield from rows[:n_full].split(batch_size)
             carry = rows[n_full:]
         if carry is not None and carry.shape[0] and not drop_last:
             yield carry
