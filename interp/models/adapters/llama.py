@@ -49,6 +49,8 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
         W_in=torch.stack([b.mlp.up_proj.weight.detach().T for b in layers]),
         W_gate=torch.stack([b.mlp.gate_proj.weight.detach().T for b in layers]),
         W_out=torch.stack([b.mlp.down_proj.weight.detach().T for b in layers]),
+        b_in=torch.stack([zeros_if_none(b.mlp.up_proj.bias, d.d_mlp, like=b.mlp.up_proj.weight) for b in layers]),
+        b_out=torch.stack([zeros_if_none(b.mlp.down_proj.bias, d.d_model, like=b.mlp.down_proj.weight) for b in layers]),
         ln1_w=torch.stack([b.input_layernorm.weight.detach() for b in layers]),
         ln2_w=torch.stack([b.post_attention_layernorm.weight.detach() for b in layers]),
         ln_final_w=model.model.norm.weight.detach(),
