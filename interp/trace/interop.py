@@ -30,7 +30,7 @@ from interp.trace.trace import Manifest, Trace, command_line, dtype_name
 
 C = Component
 # TransformerLens name (after ``blocks.{L}.`` for per-layer ones) -> interp component.
-# Aliases of TransformerBridge and the classic HookedTransformer names come first.
+# For each: the classic HookedTransformer name (a TransformerBridge alias), then the bridge's module name.
 _TL_LAYER: dict[str, Component] = {
     "hook_resid_pre": C.RESID_PRE, "hook_in": C.RESID_PRE,
     "hook_attn_out": C.ATTN_OUT, "attn.hook_out": C.ATTN_OUT,
@@ -71,11 +71,6 @@ def _expand_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     if n_heads % t.shape[2]:
         raise ValueError(f"cannot expand {t.shape[2]} key/value heads to {n_heads} query heads")
     return t.repeat_interleave(n_heads // t.shape[2], dim=2)
-
-
-def _group_names(names: Sequence[str]) -> str:
-    """``blocks.0.x, blocks.1.x`` -> ``blocks.*.x`` (short warning messages)."""
-    return ", ".join(sorted({_LAYER_NAME.sub(r"blocks.*.\2", n) for n in names}))
 
 
 def from_transformer_lens(
@@ -122,9 +117,9 @@ def from_transformer_lens(
     acts: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
     for name, t in tensors.items():
-        site = _tl_site(name, rotary)
         if name == _TL_TOKENS:
             continue
+        site = _tl_site(name, rotary)
         if site is None or not isinstance(t, torch.Tensor):
             skipped.append(name)
             continue
@@ -138,10 +133,11 @@ def from_transformer_lens(
                 continue
             t = _expand_heads(t, heads)
         acts[site.name] = t
-    if skipped:
+    if skipped:  # listed once per layer pattern: blocks.*.ln1.hook_scale
         why = "" if rotary is not None else " (pass model= to tell whether attn.hook_q/k are pre-rotary)"
+        grouped = sorted({_LAYER_NAME.sub(r"blocks.*.\2", n) for n in skipped})
         warnings.warn(f"from_transformer_lens skipped {len(skipped)} hooks with no interp equivalent{why}: "
-                      f"{_group_names(skipped)}", stacklevel=2)
+                      f"{', '.join(grouped)}", stacklevel=2)
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.cpu()
     return _make_trace(acts, input_ids, mask, model, tokens, getattr(getattr(cache, "model", None), "tokenizer", None))
 
@@ -253,12 +249,9 @@ def _norm_scales(acts: Mapping[str, torch.Tensor], cfg: Any) -> dict[str, torch.
         sources[f"blocks.{L}.ln1.hook_scale"] = (f"blocks.{L}.hook_resid_pre", True)
         sources[f"blocks.{L}.ln2.hook_scale"] = (f"blocks.{L}.hook_resid_{'pre' if parallel else 'mid'}", True)
     out = {}
-    for key, (src, may_center) in sources.items():
-        if src in acts:
-            x = acts[src]
-            if kind in ("LN", "LNPre") and may_center:
-                x = x - x.mean(-1, keepdim=True)
-            out[key] = (x.pow(2).mean(-1, keepdim=True) + cfg.eps).sqrt()
+    for key, (src, may_center) in ((k, v) for k, v in sources.items() if v[0] in acts):
+        x = acts[src] - acts[src].mean(-1, keepdim=True) if kind in ("LN", "LNPre") and may_center else acts[src]
+        out[key] = (x.pow(2).mean(-1, keepdim=True) + cfg.eps).sqrt()
     return out
 
 
@@ -324,8 +317,8 @@ def from_nnsight(
             raise ValueError(f"two saved entries map to {site.name!r}; keep one")
         acts[site.name] = t.detach()
     if bad:
-        hints = [f"{k!r} (close: {', '.join(difflib.get_close_matches(k, list(keys) + sorted(valid), n=3, cutoff=0.6)) or 'none'})"
-                 for k in bad]
+        known = list(keys) + sorted(valid)
+        hints = [f"{k!r} (close: {', '.join(difflib.get_close_matches(k, known, n=3, cutoff=0.6)) or 'none'})" for k in bad]
         raise UnknownHookError(f"from_nnsight cannot map {len(bad)} saved key(s) to interp hooks: {'; '.join(hints)}. "
                                f"Keys are module paths plus .output/.input, e.g. {', '.join(list(keys)[:3])}, "
                                "or interp hook names.")

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 from tokenizers import Tokenizer, models, processors
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 import interp
 from interp.sites import Site
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.oracle
 
 COMPARED = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
             "attn.hook_pattern", "attn.hook_z"]
-PROMPTS = ["Hello there world", "Hi you"]
-# Per-token relative error bounds. Measured: tiny models <= 5e-7; SmolLM2 <= 1e-5 (mlp_out; the
+PROMPTS = ["The capital of France is", "Hello"]  # padded to the longer one
+# Per-token relative error bounds. Measured: tiny models <= 1.2e-6; SmolLM2 <= 1e-5 (mlp_out; the
 # model's sdpa kernel against the bridge's eager one, over 30 layers). q/k/v/pattern are bit-equal
 # where interp's attention and the bridge both run eager Llama attention.
 TINY_TOL = 1e-5
@@ -34,28 +34,14 @@ SMOLLM2_TOL = 1e-4
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
-    """Offline character tokenizer (ids < 100) that prepends <bos>; TL needs add_bos_token + name_or_path."""
+    """Offline character tokenizer for booting the bridge (TL needs add_bos_token + name_or_path, or it
+    reloads the tokenizer from the hub). Tests feed token ids, so its vocabulary does not matter."""
     specials = ["<bos>", "<eos>", "<pad>", "<unk>"]
     vocab = {s: i for i, s in enumerate(specials)} | {chr(c): 4 + c - 32 for c in range(32, 127)}
     t = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     t.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                    unk_token="<unk>", add_bos_token=True, name_or_path="tiny-char")
-
-
-def tiny_hf(kind: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if kind == "llama":
-        hf = LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                          num_key_value_heads=2, intermediate_size=128, vocab_size=256,
-                                          tie_word_embeddings=True, max_position_embeddings=128))
-    else:
-        hf = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=128))
-    with torch.no_grad():  # norms start at weight 1 / bias 0, which would hide a missing weight
-        for name, p in hf.named_parameters():
-            if "norm" in name or ".ln" in name:
-                p.add_(0.3 * torch.randn_like(p))
-    return hf.eval()
 
 
 def at_real_tokens(name: str, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -83,31 +69,32 @@ def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, mask: torch.T
 class Setup:
     """An interp model, a bridge on a copy of it, a padded batch, interp's trace and the bridge's cache."""
 
-    def __init__(self, model: interp.HookedModel, tl_tokenizer: object, name: str, prepend_bos: bool) -> None:
-        self.model = model
-        self.bridge = TransformerBridge.boot_transformers(name, hf_model=copy.deepcopy(model.hf),
+    def __init__(self, model: interp.HookedModel, tl_tokenizer: object, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        self.model, self.ids, self.mask = model, ids, mask
+        self.bridge = TransformerBridge.boot_transformers(f"{model.name}-local", hf_model=copy.deepcopy(model.hf),
                                                           tokenizer=tl_tokenizer, device="cpu")
-        self.ids, self.mask = model.tokenize(PROMPTS, prepend_bos=prepend_bos)
         # module-level hooks with the model's own attention kernel; attention internals in a second run
         names = model.hook_names()
         inside = [n for n in names if Site.parse(n).component.inside_attention]
-        outer = model.run((self.ids, self.mask), capture=[n for n in names if n not in inside]).trace
-        attn = model.run((self.ids, self.mask), capture=inside).trace
+        outer = model.run((ids, mask), capture=[n for n in names if n not in inside]).trace
+        attn = model.run((ids, mask), capture=inside).trace
         self.trace = dataclasses.replace(outer, activations={**outer.activations, **attn.activations})
         with torch.no_grad():
-            _, self.cache = self.bridge.run_with_cache(self.ids, attention_mask=self.mask)
+            _, self.cache = self.bridge.run_with_cache(ids, attention_mask=mask)
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
-def tiny(request: pytest.FixtureRequest) -> Setup:
-    model = interp.wrap_model(tiny_hf(request.param), char_tokenizer(), name=f"tiny-{request.param}")
-    return Setup(model, char_tokenizer(), f"tiny-{request.param}-local", prepend_bos=False)  # it adds <bos>
+def tiny(request: pytest.FixtureRequest, batch: tuple[torch.Tensor, torch.Tensor]) -> Setup:
+    """conftest's tiny Llama (grouped-query) or GPT-2 on its right-padded batch."""
+    model = request.getfixturevalue(f"tiny_{request.param}")
+    return Setup(model, char_tokenizer(), *batch)
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Setup:
-    model = interp.load_model("smollm2-135m")
-    return Setup(model, copy.deepcopy(model.tokenizer), "smollm2-135m-local", prepend_bos=True)
+def smollm2_setup(_smollm2_session: interp.HookedModel) -> Setup:
+    model = _smollm2_session
+    ids, mask = model.tokenize(PROMPTS, prepend_bos=True)  # SmolLM2's tokenizer adds no BOS itself
+    return Setup(model, copy.deepcopy(model.tokenizer), ids, mask)
 
 
 def check_against_bridge(s: Setup, tol: float) -> dict[str, float]:
@@ -125,8 +112,8 @@ def test_tiny_hooks_match_bridge(tiny: Setup) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_hooks_match_bridge(smollm2: Setup) -> None:
-    errs = check_against_bridge(smollm2, tol=SMOLLM2_TOL)
+def test_smollm2_hooks_match_bridge(smollm2_setup: Setup) -> None:
+    errs = check_against_bridge(smollm2_setup, tol=SMOLLM2_TOL)
     assert len(errs) == 30 * len(COMPARED)
 
 
@@ -145,8 +132,8 @@ def test_tiny_from_transformer_lens_equals_capture(tiny: Setup) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_from_transformer_lens_equals_capture(smollm2: Setup) -> None:
-    check_from_cache(smollm2, tol=SMOLLM2_TOL)
+def test_smollm2_from_transformer_lens_equals_capture(smollm2_setup: Setup) -> None:
+    check_from_cache(smollm2_setup, tol=SMOLLM2_TOL)
 
 
 def test_from_plain_dict_without_model(tiny: Setup) -> None:
@@ -187,8 +174,8 @@ def test_tiny_to_transformer_lens_helpers(tiny: Setup) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_to_transformer_lens_helpers(smollm2: Setup) -> None:
-    check_to_cache(smollm2, tol=SMOLLM2_TOL)
+def test_smollm2_to_transformer_lens_helpers(smollm2_setup: Setup) -> None:
+    check_to_cache(smollm2_setup, tol=SMOLLM2_TOL)
 
 
 def test_round_trip_is_exact(tiny: Setup) -> None:
