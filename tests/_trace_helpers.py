@@ -1,4 +1,4 @@
-"""Tiny random models with a character-level tokenizer, for the trace / store / capture tests.
+"""Tiny random models (``char_llama``) with a character-level tokenizer, for the trace / store / capture tests.
 
 Importable from a subprocess too (the crash/resume test rebuilds the same model there): the
 weights depend only on ``seed``, so the model fingerprint is the same in every process.
@@ -37,7 +37,7 @@ def char_tokenizer() -> object:
                                    unk_token="<unk>")
 
 
-def tiny_llama(seed: int = 0, name: str = "tiny-llama"):  # -> interp.HookedModel
+def char_llama(seed: int = 0, name: str = "char-llama"):  # -> interp.HookedModel
     """A 2-layer Llama (GQA 4/2 heads, d_model 64) with random weights fixed by ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 

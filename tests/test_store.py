@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _trace_helpers import TEXTS, tiny_llama
+from _trace_helpers import TEXTS, char_llama
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
@@ -26,7 +26,7 @@ BATCH = 4  # 11 texts -> shards of 4, 4, 3
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_llama(seed=0)
+    return char_llama(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def all_rows(direct: list[Trace], hook: str) -> torch.Tensor:
 def test_files_and_manifest(store_path, model):
     man = json.loads((store_path / "manifest.json").read_text())
     assert man["kind"] == "interp-trace-store" and man["schema_version"] == SCHEMA_VERSION
-    assert man["model_fingerprint"] == model.fingerprint and man["model_id"] == "tiny-llama"
+    assert man["model_fingerprint"] == model.fingerprint and man["model_id"] == "char-llama"
     assert man["n_seqs"] == len(TEXTS) and man["batch_size"] == BATCH and man["complete"] is True
     assert man["dtype"] == "float32"
     assert man["hooks"]["blocks.1.attn.hook_pattern"] == [4, man["seq_len"], man["seq_len"]]
@@ -152,7 +152,7 @@ def test_model_check(store, model):
     from interp.trace import ModelMismatchError
 
     with pytest.raises(ModelMismatchError):
-        store.check_model(tiny_llama(seed=3))
+        store.check_model(char_llama(seed=3))
 
 
 # -- iter_tokens ---------------------------------------------------------------------------------------------

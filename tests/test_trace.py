@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from _trace_helpers import tiny_llama
+from _trace_helpers import char_llama
 
 from interp.sites import Component, Site
 from interp.trace import SCHEMA_VERSION, Manifest, ModelMismatchError, Trace, TraceStore
@@ -18,7 +18,7 @@ HOOKS = ["blocks.*.hook_resid_post", "blocks.0.attn.hook_pattern", "blocks.1.att
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_llama(seed=0)
+    return char_llama(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +129,14 @@ def test_select_rejects_bad_indices(trace):
 # -- manifest ------------------------------------------------------------------------------------------------
 def test_manifest_records_model(trace, model):
     m = trace.manifest
-    assert m.model_id == "tiny-llama" and m.model_fingerprint == model.fingerprint
+    assert m.model_id == "char-llama" and m.model_fingerprint == model.fingerprint
     assert m.schema_version == SCHEMA_VERSION and m.dtype == "float32"
     assert m.hooks["blocks.0.attn.hook_pattern"] == [3, 4, 22, 22]
     trace.check_model(model)  # no error
 
 
 def test_manifest_check_with_another_model(trace):
-    other = tiny_llama(seed=1, name="tiny-llama")  # same architecture and name, other weights
+    other = char_llama(seed=1, name="char-llama")  # same architecture and name, other weights
     with pytest.raises(ModelMismatchError, match=trace.manifest.model_fingerprint) as e:
         trace.check_model(other)
     assert other.fingerprint in str(e.value)
@@ -248,7 +248,7 @@ def test_save_rejects_left_padding(model, tmp_path):
 
 
 def test_repr(trace):
-    assert "3 seqs" in repr(trace) and "tiny-llama" in repr(trace)
+    assert "3 seqs" in repr(trace) and "char-llama" in repr(trace)
 
 
 def test_save_load_keeps_gradients(model, tmp_path):

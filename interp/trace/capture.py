@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import queue
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from interp.hooks import forward, make_plans
@@ -24,22 +25,39 @@ from interp.trace.store import (
     StoreManifest,
     StoreMismatchError,
     TraceStore,
+    atomic_save_tensors,
     atomic_write_bytes,
     is_dense,
+    remove_stale_tmp,
     tokens_fingerprint,
     write_meta,
     write_shard,
 )
-from interp.trace.trace import Manifest
+from interp.trace.trace import Manifest, parse_dtype
 
 Dataset = Sequence[str] | str | os.PathLike[str] | Any
 
 
 def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[dict[str, Any]]]:
-    """Texts (and per-sequence metadata) from a list of strings, a ``.txt`` file (one sequence per
-    non-empty line), a ``.parquet`` file (``column``, other columns become metadata), or a Hugging
-    Face ``datasets.Dataset`` (``column``)."""
-    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).suffix in (".txt", ".parquet") and Path(dataset).exists():
+    """Texts and per-sequence metadata from a dataset.
+
+    ``dataset`` is a list of strings, a ``.txt`` file (one sequence per non-blank line), a
+    ``.parquet`` file or a Hugging Face ``datasets.Dataset``; for the last two the text is in
+    ``column`` and every other column becomes metadata. Each metadata row has the text under ``"text"``.
+
+    Raises:
+        FileNotFoundError: a path that is not an existing ``.txt`` / ``.parquet`` file.
+        ValueError: an empty dataset, a blank sequence, or a missing ``column``.
+        TypeError: a sequence that is not a ``str``, or an unsupported dataset type.
+
+    Example:
+        >>> from interp.trace import load_texts
+        >>> load_texts(["a b", "c"])
+        (['a b', 'c'], [{'text': 'a b'}, {'text': 'c'}])
+    """
+    if isinstance(dataset, os.PathLike) and not (Path(dataset).suffix in (".txt", ".parquet") and Path(dataset).is_file()):
+        raise FileNotFoundError(f"dataset {os.fspath(dataset)!r} is not an existing .txt or .parquet file")
+    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).suffix in (".txt", ".parquet") and Path(dataset).is_file():
         p = Path(dataset)
         if p.suffix == ".txt":
             texts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -59,9 +77,11 @@ def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[
     elif hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):  # datasets.Dataset
         if column not in dataset.column_names:
             raise ValueError(f"dataset has no column {column!r}; columns: {', '.join(dataset.column_names)}")
+        others = [c for c in dataset.column_names if c != column]
         texts = list(dataset[column])
-        meta = [{} for _ in texts]
-    elif isinstance(dataset, Sequence):
+        cols = {c: list(dataset[c]) for c in others}
+        meta = [{c: cols[c][i] for c in others} for i in range(len(texts))]
+    elif isinstance(dataset, Sequence) and not isinstance(dataset, (bytes, bytearray)):
         texts = list(dataset)
         meta = [{} for _ in texts]
     else:
@@ -70,9 +90,11 @@ def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[
     if not texts:
         raise ValueError("the dataset is empty: nothing to capture")
     for i, t in enumerate(texts):
-        if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"sequence {i} is {'empty' if isinstance(t, str) else type(t).__name__}: {t!r}")
-    return texts, [{"text": t, **m} for t, m in zip(texts, meta, strict=True)]
+        if not isinstance(t, str):
+            raise TypeError(f"sequence {i} is a {type(t).__name__}, not a str: {t!r}")
+        if not t.strip():
+            raise ValueError(f"sequence {i} is empty or blank: {t!r}; every sequence needs text")
+    return texts, [{"text": t, **{k: v for k, v in m.items() if k != "text"}} for t, m in zip(texts, meta, strict=True)]
 
 
 def capture(
@@ -121,7 +143,7 @@ def capture(
         >>> st.n_tokens, len(st.hooks)  # doctest: +SKIP
         (9, 30)
     """
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
     if batch_size < 1:
@@ -134,7 +156,8 @@ def capture(
     seq_len = int(input_ids.shape[1])
     batch_size = _fit_batch(model, names, batch_size, seq_len, dtype, memory_budget)
     root = Path(path)
-    settings = {"max_tokens": max_tokens, "prepend_bos": prepend_bos, "column": column}
+    settings = {"max_tokens": max_tokens, "prepend_bos": prepend_bos, "column": column,
+                "meta_fingerprint": meta_fingerprint(meta)}
     hook_shapes = {n: _trailing_shape(model, Site.parse(n), seq_len) for n in names}
     fresh = StoreManifest(
         trace=Manifest.for_model(model, dtype, hook_shapes), n_seqs=len(texts), seq_len=seq_len,
@@ -219,9 +242,19 @@ def _fit_batch(model: LoadedModel, names: list[str], batch_size: int, seq_len: i
     return batch_size
 
 
+STORE_FILES = frozenset({"shards", "tokens.safetensors", "meta.parquet"})
+
+
+def meta_fingerprint(meta: list[dict[str, Any]]) -> str:
+    """A short hash of the per-sequence metadata (labels can change while the tokens do not)."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_ids: torch.Tensor,
                      attention_mask: torch.Tensor, meta: list[dict[str, Any]], model: LoadedModel) -> StoreManifest:
+    """The manifest to continue from: the existing one when it matches, else a new store's."""
     mpath = root / "manifest.json"
+    remove_stale_tmp(root)
     if mpath.exists():
         old = StoreManifest.from_json(mpath.read_text(), str(mpath))
         diffs = [k for k, a, b in (
@@ -232,6 +265,11 @@ def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_id
             ("batch_size", old.batch_size, fresh.batch_size),
         ) if a != b]
         if not diffs:
+            if old.settings.get("meta_fingerprint") != fresh.settings.get("meta_fingerprint"):
+                # same tokens, new metadata (labels...): the activations stand, the metadata is replaced
+                _write_inputs(root, input_ids, attention_mask, meta, model)
+                old = replace(old, settings={**old.settings, "meta_fingerprint": fresh.settings.get("meta_fingerprint")})
+                atomic_write_bytes(mpath, old.to_json().encode())
             return old
         if not overwrite:
             raise StoreMismatchError(
@@ -240,15 +278,27 @@ def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_id
         for f in (root / "shards").glob("*.safetensors"):
             f.unlink()
         mpath.unlink()
-    elif root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists and is not a trace store; choose an empty or new directory")
+    elif root.exists():
+        if not root.is_dir():
+            raise FileExistsError(f"{root} exists and is not a directory")
+        # a capture killed before its first manifest leaves only these; anything else is not ours
+        foreign = [p.name for p in root.iterdir() if p.name not in STORE_FILES]
+        shards = list((root / "shards").glob("*")) if (root / "shards").is_dir() else []
+        if foreign or shards:
+            raise FileExistsError(f"{root} exists and is not a trace store (no manifest.json; holds "
+                                  f"{', '.join(sorted(foreign) + [str(p.relative_to(root)) for p in shards][:5])}); "
+                                  "choose an empty or new directory")
     root.mkdir(parents=True, exist_ok=True)
     (root / "shards").mkdir(exist_ok=True)
-    save_file({"input_ids": input_ids.contiguous(), "attention_mask": attention_mask.contiguous()},
-              str(root / "tokens.safetensors"))
-    write_meta(root, meta, model.to_str_tokens(input_ids) if model.tokenizer is not None else None)
+    _write_inputs(root, input_ids, attention_mask, meta, model)
     atomic_write_bytes(mpath, fresh.to_json().encode())
     return fresh
+
+
+def _write_inputs(root: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor, meta: list[dict[str, Any]],
+                  model: LoadedModel) -> None:
+    atomic_save_tensors(root / "tokens.safetensors", {"input_ids": input_ids, "attention_mask": attention_mask})
+    write_meta(root, meta, model.to_str_tokens(input_ids) if model.tokenizer is not None else None)
 
 
 __all__ = ["ShardInfo", "capture", "load_texts"]

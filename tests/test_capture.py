@@ -1,0 +1,426 @@
+"""``capture``: dataset inputs, resume after a crash, re-runs, corruption repair, memory budget."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from _trace_helpers import TEXTS, char_llama
+
+from interp.sites import Component, Site, UnknownHookError
+from interp.trace import StoreMismatchError, TraceStore, capture, load_texts
+
+# (``interp.trace.capture`` is the function: the package re-exports it over the submodule's name)
+capture_module = importlib.import_module("interp.trace.capture")
+HOOK = "blocks.0.hook_resid_post"
+HOOKS = [HOOK, "blocks.1.attn.hook_pattern", "blocks.1.mlp.hook_post"]
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def model():
+    return char_llama(seed=0)
+
+
+@pytest.fixture()
+def count_forwards(monkeypatch):
+    """Record the batch of sequences every forward of ``capture`` runs on."""
+    calls: list[int] = []
+    real = capture_module.forward
+
+    def counting(model, ids, mask):
+        calls.append(int(ids.shape[0]))
+        return real(model, ids, mask)
+
+    monkeypatch.setattr(capture_module, "forward", counting)
+    return calls
+
+
+def shard_snapshot(path: Path) -> dict[str, tuple[int, str]]:
+    """File name -> (mtime_ns, sha256) of every shard."""
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted((path / "shards").iterdir())}
+
+
+def assert_same_store(a: TraceStore, b: TraceStore) -> None:
+    """Equal tokens, metadata, shard ranges and shard tensors."""
+    assert a.hooks == b.hooks and a.n_seqs == b.n_seqs and a.n_tokens == b.n_tokens
+    assert a.complete and b.complete
+    for x, y in zip(a.tokens(), b.tokens(), strict=True):
+        assert torch.equal(x, y)
+    assert a.metadata() == b.metadata()
+    assert [(s.index, s.start, s.stop, s.n_tokens) for s in a.shards()] == \
+           [(s.index, s.start, s.stop, s.n_tokens) for s in b.shards()]
+    for sa, sb in zip(a.shards(), b.shards(), strict=True):
+        ta, tb = a.read_shard(sa), b.read_shard(sb)
+        for h in a.hooks:
+            torch.testing.assert_close(ta[h], tb[h], atol=1e-6, rtol=1e-6, msg=f"shard {sa.index} {h}")
+
+
+# -- inputs --------------------------------------------------------------------------------------------------
+def check_store(store: TraceStore, model, texts: list[str], meta: list[dict]) -> None:
+    ids, mask = model.tokenize(texts, max_tokens=128)
+    got_ids, got_mask = store.tokens()
+    assert torch.equal(got_ids, ids) and torch.equal(got_mask, mask)
+    assert store.n_tokens == int(mask.sum()) and store.complete
+    assert store.trace(hooks=[HOOK]).metadata == tuple(meta)
+    last = len(texts) - 1
+    direct = model.run(texts[last], capture=HOOK).trace[HOOK][0]
+    torch.testing.assert_close(store.trace([last], hooks=[HOOK])[HOOK][0], direct, atol=1e-5, rtol=1e-5)
+
+
+def test_capture_list(model, tmp_path):
+    texts = TEXTS[:5]
+    st = capture(model, texts, HOOK, tmp_path / "s", batch_size=2, progress=False)
+    check_store(st, model, texts, [{"text": t} for t in texts])
+    st2 = capture(model, tuple(texts), HOOK, tmp_path / "s2", batch_size=2, progress=False)  # a tuple works too
+    assert st2.n_tokens == st.n_tokens
+
+
+def test_capture_txt_file(model, tmp_path):
+    f = tmp_path / "data.txt"
+    f.write_text("first line\n\n   \nsecond line  \nthird\n", encoding="utf-8")
+    texts = ["first line", "second line  ", "third"]
+    st = capture(model, str(f), HOOK, tmp_path / "s", progress=False)
+    check_store(st, model, texts, [{"text": t} for t in texts])
+    st_path = capture(model, f, HOOK, tmp_path / "s2", progress=False)  # a Path
+    assert st_path.n_tokens == st.n_tokens
+
+
+def test_capture_parquet_with_metadata(model, tmp_path):
+    f = tmp_path / "data.parquet"
+    texts = TEXTS[:4]
+    pq.write_table(pa.table({"id": [10, 11, 12, 13], "text": texts, "label": ["a", "b", "a", "c"],
+                             "score": [0.5, 1.0, 1.5, 2.0]}), f)
+    st = capture(model, f, HOOK, tmp_path / "s", batch_size=3, progress=False)
+    meta = [{"text": t, "id": 10 + i, "label": "abac"[i], "score": 0.5 * (i + 1)} for i, t in enumerate(texts)]
+    check_store(st, model, texts, meta)
+    # another text column
+    g = tmp_path / "body.parquet"
+    pq.write_table(pa.table({"body": texts, "y": [0, 1, 0, 1]}), g)
+    st2 = capture(model, g, HOOK, tmp_path / "s2", column="body", progress=False)
+    check_store(st2, model, texts, [{"text": t, "y": i % 2} for i, t in enumerate(texts)])
+
+
+def test_capture_hf_dataset(model, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    texts = TEXTS[:6]
+    ds = datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 2, 0, 1, 2]})
+    st = capture(model, ds, HOOK, tmp_path / "s", batch_size=4, progress=False)
+    check_store(st, model, texts, [{"text": t, "label": i % 3} for i, t in enumerate(texts)])
+
+
+def test_load_texts_errors(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        load_texts([])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match="empty"):
+        load_texts(str(empty))
+    with pytest.raises(ValueError, match="sequence 1 is empty"):
+        load_texts(["ok", ""])
+    with pytest.raises(ValueError, match="sequence 0 is empty"):
+        load_texts(["  \n", "ok"])
+    with pytest.raises(TypeError, match="sequence 1 is a int"):
+        load_texts(["ok", 3])
+    with pytest.raises(TypeError, match="sequence 0 is a NoneType"):
+        load_texts([None])
+    with pytest.raises(FileNotFoundError, match="not an existing"):
+        load_texts("just some text")
+    with pytest.raises(FileNotFoundError, match="not an existing"):
+        load_texts(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError, match="not an existing"):
+        load_texts(tmp_path / "data.csv")
+    with pytest.raises(TypeError, match="unsupported dataset type"):
+        load_texts({"text": ["a"]})
+    with pytest.raises(TypeError, match="unsupported dataset type"):
+        load_texts(b"bytes")
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"body": ["a"]}), f)
+    with pytest.raises(ValueError, match="no column 'text'; columns: body"):
+        load_texts(f)
+    pq.write_table(pa.table({"text": ["a", None]}), f)
+    with pytest.raises(TypeError, match="sequence 1 is a NoneType"):
+        load_texts(f)
+    datasets = pytest.importorskip("datasets")
+    with pytest.raises(ValueError, match="no column 'text'"):
+        load_texts(datasets.Dataset.from_dict({"body": ["a"]}))
+    with pytest.raises(ValueError, match="empty"):
+        load_texts(datasets.Dataset.from_dict({"text": []}))
+
+
+def test_capture_argument_errors(model, tmp_path):
+    with pytest.raises(UnknownHookError, match=r"blocks\.0\.hook_resid_post"):
+        capture(model, TEXTS, "blocks.0.hook_resid_pots", tmp_path / "a", progress=False)
+    with pytest.raises(UnknownHookError):
+        capture(model, TEXTS, "blocks.9.hook_resid_post", tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        capture(model, [], HOOK, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        capture(model, ["x", ""], HOOK, tmp_path / "a", progress=False)
+    with pytest.raises(TypeError):
+        capture(model, ["x", 1], HOOK, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        capture(model, TEXTS, HOOK, tmp_path / "a", batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="floating"):
+        capture(model, TEXTS, HOOK, tmp_path / "a", dtype=torch.int8, progress=False)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        capture(model, TEXTS, HOOK, tmp_path / "a", dtype="float33", progress=False)
+    assert not (tmp_path / "a").exists()  # nothing was written for bad arguments
+
+
+def test_capture_hook_forms_dtype_and_truncation(model, tmp_path):
+    st = capture(model, TEXTS[:3], ["blocks.*.hook_resid_post", Site(Component.LOGITS)], tmp_path / "s",
+                 dtype="bfloat16", max_tokens=5, progress=False)
+    assert sorted(st.hooks) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "logits"]
+    assert st.dtype == torch.bfloat16 and st.manifest.seq_len == 5
+    assert st.n_tokens == sum(min(len(t), 5) for t in TEXTS[:3])
+    tr = st.trace()
+    direct = model.run([t[:5] for t in TEXTS[:3]], capture="logits").trace  # char tokens: 5 chars = 5 tokens
+    assert tr["logits"].dtype == torch.bfloat16
+    torch.testing.assert_close(tr["logits"], direct["logits"].bfloat16(), atol=0, rtol=0)
+
+
+def test_capture_prepend_bos(model, tmp_path):
+    st = capture(model, TEXTS[:3], HOOK, tmp_path / "s", prepend_bos=True, progress=False)
+    ids, _ = st.tokens()
+    assert (ids[:, 0] == model.tokenizer.bos_token_id).all()
+    assert st.n_tokens == sum(len(t) + 1 for t in TEXTS[:3])
+
+
+# -- re-runs -------------------------------------------------------------------------------------------------
+def test_rerun_complete(model, tmp_path, monkeypatch):
+    path = tmp_path / "s"
+    capture(model, TEXTS, HOOKS, path, batch_size=3, progress=False)
+    manifest = (path / "manifest.json").read_bytes()
+    before = shard_snapshot(path)
+    monkeypatch.setattr(capture_module, "forward", lambda *a, **k: pytest.fail("forward on a complete store"))
+    st = capture(model, TEXTS, HOOKS, path, batch_size=3, progress=False)
+    assert st.complete
+    assert (path / "manifest.json").read_bytes() == manifest
+    assert shard_snapshot(path) == before
+
+
+def test_rerun_with_other_settings(model, tmp_path):
+    path = tmp_path / "s"
+    capture(model, TEXTS, HOOKS, path, batch_size=2, progress=False)
+    manifest = (path / "manifest.json").read_bytes()
+    before = shard_snapshot(path)
+    for kwargs, what in [({"hooks": [HOOK]}, "hooks"), ({"dataset": TEXTS[:-1]}, "dataset"),
+                         ({"dtype": torch.float16}, "dtype"), ({"batch_size": 3}, "batch_size"),
+                         ({"model": char_llama(seed=5)}, "model")]:
+        args = {"model": model, "dataset": TEXTS, "hooks": HOOKS, "batch_size": 2, **kwargs}
+        with pytest.raises(StoreMismatchError, match=what):
+            capture(path=path, progress=False, **args)
+    assert (path / "manifest.json").read_bytes() == manifest and shard_snapshot(path) == before
+    # overwrite=True replaces it: the result equals a fresh capture, no shard of the old store remains
+    st = capture(model, TEXTS, [HOOK], path, batch_size=4, overwrite=True, progress=False)
+    fresh = capture(model, TEXTS, [HOOK], tmp_path / "fresh", batch_size=4, progress=False)
+    assert_same_store(st, fresh)
+    assert sorted(p.name for p in (path / "shards").iterdir()) == ["00000.safetensors", "00001.safetensors",
+                                                                   "00002.safetensors"]
+
+
+def test_rerun_with_new_metadata_keeps_activations(model, tmp_path, monkeypatch):
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": TEXTS[:4], "label": [0, 0, 1, 1]}), f)
+    path = tmp_path / "s"
+    capture(model, f, HOOK, path, progress=False)
+    before = shard_snapshot(path)
+    pq.write_table(pa.table({"text": TEXTS[:4], "label": [1, 1, 0, 0]}), f)  # relabelled
+    monkeypatch.setattr(capture_module, "forward", lambda *a, **k: pytest.fail("forward"))
+    st = capture(model, f, HOOK, path, progress=False)
+    assert [m["label"] for m in st.trace().metadata] == [1, 1, 0, 0]
+    assert shard_snapshot(path) == before
+    assert [m["label"] for m in TraceStore(path).trace().metadata] == [1, 1, 0, 0]
+
+
+def test_existing_directory_that_is_not_a_store(model, tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a trace store"):
+        capture(model, TEXTS, HOOK, d, progress=False)
+    assert (d / "notes.txt").read_text() == "keep me"
+    # shards without a manifest: not ours to overwrite either
+    e = tmp_path / "orphan"
+    (e / "shards").mkdir(parents=True)
+    (e / "shards" / "00000.safetensors").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not a trace store"):
+        capture(model, TEXTS, HOOK, e, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert capture(model, TEXTS, HOOK, empty, progress=False).complete
+
+
+def test_killed_before_first_manifest(model, tmp_path):
+    # what a capture killed while writing its inputs leaves: shards/, a partial tokens file, a temp file
+    path = tmp_path / "s"
+    (path / "shards").mkdir(parents=True)
+    (path / "tokens.safetensors").write_bytes(b"\x00" * 10)
+    (path / ".meta.parquet.abc.tmp").write_bytes(b"partial")
+    st = capture(model, TEXTS, HOOK, path, batch_size=4, progress=False)
+    assert_same_store(st, capture(model, TEXTS, HOOK, tmp_path / "fresh", batch_size=4, progress=False))
+    assert not list(path.rglob("*.tmp"))
+
+
+# -- repair --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["missing", "truncated", "emptied"])
+def test_rerun_recreates_damaged_shard(model, tmp_path, count_forwards, damage):
+    path = tmp_path / "s"
+    capture(model, TEXTS, HOOKS, path, batch_size=3, progress=False)
+    sha = {s.index: s.sha256 for s in TraceStore(path).shards()}
+    shard = path / "shards" / "00002.safetensors"
+    if damage == "missing":
+        shard.unlink()
+    elif damage == "truncated":
+        with open(shard, "r+b") as f:
+            f.truncate(shard.stat().st_size // 2)
+    else:
+        shard.write_bytes(b"")
+    count_forwards.clear()
+    st = capture(model, TEXTS, HOOKS, path, batch_size=3, progress=False)
+    assert count_forwards == [3]  # only the damaged shard's batch ran again
+    st.verify()
+    assert {s.index: s.sha256 for s in st.shards()} == sha  # re-created bit for bit
+    assert_same_store(st, capture(model, TEXTS, HOOKS, tmp_path / "fresh", batch_size=3, progress=False))
+
+
+def test_flipped_bytes_found_by_verify_not_by_rerun(model, tmp_path):
+    path = tmp_path / "s"
+    capture(model, TEXTS, HOOK, path, batch_size=3, progress=False)
+    shard = path / "shards" / "00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-4] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    from interp.trace import CorruptShardError
+
+    st = capture(model, TEXTS, HOOK, path, batch_size=3, progress=False)  # same size: counted as done
+    with pytest.raises(CorruptShardError, match="sha256"):
+        st.verify()
+    shard.unlink()  # the documented repair: delete it and re-run
+    capture(model, TEXTS, HOOK, path, batch_size=3, progress=False).verify()
+
+
+# -- memory budget -------------------------------------------------------------------------------------------
+def test_memory_budget_lowers_batch_size(model, tmp_path, capsys):
+    ids, _ = model.tokenize(TEXTS, max_tokens=128)
+    seq_len = ids.shape[1]
+    # float32 resid_post [seq_len, 64] + pattern [4 heads, seq_len, seq_len] per sequence
+    per_seq = 4 * (seq_len * 64 + 4 * seq_len * seq_len)
+    hooks = [HOOK, "blocks.1.attn.hook_pattern"]
+    st = capture(model, TEXTS, hooks, tmp_path / "s", batch_size=8, memory_budget=3 * per_seq + 10, progress=False)
+    out = capsys.readouterr()
+    assert "batch_size 8 -> 3" in out.out + out.err
+    assert st.manifest.batch_size == 3 and len(st.shards()) == 4  # 11 sequences
+    ref = capture(model, TEXTS, hooks, tmp_path / "ref", batch_size=3, progress=False)
+    assert_same_store(st, ref)  # (test_store checks such a store against direct runs)
+    # the same call resumes the same store (the lowered batch size is reproduced)
+    st2 = capture(model, TEXTS, hooks, tmp_path / "s", batch_size=8, memory_budget=3 * per_seq + 10, progress=False)
+    assert st2.complete
+    # a budget below one sequence still runs one at a time
+    st1 = capture(model, TEXTS[:2], HOOK, tmp_path / "one", batch_size=8, memory_budget=1, progress=False)
+    assert st1.manifest.batch_size == 1 and len(st1.shards()) == 2
+
+
+# -- crash and resume ----------------------------------------------------------------------------------------
+CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from _trace_helpers import char_llama
+import importlib
+cap = importlib.import_module("interp.trace.capture")
+
+real = cap.forward
+def slow(*a, **k):
+    time.sleep(0.1)  # slow enough to be killed mid-way, deterministically
+    return real(*a, **k)
+cap.forward = slow
+cap.capture(char_llama(seed=0), {data!r}, {hooks!r}, {out!r}, batch_size=2, progress=False)
+print("finished")
+"""
+
+
+def test_crash_and_resume(model, tmp_path, count_forwards):
+    texts = [f"{TEXTS[i % len(TEXTS)]} #{i}" for i in range(80)]  # 40 shards
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(texts) + "\n")
+    path = tmp_path / "s"
+    script = textwrap.dedent(CHILD).format(tests=str(TESTS_DIR), data=str(data), hooks=HOOKS, out=str(path))
+    log = tmp_path / "child.log"
+    with open(log, "w") as err:
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=err, stderr=err)
+    done_before: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            mpath = path / "manifest.json"
+            if mpath.exists():
+                done_before = {s["index"] for s in json.loads(mpath.read_text())["shards"]}
+                if len(done_before) >= 4:
+                    break
+            time.sleep(0.02)
+        assert child.poll() is None, f"the child ended before it was killed:\n{log.read_text()}"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    killed = TraceStore(path)
+    assert not killed.complete and 4 <= len(killed.shards()) < 40
+    done_before = {s.index for s in killed.shards()}
+    # a stale temp file from a write the kill interrupted
+    (path / "shards" / ".00039.safetensors.x1y2z3.tmp").write_bytes(b"partial")
+
+    count_forwards.clear()
+    st = capture(model, data, HOOKS, path, batch_size=2, progress=False)
+    # exactly the missing shards ran: each sequence once over both runs
+    assert sum(count_forwards) == 80 - 2 * len(done_before)
+    assert st.complete
+    assert {s.index for s in st.shards()} == set(range(40))
+    assert [(s.start, s.stop) for s in st.shards()] == [(2 * i, 2 * i + 2) for i in range(40)]
+    _, mask = model.tokenize(texts, max_tokens=128)
+    assert st.n_tokens == int(mask.sum())
+    assert sorted(p.name for p in (path / "shards").iterdir()) == [f"{i:05d}.safetensors" for i in range(40)]
+    assert not list(path.rglob("*.tmp"))
+    st.verify()
+    fresh = capture(model, data, HOOKS, tmp_path / "fresh", batch_size=2, progress=False)
+    assert_same_store(st, fresh)
+    assert [m["text"] for m in st.metadata()] == texts
+
+
+# -- the bundled model ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smollm2_capture_equals_direct_runs(smollm2, tmp_path):
+    texts = ["The capital of France is Paris.", "Hello world", "One two three four five six seven"]
+    hooks = ["blocks.0.hook_resid_post", "blocks.29.hook_resid_post", "blocks.3.attn.hook_pattern",
+             "blocks.7.attn.hook_z"]
+    st = capture(smollm2, texts, hooks, tmp_path / "s", batch_size=2, progress=False)
+    st.verify()
+    assert st.complete and len(st.shards()) == 2
+    full = st.trace()
+    direct = [smollm2.run(t, capture=hooks).trace for t in texts]
+    assert st.n_tokens == sum(d.input_ids.shape[1] for d in direct)
+    for i, d in enumerate(direct):
+        n = d.input_ids.shape[1]
+        assert full.tokens[i][:n] == d.tokens[0]
+        for h in hooks:
+            got = full[h][i, :, :n, :n] if h.endswith("pattern") else full[h][i, :n]
+            torch.testing.assert_close(got, d[h][0], atol=2e-4, rtol=1e-4, msg=f"seq {i} {h}")
+    rows = torch.cat(list(st.iter_tokens("blocks.29.hook_resid_post", batch_size=5)))
+    torch.testing.assert_close(rows, torch.cat([d["blocks.29.hook_resid_post"][0] for d in direct]),
+                               atol=2e-4, rtol=1e-4)
+    st.check_model(smollm2)
