@@ -251,9 +251,14 @@ def test_existing_directory_that_is_not_a_store(model, tmp_path):
     d = tmp_path / "mine"
     d.mkdir()
     (d / "notes.txt").write_text("keep me")
+    (d / ".draft.tmp").write_text("mine too")
     with pytest.raises(FileExistsError, match="not a trace store"):
         capture(model, TEXTS, HOOK, d, progress=False)
-    assert (d / "notes.txt").read_text() == "keep me"
+    assert (d / "notes.txt").read_text() == "keep me" and (d / ".draft.tmp").read_text() == "mine too"
+    (d / "notes.txt").unlink()
+    with pytest.raises(FileExistsError, match=r"\.draft\.tmp"):  # a temp file that is not a store's
+        capture(model, TEXTS, HOOK, d, progress=False)
+    assert (d / ".draft.tmp").exists()
     # shards without a manifest: not ours to overwrite either
     e = tmp_path / "orphan"
     (e / "shards").mkdir(parents=True)
@@ -382,8 +387,10 @@ def test_crash_and_resume(model, tmp_path, count_forwards):
     killed = TraceStore(path)
     assert not killed.complete and 4 <= len(killed.shards()) < 40
     done_before = {s.index for s in killed.shards()}
-    # a stale temp file from a write the kill interrupted
+    # stale temp files from writes a kill interrupted; and a file of the user's, to be left alone
     (path / "shards" / ".00039.safetensors.x1y2z3.tmp").write_bytes(b"partial")
+    (path / ".manifest.json.abc.tmp").write_bytes(b"{")
+    (path / ".user.tmp").write_bytes(b"mine")
 
     count_forwards.clear()
     st = capture(model, data, HOOKS, path, batch_size=2, progress=False)
@@ -395,7 +402,7 @@ def test_crash_and_resume(model, tmp_path, count_forwards):
     _, mask = model.tokenize(texts, max_tokens=128)
     assert st.n_tokens == int(mask.sum())
     assert sorted(p.name for p in (path / "shards").iterdir()) == [f"{i:05d}.safetensors" for i in range(40)]
-    assert not list(path.rglob("*.tmp"))
+    assert [p.name for p in path.rglob("*.tmp")] == [".user.tmp"]
     st.verify()
     fresh = capture(model, data, HOOKS, tmp_path / "fresh", batch_size=2, progress=False)
     assert_same_store(st, fresh)

@@ -29,6 +29,7 @@ from interp.trace.store import (
     atomic_write_bytes,
     is_dense,
     remove_stale_tmp,
+    store_tmp_files,
     tokens_fingerprint,
     write_meta,
     write_shard,
@@ -254,9 +255,9 @@ def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_id
                      attention_mask: torch.Tensor, meta: list[dict[str, Any]], model: LoadedModel) -> StoreManifest:
     """The manifest to continue from: the existing one when it matches, else a new store's."""
     mpath = root / "manifest.json"
-    remove_stale_tmp(root)
     if mpath.exists():
         old = StoreManifest.from_json(mpath.read_text(), str(mpath))
+        remove_stale_tmp(root)
         diffs = [k for k, a, b in (
             ("model", old.trace.model_fingerprint, fresh.trace.model_fingerprint),
             ("hooks", list(old.trace.hooks), list(fresh.trace.hooks)),
@@ -282,12 +283,14 @@ def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_id
         if not root.is_dir():
             raise FileExistsError(f"{root} exists and is not a directory")
         # a capture killed before its first manifest leaves only these; anything else is not ours
-        foreign = [p.name for p in root.iterdir() if p.name not in STORE_FILES]
-        shards = list((root / "shards").glob("*")) if (root / "shards").is_dir() else []
+        ours = {p.name for p in store_tmp_files(root)} | STORE_FILES
+        foreign = [p.name for p in root.iterdir() if p.name not in ours]
+        shards = list((root / "shards").glob("[!.]*")) if (root / "shards").is_dir() else []
         if foreign or shards:
             raise FileExistsError(f"{root} exists and is not a trace store (no manifest.json; holds "
-                                  f"{', '.join(sorted(foreign) + [str(p.relative_to(root)) for p in shards][:5])}); "
+                                  f"{', '.join((sorted(foreign) + [str(p.relative_to(root)) for p in shards])[:5])}); "
                                   "choose an empty or new directory")
+        remove_stale_tmp(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "shards").mkdir(exist_ok=True)
     _write_inputs(root, input_ids, attention_mask, meta, model)

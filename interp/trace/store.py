@@ -67,15 +67,20 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
 
 
+def store_tmp_files(root: Path) -> list[Path]:
+    """The temporary files an interrupted store writer leaves (see :func:`atomic_write_bytes`)."""
+    found = [f for name in ("manifest.json", "tokens.safetensors", "meta.parquet") for f in root.glob(f".{name}.*.tmp")]
+    if (root / "shards").is_dir():
+        found += list((root / "shards").glob(".[0-9]*.safetensors.*.tmp"))
+    return found
+
+
 def remove_stale_tmp(root: Path) -> list[Path]:
-    """Delete the ``.*.tmp`` files an interrupted writer left in ``root`` and ``root/shards``."""
-    gone = []
-    for d in (root, root / "shards"):
-        if d.is_dir():
-            for f in d.glob(".*.tmp"):
-                f.unlink(missing_ok=True)
-                gone.append(f)
-    return gone
+    """Delete the temporary files an interrupted writer left in a store (call only when no writer runs)."""
+    found = store_tmp_files(root)
+    for f in found:
+        f.unlink(missing_ok=True)
+    return found
 
 
 def is_right_padded(attention_mask: torch.Tensor) -> bool:
