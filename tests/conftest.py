@@ -14,7 +14,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -96,6 +97,17 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
                                    eos_token="[EOS]", unk_token="[UNK]")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Run the suite on one intra-op thread: the models here are tiny, and on a busy 2-core machine
+    OpenMP's spinning barriers make every small op wait for a descheduled sibling (measured: the
+    finite-difference test took 0.3 s with one thread and 1-20 s with two)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 _BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
     "llama": make_llama,
     "gpt2": make_gpt2,
@@ -153,10 +165,23 @@ def any_decoder(request: pytest.FixtureRequest, tiny_models: dict[str, HookedMod
     return tiny_models[request.param]
 
 
+def _rms_norm_in_input_dtype(self: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama64() -> HookedModel:
-    """The tiny Llama in float64, for finite differences (a fresh copy; weights as ``tiny_llama``)."""
-    return interp.wrap_model(make_llama().double(), name="tiny-llama-f64")
+    """The tiny Llama in float64, for finite differences (weights as ``tiny_llama``).
+
+    HF's LlamaRMSNorm always computes in float32, which would leave float32 rounding noise in a
+    float64 model and ruin finite differences; here it computes in float64.
+    """
+    hf = make_llama().double()
+    for mod in hf.modules():
+        if type(mod).__name__ == "LlamaRMSNorm":
+            mod.forward = types.MethodType(_rms_norm_in_input_dtype, mod)
+    return interp.wrap_model(hf, name="tiny-llama-f64")
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,8 @@ def interp_attention(
         scores = scores.masked_fill(~attention_mask[..., :k_len], torch.finfo(scores.dtype).min)
     else:
         scores = scores + attention_mask[..., :k_len]
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # softmax in at least float32 (bf16/fp16 models), but never below the model's own precision (float64)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
     if hook is not None:
         probs = hook(Component.PATTERN, probs)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
@@ -119,6 +120,7 @@ class HookedRun:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._attn_modules: list[nn.Module] = []
         self._saved_impl: Any = None
+        self._impl_switched = False  # the saved implementation may itself be None, so keep a flag
         self._mid_delta: dict[int, torch.Tensor] = {}
         self._remaining = {s for s, p in plans.items() if p.capture} if stop_early else set()
         self._stop_early = stop_early and not any(p.grad or p.interventions for p in plans.values())
@@ -181,8 +183,9 @@ class HookedRun:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if args:
                 t0 = args[0]
-            else:
-                key = next(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+            else:  # called with keywords only: the hidden states, else the first tensor argument
+                key = next((k for k in ("hidden_states", "input") if isinstance(kwargs.get(k), torch.Tensor)),
+                           None) or next(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
                 t0 = kwargs[key]
             t = self._apply(entries, t0)
             self._after([s for s, _ in entries])
@@ -246,6 +249,7 @@ class HookedRun:
             _register_attention()
             config = self.model.config
             self._saved_impl = config._attn_implementation
+            self._impl_switched = True
             config._attn_implementation = ATTN_IMPL
             for layer in sorted(attn_layers):
                 mod = self.model.module(adapter.attn.format(L=layer))
@@ -260,9 +264,10 @@ class HookedRun:
             if hasattr(mod, "_interp_attn_hook"):
                 del mod._interp_attn_hook
         self._attn_modules.clear()
-        if self._saved_impl is not None:
+        if self._impl_switched:
             self.model.config._attn_implementation = self._saved_impl
             self._saved_impl = None
+            self._impl_switched = False
         self._mid_delta.clear()
 
     def __exit__(self, *exc: Any) -> bool:
@@ -343,11 +348,20 @@ def run_with_hooks(
         logits = forward(model, input_ids, attention_mask)
     if grads:
         assert metric is not None and logits is not None
-        value = metric(logits)
+        with torch.enable_grad():  # also when the caller runs under torch.no_grad()
+            value = metric(logits)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"metric must return a scalar torch.Tensor, got {type(value).__name__}")
         if value.numel() != 1:
             raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)}")
+        if not value.requires_grad and logits.requires_grad:
+            raise ValueError("metric's value does not depend on the logits through autograd "
+                             "(did it detach, call .item() or argmax?); no gradient can be taken")
         names = list(hooked.grad_inputs)
-        gs = torch.autograd.grad(value, [hooked.grad_inputs[n] for n in names], allow_unused=True)
+        if value.requires_grad:
+            gs = torch.autograd.grad(value, [hooked.grad_inputs[n] for n in names], allow_unused=True)
+        else:  # an intervention cut every path from the hooks to the logits: the gradients are zero
+            gs = (None,) * len(names)
         grad_out = {n: (torch.zeros_like(hooked.grad_inputs[n]) if g is None else g.detach()) for n, g in zip(names, gs, strict=True)}
         logits = logits.detach()
         hooked.activations = {k: v.detach() for k, v in hooked.activations.items()}
