@@ -281,6 +281,45 @@ def test_killed_before_first_manifest(model, tmp_path):
     assert not list(path.rglob("*.tmp"))
 
 
+def test_interrupt_keeps_finished_shards(model, tmp_path, monkeypatch):
+    path = tmp_path / "s"
+    real = capture_module.forward
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(capture_module, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        capture(model, TEXTS, HOOKS, path, batch_size=2, progress=False)
+    st = TraceStore(path)
+    assert [s.index for s in st.shards()] == [0, 1] and not st.complete  # written before the error surfaced
+    monkeypatch.setattr(capture_module, "forward", real)
+    st = capture(model, TEXTS, HOOKS, path, batch_size=2, progress=False)
+    assert_same_store(st, capture(model, TEXTS, HOOKS, tmp_path / "fresh", batch_size=2, progress=False))
+
+
+def test_write_error_surfaces_and_resumes(model, tmp_path, monkeypatch):
+    path = tmp_path / "s"
+    real = capture_module.write_shard
+
+    def disk_full(root, index, *args, **kwargs):
+        if index == 2:
+            raise OSError(28, "No space left on device")
+        return real(root, index, *args, **kwargs)
+
+    monkeypatch.setattr(capture_module, "write_shard", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        capture(model, TEXTS, HOOK, path, batch_size=2, progress=False)
+    assert 2 not in {s.index for s in TraceStore(path).shards()}
+    monkeypatch.setattr(capture_module, "write_shard", real)
+    st = capture(model, TEXTS, HOOK, path, batch_size=2, progress=False)
+    assert_same_store(st, capture(model, TEXTS, HOOK, tmp_path / "fresh", batch_size=2, progress=False))
+
+
 # -- repair --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["missing", "truncated", "emptied"])
 def test_rerun_recreates_damaged_shard(model, tmp_path, count_forwards, damage):

@@ -270,3 +270,14 @@ def test_save_load_without_metadata(trace, tmp_path):
     bare = replace(trace, metadata=())
     bare.save(tmp_path / "b")
     assert Trace.load(tmp_path / "b").metadata == ()
+
+
+@pytest.mark.slow
+def test_smollm2_trace_round_trip(smollm2, tmp_path):
+    texts = ["The capital of France is", "Hi", "Über café — naïve"]  # padding, multi-byte tokens
+    tr = smollm2.run(texts, capture=["blocks.*.hook_resid_post", "blocks.2.attn.hook_pattern"]).trace
+    assert tr.stack("hook_resid_post").shape == (30, 3, tr.input_ids.shape[1], 576)
+    tr.save(tmp_path / "t")
+    loaded = Trace.load(tmp_path / "t")
+    assert_same_trace(loaded, tr)
+    loaded.check_model(smollm2)
