@@ -10,7 +10,12 @@ Layout of a store directory::
 Inside a shard, token-wise hooks (``[batch, pos, ...]``) are stored as rows of the non-padding
 tokens only (``[n_tokens, ...]``, sequence by sequence), so training readers stream them without
 unpadding; ``attn.hook_pattern`` is stored dense ``[batch, head, q_pos, k_pos]`` at the shard's
-longest length. Every shard's sha256 and size are in the manifest.
+longest length. Every shard's sha256 and size are in the manifest. A trace saved with gradients
+(:meth:`Trace.save`) keeps them in its shard under ``grad:<hook name>``, listed under ``grads``
+in the manifest.
+
+Every file is written atomically (a temporary ``.<name>.*.tmp`` file, then a rename); a capture
+that resumes removes the temporary files an interrupted one left.
 """
 
 from __future__ import annotations
