@@ -273,6 +273,11 @@ def test_plot_is_the_only_package_importing_plotly() -> None:
     assert not offenders
 
 
+def test_plotlyjs_source_is_the_bundle() -> None:
+    js = ip.plotlyjs_source()
+    assert "plotly.js" in js[:200] and len(js) > 1_000_000
+
+
 def test_importing_plot_registers_nothing() -> None:
     code = "import plotly.io as pio, interp.plot; assert 'interp' not in pio.templates; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

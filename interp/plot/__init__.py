@@ -14,6 +14,7 @@ Example:
 """
 
 from interp.plot.arrays import ArrayLike, as_numpy
+from interp.plot.export import plotlyjs_source
 from interp.plot.graph import layered_graph, sankey
 from interp.plot.heatmaps import attention_pattern, heatmap, is_signed
 from interp.plot.labels import escape_label, token_label, token_labels
@@ -32,6 +33,6 @@ from interp.plot.theme import (
 __all__ = [
     "DIVERGING", "QUALITATIVE", "SEQUENTIAL", "TEMPLATE_NAME", "ArrayLike", "apply_theme", "as_numpy",
     "attention_pattern", "bar_top_tokens", "colorscale", "escape_label", "heatmap", "interp_template",
-    "is_signed", "layer_curves", "layered_graph", "register_template", "sankey", "scatter", "token_label",
+    "is_signed", "layer_curves", "layered_graph", "plotlyjs_source", "register_template", "sankey", "scatter", "token_label",
     "token_labels",
 ]
