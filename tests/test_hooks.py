@@ -492,6 +492,21 @@ def test_hooks_context_around_generate(tiny_models: dict[str, HookedModel], fami
     assert_clean(m)
 
 
+def test_a_block_called_with_keywords_only_is_hooked_on_its_hidden_states(tiny_llama: HookedModel) -> None:
+    layer = tiny_llama.hf.model.layers[0]
+    h = torch.randn(1, 5, 64, generator=torch.Generator().manual_seed(0))
+    pos = torch.arange(5)[None]
+    rope = tiny_llama.hf.model.rotary_emb(h, pos)
+    with torch.no_grad():
+        want = layer(2 * h, position_embeddings=rope, position_ids=pos)
+        with hooks(tiny_llama, interventions=[Scale("blocks.0.hook_resid_pre", factor=2.0)],
+                   capture="blocks.0.hook_resid_pre") as run:
+            got = layer(position_ids=pos, hidden_states=h, position_embeddings=rope)  # a tensor keyword comes first
+    assert torch.equal(got, want)
+    assert torch.equal(run.activations["blocks.0.hook_resid_pre"], 2 * h)
+    assert_clean(tiny_llama)
+
+
 # --- bad input --------------------------------------------------------------------------------------
 
 def test_unknown_hook_names_list_close_matches(tiny_llama: HookedModel, batch: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,14 +33,46 @@ Positions = int | Sequence[int] | slice | None
 Heads = int | Sequence[int] | None
 
 
+def _as_int(i: Any, what: str) -> int:
+    """An index as a plain int: ints, NumPy integers and 0-d integer tensors; never bools."""
+    if isinstance(i, bool) or (isinstance(i, torch.Tensor) and (i.dim() != 0 or i.dtype == torch.bool)):
+        raise TypeError(f"{what} must be ints, got {i!r}")
+    try:
+        return operator.index(i)
+    except TypeError:
+        raise TypeError(f"{what} must be ints, got {i!r}") from None
+
+
+def _items(x: Any, what: str) -> list[int]:
+    if isinstance(x, (str, bytes, Mapping)):
+        raise TypeError(f"{what} must be an int, a sequence of ints or a slice, got {x!r}")
+    try:
+        return [_as_int(x, what)]
+    except TypeError:
+        pass
+    try:
+        seq = list(x)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, a sequence of ints or a slice, got {x!r}") from None
+    return [_as_int(i, what) for i in seq]
+
+
+def _normalize_selection(x: Any, what: str) -> int | tuple[int, ...] | slice | None:
+    """Type-check a positions/heads selection when the intervention is made (ranges are checked on use);
+    sequences, arrays and tensors become a tuple of ints (so that an iterator is not used up)."""
+    if x is None or isinstance(x, slice):
+        return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    return tuple(_items(x, what))
+
+
 def _as_index_list(x: int | Sequence[int] | slice, size: int, what: str) -> torch.Tensor:
     idx = torch.arange(size)
     if isinstance(x, slice):
         return idx[x]
-    items = [x] if isinstance(x, int) else list(x)
+    items = _items(x, what)
     for i in items:
-        if not isinstance(i, int) or isinstance(i, bool):
-            raise TypeError(f"{what} must be ints, got {i!r}")
         if not -size <= i < size:
             raise IndexError(f"{what} {i} is out of range for size {size} (valid: {-size}..{size - 1})")
     return idx[torch.tensor(items, dtype=torch.long)] if items else idx[:0]
@@ -62,6 +96,8 @@ class Intervention:
         object.__setattr__(self, "site", Site.parse(self.site))
         if self.heads is not None and "head" not in self.site.component.axes:
             raise ValueError(f"{self.site.name} has no head axis; heads= applies to attn.hook_q/k/v/z/pattern")
+        object.__setattr__(self, "positions", _normalize_selection(self.positions, "positions"))
+        object.__setattr__(self, "heads", _normalize_selection(self.heads, "heads"))
 
     def mask(self, act: torch.Tensor) -> torch.Tensor | None:
         """Boolean mask broadcastable to ``act`` that is True where this intervention applies."""
@@ -97,16 +133,32 @@ class Intervention:
 
 
 def _source_tensor(source: Any, site: Site) -> torch.Tensor:
+    """The tensor for ``site`` in a tensor, a ``Trace`` or a mapping of hook names to tensors."""
     if isinstance(source, torch.Tensor):
         return source
-    if isinstance(source, Mapping) or hasattr(source, "__getitem__"):
-        return source[site.name]
-    raise TypeError(f"patch source must be a tensor or a Trace, got {type(source).__name__}")
+    bad = TypeError(f"a patch source / ablation reference must be a torch.Tensor, a Trace or a mapping of "
+                    f"hook names to tensors, got {type(source).__name__}")
+    if isinstance(source, (str, bytes, Sequence)) or not hasattr(source, "__getitem__"):
+        raise bad
+    try:
+        t = source[site.name]
+    except (TypeError, IndexError, ValueError):  # e.g. an array indexed by a name
+        raise bad from None
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"the source holds a {type(t).__name__} for {site.name}, not a torch.Tensor")
+    return t
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
-    if t.is_floating_point() and not torch.isfinite(t).all():
+    if (t.is_floating_point() or t.is_complex()) and not torch.isfinite(t).all():
         raise ValueError(f"{what} contains NaN or inf values")
+
+
+def _check_finite_number(x: Any, what: str) -> None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"{what} must be a number, got {type(x).__name__}: {x!r}")
+    if not math.isfinite(x):
+        raise ValueError(f"{what} must be finite, got {x!r}")
 
 
 @dataclass(frozen=True)
@@ -158,6 +210,8 @@ class Ablate(Intervention):
             raise ValueError(f"unknown ablation method {self.method!r}; use 'zero', 'mean' or 'resample'")
         if self.over not in ("batch", "tokens"):
             raise ValueError(f"over must be 'batch' or 'tokens', got {self.over!r}")
+        if self.reference is not None:
+            _check_finite(_source_tensor(self.reference, self.site), f"ablation reference for {self.site.name}")
 
     def edit(self, act: torch.Tensor) -> torch.Tensor:
         if self.method == "zero":
@@ -175,7 +229,10 @@ class Ablate(Intervention):
         n = ref.shape[0]
         if ref.shape[1:] != act.shape[1:]:
             self._bad(ref, act)
-        if self.reference is None and n > 1:  # a random *other* sequence of the batch
+        if self.reference is None:  # a random *other* sequence of the batch
+            if n < 2:
+                raise ValueError(f"resample ablation of {self.site.name} without reference= needs a batch of at "
+                                 "least 2 sequences (each takes another's activation); pass reference=")
             pick = (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n
         else:
             pick = torch.randint(0, n, (act.shape[0],), generator=g)
@@ -198,6 +255,7 @@ class Add(Intervention):
         if not isinstance(self.vector, torch.Tensor):
             raise TypeError(f"Add needs vector= as a torch.Tensor, got {type(self.vector).__name__}")
         _check_finite(self.vector, f"steering vector for {self.site.name}")
+        _check_finite_number(self.scale, "Add scale")
 
     def edit(self, act: torch.Tensor) -> torch.Tensor:
         assert self.vector is not None
@@ -213,6 +271,10 @@ class Scale(Intervention):
     """Multiply the activation by ``factor``."""
 
     factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_finite_number(self.factor, "Scale factor")
 
     def edit(self, act: torch.Tensor) -> torch.Tensor:
         return act * self.factor
@@ -249,4 +311,12 @@ class Lambda(Intervention):
 
     def edit(self, act: torch.Tensor) -> torch.Tensor:
         out = self.fn(act, self.site)
-        return act if out is None else out
+        if out is None:
+            return act
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"Lambda fn for {self.site.name} must return a torch.Tensor or None, "
+                            f"got {type(out).__name__}")
+        if out.shape != act.shape:
+            raise ValueError(f"Lambda fn for {self.site.name} returned shape {tuple(out.shape)}; "
+                             f"it must keep the activation's shape {tuple(act.shape)}")
+        return out
