@@ -22,6 +22,12 @@ EXAMPLE_CAPTURE = (
 )
 
 
+EXAMPLE_REPORT = (
+    "example:\n  interp report --model smollm2-135m --prompt 'The capital of France is' "
+    "--corrupt 'The capital of Italy is' -o report.html"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interp", description="Mechanistic-interpretability workbench.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -53,7 +59,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default="float32", help="storage dtype (float32, bfloat16, float16)")
     c.add_argument("--prepend-bos", action="store_true")
     c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
+    r = sub.add_parser("report", parents=[common], help="run every tool on a prompt and write an HTML report",
+                       description="The main job: run the tools on the model and a prompt, and write one "
+                                   "self-contained HTML report (works offline) plus a JSON dump of its numbers.",
+                       epilog=EXAMPLE_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+    r.add_argument("--prompt", default="When Mary and John went to the store, John gave a drink to",
+                   help="the clean prompt (default: %(default)r)")
+    r.add_argument("--corrupt", help="a corrupted prompt with the same number of tokens")
+    r.add_argument("-o", "--out", default="report.html", help="HTML path (default: %(default)s)")
+    r.add_argument("--json", help="path of the JSON dump (default: the HTML path with .json)")
     return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import interp
+    from interp.report import build_report
+
+    model = interp.load_model(args.model)
+    rep = build_report(model, args.prompt, corrupt=args.corrupt)
+    out = rep.write(args.out, json_path=args.json)
+    print(f"report  {out.resolve()}  ({out.stat().st_size / 2**20:.1f} MiB, {len(rep.sections)} sections)")
+    print(f"json    {(args.json or out.with_suffix('.json'))}")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -109,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    handlers = {"models": _cmd_models, "capture": _cmd_capture}
+    handlers = {"models": _cmd_models, "capture": _cmd_capture, "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
