@@ -102,11 +102,15 @@ def test_capture_txt_file(model, tmp_path):
 def test_capture_parquet_with_metadata(model, tmp_path):
     f = tmp_path / "data.parquet"
     texts = TEXTS[:4]
+    words = [t.split() for t in texts]  # a "tokens" column of the user's is metadata like any other
     pq.write_table(pa.table({"id": [10, 11, 12, 13], "text": texts, "label": ["a", "b", "a", "c"],
-                             "score": [0.5, 1.0, 1.5, 2.0]}), f)
+                             "score": [0.5, 1.0, 1.5, 2.0], "tokens": words}), f)
     st = capture(model, f, HOOK, tmp_path / "s", batch_size=3, progress=False)
-    meta = [{"text": t, "id": 10 + i, "label": "abac"[i], "score": 0.5 * (i + 1)} for i, t in enumerate(texts)]
+    meta = [{"text": t, "id": 10 + i, "label": "abac"[i], "score": 0.5 * (i + 1), "tokens": words[i]}
+            for i, t in enumerate(texts)]
     check_store(st, model, texts, meta)
+    ids, _ = model.tokenize(texts[:1])
+    assert st.trace([0]).tokens[0] == tuple(model.to_str_tokens(ids)[0])  # the model's tokens, not the column
     # another text column
     g = tmp_path / "body.parquet"
     pq.write_table(pa.table({"body": texts, "y": [0, 1, 0, 1]}), g)

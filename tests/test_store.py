@@ -91,7 +91,8 @@ def test_meta_parquet(store_path, model):
     rows = pq.read_table(store_path / "meta.parquet").to_pylist()
     assert [r["text"] for r in rows] == TEXTS
     ids, _ = model.tokenize(TEXTS, max_tokens=128)
-    assert [r["tokens"] for r in rows] == model.to_str_tokens(ids)
+    assert [r["__tokens__"] for r in rows] == model.to_str_tokens(ids)
+    assert set(rows[0]) == {"text", "__tokens__"}
 
 
 def test_shard_rows_are_non_padding_tokens(store, direct):

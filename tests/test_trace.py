@@ -7,6 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 from _trace_helpers import char_llama
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from interp.sites import Component, Site
 from interp.trace import SCHEMA_VERSION, Manifest, ModelMismatchError, Trace, TraceStore
@@ -124,6 +126,21 @@ def test_select_rejects_bad_indices(trace):
         trace.select([0, 7])
     with pytest.raises(TypeError):
         trace.select([True, False, True])
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=st.one_of(st.integers(-6, 6), st.lists(st.integers(-6, 6), max_size=4)))
+def test_select_any_index(trace, index):
+    want = [index] if isinstance(index, int) else index
+    if all(-3 <= i < 3 for i in want):
+        sub = trace.select(index)
+        assert sub.n_seqs == len(want)
+        assert sub.tokens == tuple(trace.tokens[i] for i in want)
+        assert sub["logits"].shape[0] == len(want)
+        assert torch.equal(sub["logits"], trace["logits"][torch.tensor(want, dtype=torch.long)])
+    else:
+        with pytest.raises(IndexError, match="out of range"):
+            trace.select(index)
 
 
 # -- manifest ------------------------------------------------------------------------------------------------
@@ -281,3 +298,9 @@ def test_smollm2_trace_round_trip(smollm2, tmp_path):
     loaded = Trace.load(tmp_path / "t")
     assert_same_trace(loaded, tr)
     loaded.check_model(smollm2)
+
+
+def test_save_rejects_reserved_metadata_field(trace, tmp_path):
+    bad = replace(trace, metadata=tuple({"__tokens__": 1} for _ in range(trace.n_seqs)))
+    with pytest.raises(ValueError, match="__tokens__"):
+        bad.save(tmp_path / "r")

@@ -4,7 +4,7 @@ Layout of a store directory::
 
     manifest.json              written atomically (tmp file + rename) after every completed shard
     tokens.safetensors         input_ids, attention_mask  [n_seqs, seq_len], right-padded
-    meta.parquet               per-sequence metadata (optional)
+    meta.parquet               per-sequence metadata, and the token strings (column ``__tokens__``)
     shards/00000.safetensors   one shard = one batch of sequences, all captured hooks
 
 Inside a shard, token-wise hooks (``[batch, pos, ...]``) are stored as rows of the non-padding
@@ -39,6 +39,7 @@ from interp.trace.trace import SCHEMA_VERSION, Manifest, Trace, parse_dtype
 
 STORE_KIND = "interp-trace-store"
 GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
+TOKENS_COLUMN = "__tokens__"  # meta.parquet column of the token strings (the other columns are metadata)
 
 
 class CorruptShardError(OSError):
@@ -409,11 +410,12 @@ class TraceStore:
         grads = {g: torch.stack(parts[GRAD_PREFIX + g]) for g in grad_names}
         man = replace(self.manifest.trace, hooks={n: list(acts[n].shape) for n in names})
         meta = self.metadata()
-        if meta and "tokens" in meta[0]:
-            tok_strs = tuple(tuple(meta[i]["tokens"][:length]) + ("",) * max(0, length - len(meta[i]["tokens"])) for i in idx)
+        if meta and TOKENS_COLUMN in meta[0]:
+            tok_strs = tuple(tuple(meta[i][TOKENS_COLUMN][:length]) + ("",) * max(0, length - len(meta[i][TOKENS_COLUMN]))
+                             for i in idx)
         else:
             tok_strs = tuple(tuple(str(i) for i in row) for row in ids.tolist())
-        rows = tuple({k: v for k, v in meta[i].items() if k != "tokens"} for i in idx) if meta else ()
+        rows = tuple({k: v for k, v in meta[i].items() if k != TOKENS_COLUMN} for i in idx) if meta else ()
         if rows and not any(rows):
             rows = ()
         return Trace(input_ids=ids, attention_mask=mask, tokens=tok_strs, activations=acts, manifest=man,
@@ -486,8 +488,8 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
     tensors = {n: rows(n, t) for n, t in trace.activations.items()}
     tensors.update({GRAD_PREFIX + n: rows(n, t) for n, t in trace.grads.items()})
     root.mkdir(parents=True, exist_ok=True)
+    write_meta(root, trace.metadata, trace.tokens)  # first: it checks the metadata
     atomic_save_tensors(root / "tokens.safetensors", {"input_ids": trace.input_ids, "attention_mask": trace.attention_mask})
-    write_meta(root, trace.metadata, trace.tokens)
     info = write_shard(root, 0, 0, tensors, int(mask.sum()), trace.n_seqs)
     man = StoreManifest(trace=replace(trace.manifest, hooks={n: trailing(n, t) for n, t in trace.activations.items()}),
                         n_seqs=trace.n_seqs, seq_len=int(trace.input_ids.shape[1]), batch_size=trace.n_seqs,
@@ -503,9 +505,11 @@ def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[
     import pyarrow.parquet as pq
 
     rows = [dict(m) for m in metadata] if metadata else [{} for _ in tokens or []]
+    if any(TOKENS_COLUMN in r for r in rows):
+        raise ValueError(f"metadata may not have a {TOKENS_COLUMN!r} field: the store keeps the token strings there")
     if tokens is not None:
         for r, t in zip(rows, tokens, strict=True):
-            r["tokens"] = list(t)
+            r[TOKENS_COLUMN] = list(t)
     if rows:
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(rows), sink)
