@@ -12,9 +12,11 @@ the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXAMPLE_CAPTURE = (
     "example:\n  interp capture --model smollm2-135m --dataset data/prompts.txt "
@@ -26,6 +28,13 @@ EXAMPLE_REPORT = (
     "example:\n  interp report --model smollm2-135m --prompt 'The capital of France is' "
     "--corrupt 'The capital of Italy is' -o report.html"
 )
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--html``, shared by every subcommand that computes results."""
+    p.add_argument("--json", metavar="PATH",
+                   help='write the numbers as JSON: {"sections": {..: {name: {"axes", "labels", "values"}}}}')
+    p.add_argument("--html", metavar="PATH", help="write the figures as a standalone HTML page")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default="float32", help="storage dtype (float32, bfloat16, float16)")
     c.add_argument("--prepend-bos", action="store_true")
     c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
+    _output_args(c)
     r = sub.add_parser("report", parents=[common], help="run every tool on a prompt and write an HTML report",
                        description="The main job: run the tools on the model and a prompt, and write one "
                                    "self-contained HTML report (works offline) plus a JSON dump of its numbers.",
@@ -68,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="the clean prompt (default: %(default)r)")
     r.add_argument("--corrupt", help="a corrupted prompt with the same number of tokens")
     r.add_argument("-o", "--out", default="report.html", help="HTML path (default: %(default)s)")
-    r.add_argument("--json", help="path of the JSON dump (default: the HTML path with .json)")
+    r.add_argument("--json", metavar="PATH", help="path of the JSON dump (default: the HTML path with .json)")
     return p
 
 
@@ -118,16 +128,69 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     print(f"model   {model!r}  fingerprint {store.manifest.trace.model_fingerprint}")
     print(f"data    {store.n_seqs} sequences, {store.n_tokens} tokens")
     print(f"hooks   {len(store.hooks)}: {', '.join(store.hooks[:3])}{' ...' if len(store.hooks) > 3 else ''}")
-    resid = [h for h in store.hooks if h.endswith("hook_resid_post")]
-    if resid:
-        print("\nmean L2 norm of the residual stream per layer (all tokens):")
-        for h in resid:
-            total, n = 0.0, 0
-            for rows in store.iter_tokens(h, batch_size=8192, dtype=torch.float32):
-                total += float(rows.norm(dim=-1).sum())
-                n += rows.shape[0]
-            print(f"  {h:<28} {total / max(n, 1):9.2f}")
+    norms = _mean_norms(store, torch)
+    if norms:
+        print(f"\nmean L2 norm per token (first {SUMMARY_ROWS} tokens at most):")
+        for h, v in norms.items():
+            print(f"  {h:<32} {v:10.2f}")
+    _emit(args, _capture_report(store, norms))
     return 0
+
+
+SUMMARY_ROWS = 65536
+
+
+def _mean_norms(store: Any, torch: Any) -> dict[str, float]:
+    from interp.trace.store import is_dense
+
+    out = {}
+    for h in store.hooks:
+        if is_dense(h):
+            continue
+        total, n = 0.0, 0
+        for rows in store.iter_tokens(h, batch_size=8192, dtype=torch.float32):
+            total += float(rows.flatten(1).norm(dim=-1).sum())
+            n += rows.shape[0]
+            if n >= SUMMARY_ROWS:
+                break
+        out[h] = total / max(n, 1)
+    return out
+
+
+def _capture_report(store: Any, norms: dict[str, float]) -> Any:
+    from interp.plot import layer_curves
+    from interp.report import Report
+    from interp.sites import Site
+
+    rep = Report("interp capture", command=store.manifest.trace.command,
+                 subtitle=f"{store.n_seqs} sequences, {store.n_tokens} tokens -> {store.path}")
+    sec = rep.section("Store")
+    sec.table(["property", "value"], [("path", store.path), ("model", store.manifest.trace.model_id),
+                                      ("sequences", store.n_seqs), ("tokens", store.n_tokens),
+                                      ("hooks", len(store.hooks)), ("complete", store.complete)])
+    by_comp: dict[str, dict[int, float]] = {}
+    for h, v in norms.items():
+        site = Site.parse(h)
+        if site.layer is not None:
+            by_comp.setdefault(site.component.value, {})[site.layer] = v
+    for comp, vals in by_comp.items():
+        layers = sorted(vals)
+        sec.figure(layer_curves({comp: [vals[L] for L in layers]}, x=layers, y_title="mean L2 norm per token",
+                                title=f"{comp}: mean norm per layer"))
+        sec.numbers(f"{comp}.mean_norm", [vals[L] for L in layers], axes=["layer"], labels={"layer": layers})
+    sec.code(json.loads(store.manifest.to_json()), caption="manifest.json")
+    return rep
+
+
+def _emit(args: argparse.Namespace, rep: Any) -> None:
+    """Write ``--json`` (labelled numbers) and ``--html`` (figures as a standalone page) when asked."""
+    if getattr(args, "json", None):
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1, default=str), encoding="utf-8")
+        print(f"json    {args.json}")
+    if getattr(args, "html", None):
+        rep.write(args.html, json_path=args.json or Path(args.html).with_suffix(".json"))
+        print(f"html    {args.html}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
