@@ -32,7 +32,11 @@ FAST = settings(max_examples=60, deadline=None, derandomize=True,
 
 
 def family_of(m: HookedModel) -> str:
-    return m.name.removeprefix("tiny-").removesuffix("-copy").removesuffix("-f64")
+    """The fixture family name: the adapter family, with GPT-NeoX split by its residual layout."""
+    fam = m.adapter.family
+    if fam == "gpt_neox":
+        return "neox_parallel" if m.config.use_parallel_residual else "neox_sequential"
+    return fam
 
 
 # --- oracle helpers -------------------------------------------------------------------------------
@@ -646,3 +650,36 @@ def test_non_string_intervention_sites_raise_type_error(obj: object) -> None:
 
 def test_vocab_constant_is_valid_for_every_family(tiny_models: dict[str, HookedModel]) -> None:
     assert min(m.dims.d_vocab for m in tiny_models.values()) == VOCAB
+
+
+# --- the bundled SmolLM2 (slow) ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smollm2_run_is_bit_identical_to_the_plain_forward(smollm2: HookedModel) -> None:
+    texts = ["The capital of France is", "Hello"]
+    ids, mask = smollm2.tokenize(texts)
+    assert mask[1].sum() < mask.shape[1]  # the second row is right-padded
+    plain = plain_forward(smollm2, ids, mask)
+    assert torch.equal(smollm2.run(texts).logits, plain)
+    res = smollm2.run(texts, capture=["blocks.*.hook_resid_post", "blocks.*.hook_attn_out", "logits"])
+    assert torch.equal(res.logits, plain)
+    assert res.trace["blocks.29.hook_resid_post"].shape == (2, ids.shape[1], 576)
+    assert_clean(smollm2)
+
+
+@pytest.mark.slow
+def test_smollm2_attention_hooks_match_eager_attention(smollm2: HookedModel) -> None:
+    ids, mask = smollm2.tokenize(["The capital of France is", "Hello"])
+    L = 7
+    acts = run_with_hooks(smollm2, ids, mask, capture=[f"blocks.{L}.attn.hook_pattern", f"blocks.{L}.attn.hook_k",
+                                                       f"blocks.{L}.hook_resid_pre"]).activations
+    pats = eager_patterns(smollm2, ids, mask)
+    torch.testing.assert_close(acts[f"blocks.{L}.attn.hook_pattern"], pats[L], rtol=1e-5, atol=1e-6)
+    w = smollm2.weights
+    with torch.no_grad():
+        x = smollm2.hf.model.layers[L].input_layernorm(acts[f"blocks.{L}.hook_resid_pre"])
+        q = torch.einsum("bpd,hde->bphe", x, w.W_Q[L])
+        k = torch.einsum("bpd,hde->bphe", x, w.W_K[L])
+        _, k = rotate(smollm2, q, k, ids.shape[1])
+    torch.testing.assert_close(acts[f"blocks.{L}.attn.hook_k"], k, rtol=1e-4, atol=1e-4)
+    assert_clean(smollm2)

@@ -312,6 +312,9 @@ def test_mean_and_resample_ablation_in_a_run(tiny_neox_sequential: HookedModel, 
         out = capture(m, batch, names, [iv])
         torch.testing.assert_close(out[site], expect, **TIGHT)
         torch.testing.assert_close(out["blocks.1.hook_mlp_out"], expect @ w.W_out[1] + w.b_out[1], **TIGHT)
+    trace = m.run(other_batch(), capture=site).trace  # a Trace works as the reference too
+    out = capture(m, batch, names, [Ablate(site, method="mean", reference=trace)])
+    torch.testing.assert_close(out[site], ref.mean(0, keepdim=True).expand_as(clean), **TIGHT)
     a = capture(m, batch, names, [Ablate(site, method="resample", reference=ref, seed=4)])
     b = capture(m, batch, names, [Ablate(site, method="resample", reference=ref, seed=4)])
     assert torch.equal(a[site], b[site]) and torch.equal(a["_logits"], b["_logits"])

