@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
-from conftest import DECODERS, FAMILIES, N_CTX, VOCAB
+from conftest import DECODERS, FAMILIES, N_CTX, VOCAB, randomize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.gpt_neox import modeling_gpt_neox
 from transformers.models.llama import modeling_llama
 
@@ -257,6 +258,28 @@ def test_hooks_satisfy_the_block_equations(tiny_models: dict[str, HookedModel], 
         if family != "bert":  # causal: nothing attends to the future
             assert not pat.triu(1).any()
         assert not pat[1, :, :, 5:].any()  # nothing attends to the padding of row 1
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "mistral", "smollm3"])
+def test_other_model_types_served_by_the_llama_adapter(model_type: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Bit-identical logits, patterns equal to eager attention, z @ W_O + b_O == attn_out."""
+    cfg = AutoConfig.for_model(model_type, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=128,
+                               max_position_embeddings=N_CTX, pad_token_id=0)
+    m = interp.wrap_model(randomize(AutoModelForCausalLM.from_config(cfg), seed=4))
+    assert m.adapter.family == "llama"
+    ids, mask = batch
+    plain = plain_forward(m, ids, mask)
+    names = [s.name for s in m.sites() if not s.component.inside_attention]
+    assert torch.equal(run_with_hooks(m, ids, mask, capture=names).logits, plain)
+    acts = run_with_hooks(m, ids, mask, capture=m.hook_names()).activations
+    pats = eager_patterns(m, ids, mask)
+    w = m.weights
+    for L in range(2):
+        torch.testing.assert_close(acts[f"blocks.{L}.attn.hook_pattern"], pats[L], **TIGHT)
+        torch.testing.assert_close(torch.einsum("bphe,hed->bpd", acts[f"blocks.{L}.attn.hook_z"], w.W_O[L]) + w.b_O[L],
+                                   acts[f"blocks.{L}.hook_attn_out"], rtol=1e-5, atol=1e-5)
+    assert_clean(m)
 
 
 def test_gqa_hooks_are_expanded_per_query_head(tiny_llama: HookedModel, batch: tuple[torch.Tensor, torch.Tensor]) -> None:

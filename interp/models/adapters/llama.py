@@ -1,4 +1,9 @@
-"""Llama-family decoders (Llama, Mistral, Qwen2/3, SmolLM): pre-RMSNorm, rotary, gated MLP, GQA."""
+"""Llama-family decoders (Llama, Mistral, Qwen2/3, SmolLM): pre-RMSNorm, rotary, gated MLP, GQA.
+
+``attn.hook_q``/``hook_k`` are what the attention scores see (after rotary, and after Qwen3's
+per-head q/k RMSNorm); the weight views ``W_Q``/``W_K`` are the plain projections, before rotary
+and before that norm.
+"""
 
 from __future__ import annotations
 
