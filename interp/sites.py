@@ -79,7 +79,8 @@ _AXES: dict[Component, tuple[str, ...]] = {
     Component.LOGITS: ("batch", "pos", "vocab"),
 }
 
-_LAYER_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# ASCII digits only, no leading zeros, nothing after the suffix (not even a newline).
+_LAYER_NAME = re.compile(r"blocks\.(0|[1-9][0-9]*)\.(.+)", re.ASCII | re.DOTALL)
 
 
 class UnknownHookError(KeyError):
@@ -125,7 +126,7 @@ class Site:
             return name
         if not isinstance(name, str):
             raise TypeError(f"a hook name must be a str or Site, got {type(name).__name__}: {name!r}")
-        m = _LAYER_NAME.match(name)
+        m = _LAYER_NAME.fullmatch(name)
         if m:
             suffix = m.group(2)
             for comp in Component:
@@ -136,7 +137,10 @@ class Site:
                 if not comp.per_layer and comp.value == name:
                     return cls(comp)
         examples = [c.value if not c.per_layer else f"blocks.0.{c.value}" for c in Component]
-        close = difflib.get_close_matches(name, examples, n=3, cutoff=0.5)
+        layer = re.match(r"blocks\.([0-9]+)\.", name, re.ASCII)
+        here = [c.value if not c.per_layer else f"blocks.{int(layer.group(1)) if layer else 0}.{c.value}"
+                for c in Component]
+        close = difflib.get_close_matches(name, here, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownHookError(f"unknown hook name {name!r}.{hint} Valid names look like: {', '.join(examples)}")
 
