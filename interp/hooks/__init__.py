@@ -12,7 +12,8 @@ Example:
     0.0
 """
 
-from interp.hooks.engine import HookedRun, RunOutput, forward, hooks, interp_attention, make_plans, run_with_hooks
+from interp.hooks.attention import interp_attention
+from interp.hooks.engine import HookedRun, RunOutput, forward, hooks, make_plans, run_with_hooks
 from interp.hooks.interventions import Ablate, Add, Clamp, Intervention, Lambda, Patch, Scale
 from interp.sites import Component, Site, UnknownHookError, all_sites, resolve
 

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.hooks.attention import ATTN_IMPL, register_attention
 from interp.hooks.interventions import Intervention, Lambda
 from interp.models import LoadedModel
 from interp.sites import Component, Site, resolve
-
-ATTN_IMPL = "interp"
 
 
 class _StopForwardSignal(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -51,58 +50,6 @@ class RunOutput:
     logits: torch.Tensor | None
     activations: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
-
-
-def interp_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with hook points for q, k, v (``[batch, head, pos, d_head]`` in, per query head)
-    and the pattern. Registered with ``transformers`` under the name ``"interp"``."""
-    hook: Callable[[Component, torch.Tensor], torch.Tensor] | None = getattr(module, "_interp_attn_hook", None)
-    n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:
-        key = key.repeat_interleave(n_rep, dim=1)
-        value = value.repeat_interleave(n_rep, dim=1)
-    if hook is not None:
-        query = hook(Component.Q, query.transpose(1, 2)).transpose(1, 2)
-        key = hook(Component.K, key.transpose(1, 2)).transpose(1, 2)
-        value = hook(Component.V, value.transpose(1, 2)).transpose(1, 2)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
-    q_len, k_len = scores.shape[-2:]
-    if attention_mask is None:
-        if getattr(module, "is_causal", False) and q_len > 1:
-            causal = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
-            scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
-    elif attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask[..., :k_len], torch.finfo(scores.dtype).min)
-    else:
-        scores = scores + attention_mask[..., :k_len]
-    # softmax in at least float32 (bf16/fp16 models), but never below the model's own precision (float64)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
-    if hook is not None:
-        probs = hook(Component.PATTERN, probs)
-    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
-    return out, probs
-
-
-def _register_attention() -> None:
-    """Make ``"interp"`` a valid ``config._attn_implementation`` (idempotent)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    if ATTN_IMPL not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTN_IMPL, interp_attention)
-    if ATTN_IMPL not in AttentionMaskInterface._global_mapping:
-        AttentionMaskInterface.register(ATTN_IMPL, eager_mask)
 
 
 class HookedRun:
@@ -246,7 +193,7 @@ class HookedRun:
                 h = module.register_forward_pre_hook(self._input_hook(entries), with_kwargs=True)
             self._handles.append(h)
         if attn_layers:
-            _register_attention()
+            register_attention()
             config = self.model.config
             self._saved_impl = config._attn_implementation
             self._impl_switched = True
