@@ -66,7 +66,7 @@ def assert_same_store(a: TraceStore, b: TraceStore) -> None:
     for sa, sb in zip(a.shards(), b.shards(), strict=True):
         ta, tb = a.read_shard(sa), b.read_shard(sb)
         for h in a.hooks:
-            torch.testing.assert_close(ta[h], tb[h], atol=1e-6, rtol=1e-6, msg=f"shard {sa.index} {h}")
+            torch.testing.assert_close(ta[h], tb[h], atol=1e-5, rtol=1e-5, msg=f"shard {sa.index} {h}")
 
 
 # -- inputs --------------------------------------------------------------------------------------------------
@@ -428,7 +428,7 @@ def test_crash_and_resume(model, tmp_path, count_forwards):
             child.kill()
             child.wait()
     killed = TraceStore(path)
-    assert not killed.complete and 4 <= len(killed.shards()) < 40
+    assert not killed.complete and 4 <= len(killed.shards()) < 40, log.read_text()
     done_before = {s.index for s in killed.shards()}
     # stale temp files from writes a kill interrupted; and a file of the user's, to be left alone
     (path / "shards" / ".00039.safetensors.x1y2z3.tmp").write_bytes(b"partial")
