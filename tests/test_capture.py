@@ -251,6 +251,15 @@ def test_rerun_with_new_metadata_keeps_activations(model, tmp_path, monkeypatch)
     assert [m["label"] for m in TraceStore(path).trace().metadata] == [1, 1, 0, 0]
 
 
+def test_rerun_on_malformed_manifest(model, tmp_path):
+    path = tmp_path / "s"
+    capture(model, TEXTS, HOOK, path, batch_size=4, progress=False)
+    text = (path / "manifest.json").read_text()
+    (path / "manifest.json").write_text(text.replace('"batch_size": 4', '"batch_size": "4"'))
+    with pytest.raises(ValueError, match=r"manifest\.json is malformed \(ValueError: batch_size must be"):
+        capture(model, TEXTS, HOOK, path, batch_size=4, progress=False)
+
+
 def test_existing_directory_that_is_not_a_store(model, tmp_path):
     d = tmp_path / "mine"
     d.mkdir()

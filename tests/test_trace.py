@@ -269,7 +269,8 @@ def test_repr(trace):
 
 
 def test_save_load_keeps_gradients(model, tmp_path):
-    res = model.run(TEXTS, capture="blocks.1.hook_resid_post", grads=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+    res = model.run(TEXTS, capture="blocks.1.hook_resid_post",
+                    grads=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
                     metric=lambda logits: logits[:, -1, 5].sum())
     tr = res.trace
     assert set(tr.grads) == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
