@@ -22,8 +22,7 @@ from _trace_helpers import TEXTS, char_llama
 from interp.sites import Component, Site, UnknownHookError
 from interp.trace import StoreMismatchError, TraceStore, capture, load_texts
 
-# (``interp.trace.capture`` is the function: the package re-exports it over the submodule's name)
-capture_module = importlib.import_module("interp.trace.capture")
+capture_module = importlib.import_module("interp.trace.writer")
 HOOK = "blocks.0.hook_resid_post"
 HOOKS = [HOOK, "blocks.1.attn.hook_pattern", "blocks.1.mlp.hook_post"]
 TESTS_DIR = Path(__file__).resolve().parent
@@ -398,7 +397,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from _trace_helpers import char_llama
 import importlib
-cap = importlib.import_module("interp.trace.capture")
+cap = importlib.import_module("interp.trace.writer")
 
 real = cap.forward
 def slow(*a, **k):

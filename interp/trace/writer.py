@@ -20,11 +20,10 @@ from interp.hooks import forward, make_plans
 from interp.hooks.engine import HookedRun
 from interp.models import LoadedModel
 from interp.sites import Site, resolve
-from interp.trace.store import (
+from interp.trace.layout import (
     ShardInfo,
     StoreManifest,
     StoreMismatchError,
-    TraceStore,
     atomic_save_tensors,
     atomic_write_bytes,
     is_dense,
@@ -34,6 +33,7 @@ from interp.trace.store import (
     write_meta,
     write_shard,
 )
+from interp.trace.store import TraceStore
 from interp.trace.trace import Manifest, parse_dtype
 
 Dataset = Sequence[str] | str | os.PathLike[str] | Any

@@ -1,0 +1,222 @@
+"""The store's on-disk layout: manifest schema, shard entries, atomic file writes.
+
+See :mod:`interp.trace.store` for the directory layout and the reader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as st_save
+
+from interp.sites import Component, Site
+from interp.trace.trace import SCHEMA_VERSION, Manifest
+
+STORE_KIND = "interp-trace-store"
+GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
+TOKENS_COLUMN = "__tokens__"  # meta.parquet column of the token strings (the other columns are metadata)
+
+
+class CorruptShardError(OSError):
+    """A shard's bytes do not match the manifest (truncated, edited or missing)."""
+
+
+class StoreMismatchError(ValueError):
+    """An existing store was captured with other settings than the ones asked for."""
+
+
+def is_dense(name: str) -> bool:
+    """Hooks stored per sequence (not as token rows): the attention pattern."""
+    return Site.parse(name).component is Component.PATTERN
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``safetensors`` file written atomically (a crash leaves the old file or none, never half of one)."""
+    atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+
+def store_tmp_files(root: Path) -> list[Path]:
+    """The temporary files an interrupted store writer leaves (see :func:`atomic_write_bytes`)."""
+    found = [f for name in ("manifest.json", "tokens.safetensors", "meta.parquet") for f in root.glob(f".{name}.*.tmp")]
+    if (root / "shards").is_dir():
+        found += list((root / "shards").glob(".[0-9]*.safetensors.*.tmp"))
+    return found
+
+
+def remove_stale_tmp(root: Path) -> list[Path]:
+    """Delete the temporary files an interrupted writer left in a store (call only when no writer runs)."""
+    found = store_tmp_files(root)
+    for f in found:
+        f.unlink(missing_ok=True)
+    return found
+
+
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is ones then zeros (the layout stores and ``trace()`` assume)."""
+    m = attention_mask.bool().cpu()
+    lens = m.sum(1, keepdim=True)
+    return bool((m == (torch.arange(m.shape[1]) < lens)).all())
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: sequences ``[start, stop)``, its token count, file size and sha256."""
+
+    index: int
+    start: int
+    stop: int
+    n_tokens: int
+    bytes: int
+    sha256: str
+
+    @property
+    def file(self) -> str:
+        return f"shards/{self.index:05d}.safetensors"
+
+
+@dataclass(frozen=True)
+class StoreManifest:
+    """``manifest.json``: the trace manifest plus the store's capture settings and shard list."""
+
+    trace: Manifest
+    n_seqs: int
+    seq_len: int
+    batch_size: int
+    dataset_fingerprint: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    shards: tuple[ShardInfo, ...] = ()
+    grads: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_seqs // self.batch_size)
+
+    @property
+    def complete(self) -> bool:
+        return {s.index for s in self.shards} == set(range(self.n_shards))
+
+    def to_json(self) -> str:
+        d = {"kind": STORE_KIND, **self.trace.to_dict(), "n_seqs": self.n_seqs, "seq_len": self.seq_len,
+             "batch_size": self.batch_size, "dataset_fingerprint": self.dataset_fingerprint,
+             "settings": self.settings, "complete": self.complete,
+             "shards": [{"file": s.file, **s.__dict__} for s in sorted(self.shards, key=lambda s: s.index)]}
+        if self.grads:
+            d["grads"] = self.grads
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest.json") -> StoreManifest:
+        """Parse ``manifest.json``; raises ``ValueError`` naming the problem for a malformed or foreign file."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is malformed (not valid JSON: {e}); was it edited by hand?") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is malformed (a JSON {type(d).__name__}, not an object); was it edited by hand?")
+        if d.get("kind") != STORE_KIND:
+            raise ValueError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{where} has trace schema_version {version!r}, but this interp reads version "
+                             f"{SCHEMA_VERSION}; re-capture the store with this version of interp")
+        try:
+            shards = tuple(_shard_info(s) for s in d["shards"])
+            man = cls(trace=Manifest.from_dict(d), n_seqs=_int(d["n_seqs"], "n_seqs", 0),
+                      seq_len=_int(d["seq_len"], "seq_len", 0), batch_size=_int(d["batch_size"], "batch_size", 1),
+                      dataset_fingerprint=str(d["dataset_fingerprint"]), settings=dict(d.get("settings", {})),
+                      shards=shards, grads={str(k): [int(x) for x in v] for k, v in d.get("grads", {}).items()})
+            for h in (*man.trace.hooks, *man.grads):
+                Site.parse(h)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{where} is malformed ({what}); was it edited by hand?") from e
+        indices = [s.index for s in shards]
+        if len(set(indices)) != len(indices) or any(not 0 <= i < man.n_shards for i in indices):
+            raise ValueError(f"{where} is malformed (shard indices {sorted(indices)} for {man.n_shards} shards); "
+                             "was it edited by hand?")
+        for s in shards:
+            if (s.start, s.stop) != man.shard_range(s.index):
+                raise ValueError(f"{where} is malformed (shard {s.index} covers sequences [{s.start}, {s.stop}), "
+                                 f"expected {list(man.shard_range(s.index))}); was it edited by hand?")
+        return man
+
+    def shard_range(self, index: int) -> tuple[int, int]:
+        """Sequences ``[start, stop)`` of shard ``index``."""
+        start = index * self.batch_size
+        return start, min(start + self.batch_size, self.n_seqs)
+
+    def with_shard(self, info: ShardInfo) -> StoreManifest:
+        rest = tuple(s for s in self.shards if s.index != info.index)
+        return replace(self, shards=(*rest, info))
+
+
+def _int(x: Any, name: str, low: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}")
+    return x
+
+
+def _shard_info(d: Any) -> ShardInfo:
+    if not isinstance(d, dict):
+        raise TypeError(f"a shard entry is a {type(d).__name__}, not an object")
+    info = ShardInfo(**{k: v for k, v in d.items() if k != "file"})
+    for name in ("index", "start", "stop", "n_tokens", "bytes"):
+        _int(getattr(info, name), f"shard {name}", 0)
+    if info.stop < info.start or not isinstance(info.sha256, str):
+        raise ValueError(f"bad shard entry {d!r}")
+    return info
+
+
+def write_shard(root: Path, index: int, start: int, tensors: dict[str, torch.Tensor], n_tokens: int,
+                stop: int) -> ShardInfo:
+    """Serialize one shard atomically and return its manifest entry (size and sha256)."""
+    data = st_save({k: v.contiguous() for k, v in tensors.items()})
+    info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tokens, bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(root / info.file, data)
+    return info
+
+
+def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> None:
+    """Write ``meta.parquet`` atomically: per-sequence metadata and, if given, the token strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [dict(m) for m in metadata] if metadata else [{} for _ in tokens or []]
+    if any(TOKENS_COLUMN in r for r in rows):
+        raise ValueError(f"metadata may not have a {TOKENS_COLUMN!r} field: the store keeps the token strings there")
+    if tokens is not None:
+        for r, t in zip(rows, tokens, strict=True):
+            r[TOKENS_COLUMN] = list(t)
+    if rows:
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows), sink)
+        atomic_write_bytes(root / "meta.parquet", sink.getvalue().to_pybytes())
+
+
+def tokens_fingerprint(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:
+    """A short hash of the token ids and mask: what a resumed capture must find unchanged."""
+    h = hashlib.sha256(input_ids.to("cpu", torch.int64).numpy().tobytes())
+    h.update(attention_mask.to("cpu", torch.int64).numpy().tobytes())
+    return h.hexdigest()[:16]
