@@ -372,3 +372,24 @@ def test_iter_tokens_sizes(store, batch_size, shuffle, drop_last, seed):
                                                    drop_last=drop_last)]
     n = store.n_tokens
     assert sizes == [batch_size] * (n // batch_size) + ([] if drop_last or n % batch_size == 0 else [n % batch_size])
+
+
+def test_streamed_shard_is_a_valid_safetensors_file_with_its_sha256(tmp_path: Path) -> None:
+    """The shard writer streams header and tensor bytes itself; safetensors must read it back exactly."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from interp.trace.layout import stream_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"blocks.0.hook_resid_post": torch.randn(5, 7, generator=g), "ids": torch.arange(9),
+               "half": torch.randn(3, 2, generator=g).to(torch.bfloat16), "empty": torch.zeros(0, 4),
+               "flags": torch.tensor([True, False, True]), "big": torch.randn(2**22 + 3, generator=g)}
+    size, digest = stream_safetensors(tmp_path / "s.safetensors", tensors)
+    raw = (tmp_path / "s.safetensors").read_bytes()
+    assert size == len(raw) and digest == hashlib.sha256(raw).hexdigest()
+    back = load_file(str(tmp_path / "s.safetensors"))
+    assert set(back) == set(tensors)
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -188,14 +189,61 @@ def _shard_info(d: Any) -> ShardInfo:
     return info
 
 
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
+_CHUNK = 1 << 24  # 16 MiB pieces: written by this thread while the previous piece is hashed by another
+
+
+def stream_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[int, str]:
+    """Write a safetensors file atomically without building it in memory; return ``(bytes, sha256)``.
+
+    The header and then each tensor's memory go straight to the file, in 16 MiB pieces; a second
+    thread hashes each piece while the next one is written (both release the GIL), so the
+    checksum costs little beyond the write itself.
+    """
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, t in cpu.items():
+        if t.dtype not in _ST_DTYPES:
+            raise TypeError(f"cannot store {name!r} of dtype {t.dtype}")
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    prefix = len(head).to_bytes(8, "little") + head
+    h = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f, ThreadPoolExecutor(1, thread_name_prefix="interp-sha") as pool:
+            pending = pool.submit(h.update, prefix)
+            f.write(prefix)
+            for t in cpu.values():
+                if t.numel() == 0:
+                    continue
+                raw = memoryview(t.view(torch.uint8).reshape(-1).numpy())
+                for i in range(0, len(raw), _CHUNK):
+                    piece = raw[i:i + _CHUNK]
+                    f.write(piece)
+                    pending.result()
+                    pending = pool.submit(h.update, piece)
+            pending.result()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(prefix) + offset, h.hexdigest()
+
+
 def write_shard(root: Path, index: int, start: int, tensors: dict[str, torch.Tensor], n_tokens: int,
                 stop: int) -> ShardInfo:
-    """Serialize one shard atomically and return its manifest entry (size and sha256)."""
-    data = st_save({k: v.contiguous() for k, v in tensors.items()})
-    info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tokens, bytes=len(data),
-                     sha256=hashlib.sha256(data).hexdigest())
-    atomic_write_bytes(root / info.file, data)
-    return info
+    """Write one shard atomically and return its manifest entry (size and sha256)."""
+    info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tokens, bytes=0, sha256="")
+    size, digest = stream_safetensors(root / info.file, tensors)
+    return replace(info, bytes=size, sha256=digest)
 
 
 def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> None:

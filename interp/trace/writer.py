@@ -202,7 +202,8 @@ def capture(
             with torch.no_grad(), HookedRun(model, plans, stop_early=not needs_logits) as run:
                 forward(model, ids, mask.to(model.device))
             keep = mask.bool()
-            tensors = {n: _to_storage(run.activations[n], keep, n, dtype) for n in names}
+            rows = None if bool(keep.all()) else keep.cpu().flatten().nonzero().squeeze(1)
+            tensors = {n: _to_storage(run.activations[n], rows, n, dtype) for n in names}
             jobs.put((index, start, stop, tensors, int(keep.sum())))
             bar.update(1)
     finally:
@@ -214,9 +215,14 @@ def capture(
     return TraceStore(root)
 
 
-def _to_storage(act: torch.Tensor, keep: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+def _to_storage(act: torch.Tensor, rows: torch.Tensor | None, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """``[batch, pos, ...]`` → token rows ``[n_tokens, ...]`` (``rows``: flat indices of real tokens,
+    ``None`` when there is no padding); patterns stay dense."""
     act = act.to("cpu", dtype) if act.is_floating_point() else act.cpu()
-    return act.contiguous() if is_dense(name) else act[keep.cpu()]
+    if is_dense(name):
+        return act.contiguous()
+    flat = act.flatten(0, 1)
+    return flat if rows is None else flat.index_select(0, rows)
 
 
 def _trailing_shape(model: LoadedModel, site: Site, seq_len: int) -> list[int]:
