@@ -169,8 +169,7 @@ def capture(
     todo = [i for i in range(manifest.n_shards) if i not in done]
     plans = make_plans(model, names)
     needs_logits = any(s.name == "logits" for s in sites)
-    lock = threading.Lock()
-    state = {"manifest": manifest}
+    state = {"manifest": manifest}  # touched only by the writer thread until it is joined
     errors: list[BaseException] = []
     jobs: queue.Queue[tuple[int, int, int, dict[str, torch.Tensor], int] | None] = queue.Queue(maxsize=2)
 
@@ -181,9 +180,8 @@ def capture(
             try:
                 index, start, stop, tensors, n_tok = job
                 info = write_shard(root, index, start, tensors, n_tok, stop)
-                with lock:
-                    state["manifest"] = state["manifest"].with_shard(info)
-                    atomic_write_bytes(root / "manifest.json", state["manifest"].to_json().encode())
+                state["manifest"] = state["manifest"].with_shard(info)
+                atomic_write_bytes(root / "manifest.json", state["manifest"].to_json().encode())
             except BaseException as e:  # surfaced in the main thread
                 errors.append(e)
 
