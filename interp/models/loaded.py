@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from interp.models.adapters import Adapter, Dims, WeightViews
-from interp.sites import Site, all_sites
+from interp.sites import Component, Site, all_sites
 
 
 @dataclass(eq=False)
@@ -76,6 +76,23 @@ class LoadedModel:
             h.update(f"{pname}:{tuple(p.shape)}".encode())
             h.update(sample.numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the model's own final norm module (RMSNorm or LayerNorm, with its eps) on ``[..., d_model]``.
+
+        The input is moved to the model's device and dtype; the output stays there.
+
+        Example:
+            >>> import interp
+            >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+            >>> m.apply_final_norm(torch.randn(2, 576)).shape  # doctest: +SKIP
+            torch.Size([2, 576])
+        """
+        tap = self.adapter.taps.get(Component.LN_FINAL)
+        if tap is None:
+            raise ValueError(f"model {self.name!r} ({self.adapter.family}) has no final norm")
+        with torch.no_grad():
+            return self.module(tap.module_path(None))(x.to(self.device, self.dtype))
 
     def sites(self) -> list[Site]:
         """Every hook point this model offers, in forward order."""

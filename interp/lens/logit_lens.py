@@ -1,0 +1,195 @@
+"""The logit lens (nostalgebraist 2020): decode every layer's residual stream with the model's own head.
+
+Each chosen activation goes through the model's final norm (its own module, so RMSNorm or LayerNorm
+with its eps) and the unembedding (``W_U`` and ``b_U`` if any), as if the remaining layers were
+skipped. Layers are stacked and decoded in chunks (one matmul per chunk, memory bounded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from interp.lens.result import LogitLensResult
+from interp.models import LoadedModel
+from interp.sites import Component
+from interp.trace.hooked import HookedModel, Inputs
+from interp.trace.trace import Trace
+
+LENSABLE = (Component.RESID_PRE, Component.ATTN_OUT, Component.RESID_MID, Component.MLP_OUT, Component.RESID_POST)
+CHUNK_BYTES = 2**28  # bound on the float32 logits held at once (per chunk of layers)
+
+
+def logit_lens(
+    model: LoadedModel,
+    trace_or_text: Trace | Inputs,
+    components: Sequence[str] = ("hook_resid_post",),
+    target: str | int | None = None,
+    top_k: int = 5,
+    include_final_norm: bool = True,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> LogitLensResult:
+    """Decode each layer's residual stream (or a block's contribution) into next-token distributions.
+
+    Args:
+        model: the model that made the trace (its final norm and unembedding are used).
+        trace_or_text: a :class:`~interp.trace.Trace` holding ``blocks.*.<component>`` for each
+            component, or inputs for :meth:`HookedModel.run` (text, texts, ids or ``(ids, mask)``),
+            which are run here capturing them.
+        components: any of ``hook_resid_post`` (default), ``hook_resid_pre``, ``hook_resid_mid``,
+            ``hook_attn_out``, ``hook_mlp_out``; rows are ordered by layer, then forward order.
+        target: a token (a string that must be exactly one token, or an id) whose rank and
+            probability are tracked.
+        top_k: top tokens kept per layer and position.
+        include_final_norm: apply the final norm before the unembedding (the usual logit lens).
+        chunk_bytes: bound on the float32 logits decoded at once.
+
+    Returns:
+        :class:`LogitLensResult` with ``[layer, batch, pos]`` metrics; ``KL(final || layer)`` is to the
+        model's output distribution (the trace's ``logits``, or its last ``hook_resid_post`` decoded).
+
+    Raises:
+        ValueError: on an unknown component, a target that is not one token, a model without LM head.
+        KeyError: if the trace lacks the residual hooks (the message says what to capture).
+        ModelMismatchError: if the trace was made by another model.
+
+    Example:
+        >>> import interp
+        >>> from interp.lens import logit_lens
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> res = logit_lens(m, "The capital of France is", target=" Paris")  # doctest: +SKIP
+        >>> res.top_tokens(layer=-1)[0]  # doctest: +SKIP
+        ' Paris'
+        >>> res.plot().write_html("lens.html")  # doctest: +SKIP
+    """
+    comps = _components(components)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    W_U, b_U = model.weights.W_U, model.weights.b_U
+    if W_U is None:
+        raise ValueError(f"model {model.name!r} has no unembedding (an encoder without LM head): no logit lens")
+    target_id = _target_id(model, target)
+    final_logits: torch.Tensor | None = None
+    if isinstance(trace_or_text, Trace):
+        trace = trace_or_text
+        trace.check_model(model)
+        if "logits" in trace:
+            final_logits = trace["logits"]
+    else:
+        run = HookedModel.wrap(model).run(trace_or_text, capture=[f"blocks.*.{c.value}" for c in comps])
+        trace, final_logits = run.trace, run.logits
+    names, labels = _rows(trace, comps, model.dims.n_layers)
+    last = f"blocks.{model.dims.n_layers - 1}.{Component.RESID_POST.value}"
+    if final_logits is None:
+        if last not in trace:
+            raise KeyError(f"the KL to the final distribution needs the model's output: capture 'logits' or {last!r}")
+        final_logits = _decode(model, trace[last][None], W_U, b_U, True)[0]
+    mask = trace.attention_mask.to(model.device).bool()
+    final_logp = final_logits.to(model.device).float().log_softmax(-1)
+    ids = trace.input_ids.to(model.device)
+    n_seq, n_pos = ids.shape
+    has_next = torch.zeros_like(mask)
+    has_next[:, :-1] = mask[:, 1:] & mask[:, :-1]
+    next_ids = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
+
+    per_layer = n_seq * n_pos * W_U.shape[1] * 4 * 3
+    step = max(1, chunk_bytes // max(per_layer, 1))
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "probs", "ent", "kl", "ce", "rank", "tp")}
+    for i in range(0, len(names), step):
+        x = torch.stack([trace[n] for n in names[i:i + step]])
+        logp = _decode(model, x, W_U, b_U, include_final_norm).log_softmax(-1)  # [c, batch, pos, vocab]
+        top_lp, top_ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+        probs = logp.exp()
+        out["ids"].append(top_ids)
+        out["probs"].append(top_lp.exp())
+        out["ent"].append(-(probs * logp).sum(-1))
+        out["kl"].append((final_logp.exp() * (final_logp - logp)).sum(-1))
+        idx = next_ids[None, :, :, None].expand(logp.shape[0], -1, -1, 1)
+        out["ce"].append(-logp.gather(-1, idx)[..., 0])
+        if target_id is not None:
+            t_lp = logp[..., target_id]
+            out["rank"].append((logp > t_lp[..., None]).sum(-1))
+            out["tp"].append(t_lp.exp())
+        del logp, probs
+
+    def cat(key: str, valid: torch.Tensor, fill: float) -> torch.Tensor:
+        t = torch.cat(out[key])
+        v = valid.reshape(1, n_seq, n_pos, *([1] * (t.dim() - 3)))
+        return t.masked_fill(~v, fill).cpu()
+
+    nan = float("nan")
+    top_ids_t = cat("ids", mask, -1)
+    uniq = sorted(set(top_ids_t.unique().tolist()) - {-1} | ({target_id} if target_id is not None else set()))
+    strs = model.to_str_tokens(torch.tensor([uniq], dtype=torch.long))[0] if uniq else []
+    return LogitLensResult(
+        top_ids=top_ids_t, top_probs=cat("probs", mask, nan), entropy=cat("ent", mask, nan),
+        kl_to_final=cat("kl", mask, nan), next_token_ce=cat("ce", has_next, nan),
+        attention_mask=trace.attention_mask.cpu(), layer_labels=tuple(labels), tokens=trace.tokens,
+        id_to_str=dict(zip(uniq, strs, strict=True)),
+        target_rank=cat("rank", mask, -1) if target_id is not None else None,
+        target_prob=cat("tp", mask, nan) if target_id is not None else None,
+        target=target, target_id=target_id, model_id=model.name, include_final_norm=include_final_norm,
+    )
+
+
+def _decode(model: LoadedModel, x: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
+            norm: bool) -> torch.Tensor:
+    """``[..., d_model]`` → float32 logits ``[..., vocab]`` through the final norm and unembedding."""
+    h = model.apply_final_norm(x) if norm else x.to(model.device)
+    logits = h.float() @ W_U.to(model.device).float()
+    return logits + b_U.to(model.device).float() if b_U is not None else logits
+
+
+def _components(components: Sequence[str]) -> list[Component]:
+    if isinstance(components, str):
+        components = [components]
+    comps = []
+    for c in components:
+        try:
+            comp = Component(c.removeprefix("blocks.*.") if isinstance(c, str) else c)
+        except ValueError:
+            comp = None
+        if comp not in LENSABLE:
+            raise ValueError(f"the logit lens reads d_model-sized streams; {c!r} is not one of "
+                             f"{', '.join(x.value for x in LENSABLE)}")
+        comps.append(comp)
+    if not comps:
+        raise ValueError("no components to decode")
+    return [c for c in LENSABLE if c in comps]
+
+
+def _rows(trace: Trace, comps: list[Component], n_layers: int) -> tuple[list[str], list[str]]:
+    names, labels = [], []
+    for comp in comps:
+        if not any(f"blocks.{L}.{comp.value}" in trace for L in range(n_layers)):
+            raise KeyError(f"this trace holds no {comp.value} activations: capture 'blocks.*.{comp.value}' "
+                           f"(e.g. model.run(text, capture='blocks.*.{comp.value}')); it holds: "
+                           f"{', '.join(trace.names[:6])}{'...' if len(trace.names) > 6 else ''}")
+    for L in range(n_layers):
+        for comp in comps:
+            name = f"blocks.{L}.{comp.value}"
+            if name in trace:
+                names.append(name)
+                labels.append(str(L) if len(comps) == 1 else f"{L} {comp.value.removeprefix('hook_')}")
+    return names, labels
+
+
+def _target_id(model: LoadedModel, target: str | int | None) -> int | None:
+    if target is None:
+        return None
+    vocab = model.weights.W_U.shape[1] if model.weights.W_U is not None else model.dims.d_vocab
+    if isinstance(target, bool) or not isinstance(target, (int, str)):
+        raise TypeError(f"target must be a token string or id, got {type(target).__name__}")
+    if isinstance(target, int):
+        if not 0 <= target < vocab:
+            raise ValueError(f"target id {target} is outside the vocabulary (0..{vocab - 1})")
+        return target
+    if model.tokenizer is None:
+        raise ValueError(f"model {model.name!r} has no tokenizer: pass the target as a token id")
+    ids = model.tokenizer.encode(target, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = model.tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(f"target {target!r} is {len(ids)} tokens {pieces}, not one; pass a single token "
+                         f"(mind the leading space, e.g. ' Paris') or a token id")
+    return int(ids[0])
