@@ -116,6 +116,8 @@ def test_main_job_report_renders(tmp_path: Path) -> None:
     assert {"Next-token prediction", "Residual stream", "Attention heads", "Clean vs corrupted"} <= set(data["sections"])
     norms = data["sections"]["Residual stream"]["resid_post_norm"]
     assert norms["axes"] == ["layer", "pos"] and len(norms["values"]) == 30
+    kl = data["sections"]["Logit lens"]["logit_lens_kl_to_final"]
+    assert len(kl["values"]) == 30 and max(kl["values"][-1]) < 1e-3  # the last layer reads the output
     res = render_in_browser(out, tmp_path / "report.png")
     assert not res["alert"]
     assert res["figures"] >= 7 and res["with_svg"] == res["figures"], res

@@ -1,6 +1,7 @@
 """The main job: run every landed tool on a model and a prompt and lay the results out in a report.
 
 Sections so far: the model, next-token predictions, the residual stream per layer and position,
+the logit lens (top token per layer and position, KL to the final distribution),
 attention heads (entropy per head and the most focused heads' patterns), clean vs corrupted
 prompt, and the trace manifest. Each tool adds its own section here when it lands.
 """
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from interp.lens import logit_lens
 from interp.plot import attention_pattern, bar_top_tokens, heatmap, layer_curves, token_labels
 from interp.report.document import Report
 from interp.trace import HookedModel, Trace
@@ -92,6 +94,9 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
                             title="How much each block turns the residual stream"))
     sec.numbers("resid_post_norm", norms, axes=["layer", "pos"], labels={"layer": layer_labels, "pos": tokens})
 
+    if model.adapter.is_causal and model.weights.W_U is not None:
+        _lens_section(rep, model, trace, tokens)
+
     sec = rep.section("Attention heads")
     pats = trace.stack("attn.hook_pattern")[:, 0].float()  # [layer, head, q, k]
     n = _real(trace)
@@ -114,6 +119,23 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
     sec = rep.section("Trace manifest")
     sec.code(trace.manifest.to_dict(), caption="Provenance of the activations drawn above.")
     return rep
+
+
+def _lens_section(rep: Report, model: HookedModel, trace: Trace, tokens: Sequence[str]) -> None:
+    res = logit_lens(model, trace, top_k=5)
+    sec = rep.section("Logit lens")
+    sec.text("Each layer's residual stream decoded through the final norm and the unembedding (logit lens). "
+             "Cells show the top token, colour its probability; hover for the top 5. KL(final || layer) "
+             "measures how far each layer's reading is from the model's output.")
+    sec.figure(res.plot(batch=0, color="prob"))
+    sec.figure(res.plot_kl(batch=0))
+    labels = {"layer": list(res.layer_labels), "pos": list(tokens)}
+    n = res.n_real(0)
+    sec.numbers("logit_lens_top1_prob", res.top_probs[:, 0, :n, 0], axes=["layer", "pos"], labels=labels)
+    sec.numbers("logit_lens_top1_token", [[res.id_to_str[i] for i in row] for row in res.top_ids[:, 0, :n, 0].tolist()],
+                axes=["layer", "pos"], labels=labels)
+    sec.numbers("logit_lens_entropy", res.entropy[:, 0, :n], axes=["layer", "pos"], labels=labels)
+    sec.numbers("logit_lens_kl_to_final", res.kl_to_final[:, 0, :n], axes=["layer", "pos"], labels=labels)
 
 
 def _corrupt_section(rep: Report, model: HookedModel, trace: Trace, prompt: str, corrupt: str,
