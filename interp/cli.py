@@ -3,6 +3,7 @@
 Examples::
 
     interp models
+    interp lens --model smollm2-135m --prompt 'The capital of France is' --target ' Paris'
     interp capture --model smollm2-135m --dataset data/prompts.txt --hooks 'blocks.*.hook_resid_post' -o out/store
 
 Errors print one line and exit with status 2 (bad input) or 1 (other failures); ``--debug`` shows
@@ -21,6 +22,12 @@ from typing import Any
 EXAMPLE_CAPTURE = (
     "example:\n  interp capture --model smollm2-135m --dataset data/prompts.txt "
     "--hooks 'blocks.*.hook_resid_post' -o out/store"
+)
+
+
+EXAMPLE_LENS = (
+    "example:\n  interp lens --model smollm2-135m --prompt 'The capital of France is' --target ' Paris' "
+    "--html lens.html"
 )
 
 
@@ -69,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--prepend-bos", action="store_true")
     c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
     _output_args(c)
+    lp = sub.add_parser("lens", parents=[common], help="logit lens: each layer's residual stream read as next-token predictions",
+                        description="Decode every layer's residual stream through the final norm and the "
+                                    "unembedding; print the top token per layer at the last position.",
+                        epilog=EXAMPLE_LENS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lp.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+    lp.add_argument("--prompt", required=True, help="the text to read")
+    lp.add_argument("--target", help="a token (exactly one, e.g. ' Paris') whose rank is tracked")
+    lp.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default: %(default)s)")
+    _output_args(lp)
     r = sub.add_parser("report", parents=[common], help="run every tool on a prompt and write an HTML report",
                        description="The main job: run the tools on the model and a prompt, and write one "
                                    "self-contained HTML report (works offline) plus a JSON dump of its numbers.",
@@ -91,6 +107,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = rep.write(args.out, json_path=args.json)
     print(f"report  {out.resolve()}  ({out.stat().st_size / 2**20:.1f} MiB, {len(rep.sections)} sections)")
     print(f"json    {(args.json or out.with_suffix('.json'))}")
+    return 0
+
+
+def _cmd_lens(args: argparse.Namespace) -> int:
+    import interp
+    from interp.lens import logit_lens
+    from interp.report import Report
+    from interp.trace.trace import command_line
+
+    model = interp.load_model(args.model)
+    res = logit_lens(model, args.prompt, target=args.target, top_k=args.top_k)
+    n = res.n_real(0)
+    print(f"logit lens of {model.name} at the last token {res.tokens[0][n - 1]!r}")
+    head = f"{'layer':>6}  {'top token':<16} {'p':>6} {'entropy':>8} {'KL':>8}"
+    print(head + (f" {'rank':>7} {'p(target)':>10}" if res.target_rank is not None else ""))
+    for L, label in enumerate(res.layer_labels):
+        line = (f"{label:>6}  {res.top_tokens(L)[0]!r:<16} {float(res.top_probs[L, 0, n - 1, 0]):6.3f} "
+                f"{float(res.entropy[L, 0, n - 1]):8.3f} {float(res.kl_to_final[L, 0, n - 1]):8.3f}")
+        if res.target_rank is not None and res.target_prob is not None:
+            line += f" {int(res.target_rank[L, 0, n - 1]):7d} {float(res.target_prob[L, 0, n - 1]):10.4f}"
+        print(line)
+    rep = Report(f"interp lens — {model.name}", command=command_line(), subtitle=f"prompt: {args.prompt!r}")
+    sec = rep.section("Logit lens")
+    sec.figure(res.plot()).figure(res.plot_kl(batch=0))
+    if res.target_rank is not None:
+        sec.figure(res.plot_target_rank())
+    for name, entry in res.to_dict().items():
+        if name != "tokens":
+            sec.numbers(name, entry["values"], axes=entry["axes"], labels=entry["labels"])
+    _emit(args, rep)
     return 0
 
 
@@ -200,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    handlers = {"models": _cmd_models, "capture": _cmd_capture, "report": _cmd_report}
+    handlers = {"models": _cmd_models, "capture": _cmd_capture, "lens": _cmd_lens,
+                "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
