@@ -107,7 +107,11 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
     sec.figure(heatmap(mean_ent.T, x_labels=layer_labels, y_labels=head_labels, title="attention entropy",
                        x_title="layer", y_title="head", colorbar_title="nats", signed=False))
     sec.numbers("attention_entropy", mean_ent, axes=["layer", "head"], labels={"layer": layer_labels, "head": head_labels})
-    order = mean_ent.flatten().argsort()[:n_heads_shown].tolist()
+    # The most focused heads, leaving out those that mostly look at the first token (the attention sink).
+    sink = pats[:, :, 1:n, 0].mean(-1) if n > 1 else torch.zeros_like(mean_ent)
+    ranked = mean_ent.masked_fill(sink > 0.5, float("inf")).flatten().argsort()
+    order = [i for i in ranked.tolist() if sink.flatten()[i] <= 0.5][:n_heads_shown] or ranked[:n_heads_shown].tolist()
+    sec.text("The most focused heads that do not mostly attend to the first token (the attention sink):")
     for flat in order:
         L, h = divmod(flat, d.n_heads)
         sec.figure(attention_pattern(pats[L, h, :n, :n], tokens[:n], title=f"layer {L} head {h} "
