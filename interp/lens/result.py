@@ -147,7 +147,7 @@ class LogitLensResult:
             t = getattr(self, name)
             if t is not None:
                 vals = t.tolist()
-                out[name] = {"axes": AXES[name], "labels": labels, "values": _nan_to_none(vals)}
+                out[name] = {"axes": AXES[name], "labels": labels, "values": nan_to_none(vals)}
         out["top_tokens"] = {"axes": AXES["top_ids"], "labels": labels,
                              "values": _map(self.top_ids.tolist(), lambda i: self.id_to_str.get(i) if i >= 0 else None)}
         out["tokens"] = [list(t) for t in self.tokens]
@@ -155,24 +155,14 @@ class LogitLensResult:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``path/result.safetensors`` (tensors) and ``path/result.json`` (labels, tokens, metadata)."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({n: getattr(self, n).contiguous().cpu() for n in TENSORS if getattr(self, n) is not None},
-                  str(out / "result.safetensors"))
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in TENSORS}
         meta["id_to_str"] = {str(k): v for k, v in self.id_to_str.items()}
-        meta["kind"] = "LogitLensResult"
-        (out / "result.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        return out
+        return write_result(path, "LogitLensResult", {n: getattr(self, n) for n in TENSORS}, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LogitLensResult:
         """Read a result written by :meth:`save`."""
-        src = Path(path)
-        meta = json.loads((src / "result.json").read_text(encoding="utf-8"))
-        if meta.pop("kind", None) != "LogitLensResult":
-            raise ValueError(f"{src} does not hold a LogitLensResult")
-        tensors = load_file(str(src / "result.safetensors"))
+        tensors, meta = read_result(path, "LogitLensResult")
         meta["id_to_str"] = {int(k): v for k, v in meta["id_to_str"].items()}
         meta["layer_labels"] = tuple(meta["layer_labels"])
         meta["tokens"] = tuple(tuple(t) for t in meta["tokens"])
@@ -188,5 +178,26 @@ def _map(x: Any, fn: Any) -> Any:
     return [_map(v, fn) for v in x] if isinstance(x, list) else fn(x)
 
 
-def _nan_to_none(x: Any) -> Any:
+def nan_to_none(x: Any) -> Any:
+    """Nested lists with every float NaN replaced by ``None`` (JSON has no NaN)."""
     return _map(x, lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+
+
+def write_result(path: str | os.PathLike[str], kind: str, tensors: Mapping[str, torch.Tensor | None],
+                 meta: Mapping[str, Any]) -> Path:
+    """Write a result as ``path/result.safetensors`` (the non-``None`` tensors) and ``path/result.json``
+    (``meta``, JSON-serialisable, plus ``"kind"``); returns ``path``."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous().cpu() for n, t in tensors.items() if t is not None}, str(out / "result.safetensors"))
+    (out / "result.json").write_text(json.dumps({**meta, "kind": kind}, indent=1), encoding="utf-8")
+    return out
+
+
+def read_result(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(tensors, meta)`` written by :func:`write_result`; raises ``ValueError`` on another kind."""
+    src = Path(path)
+    meta = json.loads((src / "result.json").read_text(encoding="utf-8"))
+    if meta.pop("kind", None) != kind:
+        raise ValueError(f"{src} does not hold a {kind}")
+    return load_file(str(src / "result.safetensors")), meta

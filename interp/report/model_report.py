@@ -1,7 +1,8 @@
 """The main job: run every landed tool on a model and a prompt and lay the results out in a report.
 
 Sections so far: the model, next-token predictions, the residual stream per layer and position,
-the logit lens (top token per layer and position, KL to the final distribution),
+the logit lens (top token per layer and position, KL to the final distribution), layer metrics
+(angular distance between layers, sublayer input/output similarity, loss when skipping a layer),
 attention heads (entropy per head and the most focused heads' patterns), clean vs corrupted
 prompt, and the trace manifest. Each tool adds its own section here when it lands.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from interp.lens import logit_lens
+from interp.lens import angular_distances, logit_lens, skip_layer_loss, sublayer_similarity
 from interp.plot import attention_pattern, bar_top_tokens, heatmap, layer_curves, token_labels
 from interp.report.document import Report
 from interp.trace import HookedModel, Trace
@@ -35,7 +36,7 @@ def _real(trace: Trace, i: int = 0) -> int:
 
 
 def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, top_k: int = 10,
-                 n_heads_shown: int = 3, command: str | None = None) -> Report:
+                 n_heads_shown: int = 3, command: str | None = None, skip_layers: bool = True) -> Report:
     """Run the model on ``prompt`` (and ``corrupt``) and build the report.
 
     Args:
@@ -45,6 +46,7 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
         top_k: next-token candidates shown.
         n_heads_shown: attention patterns drawn (the most focused heads).
         command: the command line recorded in the report (default: this process's).
+        skip_layers: include the skip-layer loss (three forwards per layer: ~10 s for SmolLM2 on a CPU).
 
     Example:
         >>> import interp
@@ -96,6 +98,7 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
 
     if model.adapter.is_causal and model.weights.W_U is not None:
         _lens_section(rep, model, trace, tokens)
+        _layer_metrics_section(rep, model, prompt, skip_layers)
 
     sec = rep.section("Attention heads")
     pats = trace.stack("attn.hook_pattern")[:, 0].float()  # [layer, head, q, k]
@@ -140,6 +143,37 @@ def _lens_section(rep: Report, model: HookedModel, trace: Trace, tokens: Sequenc
                 axes=["layer", "pos"], labels=labels)
     sec.numbers("logit_lens_entropy", res.entropy[:, 0, :n], axes=["layer", "pos"], labels=labels)
     sec.numbers("logit_lens_kl_to_final", res.kl_to_final[:, 0, :n], axes=["layer", "pos"], labels=labels)
+
+
+def _layer_metrics_section(rep: Report, model: HookedModel, prompt: str, skip_layers: bool) -> None:
+    sec = rep.section("Layer metrics")
+    ang = angular_distances(model, prompt)
+    sec.text("Angular distance arccos(cos(x_L, x_L+n))/π between the residual stream entering layer L and "
+             "entering layer L+n, at the last token (Gromov et al. 2024). A small distance for a block of n "
+             "layers marks layers one could drop with little change to the stream.")
+    sec.figure(ang.plot("last"))
+    ns = [n for n in (1, 2, 4, 8) if n <= ang.n_layers]
+    sec.table(["n (layers dropped)", "best start layer L", "distance"],
+              [(n, ang.best_block(n), f"{float(ang.distance_last[ang.best_block(n), n]):.3f}") for n in ns])
+    r = list(range(ang.n_layers + 1))
+    sec.numbers("angular_distance_last_token", ang.distance_last, axes=["layer", "n"], labels={"layer": r, "n": r})
+    try:
+        sub = sublayer_similarity(model, prompt)
+    except ValueError as e:  # parallel attention + MLP: no residual between them
+        sec.text(f"No sublayer similarity: {e}.")
+    else:
+        sec.text("Cosine similarity between each sublayer's input and output residual (mean over tokens): near 1, "
+                 "the sublayer barely turns the stream (\"What Matters in Transformers?\", He et al. 2024).")
+        sec.figure(sub.plot())
+        sec.numbers("sublayer_similarity", torch.stack([sub.attn, sub.mlp]), axes=["sublayer", "layer"],
+                    labels={"sublayer": ["attn", "mlp"], "layer": list(range(sub.n_layers))})
+    if skip_layers and model.adapter.is_causal and len(ang.tokens[0]) > 1:  # a loss needs a next token
+        skip = skip_layer_loss(model, prompt, progress=False)
+        sec.text(f"Next-token cross-entropy on the prompt when one block, attention or MLP is skipped (its output "
+                 f"zeroed), minus the unedited model's ({skip.baseline_loss:.3f} nats).")
+        sec.figure(skip.plot())
+        sec.numbers("skip_layer_delta_loss", skip.delta, axes=["component", "layer"],
+                    labels={"component": list(skip.components), "layer": list(range(skip.loss.shape[1]))})
 
 
 def _corrupt_section(rep: Report, model: HookedModel, trace: Trace, prompt: str, corrupt: str,

@@ -1,0 +1,218 @@
+"""Layer metrics against direct torch computations from plain Hugging Face forwards with raw module hooks."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.lens import (
+    AngularDistanceResult,
+    SkipLossResult,
+    SublayerSimilarityResult,
+    angular_distances,
+    skip_layer_loss,
+    sublayer_similarity,
+)
+from interp.trace import HookedModel
+
+
+def _layers(model: HookedModel) -> list[torch.nn.Module]:
+    hf = model.hf
+    return list(hf.model.layers) if model.adapter.family == "llama" else list(hf.transformer.h)
+
+
+def _first(out: object) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out  # type: ignore[index,return-value]
+
+
+def hf_residuals(model: HookedModel, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Each decoder layer's input, its input + attention output (resid_mid) and its output, via raw torch hooks."""
+    got: dict[str, list[torch.Tensor]] = {"pre": [], "attn": [], "post": []}
+    handles = []
+    for layer in _layers(model):
+        attn = layer.self_attn if hasattr(layer, "self_attn") else layer.attn
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, a, k: got["pre"].append((a[0] if a else k["hidden_states"]).detach().clone()), with_kwargs=True))
+        handles.append(attn.register_forward_hook(lambda m, a, o: got["attn"].append(_first(o).detach().clone())))
+        handles.append(layer.register_forward_hook(lambda m, a, o: got["post"].append(_first(o).detach().clone())))
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in handles:
+            h.remove()
+    got["mid"] = [p + a for p, a in zip(got["pre"], got["attn"], strict=True)]
+    return got
+
+
+def hf_loss(model: HookedModel, ids: torch.Tensor, mask: torch.Tensor,
+            module: torch.nn.Module | None = None, hook: Callable | None = None) -> float:
+    """Mean next-token CE over real predictions of the HF model, with an optional raw forward hook."""
+    handle = module.register_forward_hook(hook) if module is not None else None
+    try:
+        with torch.no_grad():
+            logits = model.hf(input_ids=ids, attention_mask=mask).logits.double()
+    finally:
+        if handle is not None:
+            handle.remove()
+    ok = mask[:, 1:].bool() & mask[:, :-1].bool()
+    logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+    return float(-logp[ok].mean())
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def decoder(request: pytest.FixtureRequest, tiny_llama: HookedModel, tiny_gpt2: HookedModel) -> HookedModel:
+    return {"llama": tiny_llama, "gpt2": tiny_gpt2}[request.param]
+
+
+def test_angular_distances_match_a_direct_computation(decoder: HookedModel, batch) -> None:
+    ids, mask = batch
+    h = hf_residuals(decoder, ids, mask)
+    states = [h["pre"][0]] + h["post"]
+    res = angular_distances(decoder, batch)
+    n_layers = decoder.dims.n_layers
+    assert res.distance_last.shape == (n_layers + 1, n_layers + 1)
+    real = mask.bool()
+    last = [int(mask[b].sum()) - 1 for b in range(ids.shape[0])]  # right padding in the fixture
+    for start in range(n_layers + 1):
+        for n in range(n_layers + 1):
+            if start + n > n_layers:
+                assert math.isnan(res.distance_last[start, n]) and math.isnan(res.distance_mean[start, n])
+                continue
+            a, b = states[start].double(), states[start + n].double()
+            cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+            d = torch.arccos(cos.clamp(-1, 1)) / math.pi
+            assert res.distance_mean[start, n] == pytest.approx(float(d[real].mean()), abs=2e-4)
+            want_last = sum(float(d[i, p]) for i, p in enumerate(last)) / len(last)
+            assert res.distance_last[start, n] == pytest.approx(want_last, abs=2e-4)
+    assert (res.distance_last[:, 0] == 0).all()
+    assert res.distance_last[0, 1] > 0.01  # a block does move the stream
+    col = res.distance_last[:, 1]
+    assert res.best_block(1) == int(col[:n_layers].argmin())
+
+
+def test_sublayer_similarity_matches_a_direct_computation(decoder: HookedModel, batch) -> None:
+    ids, mask = batch
+    h = hf_residuals(decoder, ids, mask)
+    res = sublayer_similarity(decoder, batch)
+    real = mask.bool()
+    for L in range(decoder.dims.n_layers):
+        for got, (a, b) in ((res.attn[L], (h["pre"][L], h["mid"][L])), (res.mlp[L], (h["mid"][L], h["post"][L]))):
+            cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+            assert float(got) == pytest.approx(float(cos[real].mean()), abs=1e-4)
+    assert (res.attn < 0.999).all() and (res.mlp < 0.999).all()
+
+
+def test_padding_is_excluded(tiny_llama: HookedModel, batch) -> None:
+    ids, mask = batch
+    other = ids.clone()
+    other[~mask.bool()] = 17  # different tokens at the padding positions: no metric may move
+    for fn in (angular_distances, sublayer_similarity):
+        a, b = fn(tiny_llama, (ids, mask)), fn(tiny_llama, (other, mask))
+        for name in a.AXES:
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), equal_nan=True, rtol=0, atol=1e-6)
+    a, b = (skip_layer_loss(tiny_llama, (x, mask), components=["mlp"], progress=False) for x in (ids, other))
+    torch.testing.assert_close(a.loss, b.loss, rtol=0, atol=1e-5)
+    # ... while a real token does move them
+    moved = ids.clone()
+    moved[1, 2] = 17 if ids[1, 2] != 17 else 18
+    assert not torch.allclose(angular_distances(tiny_llama, (moved, mask)).distance_mean,
+                              angular_distances(tiny_llama, (ids, mask)).distance_mean, equal_nan=True)
+
+
+def test_skip_mlp_and_block_match_raw_torch_hooks(decoder: HookedModel, batch) -> None:
+    ids, mask = batch
+    res = skip_layer_loss(decoder, batch, progress=False)
+    assert res.components == ("block", "attn", "mlp")
+    base = hf_loss(decoder, ids, mask)
+    assert res.baseline_loss == pytest.approx(base, abs=1e-4)
+    for L, layer in enumerate(_layers(decoder)):
+        zero_mlp = hf_loss(decoder, ids, mask, layer.mlp, lambda m, a, o: torch.zeros_like(o))
+        assert float(res.loss[2, L]) == pytest.approx(zero_mlp, abs=1e-4)
+        assert float(res.delta[2, L]) == pytest.approx(zero_mlp - base, abs=1e-4)
+        # the whole block skipped: the layer hands its input on unchanged
+        skip = hf_loss(decoder, ids, mask, layer, lambda m, a, o: a[0])
+        assert float(res.loss[0, L]) == pytest.approx(skip, abs=1e-4)
+        assert abs(skip - base) > 1e-3
+
+
+def test_skip_attention_matches_a_raw_torch_hook(tiny_llama: HookedModel, batch) -> None:
+    ids, mask = batch
+    res = skip_layer_loss(tiny_llama, batch, components="attn", progress=False)
+    for L, layer in enumerate(_layers(tiny_llama)):
+        want = hf_loss(tiny_llama, ids, mask, layer.self_attn,
+                       lambda m, a, o: (torch.zeros_like(o[0]), *o[1:]))
+        assert float(res.loss[0, L]) == pytest.approx(want, abs=1e-4)
+
+
+def test_parallel_residual_has_no_sublayer_similarity(tiny_neox_parallel: HookedModel, batch) -> None:
+    with pytest.raises(ValueError, match="parallel residual"):
+        sublayer_similarity(tiny_neox_parallel, batch)
+    assert torch.isfinite(angular_distances(tiny_neox_parallel, batch).distance_last[:, 0]).all()
+
+
+def test_trace_input_and_errors(tiny_llama: HookedModel, tiny_gpt2: HookedModel, tiny_bert: HookedModel,
+                                batch) -> None:
+    trace = tiny_llama.run(batch, capture=["blocks.*.hook_resid_pre", "blocks.*.hook_resid_mid",
+                                           "blocks.*.hook_resid_post"]).trace
+    torch.testing.assert_close(angular_distances(tiny_llama, trace).distance_mean,
+                               angular_distances(tiny_llama, batch).distance_mean, equal_nan=True)
+    torch.testing.assert_close(sublayer_similarity(tiny_llama, trace).attn, sublayer_similarity(tiny_llama, batch).attn)
+    only_post = tiny_llama.run(batch, capture="blocks.*.hook_resid_post").trace
+    with pytest.raises(KeyError, match=r"blocks\.0\.hook_resid_pre"):
+        angular_distances(tiny_llama, only_post)
+    with pytest.raises(ValueError, match="components must be among"):
+        skip_layer_loss(tiny_llama, batch, components=["heads"])
+    with pytest.raises(ValueError, match="not a causal language model"):
+        skip_layer_loss(tiny_bert, batch)
+    with pytest.raises(ValueError, match="captured from"):
+        angular_distances(tiny_gpt2, trace)
+
+
+def test_results_check_shapes_plot_and_round_trip(tiny_llama: HookedModel, batch, tmp_path: Path) -> None:
+    results = [angular_distances(tiny_llama, batch), sublayer_similarity(tiny_llama, batch),
+               skip_layer_loss(tiny_llama, batch, components=("attn", "mlp"), progress=False)]
+    for i, res in enumerate(results):
+        back = type(res).load(res.save(tmp_path / str(i)))
+        for name in res.AXES:
+            torch.testing.assert_close(getattr(back, name), getattr(res, name), equal_nan=True, rtol=0, atol=0)
+        assert repr(back) == repr(res)
+        d = json.loads(json.dumps(res.to_dict()))
+        assert all(set(d[n]) == {"axes", "labels", "values"} for n in res.AXES)
+        assert res.plot().data
+    ang, sub, skip = results
+    assert ang.to_dict()["distance_last"]["values"][-1][-1] is None and ang.tokens == sub.tokens
+    assert skip.to_dict()["delta"]["labels"]["component"] == ["attn", "mlp"]
+    with pytest.raises(ValueError, match="distance_mean has shape"):
+        AngularDistanceResult(distance_last=ang.distance_last, distance_mean=ang.distance_mean[:2])
+    with pytest.raises(ValueError, match="mlp has shape"):
+        SublayerSimilarityResult(attn=sub.attn, mlp=sub.mlp[:1])
+    with pytest.raises(ValueError, match="loss has shape"):
+        SkipLossResult(loss=skip.loss, baseline_loss=1.0, components=("attn",))
+    with pytest.raises(ValueError, match="a SkipLossResult"):
+        SkipLossResult.load(tmp_path / "0")
+    with pytest.raises(ValueError, match="n must be in"):
+        ang.best_block(0)
+
+
+@pytest.mark.slow
+def test_smollm2_sanity(smollm2: HookedModel) -> None:
+    text = "The capital of France is Paris, and the capital of Italy is Rome."
+    ang = angular_distances(smollm2, text)
+    n_layers = smollm2.dims.n_layers
+    valid = ~torch.isnan(ang.distance_last)
+    assert valid.sum() == (n_layers + 1) * (n_layers + 2) // 2
+    for d in (ang.distance_last, ang.distance_mean):
+        assert (d[valid] >= 0).all() and (d[valid] <= 1).all() and (d[:, 0] == 0).all()
+    assert 0 <= ang.best_block(4) <= n_layers - 4
+    sub = sublayer_similarity(smollm2, text)
+    assert ((sub.attn > -1) & (sub.attn <= 1)).all() and ((sub.mlp > -1) & (sub.mlp <= 1)).all()
+    skip = skip_layer_loss(smollm2, text, progress=False)
+    assert torch.isfinite(skip.loss).all() and math.isfinite(skip.baseline_loss)
+    mid = n_layers // 2
+    assert skip.delta[0, 0] > skip.delta[1, mid]  # the first block matters more than a middle attention
