@@ -87,31 +87,38 @@ def logit_lens(
         final_logits = _decode(model, trace[last][None], W_U, b_U, True)[0]
     mask = trace.attention_mask.to(model.device).bool()
     final_logp = final_logits.to(model.device).float().log_softmax(-1)
+    final_p = final_logp.exp()
+    final_neg_h = (final_p * final_logp).sum(-1)  # sum p_f log p_f, once
     ids = trace.input_ids.to(model.device)
     n_seq, n_pos = ids.shape
     has_next = torch.zeros_like(mask)
     has_next[:, :-1] = mask[:, 1:] & mask[:, :-1]
     next_ids = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
 
-    per_layer = n_seq * n_pos * W_U.shape[1] * 4 * 3
+    # Each chunk makes few passes over [chunk, batch, pos, vocab]: the matmul, logsumexp, an in-place
+    # shift to log-probabilities, top-k, and two products summed through one reused buffer (torch's
+    # vectorised sums keep float32 accurate); with a target, one comparison. Working in
+    # log-probabilities (not raw logits) keeps the KL's two sums small, so little is lost to cancellation.
+    per_layer = n_seq * n_pos * W_U.shape[1] * 4 * 2
     step = max(1, chunk_bytes // max(per_layer, 1))
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "probs", "ent", "kl", "ce", "rank", "tp")}
     for i in range(0, len(names), step):
         x = torch.stack([trace[n] for n in names[i:i + step]])
-        logp = _decode(model, x, W_U, b_U, include_final_norm).log_softmax(-1)  # [c, batch, pos, vocab]
+        logp = _decode(model, x, W_U, b_U, include_final_norm)  # [c, batch, pos, vocab]
+        logp -= logp.logsumexp(-1, keepdim=True)
         top_lp, top_ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
-        probs = logp.exp()
         out["ids"].append(top_ids)
         out["probs"].append(top_lp.exp())
-        out["ent"].append(-(probs * logp).sum(-1))
-        out["kl"].append((final_logp.exp() * (final_logp - logp)).sum(-1))
+        buf = torch.mul(final_p, logp)
+        out["kl"].append(final_neg_h - buf.sum(-1))
         idx = next_ids[None, :, :, None].expand(logp.shape[0], -1, -1, 1)
         out["ce"].append(-logp.gather(-1, idx)[..., 0])
         if target_id is not None:
             t_lp = logp[..., target_id]
-            out["rank"].append((logp > t_lp[..., None]).sum(-1))
+            out["rank"].append((logp > t_lp[..., None]).sum(-1, dtype=torch.int32).long())
             out["tp"].append(t_lp.exp())
-        del logp, probs
+        out["ent"].append(-torch.exp(logp, out=buf).mul_(logp).sum(-1))
+        del logp, buf
 
     def cat(key: str, valid: torch.Tensor, fill: float) -> torch.Tensor:
         t = torch.cat(out[key])
