@@ -16,13 +16,12 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-import interp  # noqa: E402
-from interp.lens import logit_lens  # noqa: E402
+import interp
+from interp.lens import logit_lens
 
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
-         "they you were her she there been one all we their has would when if so no will more about can out").split()
+WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "about", "can", "out"]
 
 
 def main() -> None:
@@ -64,7 +63,7 @@ def main() -> None:
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
     print(f"workload: smollm2-135m, {m.dims.n_layers} layers x {args.batch} x {args.seq} tokens, vocab {m.dims.d_vocab}")
-    print(f"| side | median | min | vs matmul (medians) |\n|---|---|---|---|")
+    print("| side | median | min | vs matmul (medians) |\n|---|---|---|---|")
     for k, ts in times.items():
         print(f"| {k} | {statistics.median(ts):.3f}s | {min(ts):.3f}s | {statistics.median(ts) / base:.2f}x |")
     ratio = statistics.median(times["logit_lens (target + all metrics)"]) / base
