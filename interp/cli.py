@@ -37,6 +37,10 @@ EXAMPLE_REPORT = (
 )
 
 
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+
+
 def _output_args(p: argparse.ArgumentParser) -> None:
     """``--json`` and ``--html``, shared by every subcommand that computes results."""
     p.add_argument("--json", metavar="PATH",
@@ -62,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run a model over texts and stream the chosen hooks into a trace store "
                                    "(resumable: rerun the same command after an interruption).",
                        epilog=EXAMPLE_CAPTURE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+    _model_arg(c)
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
     src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
@@ -80,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Decode every layer's residual stream through the final norm and the "
                                     "unembedding; print the top token per layer at the last position.",
                         epilog=EXAMPLE_LENS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lp.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+    _model_arg(lp)
     lp.add_argument("--prompt", required=True, help="the text to read")
     lp.add_argument("--target", help="a token (exactly one, e.g. ' Paris') whose rank is tracked")
     lp.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default: %(default)s)")
@@ -89,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="The main job: run the tools on the model and a prompt, and write one "
                                    "self-contained HTML report (works offline) plus a JSON dump of its numbers.",
                        epilog=EXAMPLE_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
+    _model_arg(r)
     r.add_argument("--prompt", default="When Mary and John went to the store, John gave a drink to",
                    help="the clean prompt (default: %(default)r)")
     r.add_argument("--corrupt", help="a corrupted prompt with the same number of tokens")
