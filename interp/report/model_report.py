@@ -4,7 +4,8 @@ Sections so far: the model, next-token predictions, the residual stream per laye
 the logit lens (top token per layer and position, KL to the final distribution), layer metrics
 (angular distance between layers, sublayer input/output similarity, loss when skipping a layer),
 attention heads (entropy per head and the most focused heads' patterns), clean vs corrupted
-prompt, and the trace manifest. Each tool adds its own section here when it lands.
+prompt, then the tools' sections (one module each in ``interp.report.sections``), and the trace
+manifest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from interp.lens import angular_distances, logit_lens, skip_layer_loss, sublayer_similarity
 from interp.plot import attention_pattern, bar_top_tokens, heatmap, layer_curves, token_labels
 from interp.report.document import Report
+from interp.report.sections import section_modules
+from interp.report.sections.context import ReportContext
 from interp.trace import HookedModel, Trace
 from interp.trace.trace import command_line
 
@@ -36,7 +39,8 @@ def _real(trace: Trace, i: int = 0) -> int:
 
 
 def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, top_k: int = 10,
-                 n_heads_shown: int = 3, command: str | None = None, skip_layers: bool = True) -> Report:
+                 n_heads_shown: int = 3, command: str | None = None, skip_layers: bool = True,
+                 fast: bool = False) -> Report:
     """Run the model on ``prompt`` (and ``corrupt``) and build the report.
 
     Args:
@@ -47,6 +51,7 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
         n_heads_shown: attention patterns drawn (the most focused heads).
         command: the command line recorded in the report (default: this process's).
         skip_layers: include the skip-layer loss (three forwards per layer: ~10 s for SmolLM2 on a CPU).
+        fast: ask the tools' sections (``interp.report.sections``) for their quick settings.
 
     Example:
         >>> import interp
@@ -122,6 +127,10 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
 
     if corrupt is not None:
         _corrupt_section(rep, model, trace, prompt, corrupt, labels, layer_labels)
+
+    ctx = ReportContext(model=model, prompt=prompt, corrupt=corrupt, trace=trace, tokens=tokens, fast=fast)
+    for mod in section_modules():
+        mod.add_section(rep, ctx)
 
     sec = rep.section("Trace manifest")
     sec.code(trace.manifest.to_dict(), caption="Provenance of the activations drawn above.")

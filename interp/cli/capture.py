@@ -1,0 +1,106 @@
+"""``interp capture``: stream a dataset's activations into a trace store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from interp.cli._common import add_command, emit, model_arg, output_args
+
+ORDER = 10
+SUMMARY_ROWS = 65536
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = add_command(sub, common, "capture", help="capture activations of a dataset into a trace store",
+                    description="Run a model over texts and stream the chosen hooks into a trace store "
+                                "(resumable: rerun the same command after an interruption).",
+                    example="interp capture --model smollm2-135m --dataset data/prompts.txt "
+                            "--hooks 'blocks.*.hook_resid_post' -o out/store")
+    model_arg(c)
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
+    src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
+    c.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
+    c.add_argument("--hooks", action="append", default=None,
+                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+    c.add_argument("-o", "--out", required=True, help="store directory")
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--max-tokens", type=int, default=128)
+    c.add_argument("--dtype", default="float32", help="storage dtype (float32, bfloat16, float16)")
+    c.add_argument("--prepend-bos", action="store_true")
+    c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
+    output_args(c)
+    c.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import interp
+    from interp.trace import capture
+
+    if args.dataset and not Path(args.dataset).exists():
+        raise FileNotFoundError(f"no dataset file at {args.dataset!r}")
+    model = interp.load_model(args.model)
+    hooks = args.hooks or ["blocks.*.hook_resid_post"]
+    dataset = args.prompt if args.prompt else args.dataset
+    store = capture(model, dataset, hooks, args.out, batch_size=args.batch_size, dtype=args.dtype,
+                    max_tokens=args.max_tokens, column=args.column, prepend_bos=args.prepend_bos,
+                    overwrite=args.overwrite, progress=not args.quiet)
+    size = sum(s.bytes for s in store.shards())
+    print(f"\nstore   {store.path}  ({size / 2**20:.1f} MiB in {len(store.shards())} shards, complete={store.complete})")
+    print(f"model   {model!r}  fingerprint {store.manifest.trace.model_fingerprint}")
+    print(f"data    {store.n_seqs} sequences, {store.n_tokens} tokens")
+    print(f"hooks   {len(store.hooks)}: {', '.join(store.hooks[:3])}{' ...' if len(store.hooks) > 3 else ''}")
+    norms = _mean_norms(store)
+    if norms:
+        print(f"\nmean L2 norm per token (first {SUMMARY_ROWS} tokens at most):")
+        for h, v in norms.items():
+            print(f"  {h:<32} {v:10.2f}")
+    emit(args, _capture_report(store, norms))
+    return 0
+
+
+def _mean_norms(store: Any) -> dict[str, float]:
+    import torch
+
+    from interp.trace.store import is_dense
+
+    out = {}
+    for h in store.hooks:
+        if is_dense(h):
+            continue
+        total, n = 0.0, 0
+        for rows in store.iter_tokens(h, batch_size=8192, dtype=torch.float32):
+            total += float(rows.flatten(1).norm(dim=-1).sum())
+            n += rows.shape[0]
+            if n >= SUMMARY_ROWS:
+                break
+        out[h] = total / max(n, 1)
+    return out
+
+
+def _capture_report(store: Any, norms: dict[str, float]) -> Any:
+    from interp.plot import layer_curves
+    from interp.report import Report
+    from interp.sites import Site
+
+    rep = Report("interp capture", command=store.manifest.trace.command,
+                 subtitle=f"{store.n_seqs} sequences, {store.n_tokens} tokens -> {store.path}")
+    sec = rep.section("Store")
+    sec.table(["property", "value"], [("path", store.path), ("model", store.manifest.trace.model_id),
+                                      ("sequences", store.n_seqs), ("tokens", store.n_tokens),
+                                      ("hooks", len(store.hooks)), ("complete", store.complete)])
+    by_comp: dict[str, dict[int, float]] = {}
+    for h, v in norms.items():
+        site = Site.parse(h)
+        if site.layer is not None:
+            by_comp.setdefault(site.component.value, {})[site.layer] = v
+    for comp, vals in by_comp.items():
+        layers = sorted(vals)
+        sec.figure(layer_curves({comp: [vals[L] for L in layers]}, x=layers, y_title="mean L2 norm per token",
+                                title=f"{comp}: mean norm per layer"))
+        sec.numbers(f"{comp}.mean_norm", [vals[L] for L in layers], axes=["layer"], labels={"layer": layers})
+    sec.code(json.loads(store.manifest.to_json()), caption="manifest.json")
+    return rep

@@ -1,0 +1,38 @@
+"""``interp report``: the main job — every tool on a prompt, one self-contained HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from interp.cli._common import add_command, model_arg
+
+ORDER = 100
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    r = add_command(sub, common, "report", help="run every tool on a prompt and write an HTML report",
+                    description="The main job: run the tools on the model and a prompt, and write one "
+                                "self-contained HTML report (works offline) plus a JSON dump of its numbers.",
+                    example="interp report --model smollm2-135m --prompt 'The capital of France is' "
+                            "--corrupt 'The capital of Italy is' -o report.html")
+    model_arg(r)
+    r.add_argument("--prompt", default="When Mary and John went to the store, John gave a drink to",
+                   help="the clean prompt (default: %(default)r)")
+    r.add_argument("--corrupt", help="a corrupted prompt with the same number of tokens")
+    r.add_argument("-o", "--out", default="report.html", help="HTML path (default: %(default)s)")
+    r.add_argument("--json", metavar="PATH", help="path of the JSON dump (default: the HTML path with .json)")
+    r.add_argument("--fast", action="store_true", help="the tools' quick settings (smaller sweeps, fewer steps)")
+    r.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import interp
+    from interp.report import build_report
+
+    model = interp.load_model(args.model)
+    rep = build_report(model, args.prompt, corrupt=args.corrupt, fast=args.fast)
+    out = rep.write(args.out, json_path=args.json)
+    print(f"report  {out.resolve()}  ({out.stat().st_size / 2**20:.1f} MiB, {len(rep.sections)} sections)")
+    print(f"json    {(args.json or out.with_suffix('.json'))}")
+    return 0
