@@ -14,8 +14,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from interp.lens.result import nan_to_none, read_result, write_result
 from interp.plot import heatmap, layer_curves
+from interp.trace.results import nan_to_none, read_result, write_result
 
 R = TypeVar("R", bound="_Stored")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -11,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from interp.plot import heatmap, layer_curves
+from interp.trace.results import labelled_frame, nan_to_none, read_result, write_result
 
 TENSORS = ("top_ids", "top_probs", "entropy", "kl_to_final", "next_token_ce", "target_rank", "target_prob",
            "attention_mask")
@@ -149,9 +147,24 @@ class LogitLensResult:
                 vals = t.tolist()
                 out[name] = {"axes": AXES[name], "labels": labels, "values": nan_to_none(vals)}
         out["top_tokens"] = {"axes": AXES["top_ids"], "labels": labels,
-                             "values": _map(self.top_ids.tolist(), lambda i: self.id_to_str.get(i) if i >= 0 else None)}
+                             "values": [[[[self.id_to_str.get(i) if i >= 0 else None for i in k] for k in p] for p in b]
+                                        for b in self.top_ids.tolist()]}
         out["tokens"] = [list(t) for t in self.tokens]
         return out
+
+    def to_frame(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per (layer, batch, pos) of real tokens: the top token and its
+        probability, entropy, KL to the final output, next-token cross-entropy and the target's rank/probability."""
+        axes, labels = ["layer", "batch", "pos"], {"layer": list(self.layer_labels)}
+        df = labelled_frame(self.entropy, axes, labels, name="entropy")
+        df["top_token"] = [self.id_to_str.get(i) for i in self.top_ids[..., 0].flatten().tolist()]
+        df["top_prob"] = self.top_probs[..., 0].flatten().tolist()
+        for name in ("kl_to_final", "next_token_ce", "target_rank", "target_prob"):
+            t = getattr(self, name)
+            if t is not None:
+                df[name] = t.flatten().tolist()
+        real = self.attention_mask.bool()[None].expand(self.entropy.shape).flatten().tolist()
+        return df[real].reset_index(drop=True)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``path/result.safetensors`` (tensors) and ``path/result.json`` (labels, tokens, metadata)."""
@@ -172,32 +185,3 @@ class LogitLensResult:
         L, B, P, K = self.top_ids.shape
         return (f"LogitLensResult({L} layers x {B} seqs x {P} tokens, top-{K}, model={self.model_id!r}, "
                 f"target={self.target!r})")
-
-
-def _map(x: Any, fn: Any) -> Any:
-    return [_map(v, fn) for v in x] if isinstance(x, list) else fn(x)
-
-
-def nan_to_none(x: Any) -> Any:
-    """Nested lists with every float NaN replaced by ``None`` (JSON has no NaN)."""
-    return _map(x, lambda v: None if isinstance(v, float) and math.isnan(v) else v)
-
-
-def write_result(path: str | os.PathLike[str], kind: str, tensors: Mapping[str, torch.Tensor | None],
-                 meta: Mapping[str, Any]) -> Path:
-    """Write a result as ``path/result.safetensors`` (the non-``None`` tensors) and ``path/result.json``
-    (``meta``, JSON-serialisable, plus ``"kind"``); returns ``path``."""
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({n: t.contiguous().cpu() for n, t in tensors.items() if t is not None}, str(out / "result.safetensors"))
-    (out / "result.json").write_text(json.dumps({**meta, "kind": kind}, indent=1), encoding="utf-8")
-    return out
-
-
-def read_result(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read ``(tensors, meta)`` written by :func:`write_result`; raises ``ValueError`` on another kind."""
-    src = Path(path)
-    meta = json.loads((src / "result.json").read_text(encoding="utf-8"))
-    if meta.pop("kind", None) != kind:
-        raise ValueError(f"{src} does not hold a {kind}")
-    return load_file(str(src / "result.safetensors")), meta
