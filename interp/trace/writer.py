@@ -9,7 +9,7 @@ import os
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,31 +144,17 @@ def capture(
         >>> st.n_tokens, len(st.hooks)  # doctest: +SKIP
         (9, 30)
     """
-    dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    sites = resolve(hooks, model.sites())
-    names = [s.name for s in sites]
-    texts, meta = load_texts(dataset, column)
-    limit = max_tokens if max_tokens is not None else model.dims.n_ctx
-    input_ids, attention_mask = model.tokenize(texts, max_tokens=limit, prepend_bos=prepend_bos)
-    seq_len = int(input_ids.shape[1])
-    batch_size = _fit_batch(model, names, batch_size, seq_len, dtype, memory_budget)
+    plan = plan_capture(model, dataset, hooks, batch_size=batch_size, dtype=dtype, max_tokens=max_tokens,
+                        column=column, prepend_bos=prepend_bos, memory_budget=memory_budget)
+    names, input_ids, attention_mask, dtype = plan.names, plan.input_ids, plan.attention_mask, plan.dtype
+    batch_size, texts, meta, fresh = plan.fresh.batch_size, plan.texts, plan.meta, plan.fresh
     root = Path(path)
-    settings = {"max_tokens": max_tokens, "prepend_bos": prepend_bos, "column": column,
-                "meta_fingerprint": meta_fingerprint(meta)}
-    hook_shapes = {n: _trailing_shape(model, Site.parse(n), seq_len) for n in names}
-    fresh = StoreManifest(
-        trace=Manifest.for_model(model, dtype, hook_shapes), n_seqs=len(texts), seq_len=seq_len,
-        batch_size=batch_size, dataset_fingerprint=tokens_fingerprint(input_ids, attention_mask), settings=settings)
     manifest = _resume_or_start(root, fresh, overwrite, input_ids, attention_mask, meta, model)
     done = {s.index for s in manifest.shards if (root / s.file).exists() and (root / s.file).stat().st_size == s.bytes}
     manifest = replace(manifest, shards=tuple(s for s in manifest.shards if s.index in done))
     todo = [i for i in range(manifest.n_shards) if i not in done]
     plans = make_plans(model, names)
-    needs_logits = any(s.name == "logits" for s in sites)
+    needs_logits = "logits" in names
     state = {"manifest": manifest}  # touched only by the writer thread until it is joined
     errors: list[BaseException] = []
     jobs: queue.Queue[tuple[int, int, int, dict[str, torch.Tensor], int] | None] = queue.Queue(maxsize=2)
@@ -193,16 +179,9 @@ def capture(
             if errors:
                 break
             start, stop = index * batch_size, min((index + 1) * batch_size, len(texts))
-            mask = attention_mask[start:stop]
-            length = int(mask.sum(1).max())
-            ids = input_ids[start:stop, :length].to(model.device)
-            mask = mask[:, :length]
-            with torch.no_grad(), HookedRun(model, plans, stop_early=not needs_logits) as run:
-                forward(model, ids, mask.to(model.device))
-            keep = mask.bool()
-            rows = None if bool(keep.all()) else keep.cpu().flatten().nonzero().squeeze(1)
-            tensors = {n: _to_storage(run.activations[n], rows, n, dtype) for n in names}
-            jobs.put((index, start, stop, tensors, int(keep.sum())))
+            tensors, n_tok = compute_shard(model, plans, names, input_ids[start:stop], attention_mask[start:stop],
+                                           dtype, needs_logits)
+            jobs.put((index, start, stop, tensors, n_tok))
             bar.update(1)
     finally:
         jobs.put(None)
@@ -211,6 +190,77 @@ def capture(
     if errors:
         raise errors[0]
     return TraceStore(root)
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    """What a capture will do, worked out before any forward: the hooks, the tokenized dataset and the
+    manifest a new store starts from (shared by :func:`capture` and :mod:`interp.distributed`)."""
+
+    names: list[str]
+    texts: list[str]
+    meta: list[dict[str, Any]]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    dtype: torch.dtype
+    fresh: StoreManifest
+
+
+def plan_capture(model: LoadedModel, dataset: Dataset, hooks: str | Site | Sequence[str | Site], *,
+                 batch_size: int = 8, dtype: torch.dtype | str = torch.float32, max_tokens: int | None = 128,
+                 column: str = "text", prepend_bos: bool = False, memory_budget: int = 2 << 30) -> CapturePlan:
+    """Check the arguments of a capture, tokenize the dataset and build the new store's manifest.
+
+    Raises:
+        ValueError / TypeError / KeyError: bad arguments, as :func:`capture` documents.
+    """
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
+    sites = resolve(hooks, model.sites())
+    names = [s.name for s in sites]
+    texts, meta = load_texts(dataset, column)
+    limit = max_tokens if max_tokens is not None else model.dims.n_ctx
+    input_ids, attention_mask = model.tokenize(texts, max_tokens=limit, prepend_bos=prepend_bos)
+    seq_len = int(input_ids.shape[1])
+    batch_size = _fit_batch(model, names, batch_size, seq_len, dtype, memory_budget)
+    settings = {"max_tokens": max_tokens, "prepend_bos": prepend_bos, "column": column,
+                "meta_fingerprint": meta_fingerprint(meta)}
+    hook_shapes = {n: _trailing_shape(model, Site.parse(n), seq_len) for n in names}
+    fresh = StoreManifest(
+        trace=Manifest.for_model(model, dtype, hook_shapes), n_seqs=len(texts), seq_len=seq_len,
+        batch_size=batch_size, dataset_fingerprint=tokens_fingerprint(input_ids, attention_mask), settings=settings)
+    return CapturePlan(names, texts, meta, input_ids, attention_mask, dtype, fresh)
+
+
+def compute_shard(model: LoadedModel, plans: Any, names: Sequence[str], input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor, dtype: torch.dtype, needs_logits: bool
+                  ) -> tuple[dict[str, torch.Tensor], int]:
+    """One forward over a shard's sequences (right-padded ``[batch, seq_len]`` rows) → the shard's
+    tensors (token rows, dense patterns) and its token count. ``plans`` is ``make_plans(model, names)``."""
+    length = int(attention_mask.sum(1).max())
+    ids = input_ids[:, :length].to(model.device)
+    mask = attention_mask[:, :length]
+    with torch.no_grad(), HookedRun(model, plans, stop_early=not needs_logits) as run:
+        forward(model, ids, mask.to(model.device))
+    keep = mask.bool()
+    rows = None if bool(keep.all()) else keep.cpu().flatten().nonzero().squeeze(1)
+    return {n: _to_storage(run.activations[n], rows, n, dtype) for n in names}, int(keep.sum())
+
+
+def manifest_diffs(old: StoreManifest, fresh: StoreManifest) -> list[str]:
+    """The capture settings in which an existing store differs from a new one (empty: it can resume)."""
+    return [k for k, a, b in (
+        ("model", old.trace.model_fingerprint, fresh.trace.model_fingerprint),
+        ("hooks", list(old.trace.hooks), list(fresh.trace.hooks)),
+        ("dtype", old.trace.dtype, fresh.trace.dtype),
+        ("dataset", old.dataset_fingerprint, fresh.dataset_fingerprint),
+        ("batch_size", old.batch_size, fresh.batch_size),
+    ) if a != b]
 
 
 def _to_storage(act: torch.Tensor, rows: torch.Tensor | None, name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -262,13 +312,7 @@ def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_id
     if mpath.exists():
         old = StoreManifest.from_json(mpath.read_text(), str(mpath))
         remove_stale_tmp(root)
-        diffs = [k for k, a, b in (
-            ("model", old.trace.model_fingerprint, fresh.trace.model_fingerprint),
-            ("hooks", list(old.trace.hooks), list(fresh.trace.hooks)),
-            ("dtype", old.trace.dtype, fresh.trace.dtype),
-            ("dataset", old.dataset_fingerprint, fresh.dataset_fingerprint),
-            ("batch_size", old.batch_size, fresh.batch_size),
-        ) if a != b]
+        diffs = manifest_diffs(old, fresh)
         if not diffs:
             if old.settings.get("meta_fingerprint") != fresh.settings.get("meta_fingerprint"):
                 # same tokens, new metadata (labels...): the activations stand, the metadata is replaced
@@ -308,4 +352,4 @@ def _write_inputs(root: Path, input_ids: torch.Tensor, attention_mask: torch.Ten
     write_meta(root, meta, model.to_str_tokens(input_ids) if model.tokenizer is not None else None)
 
 
-__all__ = ["ShardInfo", "capture", "load_texts"]
+__all__ = ["CapturePlan", "ShardInfo", "capture", "compute_shard", "load_texts", "manifest_diffs", "plan_capture"]
