@@ -1,0 +1,160 @@
+"""``PatchingResult``: metric values over named axes (layer, pos, head...), with their baselines.
+
+Example:
+    >>> import torch
+    >>> r = PatchingResult(values=torch.tensor([[1.0, 3.0]]), axes=("layer", "pos"),
+    ...                    coords={"layer": (0,), "pos": (0, 1)}, tokens=("a", "b"), component="resid_pre",
+    ...                    method="exact", direction="denoising", metric="logit_diff",
+    ...                    clean_value=3.0, corrupted_value=1.0)
+    >>> r.normalized
+    tensor([[0., 1.]])
+    >>> r.to_frame()[["layer", "pos", "value", "normalized"]].to_dict("records")[1]
+    {'layer': 0, 'pos': '1: b', 'value': 3.0, 'normalized': 1.0}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.patching.metrics import normalize
+from interp.trace.results import labelled_frame, read_result, write_result
+
+KIND = "PatchingResult"
+
+
+@dataclass(frozen=True)
+class PatchingResult:
+    """Raw metric values of patched runs (or estimates of them), on named axes.
+
+    Attributes:
+        values: ``[*shape]`` metric per cell, axes named by ``axes`` — e.g. ``(layer, pos)``,
+            ``(layer, head)``, ``(layer, head, pos)``, ``(src_layer, dst_layer)`` (back-patching).
+        axes: axis names.
+        coords: per axis, the index of each cell (layer numbers, positions, heads).
+        tokens: the clean prompt's token strings (labels for ``pos``).
+        component: what was patched (``resid_pre``, ``z``...).
+        method: ``exact``, ``attribution``, ``atp*``, ``path`` or ``backpatch``.
+        direction: ``denoising`` or ``noising``.
+        metric: the metric's name.
+        clean_value / corrupted_value: the metric on the unpatched runs (NaN when undefined).
+        meta: extra JSON-serialisable settings (window, corruption, receivers...).
+        exact: for estimates, the exact values of the same sweep (to compare with), or None.
+    """
+
+    values: torch.Tensor
+    axes: tuple[str, ...]
+    coords: dict[str, tuple[int, ...]]
+    tokens: tuple[str, ...]
+    component: str
+    method: str
+    direction: str
+    metric: str
+    clean_value: float
+    corrupted_value: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    exact: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.values.dim() != len(self.axes):
+            raise ValueError(f"values have {self.values.dim()} dims but axes are {self.axes}")
+        for a, n in zip(self.axes, self.values.shape, strict=True):
+            if len(self.coords.get(a, ())) != n:
+                raise ValueError(f"coords[{a!r}] must have {n} entries, got {len(self.coords.get(a, ()))}")
+        if self.exact is not None and self.exact.shape != self.values.shape:
+            raise ValueError(f"exact has shape {tuple(self.exact.shape)}, values {tuple(self.values.shape)}")
+
+    @property
+    def normalized(self) -> torch.Tensor:
+        """``(values - corrupted) / (clean - corrupted)``: 0 = corrupted run, 1 = clean run."""
+        return normalize(self.values, self.clean_value, self.corrupted_value)
+
+    @property
+    def can_normalize(self) -> bool:
+        span = self.clean_value - self.corrupted_value
+        return math.isfinite(span) and abs(span) > 1e-12
+
+    def correlation(self) -> float:
+        """Pearson r between these values and ``exact`` (estimates only)."""
+        if self.exact is None:
+            raise ValueError("this result holds no exact values to compare with")
+        x, y = self.values.flatten().double(), self.exact.flatten().double()
+        return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+
+    def labels(self, axis: str) -> list[str]:
+        """Tick labels of one axis (``"3: ␣John"`` for positions, ``"L5"`` / ``"H2"`` otherwise)."""
+        idx = self.coords[axis]
+        if axis == "pos":
+            return [f"{p}: {self.tokens[p]}" for p in idx]
+        prefix = {"layer": "L", "head": "H", "src_layer": "L", "dst_layer": "L"}.get(axis, "")
+        return [f"{prefix}{i}" for i in idx]
+
+    def to_frame(self) -> Any:
+        """Long-form ``pandas.DataFrame``: one row per cell, the axes' labels, ``value`` (raw), ``normalized``
+        (when defined) and ``exact`` (for estimates)."""
+        labels = {a: (self.labels(a) if a == "pos" else list(self.coords[a])) for a in self.axes}
+        df = labelled_frame(self.values, list(self.axes), labels)
+        if self.can_normalize:
+            df["normalized"] = self.normalized.flatten().tolist()
+        if self.exact is not None:
+            df["exact"] = self.exact.flatten().tolist()
+        return df
+
+    def plot(self, normalized: bool | None = None, title: str | None = None) -> Any:
+        """A heatmap: layer x position with token labels, layer x head grid, or (layer, head) x position."""
+        import interp.plot as ip
+
+        norm = self.can_normalize if normalized is None else normalized
+        z = self.normalized if norm else self.values
+        what = f"{self.metric} (normalised)" if norm else self.metric
+        title = title or f"{self.method} patching of {self.component} ({self.direction})"
+        if z.dim() == 1:
+            z = z.unsqueeze(1)
+            return ip.heatmap(z, ["effect"], self.labels(self.axes[0]), title=title, colorbar_title=what)
+        if z.dim() == 3:
+            rows = [f"L{L}H{h}" for L in self.coords[self.axes[0]] for h in self.coords[self.axes[1]]]
+            return ip.heatmap(z.flatten(0, 1), self.labels(self.axes[2]), rows, title=title, colorbar_title=what,
+                              y_title="head", x_title=self.axes[2])
+        return ip.heatmap(z, self.labels(self.axes[1]), self.labels(self.axes[0]), title=title, colorbar_title=what,
+                          y_title=self.axes[0], x_title=self.axes[1])
+
+    def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
+        """The ``k`` cells with the largest ``|value - baseline|`` (the target run's value)."""
+        base = self.corrupted_value if self.direction == "denoising" else self.clean_value
+        eff = (self.values - (base if math.isfinite(base) else 0.0)).abs().flatten()
+        out = []
+        for i in eff.argsort(descending=True)[:k].tolist():
+            idx = torch.unravel_index(torch.tensor(i), self.values.shape)
+            out.append(({a: self.coords[a][int(j)] for a, j in zip(self.axes, idx, strict=True)},
+                        float(self.values.flatten()[i])))
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``result.safetensors`` + ``result.json`` under ``path``."""
+        meta = {"axes": list(self.axes), "coords": {a: list(v) for a, v in self.coords.items()},
+                "tokens": list(self.tokens), "component": self.component, "method": self.method,
+                "direction": self.direction, "metric": self.metric,
+                "clean_value": None if math.isnan(self.clean_value) else self.clean_value,
+                "corrupted_value": None if math.isnan(self.corrupted_value) else self.corrupted_value,
+                "meta": self.meta}
+        return write_result(path, KIND, {"values": self.values.contiguous(),
+                                         "exact": None if self.exact is None else self.exact.contiguous()}, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PatchingResult:
+        """Read a result written by :meth:`save`."""
+        t, m = read_result(path, KIND)
+        nan = float("nan")
+        return cls(values=t["values"], axes=tuple(m["axes"]), coords={a: tuple(v) for a, v in m["coords"].items()},
+                   tokens=tuple(m["tokens"]), component=m["component"], method=m["method"], direction=m["direction"],
+                   metric=m["metric"], clean_value=nan if m["clean_value"] is None else m["clean_value"],
+                   corrupted_value=nan if m["corrupted_value"] is None else m["corrupted_value"],
+                   meta=m["meta"], exact=t.get("exact"))
+
+
+__all__ = ["PatchingResult"]

@@ -1,0 +1,173 @@
+"""Activation patching: the batched, start-at-layer sweep equals one full forward per patch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.hooks import Patch, run_with_hooks
+from interp.patching import Ablation, Noise, PatchingResult, activation_patching, prepare
+from interp.patching.activation import HEADS, STREAM
+
+CLEAN = torch.tensor([[5, 17, 33, 9, 41, 22, 60]])
+CORRUPT = torch.tensor([[5, 17, 71, 9, 41, 80, 60]])
+
+
+def _metric(logits: torch.Tensor, ans: int, wrong: int) -> float:
+    return float((logits[:, -1, ans] - logits[:, -1, wrong]).mean())
+
+
+def loop_sweep(model, target_ids, source_ids, component, ans=3, wrong=4, per_position=False, window=1):
+    """The oracle: one full forward per patched cell, through interp.hooks.Patch."""
+    n_layers, n_heads = model.dims.n_layers, model.dims.n_heads
+    n_pos = target_ids.shape[1]
+    comp = STREAM.get(component) or HEADS[component]
+    names = [f"blocks.{L}.{comp.value}" for L in range(n_layers)]
+    src = run_with_hooks(model, source_ids, capture=names).activations
+    out = []
+    for L in range(n_layers):
+        if component in STREAM:
+            lo, hi = max(0, L - window // 2), min(n_layers, L + (window + 1) // 2)
+            row = []
+            for p in range(n_pos):
+                ivs = [Patch(names[k], source=src[names[k]], positions=[p]) for k in range(lo, hi)]
+                row.append(_metric(run_with_hooks(model, target_ids, interventions=ivs).logits, ans, wrong))
+            out.append(row)
+        else:
+            row = []
+            for h in range(n_heads):
+                cells = [Patch(names[L], source=src[names[L]], heads=[h], positions=None if not per_position else [p])
+                         for p in (range(n_pos) if per_position else [None])]
+                row.append([_metric(run_with_hooks(model, target_ids, interventions=[iv]).logits, ans, wrong)
+                            for iv in cells])
+            out.append(row)
+    t = torch.tensor(out)
+    return t if per_position or component in STREAM else t.squeeze(-1)
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
+def test_stream_sweep_equals_loop(any_decoder, component):
+    m = any_decoder
+    if component == "resid_mid" and "resid_mid" not in [s.component.value[5:] for s in m.sites() if s.layer == 0]:
+        pytest.skip("no hook_resid_mid under parallel residual")
+    for direction, target, source in (("denoising", CORRUPT, CLEAN), ("noising", CLEAN, CORRUPT)):
+        s = prepare(m, CLEAN, CORRUPT, answer=3, wrong=4)
+        res = activation_patching(s, component, direction=direction, progress=False)
+        ref = loop_sweep(m, target, source, component)
+        assert res.values.shape == ref.shape == (m.dims.n_layers, CLEAN.shape[1])
+        assert (res.values - ref).abs().max() <= 1e-4
+        assert (ref - ref[0, 0]).abs().max() > 1e-2  # the sweep is not trivially constant
+
+
+@pytest.mark.parametrize("component", ["z", "q", "k", "v", "pattern"])
+def test_head_sweep_equals_loop_gqa(tiny_llama, component):
+    """Per query head, also for k/v on grouped-query attention (2 query heads share each KV head)."""
+    assert tiny_llama.dims.n_kv_heads < tiny_llama.dims.n_heads
+    s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
+    res = activation_patching(s, component, progress=False)
+    ref = loop_sweep(tiny_llama, CORRUPT, CLEAN, component)
+    assert res.axes == ("layer", "head") and res.values.shape == ref.shape
+    assert (res.values - ref).abs().max() <= 1e-4
+    if component in ("k", "v"):  # two heads of one KV group give different effects
+        assert (res.values[:, 0] - res.values[:, 1]).abs().max() > 1e-3
+
+
+def test_head_per_position_and_window(tiny_gpt2):
+    s = prepare(tiny_gpt2, CLEAN, CORRUPT, answer=3, wrong=4)
+    res = activation_patching(s, "z", per_position=True, progress=False)
+    ref = loop_sweep(tiny_gpt2, CORRUPT, CLEAN, "z", per_position=True)
+    assert res.axes == ("layer", "head", "pos") and (res.values - ref).abs().max() <= 1e-4
+    res = activation_patching(s, "mlp_out", window=2, progress=False)
+    ref = loop_sweep(tiny_gpt2, CORRUPT, CLEAN, "mlp_out", window=2)
+    assert (res.values - ref).abs().max() <= 1e-4
+
+
+def test_chunking_matches(tiny_llama):
+    s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
+    a = activation_patching(s, "resid_pre", progress=False)
+    b = activation_patching(s, "resid_pre", progress=False, memory_budget=1)  # one run per forward
+    assert torch.allclose(a.values, b.values, atol=1e-5)
+
+
+def test_metrics_and_normalisation(tiny_llama):
+    ids2 = torch.cat([CLEAN, CLEAN.flip(1)]), torch.cat([CORRUPT, CORRUPT.flip(1)])
+    for metric in ("logit_diff", "prob", "logprob", "kl"):
+        s = prepare(tiny_llama, ids2[0], ids2[1], answer=[3, 7], wrong=4, metric=metric)
+        res = activation_patching(s, "resid_pre", progress=False)
+        logits = run_with_hooks(tiny_llama, ids2[1]).logits[:, -1]
+        clean = run_with_hooks(tiny_llama, ids2[0]).logits[:, -1]
+        lp = torch.log_softmax(logits, -1)
+        want = {"logit_diff": (logits[0, 3] - logits[0, 4] + logits[1, 7] - logits[1, 4]) / 2,
+                "prob": (lp[0, 3].exp() + lp[1, 7].exp()) / 2, "logprob": (lp[0, 3] + lp[1, 7]) / 2,
+                "kl": (torch.softmax(clean, -1) * (torch.log_softmax(clean, -1) - lp)).sum(-1).mean()}[metric]
+        assert abs(s.corrupted_value - float(want)) < 1e-5
+        # patching every position of resid_pre 0 with the clean stream gives the clean run
+        full = activation_patching(s, "resid_pre", positions=[0, 2, 5], layers=[0], progress=False)
+        assert full.values.shape == (1, 3)
+        assert torch.allclose(res.normalized[0, [0, 3, 6]], torch.zeros(3), atol=1e-5)  # tokens equal in both pairs
+    # a user metric sees the full logits
+    s = prepare(tiny_llama, CLEAN, CORRUPT, metric=lambda lg: lg[0, -1, 3] - lg[0, -1, 4])
+    res = activation_patching(s, "resid_pre", progress=False)
+    assert (res.values - loop_sweep(tiny_llama, CORRUPT, CLEAN, "resid_pre")).abs().max() <= 1e-4
+
+
+def test_noise_corruption_is_seeded_and_averaged(tiny_llama):
+    s1 = prepare(tiny_llama, CLEAN, noise=Noise(subject=[1, 2], n_samples=3, seed=1), answer=3, wrong=4)
+    s2 = prepare(tiny_llama, CLEAN, noise=Noise(subject=[1, 2], n_samples=3, seed=1), answer=3, wrong=4)
+    assert s1.corrupted_value == s2.corrupted_value != s1.clean_value
+    res = activation_patching(s1, "resid_pre", progress=False)
+    # restoring the clean stream at the subject tokens of layer 0 undoes the whole corruption
+    assert abs(float(res.values[0, 1]) - float(res.values[0, 2])) > 0  # (each alone does not)
+    both = activation_patching(s1, "resid_pre", layers=[0], positions=[1], progress=False)
+    assert both.values.shape == (1, 1)
+    # the corrupted value is the mean over 3 noisy runs of the metric
+    g = torch.Generator().manual_seed(1)
+    std = float(tiny_llama.weights.W_E.std())
+    eps = torch.randn(3, 2, 64, generator=g) * 3 * std
+    vals = []
+    for i in range(3):
+        from interp.hooks import Lambda
+        e = torch.zeros(1, 7, 64)
+        e[0, [1, 2]] = eps[i]
+        lg = run_with_hooks(tiny_llama, CLEAN, interventions=[Lambda("hook_embed", fn=lambda a, s, e=e: a + e)]).logits
+        vals.append(_metric(lg, 3, 4))
+    assert abs(s1.corrupted_value - sum(vals) / 3) < 1e-4
+
+
+def test_mean_ablation_from_reference(tiny_llama):
+    ref_ids = torch.randint(3, 90, (4, 7), generator=torch.Generator().manual_seed(0))
+    ref = run_with_hooks(tiny_llama, ref_ids, capture="blocks.*.hook_resid_pre").activations
+    s = prepare(tiny_llama, CLEAN, ablation=Ablation("mean", ref), answer=3, wrong=4)
+    with pytest.raises(ValueError, match="noising"):
+        activation_patching(s, "resid_pre", progress=False)
+    res = activation_patching(s, "resid_pre", direction="noising", layers=[1], progress=False)
+    mean = ref["blocks.1.hook_resid_pre"].mean(0, keepdim=True)
+    for p in (0, 4):
+        lg = run_with_hooks(tiny_llama, CLEAN, interventions=[Patch("blocks.1.hook_resid_pre", source=mean,
+                                                                    positions=[p])]).logits
+        assert abs(float(res.values[0, p]) - _metric(lg, 3, 4)) < 1e-4
+    assert not res.can_normalize
+
+
+def test_clear_errors(tiny_llama):
+    with pytest.raises(ValueError, match="different token counts"):
+        prepare(tiny_llama, "w1 w2 w3", "w1 w2", answer=3, wrong=4)
+    with pytest.raises(ValueError, match="exactly one corruption"):
+        prepare(tiny_llama, "w1 w2 w3", answer=3)
+    with pytest.raises(ValueError, match="unknown component"):
+        activation_patching(prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4), "resid")
+    with pytest.raises(ValueError, match="needs wrong="):
+        prepare(tiny_llama, CLEAN, CORRUPT, answer=3)
+    with pytest.raises(ValueError, match="direction"):
+        activation_patching(prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4), direction="up")
+
+
+def test_result_roundtrip_and_plot(tiny_llama, tmp_path):
+    s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
+    res = activation_patching(s, "z", per_position=True, progress=False)
+    back = PatchingResult.load(res.save(tmp_path / "r"))
+    assert torch.equal(back.values, res.values) and back.axes == res.axes and back.coords == res.coords
+    df = res.to_frame()
+    assert len(df) == res.values.numel() and {"layer", "head", "pos", "value", "normalized"} <= set(df.columns)
+    assert res.plot().data[0].z.shape == (8, 7)
+    assert activation_patching(s, "resid_pre", progress=False).plot().data[0].z.shape == (2, 7)
