@@ -1,0 +1,105 @@
+"""The capture worker: loads the model once, then turns shard requests into shard files.
+
+The same class runs in the driver's process (``backend="local"``) and as a Ray actor
+(``backend="ray"``); everything it needs travels as plain values (a model name or path, or a
+function that builds the model; the store URL; hook names), so a worker on another machine can
+rebuild it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from interp.distributed.location import StoreLocation
+from interp.distributed.manifests import part_json, part_name
+from interp.hooks import make_plans
+from interp.models import LoadedModel
+from interp.trace import ModelMismatchError
+from interp.trace.layout import ShardInfo
+from interp.trace.trace import parse_dtype
+from interp.trace.writer import compute_shard
+
+ModelSpec = str | os.PathLike[str] | Callable[[], LoadedModel] | LoadedModel
+
+
+def build_model(spec: ModelSpec) -> LoadedModel:
+    """The model a spec names: a registry name / hub id / local directory, a zero-argument function
+    returning a :class:`LoadedModel`, or a :class:`LoadedModel` itself."""
+    if isinstance(spec, LoadedModel):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        import interp
+
+        return interp.load_model(os.fspath(spec))
+    if callable(spec):
+        model = spec()
+        if not isinstance(model, LoadedModel):
+            raise TypeError(f"the model function returned a {type(model).__name__}, not an interp LoadedModel "
+                            "(use interp.load_model or interp.wrap_model)")
+        return model
+    raise TypeError(f"model must be a name, a path, a function returning a LoadedModel or a LoadedModel; "
+                    f"got {type(spec).__name__}")
+
+
+class ShardWorker:
+    """Computes shards of one capture and writes them (plus its partial manifest) to the store.
+
+    Args:
+        model: see :func:`build_model`.
+        url: the store's location (path or fsspec URL).
+        names: hook names to capture.
+        dtype: storage dtype name (``"float32"``...).
+        dataset_fingerprint / model_fingerprint: the capture's identity; a worker whose model has
+            another fingerprint refuses to start (it would write foreign activations).
+        threads: torch intra-op threads in this worker (``None``: leave as is).
+    """
+
+    def __init__(self, model: ModelSpec, url: str, names: list[str], dtype: str, dataset_fingerprint: str,
+                 model_fingerprint: str, threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.model = build_model(model)
+        if self.model.fingerprint != model_fingerprint:
+            raise ModelMismatchError(f"worker loaded model {self.model.name!r} with fingerprint "
+                                     f"{self.model.fingerprint}, but the store was planned with {model_fingerprint}; "
+                                     "every worker must load the same weights")
+        self.loc = StoreLocation(url)
+        self.names = list(names)
+        self.dtype = parse_dtype(dtype)
+        self.plans = make_plans(self.model, self.names)
+        self.needs_logits = "logits" in self.names
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.fingerprints = (dataset_fingerprint, model_fingerprint)
+        self.done: list[ShardInfo] = []
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, index: int, start: int, stop: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
+            ) -> tuple[dict[str, Any], bytes | None]:
+        """Capture shard ``index`` (sequences ``[start, stop)``, given as their token rows).
+
+        Returns the shard's manifest entry and, when the store is not shared between processes
+        (``memory://``), the shard's bytes for the driver to write; otherwise ``None``.
+        """
+        tensors, n_tok = compute_shard(self.model, self.plans, self.names, input_ids, attention_mask, self.dtype,
+                                       self.needs_logits)
+        info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tok, bytes=0, sha256="")
+        if not self.loc.shared:
+            import hashlib
+
+            from safetensors.torch import save
+
+            data = save({k: v.contiguous() for k, v in tensors.items()})
+            info = ShardInfo(index, start, stop, n_tok, len(data), hashlib.sha256(data).hexdigest())
+            return info.__dict__, data
+        size, digest = self.loc.write_tensors(info.file, tensors)
+        info = ShardInfo(index, start, stop, n_tok, size, digest)
+        self.done.append(info)
+        self.loc.write_bytes(part_name(self.worker), part_json(self.worker, *self.fingerprints, self.done))
+        return info.__dict__, None

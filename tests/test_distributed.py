@@ -1,0 +1,185 @@
+"""interp.distributed without Ray: store locations (local, memory://), partial manifests and their merge,
+corrupt shards, and a driver killed mid-capture (SIGKILL) that resumes from the manifest.
+
+Oracle: the residual stream from Hugging Face's own ``output_hidden_states`` (not interp's hooks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from _trace_helpers import TEXTS, char_llama
+
+from interp import distributed
+from interp.distributed import StoreLocation, merge_parts
+from interp.distributed.manifests import part_json, part_name
+from interp.trace import StoreMismatchError, TraceStore
+from interp.trace.layout import StoreManifest
+
+HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"]
+DATA = TEXTS * 2  # 22 sequences -> 11 shards of 2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The char-level Llama saved with save_pretrained, so that any process can load it by path."""
+    d = tmp_path_factory.mktemp("char-llama")
+    m = char_llama()
+    m.hf.save_pretrained(d)
+    m.tokenizer.save_pretrained(d)
+    return d
+
+
+def oracle_resid_post0(model_dir: Path, texts: list[str]) -> list[torch.Tensor]:
+    """``blocks.0.hook_resid_post`` per sequence (real tokens only) from HF hidden_states[1]."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    hf = LlamaForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    out = []
+    with torch.no_grad():
+        for t in texts:
+            ids = tok(t, return_tensors="pt")["input_ids"]
+            out.append(hf(ids, output_hidden_states=True).hidden_states[1][0])
+    return out
+
+
+def assert_matches_oracle(store: TraceStore, expected: list[torch.Tensor]) -> None:
+    assert store.complete and store.n_seqs == len(expected)
+    # every sequence exactly once: shard ranges are disjoint and cover [0, n)
+    covered = [i for s in store.shards() for i in range(s.start, s.stop)]
+    assert covered == list(range(len(expected)))
+    tr = store.trace(hooks="blocks.0.hook_resid_post")
+    for i, want in enumerate(expected):
+        got = tr["blocks.0.hook_resid_post"][i, : want.shape[0]]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert store.n_tokens == sum(e.shape[0] for e in expected)
+
+
+@pytest.mark.parametrize("where", ["dir", "memory"])
+def test_local_backend_matches_hf_hidden_states(model_dir: Path, tmp_path: Path, where: str) -> None:
+    url = str(tmp_path / "st") if where == "dir" else f"memory://interp-test-{uuid.uuid4().hex}"
+    run = distributed.capture(str(model_dir), DATA, HOOKS, url, backend="local", batch_size=2, progress=False)
+    assert run.captured == tuple(range(11)) and run.resumed == () and run.worker_failures == 0
+    assert not [n for n in StoreLocation(url).listdir() if n.startswith("manifest.part-")]
+    assert_matches_oracle(run.open(), oracle_resid_post0(model_dir, DATA))
+    again = distributed.capture(str(model_dir), DATA, HOOKS, url, backend="local", batch_size=2, progress=False)
+    assert again.captured == () and again.resumed == tuple(range(11))
+    with pytest.raises(StoreMismatchError, match="hooks"):
+        distributed.capture(str(model_dir), DATA, ["blocks.1.hook_resid_post"], url, backend="local", batch_size=2,
+                            progress=False)
+    StoreLocation(url).remove_all()
+
+
+def test_partial_manifests_merge_and_corrupt_shard_is_recaptured(model_dir: Path, tmp_path: Path) -> None:
+    url = str(tmp_path / "st")
+    run = distributed.capture(str(model_dir), DATA, HOOKS, url, backend="local", batch_size=2, progress=False)
+    loc = StoreLocation(url)
+    man = StoreManifest.from_json(loc.read_bytes("manifest.json").decode())
+    shards = sorted(man.shards, key=lambda s: s.index)
+    # as if two workers finished shards 0-5 and 6-10 but the driver died before merging any of them
+    loc.write_bytes("manifest.json", StoreManifest(**{**man.__dict__, "shards": ()}).to_json().encode())
+    fps = (man.dataset_fingerprint, man.trace.model_fingerprint)
+    loc.write_bytes(part_name("a"), part_json("a", *fps, shards[:6]))
+    loc.write_bytes(part_name("b"), part_json("b", *fps, shards[6:]))
+    loc.write_bytes(part_name("c"), b"{ truncated")  # a worker killed mid-write would leave no such file; still
+    assert not TraceStore(url).complete
+    report = merge_parts(loc, StoreManifest.from_json(loc.read_bytes("manifest.json").decode()))
+    assert report.manifest.complete and report.corrupt == ()
+    assert TraceStore(url).complete and not [n for n in loc.listdir() if n.startswith("manifest.part-")]
+    # flip one byte in shard 3 (same size: only the sha256 catches it)
+    p = tmp_path / "st" / shards[3].file
+    raw = bytearray(p.read_bytes())
+    raw[-5] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    inode_other = (tmp_path / "st" / shards[4].file).stat().st_ino
+    rerun = distributed.capture(str(model_dir), DATA, HOOKS, url, backend="local", batch_size=2, progress=False)
+    assert rerun.recaptured == (3,) and rerun.captured == (3,)
+    assert (tmp_path / "st" / shards[4].file).stat().st_ino == inode_other  # the good shards were kept
+    TraceStore(url, verify="sha256").verify()
+    assert_matches_oracle(run.open(), oracle_resid_post0(model_dir, DATA))
+
+
+DRIVER = """
+import sys, time, torch
+torch.set_num_threads(1)
+import interp
+from interp import distributed
+
+def slow_model():
+    m = interp.load_model({model!r})
+    m.hf.register_forward_pre_hook(lambda *a: time.sleep(0.25))
+    return m
+
+distributed.capture(slow_model, {data!r}, {hooks!r}, {out!r}, backend="local", batch_size=2, progress=False)
+print("finished")
+"""
+
+
+def test_driver_killed_mid_capture_resumes_from_manifest(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "st"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(model=str(model_dir), data=DATA, hooks=HOOKS, out=str(out)))
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        n_done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                n_done = len(json.loads((out / "manifest.json").read_text())["shards"])
+            except (OSError, ValueError, KeyError):
+                n_done = 0
+            if n_done >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the driver ended before it could be killed: " + (tmp_path / "driver.log").read_text()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    before = json.loads((out / "manifest.json").read_text())
+    assert not before["complete"]
+    kept = {s["index"]: (out / s["file"]).stat().st_ino for s in before["shards"]}
+    run = distributed.capture(str(model_dir), DATA, HOOKS, str(out), backend="local", batch_size=2, progress=False)
+    assert set(kept) <= set(run.resumed) and len(run.resumed) >= 3
+    assert sorted(run.resumed + run.captured) == list(range(11))
+    assert {i: (out / f"shards/{i:05d}.safetensors").stat().st_ino for i in kept} == kept  # not re-written
+    assert_matches_oracle(run.open(verify="sha256"), oracle_resid_post0(model_dir, DATA))
+
+
+def test_locations_and_bad_arguments(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown filesystem protocol 'nosuchfs'"):
+        StoreLocation("nosuchfs://x")
+    with pytest.raises(ValueError, match="local path or an fsspec URL"):
+        StoreLocation("  ")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        distributed.capture(str(model_dir), DATA, HOOKS, str(tmp_path / "a"), backend="dask")
+    with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
+        distributed.capture(str(model_dir), DATA, HOOKS, str(tmp_path / "a"), workers=0)
+    with pytest.raises(TypeError, match="not a loaded model"):
+        distributed.capture(char_llama(), DATA, HOOKS, str(tmp_path / "a"))
+    with pytest.raises(TypeError, match="returned a int"):
+        distributed.capture(lambda: 3, DATA, HOOKS, str(tmp_path / "a"), backend="local")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a trace store"):
+        distributed.capture(str(model_dir), DATA, HOOKS, str(tmp_path / "b"), backend="local", progress=False)
+    assert sorted(os.listdir(tmp_path / "b")) == ["notes.txt"]
+    loc = StoreLocation(f"memory://interp-test-{uuid.uuid4().hex}")
+    loc.write_bytes("shards/x.bin", b"abc")
+    assert loc.size("shards/x.bin") == 3 and loc.listdir("shards") == ["x.bin"] and loc.size("nope") is None
+    loc.remove_all()
+    assert not loc.exists("shards/x.bin")
