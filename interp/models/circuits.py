@@ -1,0 +1,303 @@
+"""Factored OV/QK circuits of attention heads and the composition-score math shared by tools.
+
+Conventions follow :class:`~interp.models.adapters.WeightViews` (and TransformerLens): activations
+are row vectors multiplied on the right, ``x @ W``. For head ``h`` of layer ``l``:
+
+- the OV circuit is ``W_OV = W_V[l, h] @ W_O[l, h]`` (``d_model x d_model``, rank ≤ ``d_head``): a
+  residual vector ``x`` read at a key position is written out as ``x @ W_OV``;
+- the QK circuit is ``W_QK = W_Q[l, h] @ W_K[l, h]ᵀ``: the attention score is ``x_q @ W_QK @ x_kᵀ``.
+
+Both are kept as a pair of thin factors ``(A [.., d_model, d_head], B [.., d_head, d_model])`` and
+never multiplied out: the SVD of ``A @ B`` comes from a QR of each factor and an SVD of the
+``d_head x d_head`` core, and Frobenius norms of products from ``d_head x d_head`` Gram matrices.
+
+In the SVD ``A @ B = U diag(S) Vᵀ`` the columns of ``U`` are the *input* (read) directions and the
+columns of ``V`` the *output* (write) directions: for OV, ``V`` lives where the head writes and
+``U`` where it reads; for QK, ``U`` are query-side and ``V`` key-side read directions.
+
+Norm folding: with ``fold_norm=True`` the weight of the norm in front of the attention (``ln1_w``)
+is multiplied into the rows of ``W_Q``, ``W_K`` and ``W_V`` (the reading side), as
+TransformerLens' ``fold_ln`` does. The RMS/LayerNorm scaling itself (a positive scalar per
+position) and LayerNorm's centring are not folded; for RMSNorm models (Llama, SmolLM2) scaling by
+``ln1_w`` is the whole fold. ``fold_norm=False`` gives the raw weights, which is what
+TransformerLens' ``TransformerBridge.all_composition_scores`` uses on an unprocessed bridge.
+
+Composition scores (Elhage et al. 2021), for a sender head ``A`` in an earlier layer and a
+receiver head ``B`` in a later one, all ``‖X @ Y‖_F / (‖X‖_F ‖Y‖_F)``:
+
+- ``"q"``: ``X = W_OV^A``, ``Y = W_QK^B`` (A's output feeds B's queries);
+- ``"k"``: ``X = W_OV^A``, ``Y = (W_QK^B)ᵀ`` (A's output feeds B's keys);
+- ``"v"``: ``X = W_OV^A``, ``Y = W_OV^B`` (A's output feeds B's values).
+
+This is exactly TransformerLens' ``utils.composition_scores(OV_A, QK_B)`` with the same modes.
+
+Example:
+    >>> import torch
+    >>> A, B = torch.randn(2, 16, 4), torch.randn(2, 4, 16)
+    >>> U, S, V = factored_svd(A, B)
+    >>> torch.allclose(U @ torch.diag_embed(S) @ V.transpose(-1, -2), A @ B, atol=1e-4)
+    True
+    >>> torch.allclose(factored_norm(A, B), torch.linalg.matrix_norm(A @ B), atol=1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from interp.models.adapters import WeightViews
+
+Kind = Literal["q", "k", "v"]
+KINDS: tuple[str, ...] = ("q", "k", "v")
+
+__all__ = [
+    "KINDS", "composition_baseline", "composition_scores", "effective_rank", "factored_norm",
+    "factored_svd", "ov_factors", "pair_composition", "qk_factors",
+]
+
+
+def _select(w: torch.Tensor, layer: int | None, head: int | None, n_layers: int, n_heads: int) -> torch.Tensor:
+    if layer is not None:
+        if not isinstance(layer, int) or not -n_layers <= layer < n_layers:
+            raise ValueError(f"layer={layer!r} is out of range; valid layers are 0..{n_layers - 1}")
+        w = w[layer]
+    if head is not None:
+        if layer is None:
+            raise ValueError("head= needs layer= as well")
+        if not isinstance(head, int) or not -n_heads <= head < n_heads:
+            raise ValueError(f"head={head!r} is out of range; valid heads are 0..{n_heads - 1}")
+        w = w[head]
+    return w
+
+
+def _fold(weights: WeightViews, w: torch.Tensor, fold_norm: bool) -> torch.Tensor:
+    """Multiply ``ln1_w [layer, d_model]`` into the rows of ``w [layer, head, d_model, d_head]``."""
+    if not fold_norm:
+        return w
+    return weights.ln1_w[:, None, :, None].to(w.dtype) * w
+
+
+def ov_factors(weights: WeightViews, layer: int | None = None, head: int | None = None,
+               fold_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OV circuit of heads as thin factors ``(W_V, W_O)``, so that ``W_OV = W_V @ W_O``.
+
+    Args:
+        weights: the model's weight views (``model.weights``).
+        layer: one layer, or ``None`` for all (leading axis ``layer``).
+        head: one head of ``layer``, or ``None`` for all (axis ``head``).
+        fold_norm: multiply the attention input norm's weight into ``W_V`` (see module docstring).
+
+    Returns:
+        ``A [*lead, d_model, d_head]`` and ``B [*lead, d_head, d_model]`` where ``*lead`` is
+        ``[layer, head]``, ``[head]`` or ``[]``.
+
+    Example:
+        >>> import interp
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> A, B = ov_factors(m.weights, layer=3)  # doctest: +SKIP
+        >>> A.shape, B.shape  # doctest: +SKIP
+        (torch.Size([9, 576, 64]), torch.Size([9, 64, 576]))
+    """
+    n_layers, n_heads = weights.W_V.shape[:2]
+    A = _select(_fold(weights, weights.W_V, fold_norm), layer, head, n_layers, n_heads)
+    B = _select(weights.W_O, layer, head, n_layers, n_heads)
+    return A.detach(), B.detach()
+
+
+def qk_factors(weights: WeightViews, layer: int | None = None, head: int | None = None,
+               fold_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The QK circuit of heads as thin factors ``(W_Q, W_Kᵀ)``, so that ``W_QK = W_Q @ W_Kᵀ``.
+
+    Same arguments and shapes as :func:`ov_factors`. Rotary position embeddings act between the two
+    factors at run time and are not part of these weights (as in TransformerLens).
+
+    Example:
+        >>> import interp
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> A, B = qk_factors(m.weights)  # doctest: +SKIP
+        >>> A.shape  # doctest: +SKIP
+        torch.Size([30, 9, 576, 64])
+    """
+    n_layers, n_heads = weights.W_Q.shape[:2]
+    A = _select(_fold(weights, weights.W_Q, fold_norm), layer, head, n_layers, n_heads)
+    B = _select(_fold(weights, weights.W_K, fold_norm), layer, head, n_layers, n_heads).transpose(-1, -2)
+    return A.detach(), B.detach()
+
+
+def _check_pair(A: torch.Tensor, B: torch.Tensor) -> None:
+    if A.ndim < 2 or B.ndim < 2 or A.shape[-1] != B.shape[-2]:
+        raise ValueError(f"factors must be A [..., m, r] and B [..., r, n]; got {tuple(A.shape)} and {tuple(B.shape)}")
+
+
+def factored_svd(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of ``A @ B`` without forming it: ``A @ B = U @ diag(S) @ Vᵀ``.
+
+    ``A = Q_a R_a``, ``Bᵀ = Q_b R_b`` (QR), so ``A @ B = Q_a (R_a R_bᵀ) Q_bᵀ``; the SVD of the small
+    core ``R_a R_bᵀ = U_c S V_cᵀ`` gives ``U = Q_a U_c`` and ``V = Q_b V_c``. Computed in float64
+    for accuracy, returned in the input dtype. Batched over leading axes.
+
+    Args:
+        A: ``[..., m, r]``.
+        B: ``[..., r, n]`` (``r`` small, e.g. ``d_head``).
+
+    Returns:
+        ``U [..., m, r]``, ``S [..., r]`` (descending), ``V [..., n, r]``.
+
+    Example:
+        >>> import torch
+        >>> U, S, V = factored_svd(torch.eye(3)[:, :2], 2 * torch.eye(3)[:2])
+        >>> S.tolist()
+        [2.0, 2.0]
+    """
+    _check_pair(A, B)
+    dtype = A.dtype
+    qa, ra = torch.linalg.qr(A.double())
+    qb, rb = torch.linalg.qr(B.double().transpose(-1, -2))
+    uc, s, vch = torch.linalg.svd(ra @ rb.transpose(-1, -2))
+    return (qa @ uc).to(dtype), s.to(dtype), (qb @ vch.transpose(-1, -2)).to(dtype)
+
+
+def factored_norm(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm of ``A @ B`` from ``r x r`` Gram matrices: ``‖AB‖² = Σ (AᵀA) ⊙ (BBᵀ)``.
+
+    Example:
+        >>> import torch
+        >>> float(factored_norm(torch.ones(4, 1), torch.ones(1, 4)))
+        4.0
+    """
+    _check_pair(A, B)
+    ga = A.transpose(-1, -2) @ A
+    gb = B @ B.transpose(-1, -2)
+    return (ga * gb).sum((-2, -1)).clamp_min(0).sqrt()
+
+
+def effective_rank(S: torch.Tensor) -> torch.Tensor:
+    """Entropy effective rank (Roy & Vetterli 2007) of singular values ``S [..., r]``: ``exp(H(S/ΣS))``.
+
+    Example:
+        >>> import torch
+        >>> round(float(effective_rank(torch.tensor([1.0, 1.0, 0.0]))), 4)
+        2.0
+    """
+    p = S / S.sum(-1, keepdim=True).clamp_min(torch.finfo(S.dtype).tiny)
+    h = -(p * torch.log(p.clamp_min(torch.finfo(S.dtype).tiny))).sum(-1)
+    return torch.exp(h)
+
+
+def _collapsed(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For ``M = A @ B = U S Vᵀ``: ``S Vᵀ [.., r, n]`` (collapse_l), ``U S [.., m, r]`` (collapse_r), ``‖M‖``."""
+    qa, ra = torch.linalg.qr(A.double())
+    qb, rb = torch.linalg.qr(B.double().transpose(-1, -2))
+    core = ra @ rb.transpose(-1, -2)  # M = qa core qbᵀ
+    left = core @ qb.transpose(-1, -2)  # = qaᵀ M: same row space and norms as S Vᵀ
+    right = qa @ core  # = M qb: same as U S up to an orthogonal factor
+    return left, right, torch.linalg.matrix_norm(core)
+
+
+def _factors_for(weights: WeightViews, kind: str, fold_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind == "q":
+        return qk_factors(weights, fold_norm=fold_norm)
+    if kind == "k":
+        A, B = qk_factors(weights, fold_norm=fold_norm)
+        return B.transpose(-1, -2), A.transpose(-1, -2)
+    if kind == "v":
+        return ov_factors(weights, fold_norm=fold_norm)
+    raise ValueError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+
+
+def composition_scores(weights: WeightViews, kind: Kind, fold_norm: bool = False,
+                       fill: float = 0.0) -> torch.Tensor:
+    """All-pairs composition scores ``[layer_a, head_a, layer_b, head_b]`` (sender a, receiver b).
+
+    ``score = ‖W_OV^a @ Y^b‖_F / (‖W_OV^a‖_F ‖Y^b‖_F)`` with ``Y`` the receiver's QK (``"q"``),
+    QKᵀ (``"k"``) or OV (``"v"``) circuit; see the module docstring. Only pairs with
+    ``layer_b > layer_a`` are computed; the others hold ``fill`` (0 by default, as TransformerLens).
+
+    The sender side is orthogonalised once per head (``qaᵀ W_OV``, ``r x d_model``) and the receiver
+    side once (``Y qb``, ``d_model x r``); each pair then costs one ``r x d_model x r`` product,
+    done layer by layer as one matrix product (QR in float64, the products in float32).
+
+    Args:
+        weights: the model's weight views.
+        kind: ``"q"``, ``"k"`` or ``"v"``.
+        fold_norm: fold the receiver's attention-input norm weight into its reading weights (and
+            the sender's into its ``W_V``); see the module docstring.
+        fill: value for pairs that cannot compose (``layer_b <= layer_a``), e.g. ``float("nan")``.
+
+    Returns:
+        float32 tensor ``[n_layers, n_heads, n_layers, n_heads]``.
+
+    Example:
+        >>> import interp
+        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+        >>> composition_scores(m.weights, "k").shape  # doctest: +SKIP
+        torch.Size([30, 9, 30, 9])
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+    ov_a, ov_b = ov_factors(weights, fold_norm=fold_norm)
+    ya, yb = _factors_for(weights, kind, fold_norm)
+    L, H = ov_a.shape[:2]
+    left, _, norm_a = _collapsed(ov_a, ov_b)  # [L, H, r, d], [L, H]
+    _, right, norm_b = _collapsed(ya, yb)  # [L, H, d, r], [L, H]
+    r = left.shape[-2]
+    left, right = left.float(), right.float()  # the big product in float32: scores agree to ~1e-6
+    out = torch.full((L, H, L, H), float(fill), dtype=torch.float64)
+    for la in range(L - 1):
+        lhs = left[la].reshape(H * r, -1)  # [H r, d]
+        rhs = right[la + 1:].permute(2, 0, 1, 3).reshape(lhs.shape[1], -1)  # [d, (L' H r)]
+        prod = (lhs @ rhs).reshape(H, r, L - la - 1, H, r)
+        num = prod.pow(2).sum((1, 4)).sqrt()  # [H, L', H]
+        out[la, :, la + 1:] = num / norm_a[la][:, None, None] / norm_b[la + 1:][None]
+    return out.float()
+
+
+def pair_composition(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Composition score ``‖XY‖/(‖X‖‖Y‖)`` of two factored matrices ``X = x[0] @ x[1]``, ``Y = y[0] @ y[1]``.
+
+    Batched over matching leading axes.
+
+    Example:
+        >>> import torch
+        >>> e = torch.eye(4)
+        >>> float(pair_composition((e[:, :1], e[:1]), (e[:, :1], e[:1])))
+        1.0
+    """
+    xa, xb = x
+    ya, yb = y
+    _check_pair(xa, xb)
+    _check_pair(ya, yb)
+    core = xb @ ya  # [.., r1, r2]
+    num = factored_norm(xa, core @ yb)
+    return num / factored_norm(xa, xb) / factored_norm(ya, yb)
+
+
+def composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: int = 0,
+                         kind: Kind = "q") -> tuple[float, float]:
+    """Mean and standard deviation of the composition score of random heads (the Elhage et al. baseline).
+
+    Factors are i.i.d. Gaussian with the shapes of real heads (``d_model x d_head`` and
+    ``d_head x d_model``), so a score well above the mean (by several standard deviations) means the
+    two heads' subspaces are aligned more than chance. The score's distribution does not depend on
+    ``kind`` for Gaussian factors; the argument is accepted for symmetry.
+
+    Example:
+        >>> mean, std = composition_baseline(64, 8, n_samples=50)
+        >>> 0.05 < mean < 0.5 and std < mean
+        True
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+    if d_head < 1 or d_model < d_head or n_samples < 2:
+        raise ValueError(f"need 1 <= d_head <= d_model and n_samples >= 2; got d_model={d_model}, "
+                         f"d_head={d_head}, n_samples={n_samples}")
+    g = torch.Generator().manual_seed(seed)
+    shape = (n_samples,)
+    x = (torch.randn(*shape, d_model, d_head, generator=g, dtype=torch.float64),
+         torch.randn(*shape, d_head, d_model, generator=g, dtype=torch.float64))
+    y = (torch.randn(*shape, d_model, d_head, generator=g, dtype=torch.float64),
+         torch.randn(*shape, d_head, d_model, generator=g, dtype=torch.float64))
+    s = pair_composition(x, y)
+    return float(s.mean()), float(s.std())
