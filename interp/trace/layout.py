@@ -26,7 +26,11 @@ GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
 TOKENS_COLUMN = "__tokens__"  # meta.parquet column of the token strings (the other columns are metadata)
 
 
-class CorruptShardError(OSError):
+class CorruptStoreError(OSError):
+    """A file of a store is missing, truncated or not what the manifest describes."""
+
+
+class CorruptShardError(CorruptStoreError):
     """A shard's bytes do not match the manifest (truncated, edited or missing)."""
 
 

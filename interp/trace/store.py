@@ -35,6 +35,7 @@ from interp.trace.layout import (
     GRAD_PREFIX,
     TOKENS_COLUMN,
     CorruptShardError,
+    CorruptStoreError,
     ShardInfo,
     StoreManifest,
     StoreMismatchError,
@@ -108,18 +109,46 @@ class TraceStore:
         self.manifest.trace.check_model(model)
 
     def tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)`` of every sequence, ``[n_seqs, seq_len]``."""
-        with safe_open(str(self.path / "tokens.safetensors"), framework="pt") as f:
-            return f.get_tensor("input_ids"), f.get_tensor("attention_mask")
+        """``(input_ids, attention_mask)`` of every sequence, ``[n_seqs, seq_len]``.
+
+        Raises:
+            CorruptStoreError: ``tokens.safetensors`` is missing, truncated or of the wrong shape.
+        """
+        p = self.path / "tokens.safetensors"
+        if not p.exists():
+            raise CorruptStoreError(f"{p} is missing; re-run the capture (overwrite=True) to re-create the store")
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                ids, mask = f.get_tensor("input_ids"), f.get_tensor("attention_mask")
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise CorruptStoreError(f"{p} is unreadable (truncated or corrupt: {e}); re-run the capture "
+                                    "(overwrite=True) to re-create the store") from e
+        want = (self.n_seqs, self.manifest.seq_len)
+        if tuple(ids.shape) != want or tuple(mask.shape) != want or ids.is_floating_point():
+            raise CorruptStoreError(f"{p} holds input_ids {tuple(ids.shape)} / attention_mask {tuple(mask.shape)}, "
+                                    f"the manifest says {list(want)}: the file or manifest.json was replaced or "
+                                    "edited")
+        return ids, mask
 
     def metadata(self) -> list[dict[str, Any]]:
-        """Per-sequence metadata rows (empty when none was stored)."""
+        """Per-sequence metadata rows (empty when none was stored).
+
+        Raises:
+            CorruptStoreError: ``meta.parquet`` is truncated or holds another number of rows.
+        """
         p = self.path / "meta.parquet"
         if not p.exists():
             return []
         import pyarrow.parquet as pq
 
-        return pq.read_table(p).to_pylist()
+        try:
+            rows = pq.read_table(p).to_pylist()
+        except Exception as e:  # pyarrow's ArrowInvalid and friends
+            raise CorruptStoreError(f"{p} is unreadable (truncated or corrupt: {e}); re-run the capture "
+                                    "(overwrite=True) to re-create the store") from e
+        if len(rows) != self.n_seqs:
+            raise CorruptStoreError(f"{p} has {len(rows)} rows, the manifest says {self.n_seqs} sequences")
+        return rows
 
     # -- shards ----------------------------------------------------------------------------------
     def _check(self, info: ShardInfo) -> Path:
@@ -256,7 +285,7 @@ class TraceStore:
                      metadata=rows, grads=grads)
 
     def iter_tokens(self, hook: str, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
-                    dtype: torch.dtype | None = None, drop_last: bool = False,
+                    dtype: torch.dtype | str | None = None, drop_last: bool = False,
                     allow_incomplete: bool = False) -> Iterator[torch.Tensor]:
         """Stream the non-padding token rows of one hook: ``[batch_size, ...]`` tensors.
 
@@ -267,7 +296,7 @@ class TraceStore:
 
         Raises:
             KeyError: the store has no such hook.
-            ValueError: a dense hook (the attention pattern), ``batch_size < 1``, or an incomplete
+            ValueError: a non-floating ``dtype``, a dense hook (the attention pattern), ``batch_size < 1``, or an incomplete
                 store (an interrupted capture; pass ``allow_incomplete=True`` to read its finished shards).
         """
         if hook not in self.manifest.trace.hooks:
@@ -276,6 +305,10 @@ class TraceStore:
             raise ValueError(f"{hook} is stored per sequence, not as token rows; use store.trace()")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(dtype, str):
+            dtype = parse_dtype(dtype)
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype (float32, bfloat16...) or None, got {dtype!r}")
         if not self.complete and not allow_incomplete:
             raise ValueError(f"the store at {self.path} is incomplete ({len(self.manifest.shards)} of "
                              f"{self.manifest.n_shards} shards): re-run the capture to finish it, or pass "
@@ -333,5 +366,5 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
     return TraceStore(root)
 
 
-__all__ = ["GRAD_PREFIX", "CorruptShardError", "ShardInfo", "StoreManifest", "StoreMismatchError", "TraceStore",
+__all__ = ["GRAD_PREFIX", "CorruptShardError", "CorruptStoreError", "ShardInfo", "StoreManifest", "StoreMismatchError", "TraceStore",
            "save_trace", "tokens_fingerprint", "write_shard"]
