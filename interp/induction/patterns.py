@@ -1,0 +1,80 @@
+"""Detection patterns and pattern scores (previous-token, duplicate-token, induction), from token ids.
+
+The patterns follow TransformerLens' head detector: a ``[q_pos, k_pos]`` 0/1 matrix per sequence saying
+where a head of that kind should attend. A head's score is the attention it puts on the pattern's cells,
+divided by the attention in the rows considered: every row (``normalize="all_rows"``, TransformerLens'
+``"mul"`` measure) or only the rows where the pattern has a cell (``"target_rows"``, the default: on
+repeated random tokens this is the mean attention from each second-repeat token to the token after its
+first occurrence, the induction score of Olsson et al. 2022).
+
+Example:
+    >>> import torch
+    >>> ids = torch.tensor([[0, 5, 6, 7, 5, 6, 7]])
+    >>> detection_patterns(ids)["induction"][0, 5].tolist()  # ' 6' at 5 looks at what followed ' 6' at 2
+    [False, False, False, True, False, False, False]
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+KINDS = ("induction", "prev_token", "duplicate")
+Normalize = Literal["target_rows", "all_rows"]
+
+
+def detection_patterns(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boolean ``[batch, q_pos, k_pos]`` patterns of the three head kinds for token ids ``[batch, pos]``.
+
+    ``duplicate[q, k]``: an earlier occurrence ``k < q`` of token ``q``; ``induction[q, k]``: ``k <= q``
+    follows an earlier occurrence of token ``q`` (``duplicate`` shifted right by one);
+    ``prev_token[q, k]``: ``k = q - 1``.
+    """
+    if ids.dim() != 2:
+        raise ValueError(f"ids must be [batch, pos], got shape {tuple(ids.shape)}")
+    n = ids.shape[1]
+    q = torch.arange(n, device=ids.device)
+    earlier = q[None, :] < q[:, None]  # [q, k]: k < q
+    dup = (ids[:, :, None] == ids[:, None, :]) & earlier
+    ind = torch.zeros_like(dup)
+    ind[:, :, 1:] = dup[:, :, :-1]
+    ind &= (q[None, :] <= q[:, None])
+    prev = (q[None, :] == q[:, None] - 1).expand_as(dup)
+    return {"induction": ind, "prev_token": prev, "duplicate": dup}
+
+
+def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *, normalize: Normalize = "target_rows",
+                   exclude_bos: bool = False, exclude_current_token: bool = False) -> dict[str, torch.Tensor]:
+    """Per sequence and head, the attention on each detection pattern: ``{kind: [batch, head]}``.
+
+    Args:
+        pattern: ``[batch, head, q_pos, k_pos]`` attention of one layer.
+        detections: from :func:`detection_patterns`.
+        normalize: ``"target_rows"`` or ``"all_rows"`` (see the module docstring).
+        exclude_bos: ignore attention to position 0; exclude_current_token: ignore the diagonal.
+
+    Example:
+        >>> A = torch.eye(3)[None, None].roll(-1, -1).tril()  # every row on its previous token
+        >>> A[0, 0, 0, 0] = 1.0
+        >>> pattern_scores(A, detection_patterns(torch.tensor([[1, 2, 3]])))["prev_token"]
+        tensor([[1.]])
+    """
+    if normalize not in ("target_rows", "all_rows"):
+        raise ValueError(f"normalize must be 'target_rows' or 'all_rows', got {normalize!r}")
+    a = pattern.float()
+    if exclude_bos or exclude_current_token:
+        a = a.clone()
+        if exclude_bos:
+            a[..., 0] = 0.0
+        if exclude_current_token:
+            a.diagonal(dim1=-2, dim2=-1).zero_()
+    rows = a.sum(-1)  # [batch, head, q]
+    out = {}
+    for kind, det in detections.items():
+        d = det.to(a.dtype)
+        num = torch.einsum("bhqk,bqk->bh", a, d)
+        considered = torch.ones_like(det[..., 0], dtype=a.dtype) if normalize == "all_rows" else det.any(-1).to(a.dtype)
+        den = torch.einsum("bhq,bq->bh", rows, considered)
+        out[kind] = num / den.clamp_min(1e-12)
+    return out
