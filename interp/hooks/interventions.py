@@ -175,7 +175,11 @@ class Patch(Intervention):
         super().__post_init__()
         if self.source is None:
             raise ValueError("Patch needs source= (a tensor or a Trace holding this hook)")
-        _check_finite(_source_tensor(self.source, self.site), f"patch source for {self.site.name}")
+        src = _source_tensor(self.source, self.site)
+        if not src.is_floating_point():
+            raise TypeError(f"patch source for {self.site.name} has dtype {src.dtype}; activations are floating "
+                            "point: pass the activation of another run (a float tensor or a Trace)")
+        _check_finite(src, f"patch source for {self.site.name}")
 
     def edit(self, act: torch.Tensor) -> torch.Tensor:
         src = _source_tensor(self.source, self.site).to(act.device)
