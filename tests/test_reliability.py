@@ -281,3 +281,14 @@ def test_a_write_failing_at_the_rename_leaves_no_file(model, tmp_path: Path, mon
     # and the next capture at the same path works
     assert capture(model, TEXTS, HOOK, out, batch_size=2, progress=False).complete
     assert os.listdir(out / "shards") == ["00000.safetensors", "00001.safetensors"]
+
+
+@FAST
+@given(dtype=st.sampled_from([torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64]))
+def test_patch_source_of_a_non_float_dtype_is_a_type_error(model, dtype) -> None:
+    with pytest.raises(TypeError, match=f"patch source for {HOOK} has dtype {dtype}"):
+        Patch(HOOK, source=torch.zeros(1, 3, 64, dtype=dtype))
+    # a float source of another precision is cast to the activation's dtype (documented behaviour)
+    src = torch.randn(1, 3, 64, dtype=torch.float64)
+    out = model.run("abc", capture=[HOOK], interventions=[Patch(HOOK, source=src)]).trace[HOOK]
+    torch.testing.assert_close(out, src.float())
