@@ -1,0 +1,218 @@
+"""SAE training, storage and evaluation, against independent oracles (autograd, planted features, hand formulas)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from interp.features import SAEConfig, SparseAutoencoder, evaluate_sae, save_saelens, spliced_ce
+from interp.features.train import _topk_grads
+from interp.trace import capture
+
+
+def planted(n: int = 20000, d: int = 32, n_feat: int = 48, active: int = 3, seed: int = 0
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows that are sparse sums of ``n_feat`` unit directions (``active`` on average), and the directions."""
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(n_feat, d, generator=g)
+    D /= D.norm(dim=-1, keepdim=True)
+    on = (torch.rand(n, n_feat, generator=g) < active / n_feat).float()
+    coef = on * (0.5 + 2 * torch.rand(n, n_feat, generator=g))
+    return coef @ D + 0.01 * torch.randn(n, d, generator=g), D
+
+
+def small(**kw: object) -> SparseAutoencoder:
+    base = {"d_sae": 96, "k": 4, "batch_size": 256, "n_tokens": 60_000, "lr": 3e-3, "dead_after": 5000}
+    return SparseAutoencoder(SAEConfig(**{**base, **kw}), progress=False)  # type: ignore[arg-type]
+
+
+def test_topk_recovers_planted_features_and_keeps_unit_decoder() -> None:
+    x, D = planted()
+    sae = small().fit(x[:16000])
+    ev = evaluate_sae(sae, x[16000:])
+    assert ev.explained_variance > 0.85
+    assert ev.l0 <= 4.0 + 1e-6
+    assert torch.allclose(sae.W_dec_.norm(dim=-1), torch.ones(sae.d_sae), atol=1e-5)
+    cos = (sae.W_dec_ @ D.T).max(0).values  # best learned match of each planted direction
+    assert float((cos > 0.9).float().mean()) >= 0.9
+    # the evaluation's EV and L0 match a hand computation
+    xt = x[16000:]
+    z = sae.encode(xt)
+    hand = 1 - float((xt - sae.decode(z)).pow(2).sum() / (xt - xt.mean(0)).pow(2).sum())
+    assert ev.explained_variance == pytest.approx(hand, abs=1e-4)
+    assert ev.l0 == pytest.approx(float((z > 0).sum(-1).float().mean()), abs=1e-4)
+    assert len(sae.history_["ev"]) == 60_000 // 256 and sae.history_["lr"][0] < sae.history_["lr"][-1]
+
+
+def test_relu_l1_trades_sparsity_for_reconstruction() -> None:
+    x, _ = planted(n=12000)
+    weak = small(activation="relu", l1_coeff=1e-3, n_tokens=40_000).fit(x[:10000])
+    strong = small(activation="relu", l1_coeff=3e-2, n_tokens=40_000).fit(x[:10000])
+    ew, es = evaluate_sae(weak, x[10000:]), evaluate_sae(strong, x[10000:])
+    assert es.l0 < ew.l0
+    assert ew.explained_variance > es.explained_variance
+    assert ew.explained_variance > 0.9
+
+
+def test_topk_hand_gradients_match_autograd() -> None:
+    torch.manual_seed(0)
+    d, S, B, k = 12, 40, 64, 5
+    cfg = SAEConfig(d_sae=S, k=k, aux_k=7, aux_coeff=0.5, dead_after=1)
+    p = {"W_enc": torch.randn(d, S), "b_enc": 0.1 * torch.randn(S), "W_dec": torch.randn(S, d), "b_dec": torch.randn(d)}
+    p["W_dec"] /= p["W_dec"].norm(dim=-1, keepdim=True)
+    x = torch.randn(B, d)
+    since = torch.zeros(S, dtype=torch.long)
+    since[::3] = 5  # every third feature is dead
+    stats, _ = _topk_grads(p, x, cfg, since)
+    hand = {n: t.grad.clone() for n, t in p.items()}
+    # the same loss written densely, differentiated by autograd
+    q = {n: t.detach().clone().requires_grad_(True) for n, t in p.items()}
+    pre = (x - q["b_dec"]) @ q["W_enc"] + q["b_enc"]
+    v, i = pre.topk(k, dim=-1)
+    z = torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+    err = x - (z @ q["W_dec"] + q["b_dec"])
+    fvu = err.pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    dead = since >= 1
+    dv, di = pre.masked_fill(~dead, float("-inf")).topk(7, dim=-1)
+    e = err.detach()
+    r = e - torch.zeros_like(pre).scatter(-1, di, torch.relu(dv)) @ q["W_dec"]
+    aux = r.pow(2).sum() / (e - e.mean(0)).pow(2).sum()
+    (fvu + 0.5 * aux).backward()
+    assert stats["fvu"] == pytest.approx(fvu.item(), rel=1e-4) and stats["aux"] == pytest.approx(aux.item(), rel=1e-4)
+    for n in p:
+        assert torch.allclose(hand[n], q[n].grad, atol=1e-5, rtol=1e-4), n
+
+
+def test_dead_features_are_tracked_and_fed_to_auxk() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8000, 2, generator=g) @ torch.randn(2, 16, generator=g)  # rank-2 data: most features die
+    sae = small(d_sae=64, k=2, dead_after=512, n_tokens=20_000).fit(x)
+    assert max(sae.history_["dead_fraction"]) > 0
+    assert max(sae.history_["aux"]) > 0
+    ev = evaluate_sae(sae, x)
+    assert ev.dead_fraction == pytest.approx(float((ev.feature_frequency == 0).float().mean()))
+
+
+def test_checkpoint_resume_continues_exactly(tmp_path) -> None:
+    x, _ = planted(n=4000)
+    full = small(n_tokens=6144, checkpoint_every=4).fit(x)
+    half = small(n_tokens=3072, checkpoint_every=4).fit(x, checkpoint_dir=tmp_path / "ck")
+    assert not torch.allclose(half.W_dec_, full.W_dec_)
+    resumed = small(n_tokens=6144, checkpoint_every=4).fit(x, checkpoint_dir=tmp_path / "ck", resume=True)
+    for n in ("W_enc_", "b_enc_", "W_dec_", "b_dec_"):
+        assert torch.allclose(getattr(resumed, n), getattr(full, n), atol=1e-6), n
+    assert resumed.history_["loss"] == pytest.approx(full.history_["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="another config"):
+        small(n_tokens=6144, k=3).fit(x, checkpoint_dir=tmp_path / "ck", resume=True)
+
+
+def test_save_load_roundtrip_and_float16(tmp_path) -> None:
+    x, _ = planted(n=3000)
+    sae = small(n_tokens=2560).fit(x)
+    back = SparseAutoencoder.load(sae.save(tmp_path / "a"))
+    assert torch.equal(back.encode(x[:10]), sae.encode(x[:10]))
+    assert back.config == sae.config and back.history_ == sae.history_
+    half = SparseAutoencoder.load(sae.save(tmp_path / "b", dtype=torch.float16))
+    assert half.W_enc_.dtype == torch.float32
+    assert torch.allclose(half.reconstruct(x[:10]), sae.reconstruct(x[:10]), atol=2e-2)
+    with pytest.raises(FileNotFoundError, match="no SAE"):
+        SparseAutoencoder.load(tmp_path)
+
+
+def _write_saelens(path, arch: str, k: int | None = None, apply_b_dec: bool = True) -> dict[str, torch.Tensor]:
+    """An SAE in SAELens 6's layout, written by hand (cfg.json + sae_weights.safetensors)."""
+    g = torch.Generator().manual_seed(3)
+    w = {"W_enc": torch.randn(8, 20, generator=g), "W_dec": torch.randn(20, 8, generator=g),
+         "b_enc": torch.randn(20, generator=g), "b_dec": torch.randn(8, generator=g)}
+    path.mkdir(parents=True)
+    save_file(w, str(path / "sae_weights.safetensors"))
+    cfg = {"architecture": arch, "d_in": 8, "d_sae": 20, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": apply_b_dec, "normalize_activations": "none",
+           "metadata": {"hook_name": "blocks.2.hook_resid_pre", "model_name": "gpt2"}}
+    if k is not None:
+        cfg["k"] = k
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    return w
+
+
+def test_loads_saelens_layout(tmp_path) -> None:
+    x = torch.randn(6, 8)
+    w = _write_saelens(tmp_path / "std", "standard")
+    sae = SparseAutoencoder.load(tmp_path / "std")
+    assert sae.hook == "blocks.2.hook_resid_pre" and sae.model_id == "gpt2" and sae.config.activation == "relu"
+    z = torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    assert torch.allclose(sae.encode(x), z, atol=1e-5)
+    assert torch.allclose(sae.decode(z), z @ w["W_dec"] + w["b_dec"], atol=1e-5)
+
+    w = _write_saelens(tmp_path / "topk", "topk", k=3, apply_b_dec=False)
+    sae = SparseAutoencoder.load(tmp_path / "topk")
+    pre = x @ w["W_enc"] + w["b_enc"]
+    v, i = pre.topk(3, dim=-1)
+    assert torch.allclose(sae.encode(x), torch.zeros_like(pre).scatter(-1, i, torch.relu(v)), atol=1e-5)
+
+    _write_saelens(tmp_path / "jr", "jumprelu")
+    with pytest.raises(ValueError, match="jumprelu"):
+        SparseAutoencoder.load(tmp_path / "jr")
+
+
+def test_save_saelens_folds_the_input_scale(tmp_path) -> None:
+    x, _ = planted(n=3000)
+    sae = small(n_tokens=2560).fit(3.0 * x)
+    assert not math.isclose(sae.input_scale_, 1.0, rel_tol=1e-3)
+    w = SparseAutoencoder.load(save_saelens(sae, tmp_path))
+    assert w.input_scale_ == 1.0
+    assert torch.allclose(w.encode(3 * x[:20]), sae.encode(3 * x[:20]), atol=1e-4)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="activation must be"):
+        SAEConfig(activation="jump")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="k=40 is larger than d_sae=32"):
+        SAEConfig(d_sae=32, k=40)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SparseAutoencoder().encode(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="fewer token rows"):
+        small().fit(torch.randn(10, 4))
+    sae = small(n_tokens=512).fit(torch.randn(600, 4))
+    with pytest.raises(ValueError, match="d_in=4"):
+        sae.encode(torch.randn(2, 5))
+
+
+def _raw_ce(model, sae, layer, ids):
+    """Cross-entropy with the SAE spliced in by a raw PyTorch forward hook on the decoder layer (the oracle)."""
+    def hook(mod, args, out):
+        h = out[0] if isinstance(out, tuple) else out
+        new = sae.reconstruct(h)
+        return (new, *out[1:]) if isinstance(out, tuple) else new
+    h = model.hf.model.layers[layer].register_forward_hook(hook)
+    try:
+        logits = model.hf(input_ids=ids).logits
+    finally:
+        h.remove()
+    return float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]))
+
+
+def test_store_training_and_spliced_ce(tiny_llama, tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    texts = [" ".join(f"w{int(i)}" for i in torch.randint(0, 100, (24,), generator=g)) for _ in range(64)]
+    store = capture(tiny_llama, texts, "blocks.0.hook_resid_post", tmp_path / "st", batch_size=16, progress=False)
+    sae = SparseAutoencoder(SAEConfig(d_sae=128, k=16, batch_size=128, n_tokens=20_000, lr=3e-3),
+                            progress=False).fit(store)
+    assert sae.hook == "blocks.0.hook_resid_post" and sae.model_id
+    ids = tiny_llama.tokenize(texts[0])[0]
+    clean, spliced, zero = spliced_ce(tiny_llama, sae, ids)
+    with torch.no_grad():
+        assert spliced == pytest.approx(_raw_ce(tiny_llama, sae, 0, ids), rel=1e-4)
+    with torch.no_grad():
+        logits = tiny_llama.hf(input_ids=ids).logits
+    assert clean == pytest.approx(float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:])), rel=1e-5)
+    assert zero != clean
+    ev = evaluate_sae(sae, store, model=tiny_llama, ce_inputs=tiny_llama.tokenize(texts[:4]))
+    assert ev.explained_variance > 0.5 and not math.isnan(ev.ce_recovered)
+    back = type(ev).load(ev.save(tmp_path / "ev"))
+    assert back.summary() == pytest.approx(ev.summary(), nan_ok=True)
+    assert len(ev.to_frame()) == 128 and ev.plot().data
