@@ -7,7 +7,7 @@ skipped. Layers are stacked and decoded in chunks (one matmul per chunk, memory 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,6 +29,7 @@ def logit_lens(
     top_k: int = 5,
     include_final_norm: bool = True,
     chunk_bytes: int = CHUNK_BYTES,
+    transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> LogitLensResult:
     """Decode each layer's residual stream (or a block's contribution) into next-token distributions.
 
@@ -44,6 +45,8 @@ def logit_lens(
         top_k: top tokens kept per layer and position.
         include_final_norm: apply the final norm before the unembedding (the usual logit lens).
         chunk_bytes: bound on the float32 logits decoded at once.
+        transform: ``(hook name, activations) -> activations`` applied to each layer before decoding
+            (the tuned lens passes its translators here); ``None`` decodes the activations as they are.
 
     Returns:
         :class:`LogitLensResult` with ``[layer, batch, pos]`` metrics; ``KL(final || layer)`` is to the
@@ -103,7 +106,7 @@ def logit_lens(
     step = max(1, chunk_bytes // max(per_layer, 1))
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "probs", "ent", "kl", "ce", "rank", "tp")}
     for i in range(0, len(names), step):
-        x = torch.stack([trace[n] for n in names[i:i + step]])
+        x = torch.stack([trace[n] if transform is None else transform(n, trace[n]) for n in names[i:i + step]])
         logp = _decode(model, x, W_U, b_U, include_final_norm)  # [c, batch, pos, vocab]
         logp -= logp.logsumexp(-1, keepdim=True)
         top_lp, top_ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)

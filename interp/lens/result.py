@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class LogitLensResult:
         id_to_str: the string of every token id that appears in ``top_ids`` (and the target).
         target: the target as given (``None`` without one); ``target_id`` its token id.
         model_id: the model that made it; ``include_final_norm``: whether the final norm was applied.
+        lens: ``"logit"``, or ``"tuned"`` for readings through a :class:`~interp.lens.TunedLens`.
 
     Example:
         >>> import interp
@@ -67,6 +68,7 @@ class LogitLensResult:
     target_id: int | None = None
     model_id: str = ""
     include_final_norm: bool = True
+    lens: str = "logit"
 
     def __post_init__(self) -> None:
         if self.top_ids.dim() != 4:
@@ -85,6 +87,10 @@ class LogitLensResult:
             raise ValueError(f"{len(self.layer_labels)} layer labels for {n_layer} layers")
         if len(self.tokens) != batch:
             raise ValueError(f"{len(self.tokens)} token lists for a batch of {batch}")
+
+    def with_lens(self, lens: str) -> LogitLensResult:
+        """The same readings labelled as made by another lens (``"logit"`` or ``"tuned"``)."""
+        return replace(self, lens=lens)
 
     # -- access --------------------------------------------------------------------------------
     def n_real(self, batch: int = 0) -> int:
@@ -110,7 +116,7 @@ class LogitLensResult:
                   for ri, rp in zip(li, lp, strict=True)] for li, lp in zip(ids, probs, strict=True)]
         values = self.top_probs[:, batch, :n, 0] if color == "prob" else self.entropy[:, batch, :n]
         return heatmap(values, x_labels=list(self.tokens[batch][:n]), y_labels=list(self.layer_labels),
-                       title=f"logit lens ({'top-1 probability' if color == 'prob' else 'entropy'})",
+                       title=f"{self.lens} lens ({'top-1 probability' if color == 'prob' else 'entropy'})",
                        x_title="position", y_title="layer", cell_text=text, hover=hover, signed=False,
                        colorbar_title="p(top-1)" if color == "prob" else "entropy (nats)", rows_top_down=False,
                        zmin=0.0, zmax=1.0 if color == "prob" else None)
@@ -123,7 +129,7 @@ class LogitLensResult:
         return layer_curves({"mean over tokens": kl[:, mask.bool()].mean(-1),
                              f"last token (seq {b})": self.kl_to_final[:, b, self.n_real(b) - 1]},
                             x_labels=list(self.layer_labels), y_title="KL(final || layer) (nats)",
-                            title="logit lens: distance to the final distribution")
+                            title=f"{self.lens} lens: distance to the final distribution")
 
     def plot_target_rank(self, batch: int = 0, pos: int = -1) -> Any:
         """Rank of the target token over layers at one position (``-1``: the last real token), log scale."""
@@ -132,7 +138,7 @@ class LogitLensResult:
         p = self.n_real(batch) - 1 if pos == -1 else pos
         fig = layer_curves({f"rank of {self.target!r} + 1": self.target_rank[:, batch, p] + 1},
                            x_labels=list(self.layer_labels), y_title="1 + rank (1 = top token)",
-                           title=f"logit lens: rank of {self.target!r} at {self.tokens[batch][p]!r}")
+                           title=f"{self.lens} lens: rank of {self.target!r} at {self.tokens[batch][p]!r}")
         fig.update_yaxes(type="log")
         return fig
 

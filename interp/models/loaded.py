@@ -77,10 +77,11 @@ class LoadedModel:
             h.update(sample.numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+    def apply_final_norm(self, x: torch.Tensor, grad: bool = False) -> torch.Tensor:
         """Run the model's own final norm module (RMSNorm or LayerNorm, with its eps) on ``[..., d_model]``.
 
-        The input is moved to the model's device and dtype; the output stays there.
+        The input is moved to the model's device and dtype; the output stays there. With ``grad`` the
+        call is recorded by autograd (for training things that read through the norm, like the tuned lens).
 
         Example:
             >>> import interp
@@ -91,7 +92,7 @@ class LoadedModel:
         tap = self.adapter.taps.get(Component.LN_FINAL)
         if tap is None:
             raise ValueError(f"model {self.name!r} ({self.adapter.family}) has no final norm")
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             return self.module(tap.module_path(None))(x.to(self.device, self.dtype))
 
     def sites(self) -> list[Site]:
