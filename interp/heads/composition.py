@@ -13,7 +13,14 @@ from typing import Any, Literal
 
 import torch
 
-from interp.models.circuits import KINDS, composition_baseline, composition_scores
+from interp.models.circuits import (
+    KINDS,
+    composition_baseline,
+    composition_scores,
+    ov_factors,
+    qk_factors,
+    rotation_baseline,
+)
 from interp.plot import heatmap, layered_graph
 from interp.trace.results import labelled_frame, read_result, write_result
 
@@ -26,8 +33,10 @@ class CompositionResult:
         scores: ``[kind, layer_a, head_a, layer_b, head_b]`` for ``kinds`` (sender ``a``, receiver ``b``);
             ``NaN`` where ``layer_b <= layer_a``.
         kinds: the composition kinds along the first axis (``"q"``, ``"k"``, ``"v"``).
-        baseline_mean: mean score of random Gaussian heads of the same shapes.
-        baseline_std: its standard deviation.
+        baseline_mean: per kind, the mean score of the random baseline (``baseline``).
+        baseline_std: per kind, its standard deviation.
+        baseline: ``"rotation"`` (real heads, receiver subspace randomly rotated: same spectra) or
+            ``"gaussian"`` (i.i.d. Gaussian factors of the same shapes, Elhage et al.).
         fold_norm: whether the attention-input norm weights were folded into the reading weights.
         model_id: the model.
 
@@ -42,13 +51,18 @@ class CompositionResult:
 
     scores: torch.Tensor
     kinds: tuple[str, ...]
-    baseline_mean: float
-    baseline_std: float
+    baseline_mean: tuple[float, ...]
+    baseline_std: tuple[float, ...]
+    baseline: str = "rotation"
     fold_norm: bool = True
     model_id: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "baseline_mean", tuple(float(x) for x in self.baseline_mean))
+        object.__setattr__(self, "baseline_std", tuple(float(x) for x in self.baseline_std))
+        if not len(self.baseline_mean) == len(self.baseline_std) == len(self.kinds):
+            raise ValueError("baseline_mean and baseline_std need one value per kind")
         bad = [k for k in self.kinds if k not in KINDS]
         if bad or len(set(self.kinds)) != len(self.kinds):
             raise ValueError(f"kinds={self.kinds} must be distinct values from {KINDS}")
@@ -72,11 +86,13 @@ class CompositionResult:
 
     def z_scores(self, kind: str) -> torch.Tensor:
         """``(score - baseline_mean) / baseline_std``, same shape as :meth:`of`."""
-        return (self.of(kind) - self.baseline_mean) / self.baseline_std
+        i = self.kinds.index(kind) if kind in self.kinds else -1
+        return (self.of(kind) - self.baseline_mean[i]) / self.baseline_std[i]
 
     def top_pairs(self, kind: str, n: int = 10) -> list[tuple[tuple[int, int], tuple[int, int], float, float]]:
         """The ``n`` highest-scoring ``((layer_a, head_a), (layer_b, head_b), score, z)``."""
         s = self.of(kind)
+        mean, std = self.baseline_mean[self.kinds.index(kind)], self.baseline_std[self.kinds.index(kind)]
         flat = torch.nan_to_num(s, nan=-1.0).flatten()
         idx = flat.topk(min(n, int((flat >= 0).sum()))).indices
         L, H = self.n_layers, self.n_heads
@@ -84,7 +100,7 @@ class CompositionResult:
         for i in idx.tolist():
             la, ha, lb, hb = i // (H * L * H), (i // (L * H)) % H, (i // H) % L, i % H
             v = float(s[la, ha, lb, hb])
-            out.append(((la, ha), (lb, hb), v, (v - self.baseline_mean) / self.baseline_std))
+            out.append(((la, ha), (lb, hb), v, (v - mean) / std))
         return out
 
     def head_labels(self) -> list[str]:
@@ -103,10 +119,11 @@ class CompositionResult:
             L, H = self.n_layers, self.n_heads
             z = self.z_scores(kind).reshape(L * H, L * H)
             labels = self.head_labels()
+            i = self.kinds.index(kind)
             return heatmap(z, x_labels=labels, y_labels=labels, x_title="receiver head", y_title="sender head",
                            colorbar_title="z vs random", signed=True,
                            title=f"{kind.upper()}-composition (z-score vs random baseline "
-                                 f"{self.baseline_mean:.3f} ± {self.baseline_std:.3f})")
+                                 f"{self.baseline_mean[i]:.3f} ± {self.baseline_std[i]:.3f}, {self.baseline})")
         if style == "graph":
             pairs = self.top_pairs(kind, n_edges)
             used = sorted({a[0] for a, _, _, _ in pairs} | {b[0] for _, b, _, _ in pairs})
@@ -122,8 +139,9 @@ class CompositionResult:
 
     def save(self, path: str | os.PathLike[str]) -> Any:
         """Write to a directory (safetensors + JSON)."""
-        meta = {"kinds": list(self.kinds), "baseline_mean": self.baseline_mean, "baseline_std": self.baseline_std,
-                "fold_norm": self.fold_norm, "model_id": self.model_id}
+        meta = {"kinds": list(self.kinds), "baseline_mean": list(self.baseline_mean),
+                "baseline_std": list(self.baseline_std), "baseline": self.baseline, "fold_norm": self.fold_norm,
+                "model_id": self.model_id}
         return write_result(path, "CompositionResult", {"scores": self.scores.contiguous()}, meta)
 
     @classmethod
@@ -131,11 +149,12 @@ class CompositionResult:
         """Read what :meth:`save` wrote."""
         tensors, meta = read_result(path, "CompositionResult")
         return cls(scores=tensors["scores"], kinds=tuple(meta["kinds"]), baseline_mean=meta["baseline_mean"],
-                   baseline_std=meta["baseline_std"], fold_norm=meta["fold_norm"], model_id=meta["model_id"])
+                   baseline_std=meta["baseline_std"], baseline=meta["baseline"], fold_norm=meta["fold_norm"], model_id=meta["model_id"])
 
 
 def composition(model: Any, kinds: tuple[str, ...] = KINDS, *, fold_norm: bool = True,
-                baseline_samples: int = 200, seed: int = 0) -> CompositionResult:
+                baseline: Literal["rotation", "gaussian"] = "rotation", baseline_samples: int = 200,
+                seed: int = 0) -> CompositionResult:
     """Composition scores of every sender/receiver head pair, for each kind, with the random baseline.
 
     Args:
@@ -143,6 +162,9 @@ def composition(model: Any, kinds: tuple[str, ...] = KINDS, *, fold_norm: bool =
         kinds: any of ``"q"``, ``"k"``, ``"v"``.
         fold_norm: fold the attention-input norm weights into the reading weights (RMSNorm models:
             the whole fold; see :mod:`interp.models.circuits`).
+        baseline: ``"rotation"``: real (sender, receiver) pairs with the receiver's subspace rotated at
+            random (same singular values; :func:`~interp.models.circuits.rotation_baseline`);
+            ``"gaussian"``: i.i.d. Gaussian heads (:func:`~interp.models.circuits.composition_baseline`).
         baseline_samples: random head pairs for the baseline.
         seed: seed of the baseline.
 
@@ -163,6 +185,18 @@ def composition(model: Any, kinds: tuple[str, ...] = KINDS, *, fold_norm: bool =
     d_model, d_head = w.W_Q.shape[-2:]
     with torch.no_grad():
         scores = torch.stack([composition_scores(w, k, fold_norm=fold_norm, fill=float("nan")) for k in kinds])
-    mean, std = composition_baseline(d_model, d_head, n_samples=baseline_samples, seed=seed)
-    return CompositionResult(scores=scores, kinds=kinds, baseline_mean=mean, baseline_std=std,
-                             fold_norm=fold_norm, model_id=getattr(model, "name", ""))
+    if baseline not in ("rotation", "gaussian"):
+        raise ValueError(f"baseline={baseline!r}; use 'rotation' or 'gaussian'")
+    means, stds = [], []
+    for k in kinds:
+        if baseline == "gaussian":
+            mean, std = composition_baseline(d_model, d_head, n_samples=baseline_samples, seed=seed)
+        else:
+            x = tuple(t.flatten(0, 1) for t in ov_factors(w, fold_norm=fold_norm))
+            qa, qb = (t.flatten(0, 1) for t in qk_factors(w, fold_norm=fold_norm))
+            y = {"q": (qa, qb), "k": (qb.transpose(-1, -2), qa.transpose(-1, -2)), "v": x}[k]
+            mean, std = rotation_baseline(x, y, n_samples=baseline_samples, seed=seed)  # type: ignore[arg-type]
+        means.append(mean)
+        stds.append(std)
+    return CompositionResult(scores=scores, kinds=kinds, baseline_mean=tuple(means), baseline_std=tuple(stds),
+                             baseline=baseline, fold_norm=fold_norm, model_id=getattr(model, "name", ""))

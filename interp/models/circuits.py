@@ -54,7 +54,7 @@ KINDS: tuple[str, ...] = ("q", "k", "v")
 
 __all__ = [
     "KINDS", "composition_baseline", "composition_scores", "effective_rank", "factored_norm",
-    "factored_svd", "ov_factors", "pair_composition", "qk_factors",
+    "factored_svd", "ov_factors", "pair_composition", "qk_factors", "rotation_baseline",
 ]
 
 
@@ -300,4 +300,45 @@ def composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: 
     y = (torch.randn(*shape, d_model, d_head, generator=g, dtype=torch.float64),
          torch.randn(*shape, d_head, d_model, generator=g, dtype=torch.float64))
     s = pair_composition(x, y)
+    return float(s.mean()), float(s.std())
+
+
+def rotation_baseline(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tensor, torch.Tensor],
+                      n_samples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Composition of real heads whose subspaces are randomly rotated: a spectrum-preserving baseline.
+
+    Draws ``n_samples`` (sender, receiver) pairs from the stacks ``x = (A [N, d, r], B [N, r, d])``
+    and ``y`` (same layout), rotates the receiver by a Haar-random orthogonal ``Q`` (``Y -> Qᵀ Y Q``,
+    same singular values, random subspaces) and returns the mean and standard deviation of the
+    score. Real heads have uneven spectra, so this baseline can be wider than the Gaussian
+    :func:`composition_baseline`.
+
+    Example:
+        >>> import torch
+        >>> x = (torch.randn(5, 32, 4), torch.randn(5, 4, 32))
+        >>> mean, std = rotation_baseline(x, x, n_samples=20)
+        >>> 0.0 < mean < 1.0
+        True
+    """
+    xa, xb = x
+    ya, yb = y
+    if xa.dim() != 3 or ya.dim() != 3:
+        raise ValueError(f"x and y must be stacks of factors [N, d, r] / [N, r, d]; got {tuple(xa.shape)}, "
+                         f"{tuple(ya.shape)}")
+    if n_samples < 2:
+        raise ValueError(f"n_samples={n_samples} must be >= 2")
+    g = torch.Generator().manual_seed(seed)
+    d = xa.shape[-2]
+    i = torch.randint(xa.shape[0], (n_samples,), generator=g)
+    j = torch.randint(ya.shape[0], (n_samples,), generator=g)
+    n_rot = min(n_samples, 16)  # a few full rotations, each used for a share of the pairs
+    q, r = torch.linalg.qr(torch.randn(n_rot, d, d, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]  # Haar measure
+    parts = []
+    for k in range(n_rot):
+        ik, jk = i[k::n_rot], j[k::n_rot]
+        ra = q[k].T @ ya[jk].double()
+        rb = yb[jk].double() @ q[k]
+        parts.append(pair_composition((xa[ik].double(), xb[ik].double()), (ra, rb)))
+    s = torch.cat(parts)
     return float(s.mean()), float(s.std())
