@@ -46,6 +46,7 @@ def forward_from(
     interventions: Sequence[Intervention] = (),
     capture: str | Site | Sequence[str | Site] = (),
     positions: torch.Tensor | None = None,
+    stop_early: bool = False,
 ) -> RunOutput:
     """Run layers ``start_layer..`` from ``resid`` (the ``hook_resid_pre`` of ``start_layer``).
 
@@ -62,6 +63,7 @@ def forward_from(
         capture: hook points of layers ``>= start_layer`` to keep (no gradients here).
         positions: ``[batch]`` position whose logits to return per sequence (``logits`` is then
             ``[batch, vocab]``); ``None`` returns ``[batch, pos, vocab]``.
+        stop_early: end the forward once every captured hook is read (``logits`` is then ``None``).
 
     Returns:
         :class:`~interp.hooks.RunOutput` with the logits and the captured activations.
@@ -110,7 +112,12 @@ def forward_from(
         raise _StopForwardSignal
 
     handles = []
+    captured = {s for s, p in plans.items() if p.capture}
+    if stop_early and not captured:
+        raise ValueError("stop_early=True needs capture=")
     with torch.no_grad(), HookedRun(model, plans) as run:
+        if stop_early:  # the engine only stops early without interventions; here edits before the stop are fine
+            run._remaining, run._stop_early = set(captured), True
         try:
             if resid is not None:
                 target = layers[start_layer] if start_layer < n_layers else norm
@@ -125,6 +132,8 @@ def forward_from(
             setattr(parent, attr, layers)
             for h in handles:
                 h.remove()
+        if stop_early and not run._remaining:
+            return RunOutput(logits=None, activations=run.activations, grads={})
         if not normed:
             raise RuntimeError("the final norm never ran; is this model's adapter table right?")
         h = normed[0]

@@ -10,9 +10,10 @@ Example:
 """
 
 from interp.patching.activation import COMPONENTS, activation_patching
+from interp.patching.attribution import attribution_patching
 from interp.patching.metrics import Metric, normalize
 from interp.patching.result import PatchingResult
 from interp.patching.setup import Ablation, Noise, PatchingSetup, prepare
 
 __all__ = ["COMPONENTS", "Ablation", "Metric", "Noise", "PatchingResult", "PatchingSetup", "activation_patching",
-           "normalize", "prepare"]
+           "attribution_patching",           "normalize", "prepare"]

@@ -95,8 +95,36 @@ def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
     return out
 
 
+def capture_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, capture: Sequence[Site], *,
+                  memory_budget: int = DEFAULT_BUDGET, progress: bool = True) -> dict[str, torch.Tensor]:
+    """The activations at ``capture`` of every cell's patched run: ``{name: [len(cells), seqs, ...]}``
+    (each forward stops once they are read)."""
+    per_run = setup.n * bytes_per_sequence(setup.model, setup.n_pos, False)
+    chunk = max(1, memory_budget // per_run)
+    by_start: dict[int, list[int]] = defaultdict(list)
+    for i, (start, _) in enumerate(cells):
+        by_start[start].append(i)
+    parts: dict[str, list[tuple[list[int], torch.Tensor]]] = defaultdict(list)
+    ids, mask = setup.ids_for(target), setup.attention_mask
+    for start in tqdm(sorted(by_start), desc="recomputing", disable=not progress, leave=False):
+        idx = by_start[start]
+        for c0 in range(0, len(idx), chunk):
+            part = idx[c0:c0 + chunk]
+            acts = _run_group(setup, [cells[i] for i in part], start, ids, mask, target, source, capture)
+            for name, t in acts.items():
+                parts[name].append((part, t))
+    out = {}
+    for name, pieces in parts.items():
+        first = pieces[0][1]
+        full = torch.empty(len(cells), *first.shape[1:], dtype=first.dtype)
+        for part, t in pieces:
+            full[part] = t.cpu()
+        out[name] = full
+    return out
+
+
 def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor, mask: torch.Tensor,
-               target: str, source: str) -> torch.Tensor:
+               target: str, source: str, capture: Sequence[Site] = ()) -> Any:
     r, n = len(cells), setup.n
     base = setup.stream(target, start)
     resid = base.unsqueeze(0).repeat(r, *([1] * base.dim()))
@@ -130,10 +158,12 @@ def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor,
     rows_mask = mask.repeat(r, 1)
     positions = None if setup.metric.full_logits else setup.answer_pos.repeat(r)
     res = forward_from(setup.model, rows_ids, rows_mask, start_layer=start, resid=resid.flatten(0, 1),
-                       interventions=ivs, positions=positions)
+                       interventions=ivs, positions=positions, capture=list(capture), stop_early=bool(capture))
+    if capture:
+        return {s.name: res.activations[s.name].view(r, n, *res.activations[s.name].shape[1:]) for s in capture}
     assert res.logits is not None
     logits = res.logits.view(r, n, *res.logits.shape[1:])
     return setup.metric(logits).cpu()
 
 
-__all__ = ["DEFAULT_BUDGET", "Cell", "Edit", "bytes_per_sequence", "run_cells"]
+__all__ = ["DEFAULT_BUDGET", "Cell", "Edit", "bytes_per_sequence", "capture_cells", "run_cells"]

@@ -303,7 +303,7 @@ def prepare(
         eps = torch.zeros(noise.n_samples, ids.shape[1], model.dims.d_model)
         eps[:, pos] = torch.randn(noise.n_samples, len(pos), model.dims.d_model, generator=g) * noise.scale * std
         eps = eps.to(model.device, model.dtype)
-        ivs = (Lambda("hook_embed", fn=lambda act, site: act + eps),)
+        ivs = (Lambda("hook_embed", fn=lambda act, site: (act.view(-1, *eps.shape) + eps).view_as(act)),)
         kind = "noise"
     else:
         assert ablation is not None
