@@ -107,12 +107,14 @@ class ChannelResult:
     def save(self, path: str | os.PathLike[str]) -> Any:
         """Write to a directory (safetensors + JSON)."""
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}
+        meta["channel_kind"] = meta.pop("kind")  # "kind" is the result type in write_result
         return write_result(path, "ChannelResult", {n: getattr(self, n).contiguous() for n in _TENSORS}, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ChannelResult:
         """Read what :meth:`save` wrote."""
         tensors, meta = read_result(path, "ChannelResult")
+        meta["kind"] = meta.pop("channel_kind")
         return cls(**tensors, **meta)
 
 
