@@ -11,9 +11,11 @@ Example:
 
 from interp.patching.activation import COMPONENTS, activation_patching
 from interp.patching.attribution import attribution_patching
+from interp.patching.backpatch import back_patching
 from interp.patching.metrics import Metric, normalize
+from interp.patching.path import path_patching
 from interp.patching.result import PatchingResult
 from interp.patching.setup import Ablation, Noise, PatchingSetup, prepare
 
 __all__ = ["COMPONENTS", "Ablation", "Metric", "Noise", "PatchingResult", "PatchingSetup", "activation_patching",
-           "attribution_patching",           "normalize", "prepare"]
+           "attribution_patching", "back_patching",           "normalize", "path_patching", "prepare"]

@@ -27,12 +27,14 @@ DEFAULT_BUDGET = 1 << 30  # bytes of activations per stacked forward
 
 @dataclass(frozen=True)
 class Edit:
-    """Take the source run's values at ``site`` (``None``: the stream entering the cell's start layer),
-    position ``pos`` (``None``: all; query position on ``hook_pattern``) and head ``head`` (``None``: all)."""
+    """Take the source run's values (or those of ``run``) at ``site`` (``None``: the stream entering the
+    cell's start layer), position ``pos`` (``None``: all; query position on ``hook_pattern``) and head
+    ``head`` (``None``: all)."""
 
     site: Site | None
     pos: int | None = None
     head: int | None = None
+    run: str | None = None  # take the values from this run ("clean"/"corrupted") instead of the source
 
 
 Cell = tuple[int, tuple[Edit, ...]]
@@ -128,20 +130,19 @@ def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor,
     r, n = len(cells), setup.n
     base = setup.stream(target, start)
     resid = base.unsqueeze(0).repeat(r, *([1] * base.dim()))
-    site_edits: dict[Site, list[tuple[int, Edit]]] = defaultdict(list)
+    site_edits: dict[tuple[Site, str], list[tuple[int, Edit]]] = defaultdict(list)
     for ri, (_, edits) in enumerate(cells):
         for e in edits:
             if e.site is None:
-                src = setup.stream(source, start)
+                src = setup.stream(e.run or source, start)
                 sel = slice(None) if e.pos is None else e.pos
                 resid[ri, :, sel] = src[:, sel]
             else:
-                site_edits[e.site].append((ri, e))
+                site_edits[(e.site, e.run or source)].append((ri, e))
     ivs = []
     if site_edits:
-        srcs = setup.acts(source, list(site_edits))
-        for site, entries in site_edits.items():
-            src = srcs[site.name]
+        for (site, run), entries in site_edits.items():
+            src = setup.acts(run, [site])[site.name]
             shape, pos_axis, head_axis = _mask_shape(site, src.shape[1:])
             m = torch.zeros(r, *shape, dtype=torch.bool, device=src.device)
             for ri, e in entries:
