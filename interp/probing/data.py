@@ -173,6 +173,7 @@ class ActivationSource:
             picked = flat[ex.rows].reshape(len(ex.rows), -1).float()
         else:
             found: torch.Tensor | None = None
+            covered = 0
             for info, lo, hi in self._shard_ranges():
                 sel = ((ex.rows >= lo) & (ex.rows < hi)).nonzero().flatten()
                 if not len(sel):
@@ -181,8 +182,10 @@ class ActivationSource:
                 if found is None:
                     found = torch.empty(len(ex.rows), vals.shape[1])
                 found[sel] = vals
-            if found is None:
-                raise ValueError("the store holds none of the probed rows (an incomplete capture?)")
+                covered += len(sel)
+            if found is None or covered != len(ex.rows):
+                raise ValueError(f"the store holds {covered} of the {len(ex.rows)} probed token rows: an incomplete "
+                                 "capture? re-run it to finish, or probe a Trace of the finished sequences")
             picked = found
         if len(ex.rows) == n_ex:
             return picked

@@ -51,7 +51,10 @@ class LinearProbe:
         self.standardize, self.max_iter = standardize, max_iter
 
     def _np(self, X: Any) -> np.ndarray:
-        x = X.detach().cpu().double().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        x = np.asarray(X)
+        x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
         if x.ndim != 2:
             raise ValueError(f"X must be [n_examples, d], got shape {x.shape}")
         return x
@@ -60,7 +63,7 @@ class LinearProbe:
         x = self._np(X)
         if x.shape[1] != self.mean_.shape[0]:
             raise ValueError(f"X has {x.shape[1]} dimensions; the probe was fitted on {self.mean_.shape[0]}")
-        return (x - self.mean_) / self.scale_
+        return ((x - self.mean_) / self.scale_).astype(x.dtype)
 
     def fit(self, X: Any, y: Sequence[Any] | np.ndarray | torch.Tensor) -> LinearProbe:
         """Fit on ``X`` ``[n, d]`` and labels ``y`` ``[n]``; returns ``self``."""
@@ -70,10 +73,10 @@ class LinearProbe:
         yy = np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)
         if len(yy) != len(x):
             raise ValueError(f"{len(yy)} labels for {len(x)} examples")
-        self.mean_ = x.mean(0) if self.standardize else np.zeros(x.shape[1])
-        sd = x.std(0) if self.standardize else np.ones(x.shape[1])
+        self.mean_ = x.mean(0, dtype=np.float64) if self.standardize else np.zeros(x.shape[1])
+        sd = x.std(0, dtype=np.float64) if self.standardize else np.ones(x.shape[1])
         self.scale_ = np.where(sd > 1e-12, sd, 1.0)
-        xs = (x - self.mean_) / self.scale_
+        xs = ((x - self.mean_) / self.scale_).astype(x.dtype)  # float32 inputs are fitted in float32 (faster)
         if self.task == "classification":
             if len(np.unique(yy)) < 2:
                 raise ValueError(f"classification needs at least 2 classes in the training labels, got {np.unique(yy)}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from interp.probing.data import ActivationSource, Position, Source, build_examples
@@ -58,6 +60,7 @@ def probe(
     C: float = 1.0,
     alpha: float = 1.0,
     seed: int = 0,
+    n_threads: int | None = None,
     progress: bool = True,
 ) -> ProbeResult:
     """Fit a dense and k-sparse linear probes at every hook, held out by sequence.
@@ -80,6 +83,8 @@ def probe(
         test_size: fraction of the sequences held out for testing.
         balance: class-balanced weights; C/alpha: regularisation of logistic regression / ridge.
         seed: seeds the split, the folds and the control labels.
+        n_threads: BLAS threads for scikit-learn's solvers during the fits (``None``: leave as is;
+            1 is fastest on a busy machine).
         progress: a tqdm bar over hooks.
 
     Returns:
@@ -121,40 +126,42 @@ def probe(
     rows: dict[str, list[Any]] = {k: [] for k in ("acc", "train", "f1", "cv_mean", "cv_std", "ctrl", "sp_acc",
                                                   "sp_f1", "neurons", "dirs", "bias", "proj_std", "top")}
     k_list: tuple[int, ...] = ()
-    for name in tqdm(names, desc="probing", disable=not progress, unit="hook"):
-        X = src.features(name, ex).numpy().astype(np.float64)
-        d = X.shape[1]
-        if not k_list:
-            k_list = check_ks(ks, d) if ks is not None else default_ks(d)
-        elif k_list[-1] > d:
-            raise ValueError(f"hook {name} has {d} dimensions, fewer than k={k_list[-1]}; probe it separately")
-        p = LinearProbe(**kw).fit(X[tr], y[tr])
-        rows["acc"].append(p.score(X[te], y[te]))
-        rows["train"].append(p.score(X[tr], y[tr]))
-        rows["f1"].append(f1_macro(y[te], p.predict(X[te])) if task == "classification" else float("nan"))
-        dirs = torch.atleast_2d(p.direction_)
-        rows["dirs"].append(dirs)
-        rows["bias"].append(torch.from_numpy(p.intercept_).float())
-        rows["proj_std"].append(float((X[tr] @ dirs[0].double().numpy()).std()))
-        cv_scores = [LinearProbe(**kw).fit(X[tr][a], y[tr][a]).score(X[tr][b], y[tr][b]) for a, b in folds]
-        rows["cv_mean"].append(float(np.mean(cv_scores)) if cv_scores else float("nan"))
-        rows["cv_std"].append(float(np.std(cv_scores)) if cv_scores else float("nan"))
-        if y_ctrl is not None and len(np.unique(y_ctrl[tr])) > 1:
-            rows["ctrl"].append(LinearProbe(**kw).fit(X[tr], y_ctrl[tr]).score(X[te], y_ctrl[te]))
-        else:
-            rows["ctrl"].append(float("nan"))
-        order = rank_dimensions(X[tr], y[tr], ranking, task)
-        accs, f1s = [], []
-        for k in k_list:
-            cols = order[:k].numpy()
-            sp = LinearProbe(**kw).fit(X[tr][:, cols], y[tr])
-            accs.append(sp.score(X[te][:, cols], y[te]))
-            f1s.append(f1_macro(y[te], sp.predict(X[te][:, cols])) if task == "classification" else float("nan"))
-        rows["sp_acc"].append(accs)
-        rows["sp_f1"].append(f1s)
-        rows["neurons"].append(order[: k_list[-1]])
-        rows["top"].append(torch.from_numpy(X[:, int(order[0])]).float())
-        del X
+    limit = threadpool_limits(n_threads) if n_threads else contextlib.nullcontext()
+    with limit:
+        for name in tqdm(names, desc="probing", disable=not progress, unit="hook"):
+            X = src.features(name, ex).numpy()
+            d = X.shape[1]
+            if not k_list:
+                k_list = check_ks(ks, d) if ks is not None else default_ks(d)
+            elif k_list[-1] > d:
+                raise ValueError(f"hook {name} has {d} dimensions, fewer than k={k_list[-1]}; probe it separately")
+            p = LinearProbe(**kw).fit(X[tr], y[tr])
+            rows["acc"].append(p.score(X[te], y[te]))
+            rows["train"].append(p.score(X[tr], y[tr]))
+            rows["f1"].append(f1_macro(y[te], p.predict(X[te])) if task == "classification" else float("nan"))
+            dirs = torch.atleast_2d(p.direction_)
+            rows["dirs"].append(dirs)
+            rows["bias"].append(torch.from_numpy(p.intercept_).float())
+            rows["proj_std"].append(float((X[tr] @ dirs[0].double().numpy()).std()))
+            cv_scores = [LinearProbe(**kw).fit(X[tr][a], y[tr][a]).score(X[tr][b], y[tr][b]) for a, b in folds]
+            rows["cv_mean"].append(float(np.mean(cv_scores)) if cv_scores else float("nan"))
+            rows["cv_std"].append(float(np.std(cv_scores)) if cv_scores else float("nan"))
+            if y_ctrl is not None and len(np.unique(y_ctrl[tr])) > 1:
+                rows["ctrl"].append(LinearProbe(**kw).fit(X[tr], y_ctrl[tr]).score(X[te], y_ctrl[te]))
+            else:
+                rows["ctrl"].append(float("nan"))
+            order = rank_dimensions(X[tr], y[tr], ranking, task)
+            accs, f1s = [], []
+            for k in k_list:
+                cols = order[:k].numpy()
+                sp = LinearProbe(**kw).fit(X[tr][:, cols], y[tr])
+                accs.append(sp.score(X[te][:, cols], y[te]))
+                f1s.append(f1_macro(y[te], sp.predict(X[te][:, cols])) if task == "classification" else float("nan"))
+            rows["sp_acc"].append(accs)
+            rows["sp_f1"].append(f1s)
+            rows["neurons"].append(order[: k_list[-1]])
+            rows["top"].append(torch.from_numpy(X[:, int(order[0])]).float())
+            del X
     acc = torch.tensor(rows["acc"])
     ctrl = torch.tensor(rows["ctrl"])
     return ProbeResult(

@@ -28,7 +28,8 @@ RANKINGS = ("mean_diff", "f_stat", "l1")
 
 
 def _np(X: Any) -> np.ndarray:
-    return X.detach().cpu().double().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
+    x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
 def scores(X: Any, y: Any, method: str = "f_stat", task: str = "classification") -> np.ndarray:
@@ -71,7 +72,7 @@ def _l1_entry(x: np.ndarray, y: np.ndarray, n_steps: int = 12) -> np.ndarray:
     entry = np.full(x.shape[1], n_steps, dtype=np.float64)
     c0 = l1_min_c(xs, y, loss="log")
     for step, c in enumerate(c0 * np.logspace(0, 3, n_steps)):
-        m = LogisticRegression(penalty="l1", C=c, solver="liblinear", max_iter=200, class_weight="balanced")
+        m = LogisticRegression(l1_ratio=1.0, C=c, solver="liblinear", max_iter=200, class_weight="balanced")
         m.fit(xs, y)
         nz = np.abs(np.atleast_2d(m.coef_)).max(0) > 0
         entry = np.where(nz & (entry == n_steps), step, entry)
