@@ -5,8 +5,9 @@ SAELens saves an SAE as a directory with ``cfg.json`` and ``sae_weights.safetens
 ``z = act(( x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc)``, ``x_hat = z @ W_dec + b_dec``;
 ``act`` is ReLU for the ``"standard"`` architecture and ReLU of the top ``k`` for ``"topk"``. The
 config names the hook (``metadata.hook_name`` in SAELens 6, ``hook_name`` / ``hook_point`` before)
-and ``k`` (``k`` in 6, ``activation_fn_kwargs.k`` before). Only ``normalize_activations`` of
-``"none"`` is read: SAELens folds its dataset-wide scaling factor into the weights when it saves.
+and ``k`` (``k`` in 6, ``activation_fn_kwargs.k`` before). ``rescale_acts_by_decoder_norm`` (SAELens 6's
+TopK default) is folded into the weights on loading. Only ``normalize_activations`` of ``"none"`` is
+read: SAELens folds its dataset-wide scaling factor into the weights when it saves.
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ def load_saelens(cls: type[SparseAutoencoder], path: str | os.PathLike[str],
     if norm != "none":
         raise ValueError(f"SAELens normalize_activations={norm!r} in {src} is not supported (only 'none'; "
                          "SAELens folds 'expected_average_only_in' into the weights when it saves for inference)")
-    if cfg.get("rescale_acts_by_decoder_norm"):
-        raise ValueError(f"SAELens rescale_acts_by_decoder_norm=True in {src} is not supported")
     missing = [n for n in ("W_enc", "W_dec", "b_enc", "b_dec") if n not in w]
     if missing:
         raise ValueError(f"{src / 'sae_weights.safetensors'} lacks {missing}; it holds {sorted(w)}")
@@ -75,8 +74,14 @@ def load_saelens(cls: type[SparseAutoencoder], path: str | os.PathLike[str],
                        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), normalize_input=False)
     sae = cls(config, hook=str(_get(cfg, "hook_name", "hook_point") or ""),
               model_id=str(_get(cfg, "model_name") or ""), input_scale_=1.0, source_=f"saelens:{src}")
-    for n in ("W_enc", "b_enc", "W_dec", "b_dec"):
-        setattr(sae, n + "_", w[n].float().contiguous())
+    w = {n: w[n].float() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        # SAELens: z = act(pre * |W_dec|), x_hat = (z / |W_dec|) @ W_dec + b_dec; fold the norms in
+        norms = w["W_dec"].norm(dim=-1).clamp_min(1e-12)
+        w = {"W_enc": w["W_enc"] * norms, "b_enc": w["b_enc"] * norms, "W_dec": w["W_dec"] / norms[:, None],
+             "b_dec": w["b_dec"]}
+    for n, t in w.items():
+        setattr(sae, n + "_", t.contiguous())
     return sae
 
 
