@@ -183,3 +183,16 @@ def test_locations_and_bad_arguments(model_dir: Path, tmp_path: Path) -> None:
     assert loc.size("shards/x.bin") == 3 and loc.listdir("shards") == ["x.bin"] and loc.size("nope") is None
     loc.remove_all()
     assert not loc.exists("shards/x.bin")
+
+
+def test_cli_capture_ray_reruns_resume(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from interp.cli import main
+
+    argv = ["capture-ray", "--model", str(model_dir), "--prompt", "the cat sat", "--prompt", "on the mat",
+            "--prompt", "x", "--hooks", "blocks.0.hook_resid_post", "-o", str(tmp_path / "st"), "--local",
+            "--batch-size", "2", "--quiet"]
+    assert main(argv) == 0
+    assert "2 shards captured, 0 found done" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "0 shards captured, 2 found done" in capsys.readouterr().out
+    assert TraceStore(tmp_path / "st").n_tokens == len("the cat sat") + len("on the mat") + 1

@@ -1,7 +1,8 @@
 """A small Ray actor pool that survives dying workers (shared by capture and sweeps).
 
 Each actor is built once (it loads the model once) and gets one job at a time; when an actor dies
-its job goes back to the front of the queue and a fresh actor replaces it. An exception raised
+(killed, crashed, killed by Ray's out-of-memory monitor, node lost) its job goes back to the front of
+the queue and a fresh actor replaces it. An exception raised
 inside a job is re-raised in the driver as itself.
 """
 
@@ -32,11 +33,12 @@ def run_pool(cls: type, init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
     """
     try:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
     except ImportError as e:  # pragma: no cover - the [distributed] extra is missing
         raise ImportError("backend='ray' needs Ray: pip install 'interp[distributed]'") from e
     if not jobs:
         return 0
+    lost = (RayActorError, OutOfMemoryError, WorkerCrashedError, NodeDiedError)  # the worker, not the job, failed
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -47,7 +49,7 @@ def run_pool(cls: type, init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
     failures = 0
     try:
         if on_ready is not None:
-            with contextlib.suppress(RayActorError):  # a worker that failed to start is replaced on its first job
+            with contextlib.suppress(*lost):  # a worker that failed to start is replaced on its first job
                 ray.get([a.pid.remote() for a in idle])
             on_ready()
         while queue or pending:
@@ -58,12 +60,14 @@ def run_pool(cls: type, init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
             actor, job = pending.pop(ready[0])
             try:
                 value = ray.get(ready[0])
-            except RayActorError as e:
+            except lost as e:
                 failures += 1
                 if failures > max_failures:
                     raise RuntimeError(f"{failures} workers died (the last on job {job[0]!r}: {e}); giving up. "
                                        "Re-run the same call to resume.") from e
-                log.warning("worker died on job %r (%s); job re-queued, worker replaced", job[0], type(e).__name__)
+                why = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")[:300]
+                log.warning("worker died on job %r (%s: %s); job re-queued, worker replaced", job[0],
+                            type(e).__name__, why)
                 queue.appendleft(job)
                 ray.kill(actor, no_restart=True)
                 idle.append(actor_cls.remote(*init_args, **init_kwargs))

@@ -1,0 +1,59 @@
+"""``interp capture-ray``: capture a dataset with several Ray workers into one store (local path or URL)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from interp.cli._common import add_command, model_arg
+
+ORDER = 11
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = add_command(sub, common, "capture-ray",
+                    help="capture a dataset with several Ray workers into one trace store",
+                    description="Split a dataset over Ray workers (each loads the model once) that write disjoint "
+                                "shards of one store at a local path or fsspec URL. Resumable: after a crash, "
+                                "rerun the same command; corrupt shards are found by sha256 and captured again. "
+                                "Connects to RAY_ADDRESS / --address when given, else starts a local Ray.",
+                    example="interp capture-ray --model smollm2-135m --dataset data/prompts.txt "
+                            "--hooks 'blocks.*.hook_resid_post' -o out/store --workers 2")
+    model_arg(c)
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
+    src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
+    c.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
+    c.add_argument("--hooks", action="append", default=None,
+                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+    c.add_argument("-o", "--out", required=True, help="store directory or fsspec URL (s3://bucket/prefix ...)")
+    c.add_argument("--workers", type=int, default=2, help="Ray workers (default: %(default)s)")
+    c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
+    c.add_argument("--local", action="store_true", help="no Ray: run the same workers one after another here")
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--max-tokens", type=int, default=128)
+    c.add_argument("--dtype", default="float32", help="storage dtype (float32, bfloat16, float16)")
+    c.add_argument("--prepend-bos", action="store_true")
+    c.add_argument("--verify", default="sha256", choices=["sha256", "size", "none"],
+                   help="how existing shards are checked on resume (default: %(default)s)")
+    c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
+    c.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from interp import distributed
+
+    if args.dataset and not Path(args.dataset).exists():
+        raise FileNotFoundError(f"no dataset file at {args.dataset!r}")
+    res = distributed.capture(args.model, args.prompt if args.prompt else args.dataset,
+                              args.hooks or ["blocks.*.hook_resid_post"], args.out, workers=args.workers,
+                              backend="local" if args.local else "ray", address=args.address,
+                              batch_size=args.batch_size, dtype=args.dtype, max_tokens=args.max_tokens,
+                              column=args.column, prepend_bos=args.prepend_bos, overwrite=args.overwrite,
+                              verify=args.verify, progress=not args.quiet)
+    print(f"\nstore     {res.location.url}  ({res.n_shards} shards, {res.n_tokens} tokens)")
+    print(f"this run  {len(res.captured)} shards captured, {len(res.resumed)} found done, "
+          f"{len(res.recaptured)} corrupt and re-captured, {res.worker_failures} worker failures")
+    print(f"speed     {res.tokens_per_second:.0f} tokens/s over {res.seconds:.1f} s")
+    return 0
