@@ -62,19 +62,27 @@ def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *
     """
     if normalize not in ("target_rows", "all_rows"):
         raise ValueError(f"normalize must be 'target_rows' or 'all_rows', got {normalize!r}")
-    a = pattern.float()
+    a = pattern
     if exclude_bos or exclude_current_token:
         a = a.clone()
         if exclude_bos:
             a[..., 0] = 0.0
         if exclude_current_token:
             a.diagonal(dim1=-2, dim2=-1).zero_()
-    rows = a.sum(-1)  # [batch, head, q]
+        rows = a.float().sum(-1)  # [batch, head, q]
+    else:
+        rows = None  # softmax rows sum to one
+    B, H = a.shape[:2]
     out = {}
     for kind, det in detections.items():
-        d = det.to(a.dtype)
-        num = torch.einsum("bhqk,bqk->bh", a, d)
-        considered = torch.ones_like(det[..., 0], dtype=a.dtype) if normalize == "all_rows" else det.any(-1).to(a.dtype)
-        den = torch.einsum("bhq,bq->bh", rows, considered)
+        # the patterns are sparse: gather the attention at their cells instead of multiplying everything
+        b, q, k = det.nonzero(as_tuple=True)
+        num = torch.zeros(B, H, dtype=torch.float32, device=a.device).index_add_(0, b, a[b, :, q, k].float())
+        considered = torch.ones(det.shape[:2], dtype=torch.bool, device=a.device) if normalize == "all_rows" \
+            else det.any(-1)
+        if rows is None:
+            den = considered.sum(-1, dtype=torch.float32)[:, None].expand(B, H)
+        else:
+            den = (rows * considered[:, None, :]).sum(-1)
         out[kind] = num / den.clamp_min(1e-12)
     return out

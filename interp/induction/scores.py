@@ -34,9 +34,10 @@ def per_token_loss(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 4) -> t
     computed a few sequences at a time to bound memory."""
     out = torch.full(ids.shape, float("nan"), dtype=torch.float32)
     for i in range(0, ids.shape[0], chunk):
-        lg = logits[i:i + chunk, :-1].float()
-        out[i:i + chunk, 1:] = torch.nn.functional.cross_entropy(
-            lg.transpose(1, 2), ids[i:i + chunk, 1:].to(lg.device), reduction="none").cpu()
+        lg = logits[i:i + chunk, :-1]
+        tgt = ids[i:i + chunk, 1:].to(lg.device)
+        nll = lg.float().logsumexp(-1)
+        out[i:i + chunk, 1:] = (nll - lg.gather(-1, tgt[..., None])[..., 0].float()).cpu()
     return out
 
 
