@@ -33,9 +33,9 @@ def build_model(spec: ModelSpec) -> LoadedModel:
     if isinstance(spec, LoadedModel):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        import interp
+        from interp.trace.hooked import load
 
-        return interp.load_model(os.fspath(spec))
+        return load(os.fspath(spec))
     if callable(spec):
         model = spec()
         if not isinstance(model, LoadedModel):
