@@ -91,7 +91,8 @@ def time_saelens(acts: Path, args: argparse.Namespace, sparse: bool) -> float | 
             "lr": args.lr, "warmup": args.warmup, "sparse": sparse}
     out = subprocess.run([SAELENS_PY, "-c", SAELENS_SIDE, json.dumps(spec)], capture_output=True, text=True)
     if out.returncode != 0:
-        print("SAELens side failed:", out.stderr[-2000:], file=sys.stderr)
+        errs = [ln for ln in out.stderr.splitlines() if "Error" in ln and not ln.startswith(" ")]
+        print(f"SAELens side (use_sparse_activations={sparse}) failed: {(errs or ['?'])[-1][:300]}", file=sys.stderr)
         return None
     return float(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
 

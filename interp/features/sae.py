@@ -228,10 +228,53 @@ class SparseAutoencoder:
         raise FileNotFoundError(f"no SAE in {str(src)!r}: expected sae.json + sae.safetensors (interp) or "
                                 "cfg.json + sae_weights.safetensors (SAELens)")
 
+    def plot(self) -> Any:
+        """Training curves: explained variance, L0 and dead fraction over training tokens."""
+        from interp.plot import layer_curves
+
+        if not self.history_.get("tokens"):
+            raise ValueError("no training history (an SAE loaded from SAELens, or not fitted here)")
+        h = self.history_
+        return layer_curves({"explained variance": h["ev"], "dead fraction": h["dead_fraction"],
+                             "L0 / k" if self.config.activation == "topk" else "L0 / 100":
+                                 [v / (self.config.k if self.config.activation == "topk" else 100) for v in h["l0"]]},
+                            x=h["tokens"], x_title="training tokens", y_title="value",
+                            title=f"SAE training ({self.hook or 'rows'}, {self.config.activation}, "
+                                  f"{self.config.d_sae} features)")
+
     def __repr__(self) -> str:
         shape = f"{self.d_in}->{self.d_sae}" if self.W_enc_ is not None else f"?->{self.config.d_sae} (not fitted)"
         act = f"topk k={self.config.k}" if self.config.activation == "topk" else f"relu l1={self.config.l1_coeff}"
         return f"SparseAutoencoder({shape}, {act}, hook={self.hook!r})"
+
+
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "features"
+
+
+def load_saes(path: str | os.PathLike[str] | None = None) -> dict[str, SparseAutoencoder]:
+    """Every SAE under ``path`` (one sub-directory each), keyed by hook; default: the SAEs shipped for
+    SmolLM2-135M in ``data/features/smollm2-135m`` (built by ``data/features/build.py``).
+
+    Example:
+        >>> from interp.features import load_saes
+        >>> sorted(load_saes())[:2]  # doctest: +SKIP
+        ['blocks.3.hook_resid_post', 'blocks.4.hook_attn_out']
+    """
+    root = Path(path) if path is not None else SHIPPED_DIR / "smollm2-135m"
+    if not root.is_dir():
+        raise FileNotFoundError(f"no SAE directory at {str(root)!r}")
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (d / "sae.json").is_file() or (d / "cfg.json").is_file():
+            sae = SparseAutoencoder.load(d)
+            key = sae.hook or d.name
+            if key in out:
+                raise ValueError(f"two SAEs in {root} read the same hook {key!r}")
+            out[key] = sae
+    if not out:
+        raise FileNotFoundError(f"no SAEs under {str(root)!r} (expected one sub-directory per SAE)")
+    return out
 
 
 def activate(pre: torch.Tensor, config: SAEConfig) -> torch.Tensor:
@@ -242,4 +285,4 @@ def activate(pre: torch.Tensor, config: SAEConfig) -> torch.Tensor:
     return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
 
 
-__all__ = ["SAEConfig", "SparseAutoencoder", "activate"]
+__all__ = ["SHIPPED_DIR", "SAEConfig", "SparseAutoencoder", "activate", "load_saes"]

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -87,9 +88,11 @@ def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) ->
 
 
 def _init(sae: SparseAutoencoder, first: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Tied initialisation. The directions are drawn from a seed mixed with the hook name: SAEs at different
+    hooks must not start from the same random directions, or feature flow would match feature i to feature i."""
     cfg = sae.config
     d = first.shape[1]
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(sae.hook.encode()))
     scale = math.sqrt(d) / float(first.norm(dim=-1).mean().clamp_min(1e-12)) if cfg.normalize_input else 1.0
     sae.input_scale_ = scale
     W_dec = torch.randn(cfg.d_sae, d, generator=g)

@@ -1,0 +1,132 @@
+"""``interp features``: train an SAE on a stored hook, show a feature's flow across layers, steer with a feature."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from interp.cli._common import add_command, emit, model_arg, output_args
+
+ORDER = 60
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = add_command(sub, common, "features", help="sparse autoencoders: train, feature flow, steering",
+                    description="train: fit a TopK (or ReLU + L1) SAE on one hook of a trace store. "
+                                "flow: classify the features of a residual SAE by their predecessors and draw one "
+                                "feature's flow graph (Laptev et al. 2025). steer: generate with a feature amplified "
+                                "or suppressed. flow and steer read a directory of SAEs (default: the SmolLM2 SAEs "
+                                "shipped in data/features/smollm2-135m).",
+                    example="interp features flow --hook blocks.4.hook_resid_post --feature 20 --html flow.html\n"
+                            "  interp features train --store /tmp/st --hook blocks.4.hook_resid_post --out /tmp/sae\n"
+                            "  interp features steer --hook blocks.4.hook_resid_post --feature 20 --add 40 "
+                            "--prompt 'I went to the'")
+    p.add_argument("action", choices=["train", "flow", "steer"], help="what to do")
+    model_arg(p)
+    p.add_argument("--store", help="train: the trace store directory")
+    p.add_argument("--hook", help="the hook (train: default the store's only hook; flow/steer: the feature's SAE)")
+    p.add_argument("--out", help="train: directory to save the SAE in")
+    p.add_argument("--d-sae", type=int, default=2048, help="train: number of features (default: %(default)s)")
+    p.add_argument("--k", type=int, default=32, help="train: active features per token for TopK (default: %(default)s)")
+    p.add_argument("--activation", choices=["topk", "relu"], default="topk", help="train: SAE kind (default: %(default)s)")
+    p.add_argument("--l1", type=float, default=3e-3, help="train: L1 coefficient for relu (default: %(default)s)")
+    p.add_argument("--n-tokens", type=int, default=200_000, help="train: training rows (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1024, help="train: rows per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="train: Adam learning rate (default: %(default)s)")
+    p.add_argument("--checkpoint-dir", help="train: write checkpoints here")
+    p.add_argument("--resume", action="store_true", help="train: continue from --checkpoint-dir")
+    p.add_argument("--saes", help="flow/steer: directory with one sub-directory per SAE (default: shipped SmolLM2 SAEs)")
+    p.add_argument("--feature", type=int, help="flow/steer: the feature index")
+    p.add_argument("--direction", choices=["backward", "forward"], default="backward",
+                   help="flow: where the feature comes from, or where it goes (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="flow: cosine a link needs (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0, help="steer: multiply the feature's activation (0 = suppress)")
+    p.add_argument("--add", type=float, default=0.0, help="steer: add this much of the feature (SAE units)")
+    p.add_argument("--prompt", help="steer: the prompt to continue")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="steer: tokens to generate (default: %(default)s)")
+    output_args(p)
+    p.set_defaults(func=run)
+
+
+def _need(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"interp features {args.action} needs {', '.join(missing)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from interp.report import Report
+    from interp.trace.trace import command_line
+
+    rep = Report(f"interp features {args.action}", command=command_line())
+    {"train": _train, "flow": _flow, "steer": _steer}[args.action](args, rep)
+    emit(args, rep)
+    return 0
+
+
+def _train(args: argparse.Namespace, rep: Any) -> None:
+    from interp.features import SAEConfig, SparseAutoencoder, evaluate_sae
+    from interp.trace import TraceStore
+
+    _need(args, "store", "out")
+    store = TraceStore(args.store)
+    cfg = SAEConfig(d_sae=args.d_sae, k=args.k, activation=args.activation, l1_coeff=args.l1, n_tokens=args.n_tokens,
+                    batch_size=args.batch_size, lr=args.lr)
+    sae = SparseAutoencoder(cfg, progress=not args.quiet).fit(store, args.hook, checkpoint_dir=args.checkpoint_dir,
+                                                               resume=args.resume)
+    sae.save(args.out)
+    ev = evaluate_sae(sae, store, max_tokens=20_000)
+    print(f"saved   {args.out}  ({sae!r})")
+    print(f"train-set EV {ev.explained_variance:.3f}, L0 {ev.l0:.1f}, dead {ev.dead_fraction:.3f} "
+          f"(on up to 20k stored rows)")
+    sec = rep.section("SAE training")
+    sec.figure(sae.plot()).figure(ev.plot())
+    sec.table(["metric", "value"], [(k, v) for k, v in ev.summary().items()])
+    summary = {k: v for k, v in ev.summary().items() if v == v}  # (NaN: the spliced CE, not measured here)
+    sec.numbers("evaluation", list(summary.values()), axes=["metric"], labels={"metric": list(summary)})
+    for key in ("ev", "l0", "dead_fraction", "loss"):
+        sec.numbers(f"training_{key}", sae.history_[key], axes=["step"])
+
+
+def _flow(args: argparse.Namespace, rep: Any) -> None:
+    import interp
+    from interp.features import classify_features, feature_flow, load_saes
+
+    _need(args, "hook", "feature")
+    saes = load_saes(args.saes)
+    model = interp.load_model(args.model)
+    sec = rep.section("Feature flow")
+    try:
+        cls = classify_features(saes, args.hook, threshold=args.threshold)
+        print(f"features of {args.hook} by origin: {cls.counts()}")
+        print(f"feature {args.feature}: {cls.labels[args.feature]} (best cosine resid/attn/mlp: "
+              + " / ".join(f"{float(v):.2f}" for v in cls.scores[:, args.feature]) + ")")
+        sec.figure(cls.plot())
+        counts = cls.counts()
+        sec.numbers("feature_origins", list(counts.values()), axes=["class"], labels={"class": list(counts)})
+    except ValueError as e:  # no predecessors (e.g. a forward flow from the first SAE)
+        print(f"(no classification: {e})")
+    graph = feature_flow(saes, args.hook, args.feature, direction=args.direction, threshold=args.threshold,
+                         model=model)
+    print(f"{graph!r}")
+    for a, b, v in graph.edges:
+        print(f"  {graph.label(a):>14} -> {graph.label(b):<14} cos {v:.3f}   "
+              f"{', '.join(graph.top_tokens[b][:5]) if graph.top_tokens else ''}")
+    sec.figure(graph.plot())
+    sec.table(["upstream", "downstream", "cosine"], [(graph.label(a), graph.label(b), round(v, 4))
+                                                     for a, b, v in graph.edges])
+    sec.numbers("flow_edges", [v for _, _, v in graph.edges], axes=["edge"],
+                labels={"edge": [f"{graph.label(a)} -> {graph.label(b)}" for a, b, _ in graph.edges]})
+
+
+def _steer(args: argparse.Namespace, rep: Any) -> None:
+    import interp
+    from interp.features import FeatureEdit, load_saes, steer
+
+    _need(args, "hook", "feature", "prompt")
+    saes = load_saes(args.saes)
+    model = interp.load_model(args.model)
+    res = steer(model, saes, FeatureEdit(args.hook, args.feature, scale=args.scale, add=args.add), args.prompt,
+                max_new_tokens=args.max_new_tokens)
+    print(res)
+    rep.section("Steering").table(["run", "continuation"], [("before", res.before), ("after", res.after)])
