@@ -170,3 +170,14 @@ def test_smollm2_has_induction_heads_with_causal_role(smollm2: interp.HookedMode
                      control_pool=[h for h, v in s.top("induction", 270) if v < 0.05])
     assert r.repeat_loss_ablated > r.repeat_loss_clean + 0.3
     assert r.repeat_loss_control is not None and r.repeat_loss_ablated > r.repeat_loss_control
+
+
+def test_k_composition_pairs_match_the_all_pairs_scores(toy: interp.HookedModel) -> None:
+    from interp.induction.detect import k_composition
+    from interp.models.circuits import composition_scores
+
+    pairs = [((0, a), (1, b)) for a in range(4) for b in range(4)]
+    full = composition_scores(toy.weights, "k", fold_norm=True)
+    got = k_composition(toy.weights, pairs)
+    want = torch.stack([full[a[0], a[1], b[0], b[1]] for a, b in pairs])
+    assert torch.allclose(got, want, atol=1e-5)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from interp.induction.result import InductionScores
-from interp.models.circuits import composition_scores
+from interp.models.circuits import ov_factors, pair_composition, qk_factors
 
 Head = tuple[int, int]
 
@@ -91,8 +91,24 @@ def classify_heads(
     dup = _above(scores.duplicate, duplicate_threshold)
     feeders: dict[Head, tuple[tuple[Head, float], ...]] = {}
     if model is not None and ind and prev:
-        comp = composition_scores(model.weights, "k", fold_norm=fold_norm)  # [La, Ha, Lb, Hb]
+        pairs = [((la, ha), (lb, hb)) for (lb, hb), _ in ind for (la, ha), _ in prev if la < lb]
+        comp = k_composition(model.weights, pairs, fold_norm=fold_norm)
         for (lb, hb), _ in ind:
-            fs = [((la, ha), round(float(comp[la, ha, lb, hb]), 6)) for (la, ha), _ in prev if la < lb]
+            fs = [(a, round(float(c), 6)) for (a, b), c in zip(pairs, comp, strict=True) if b == (lb, hb)]
             feeders[(lb, hb)] = tuple(sorted(fs, key=lambda x: -x[1]))
     return HeadRoles(induction_heads=ind, prev_token_heads=prev, duplicate_heads=dup, thresholds=th, feeders=feeders)
+
+
+def k_composition(weights: Any, pairs: list[tuple[Head, Head]], fold_norm: bool = True) -> torch.Tensor:
+    """K-composition scores ``[n_pairs]`` of (sender, receiver) head pairs: ``‖W_OV^a (W_QK^b)ᵀ‖ / (‖W_OV^a‖ ‖W_QK^b‖)``,
+    via :func:`interp.models.circuits.pair_composition` (the same score as ``composition_scores(w, "k")``,
+    computed only for the pairs asked for)."""
+    if not pairs:
+        return torch.zeros(0)
+    Wv, Wo = ov_factors(weights, fold_norm=fold_norm)  # [L, H, d, dh], [L, H, dh, d]
+    Q, Kt = qk_factors(weights, fold_norm=fold_norm)  # [L, H, d, dh], [L, H, dh, d]
+    la, ha = (torch.tensor(x) for x in zip(*(a for a, _ in pairs), strict=True))
+    lb, hb = (torch.tensor(x) for x in zip(*(b for _, b in pairs), strict=True))
+    # (W_QK)ᵀ = W_K W_Qᵀ = Ktᵀ Qᵀ
+    return pair_composition((Wv[la, ha].double(), Wo[la, ha].double()),
+                            (Kt[lb, hb].transpose(-1, -2).double(), Q[lb, hb].transpose(-1, -2).double())).float()
