@@ -41,7 +41,7 @@ def test_cli_bad_heads_is_a_clear_error() -> None:
     from interp.cli.induction import _heads
 
     assert _heads("1.2,0.3") == [(1, 2), (0, 3)]
-    with pytest.raises(argparse.ArgumentTypeError, match="layer.head"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"layer\.head"):
         _heads("1-2")
 
 
