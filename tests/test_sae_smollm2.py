@@ -26,7 +26,7 @@ def paragraphs() -> list[str]:
 
 @pytest.fixture(scope="module")
 def stores(request, tmp_path_factory):
-    model = request.getfixturevalue("smollm2")
+    model = request.getfixturevalue("_smollm2_session")  # (module scope: the session copy behind `smollm2`)
     texts = paragraphs()
     tmp = tmp_path_factory.mktemp("smol")
     train = capture(model, texts[:100], HOOKS, tmp / "train", batch_size=16, max_tokens=128, progress=False)

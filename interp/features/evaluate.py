@@ -4,7 +4,7 @@ Example:
     >>> import torch
     >>> from interp.features import SAEConfig, SparseAutoencoder, evaluate_sae
     >>> x = torch.randn(2048, 16)
-    >>> sae = SparseAutoencoder(SAEConfig(d_sae=32, k=4, batch_size=256, n_tokens=4096), progress=False).fit(x)
+    >>> sae = SparseAutoencoder(SAEConfig(d_sae=32, k=4, batch_size=256, n_tokens=1024), progress=False).fit(x)
     >>> ev = evaluate_sae(sae, x)
     >>> ev.l0 <= 4, 0 < ev.explained_variance < 1
     (True, True)

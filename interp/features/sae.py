@@ -99,7 +99,7 @@ class SparseAutoencoder:
         >>> import torch
         >>> from interp.features import SAEConfig, SparseAutoencoder
         >>> x = torch.randn(4096, 16)
-        >>> sae = SparseAutoencoder(SAEConfig(d_sae=32, k=4, batch_size=256, n_tokens=8192), progress=False).fit(x)
+        >>> sae = SparseAutoencoder(SAEConfig(d_sae=32, k=4, batch_size=256, n_tokens=1024), progress=False).fit(x)
         >>> sae.encode(x[:3]).shape, int((sae.encode(x[:3]) > 0).sum(-1).max()) <= 4
         (torch.Size([3, 32]), True)
     """
