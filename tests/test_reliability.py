@@ -292,3 +292,17 @@ def test_patch_source_of_a_non_float_dtype_is_a_type_error(model, dtype) -> None
     src = torch.randn(1, 3, 64, dtype=torch.float64)
     out = model.run("abc", capture=[HOOK], interventions=[Patch(HOOK, source=src)]).trace[HOOK]
     torch.testing.assert_close(out, src.float())
+
+
+@FAST
+@given(bad=st.one_of(st.just([]), st.lists(not_str, min_size=1, max_size=2), st.just(["ok", "  "]), st.integers()),
+       url_kind=st.sampled_from(["dir", "memory"]))
+def test_distributed_capture_rejects_bad_datasets_before_writing(model, tmp_path: Path, bad, url_kind: str) -> None:
+    from interp import distributed
+    from interp.distributed import StoreLocation
+
+    url = str(tmp_path / f"d-{abs(hash(repr(bad)))}") if url_kind == "dir" else f"memory://rel-{abs(hash(repr(bad)))}"
+    with pytest.raises((TypeError, ValueError)) as err:
+        distributed.capture(model, bad, HOOK, url, backend="local", progress=False)
+    assert str(err.value)
+    assert StoreLocation(url).listdir() == []
