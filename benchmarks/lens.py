@@ -1,9 +1,13 @@
-"""Logit lens speed: interp.lens.logit_lens over all layers and positions vs one batched matmul.
+"""Lens speed: the logit lens vs one batched matmul, and tuned-lens training throughput vs the tuned-lens package.
 
-The baseline is the irreducible part of any logit lens: the stacked residual streams of every layer
-times W_U in one matmul (no norm, no softmax, no metrics). The target (issue 4) is <= 1.5x.
+1. The baseline of the logit lens is its irreducible part: the stacked residual streams of every layer
+   times W_U in one matmul (no norm, no softmax, no metrics). The target (issue 4) is <= 1.5x.
+2. Tuned-lens training: tokens/s of ``TunedLens.fit``'s KL steps (rows streamed from a TraceStore)
+   against the ``tuned-lens`` package's ``TunedLens`` module driven by its own training-loop body
+   (bf16 autocast, one backward per layer, SGD with Nesterov momentum) on the same rows held in memory.
+   Skipped with a note when ``tuned_lens`` is not installed (``pip install tuned-lens``).
 
-    .venv/bin/python benchmarks/lens.py [--batch 4] [--seq 64] [--repeats 5]
+    .venv/bin/python benchmarks/lens.py [--batch 4] [--seq 64] [--repeats 5] [--train-steps 6]
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,6 +36,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--train-steps", type=int, default=6, help="KL steps per timed training round (0: skip)")
+    ap.add_argument("--train-batch", type=int, default=256)
     args = ap.parse_args()
     m = interp.load_model("smollm2-135m")
     g = torch.Generator().manual_seed(0)
@@ -59,7 +67,8 @@ def main() -> None:
             sides[k]()
             times[k].append(time.perf_counter() - t0)
     base = statistics.median(times["one batched matmul (stack @ W_U)"])
-    print(f"command: python benchmarks/lens.py --batch {args.batch} --seq {args.seq} --repeats {args.repeats}")
+    print(f"command: python benchmarks/lens.py --batch {args.batch} --seq {args.seq} --repeats {args.repeats} "
+          f"--train-steps {args.train_steps} --train-batch {args.train_batch}")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
     print(f"workload: smollm2-135m, {m.dims.n_layers} layers x {args.batch} x {args.seq} tokens, vocab {m.dims.d_vocab}")
@@ -68,6 +77,68 @@ def main() -> None:
         print(f"| {k} | {statistics.median(ts):.3f}s | {min(ts):.3f}s | {statistics.median(ts) / base:.2f}x |")
     ratio = statistics.median(times["logit_lens (target + all metrics)"]) / base
     print(f"logit lens / batched matmul: {ratio:.2f}x (target <= 1.5x) -> {'PASS' if ratio <= 1.5 else 'FAIL'}")
+    if args.train_steps:
+        train_throughput(m, args.train_steps, args.train_batch, args.repeats)
+
+
+def train_throughput(m: Any, steps: int, batch: int, repeats: int) -> None:
+    """Tokens/s of tuned-lens training: interp's TunedLens.fit vs the tuned-lens package's module and loop body."""
+    import tempfile
+
+    from interp.lens import TunedLens
+    from interp.trace import capture
+
+    texts = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(100)) for i in range(48)]
+    tmp = tempfile.mkdtemp()
+    store = capture(m, texts, "blocks.*.hook_resid_post", f"{tmp}/store", batch_size=16, max_tokens=128,
+                    progress=False)
+    n = m.dims.n_layers
+    sides: dict[str, Callable[[], None]] = {
+        "interp TunedLens.fit (bf16 unembedding matmul)":
+            lambda: TunedLens(steps=steps, batch_size=batch, progress=False).fit(m, store),
+        "interp TunedLens.fit (float32)":
+            lambda: TunedLens(steps=steps, batch_size=batch, matmul_dtype=torch.float32, progress=False).fit(m, store),
+    }
+    try:
+        from tuned_lens.nn import TunedLens as PeerLens
+    except ImportError:
+        print("\ntuned-lens package not installed: its side is skipped (pip install tuned-lens)")
+    else:
+        tr = store.trace()
+        rows = list(tr.stack("hook_resid_post")[:, tr.attention_mask.bool()])  # [layer][rows, d], aligned tokens
+        peer = PeerLens.from_model(m.hf)
+        opt = torch.optim.SGD(peer.parameters(), lr=1.0, momentum=0.9, nesterov=True)
+
+        def peer_loop() -> None:
+            for s in range(steps):
+                sl = slice((s * batch) % (rows[0].shape[0] - batch), None)
+                hs = [r[sl][:batch] for r in rows]
+                with torch.no_grad():
+                    labels = (m.apply_final_norm(hs[-1]) @ m.weights.W_U).float().log_softmax(-1)
+                for i, h in enumerate(hs[:-1]):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        logits = peer(h, idx=i)
+                        loss = torch.sum(labels.exp() * (labels - logits.log_softmax(-1)), dim=-1).mean()
+                    loss.backward()
+                torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=False)
+
+        sides["tuned-lens package (its TunedLens module + loop body, bf16 autocast)"] = peer_loop
+    times = {k: [] for k in sides}
+    for r in range(repeats):
+        order = list(sides)[r % len(sides):] + list(sides)[: r % len(sides)]
+        for k in order:
+            t0 = time.perf_counter()
+            sides[k]()
+            times[k].append(time.perf_counter() - t0)
+    print(f"\ntuned-lens training: {n - 1} translators, {steps} KL steps x {batch} token rows per round, "
+          f"{repeats} rounds")
+    print("| side | median round | tokens/s | vs interp bf16 |\n|---|---|---|---|")
+    base = statistics.median(times[next(iter(sides))])
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {k} | {med:.2f}s | {steps * batch / med:.0f} | {base / med:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from interp.lens.layer_metrics import angular_distances, skip_layer_loss, sublay
 from interp.lens.layer_metrics_result import AngularDistanceResult, SkipLossResult, SublayerSimilarityResult
 from interp.lens.logit_lens import logit_lens
 from interp.lens.result import LogitLensResult
-from interp.lens.tuned_lens import TunedLens
+from interp.lens.tuned_lens import TunedLens, find_tuned_lens
 
 __all__ = [
     "AngularDistanceResult", "LensComparison", "LogitLensResult", "SkipLossResult", "SublayerSimilarityResult",
-    "TunedLens", "angular_distances", "compare_lenses", "logit_lens", "skip_layer_loss", "sublayer_similarity",
+    "TunedLens", "angular_distances", "compare_lenses", "find_tuned_lens", "logit_lens", "skip_layer_loss", "sublayer_similarity",
 ]

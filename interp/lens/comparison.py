@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.lens.logit_lens import logit_lens
+from interp.lens.result import LogitLensResult
 from interp.lens.tuned_lens import TunedLens
 from interp.models import LoadedModel
 from interp.plot import layer_curves
@@ -45,6 +46,15 @@ class LensComparison:
         if self.kl_logit.shape != self.kl_tuned.shape or self.kl_logit.dim() != 1:
             raise ValueError(f"kl_logit and kl_tuned must both be [layer], got {tuple(self.kl_logit.shape)} "
                              f"and {tuple(self.kl_tuned.shape)}")
+
+    @classmethod
+    def from_results(cls, logit: LogitLensResult, tuned: LogitLensResult) -> LensComparison:
+        """Mean KL per layer over the real tokens of two readings of the same tokens."""
+        if logit.kl_to_final.shape != tuned.kl_to_final.shape:
+            raise ValueError("the two readings must cover the same layers and tokens")
+        n = int(logit.attention_mask.sum())
+        mean = [r.kl_to_final.nan_to_num(0.0).double().sum((1, 2)).div(max(n, 1)).float() for r in (logit, tuned)]
+        return cls(mean[0], mean[1], n, logit.model_id)
 
     @property
     def n_layers(self) -> int:
@@ -102,8 +112,7 @@ def compare_lenses(model: LoadedModel, lens: TunedLens, data: Sequence[str] | Tr
         raise ValueError("data must be a non-empty list of texts or a TraceStore")
     n = len(data) if not isinstance(data, TraceStore) else data.n_seqs
     hooked = HookedModel.wrap(model)
-    sums = torch.zeros(2, model.dims.n_layers, dtype=torch.float64)
-    count = 0
+    parts: list[LensComparison] = []
     for i in tqdm(range(0, n, batch_size), desc="compare lenses", disable=not progress):
         if isinstance(data, TraceStore):
             tr = data.trace(range(i, min(n, i + batch_size)), hooks=[f"blocks.{L}.hook_resid_post"
@@ -111,11 +120,11 @@ def compare_lenses(model: LoadedModel, lens: TunedLens, data: Sequence[str] | Tr
         else:
             tr = hooked.run(list(data[i:i + batch_size]), capture="blocks.*.hook_resid_post",
                             max_tokens=max_tokens).trace
-        for j, res in enumerate((logit_lens(model, tr, top_k=1), lens.apply(model, tr, top_k=1))):
-            sums[j] += res.kl_to_final.nan_to_num(0.0).double().sum((1, 2))
-        count += int(tr.attention_mask.sum())
-    means = (sums / max(count, 1)).float()
-    return LensComparison(means[0], means[1], count, model.name)
+        parts.append(LensComparison.from_results(logit_lens(model, tr, top_k=1), lens.apply(model, tr, top_k=1)))
+    count = sum(p.n_tokens for p in parts)
+    w = [p.n_tokens / max(count, 1) for p in parts]
+    return LensComparison(sum(p.kl_logit * x for p, x in zip(parts, w, strict=True)),
+                          sum(p.kl_tuned * x for p, x in zip(parts, w, strict=True)), count, model.name)
 
 
 __all__ = ["LensComparison", "compare_lenses"]

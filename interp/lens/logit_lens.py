@@ -89,39 +89,50 @@ def logit_lens(
             raise KeyError(f"the KL to the final distribution needs the model's output: capture 'logits' or {last!r}")
         final_logits = _decode(model, trace[last][None], W_U, b_U, True)[0]
     mask = trace.attention_mask.to(model.device).bool()
-    final_logp = final_logits.to(model.device).float().log_softmax(-1)
-    final_p = final_logp.exp()
-    final_neg_h = (final_p * final_logp).sum(-1)  # sum p_f log p_f, once
+    final_z = final_logits.to(model.device).double()
+    final_p = final_z.softmax(-1)
+    # KL(final || layer) = sum p_f (z_f - z) + lse(z) - lse(z_f) for layer logits z. The layer's sum_v p_f[v] z[v],
+    # with z = hn @ W_U + b_U, is hn . (W_U p_f) + b_U . p_f: one small float64 matmul here replaces a pass over
+    # [layer, batch, pos, vocab] per layer (float64 because hn . u cancels heavily).
+    final_const = torch.linalg.vecdot(final_p, final_z) - final_z.logsumexp(-1)  # sum p_f z_f - lse(z_f)
+    W = W_U.to(model.device).float()
+    u = final_p @ W.T.double()  # [batch, pos, d_model]
+    pb = final_p @ b_U.to(model.device).double() if b_U is not None else 0.0
     ids = trace.input_ids.to(model.device)
     n_seq, n_pos = ids.shape
     has_next = torch.zeros_like(mask)
     has_next[:, :-1] = mask[:, 1:] & mask[:, :-1]
     next_ids = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
 
-    # Each chunk makes few passes over [chunk, batch, pos, vocab]: the matmul, logsumexp, an in-place
-    # shift to log-probabilities, top-k, and two products summed through one reused buffer (torch's
-    # vectorised sums keep float32 accurate); with a target, one comparison. Working in
-    # log-probabilities (not raw logits) keeps the KL's two sums small, so little is lost to cancellation.
-    per_layer = n_seq * n_pos * W_U.shape[1] * 4 * 2
+    # Few passes over each [chunk, batch, pos, vocab] block: the matmul, top-k of the logits, one softmax
+    # (row by row, in cache), one fused dot of probabilities and logits (entropy), and with a target one
+    # comparison (rank). The log-partition comes from the top token (lse = z_top - log p_top); the KL and
+    # cross-entropy then need no pass of their own.
+    per_layer = n_seq * n_pos * W.shape[1] * 4 * 2
     step = max(1, chunk_bytes // max(per_layer, 1))
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "probs", "ent", "kl", "ce", "rank", "tp")}
     for i in range(0, len(names), step):
         x = torch.stack([trace[n] if transform is None else transform(n, trace[n]) for n in names[i:i + step]])
-        logp = _decode(model, x, W_U, b_U, include_final_norm)  # [c, batch, pos, vocab]
-        logp -= logp.logsumexp(-1, keepdim=True)
-        top_lp, top_ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+        hn = (model.apply_final_norm(x) if include_final_norm else x.to(model.device)).float()
+        z = hn @ W  # [c, batch, pos, vocab]
+        if b_U is not None:
+            z += b_U.to(model.device).float()
+        top_z, top_ids = z.topk(min(top_k, z.shape[-1]), dim=-1)
+        p = z.softmax(-1)
+        lse = top_z[..., :1] - p.gather(-1, top_ids[..., :1]).log()  # [c, batch, pos, 1]
         out["ids"].append(top_ids)
-        out["probs"].append(top_lp.exp())
-        buf = torch.mul(final_p, logp)
-        out["kl"].append(final_neg_h - buf.sum(-1))
-        idx = next_ids[None, :, :, None].expand(logp.shape[0], -1, -1, 1)
-        out["ce"].append(-logp.gather(-1, idx)[..., 0])
+        out["probs"].append((top_z - lse).exp())
+        out["ent"].append(lse[..., 0] - torch.linalg.vecdot(p, z))
+        del p
+        dot_f = (hn.double() * u).sum(-1) + pb
+        out["kl"].append((final_const - dot_f + lse[..., 0].double()).float())
+        idx = next_ids[None, :, :, None].expand(z.shape[0], -1, -1, 1)
+        out["ce"].append(lse[..., 0] - z.gather(-1, idx)[..., 0])
         if target_id is not None:
-            t_lp = logp[..., target_id]
-            out["rank"].append((logp > t_lp[..., None]).sum(-1, dtype=torch.int32).long())
-            out["tp"].append(t_lp.exp())
-        out["ent"].append(-torch.exp(logp, out=buf).mul_(logp).sum(-1))
-        del logp, buf
+            z_t = z[..., target_id]
+            out["rank"].append((z > z_t[..., None]).sum(-1, dtype=torch.int32).long())
+            out["tp"].append((z_t - lse[..., 0]).exp())
+        del z
 
     def cat(key: str, valid: torch.Tensor, fill: float) -> torch.Tensor:
         t = torch.cat(out[key])

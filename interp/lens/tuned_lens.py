@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from interp.lens.logit_lens import logit_lens
 from interp.lens.result import LogitLensResult
 from interp.models import LoadedModel
+from interp.models.registry import interp_home
 from interp.trace.hooked import Inputs
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 from interp.trace.store import TraceStore
@@ -198,13 +199,13 @@ class TunedLens:
         return res.with_lens("tuned")
 
     # -- storage -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``path/lens.safetensors`` (``weight``, ``bias``) and ``path/lens.json`` (config, provenance,
-        training curve), each atomically."""
+    def save(self, path: str | os.PathLike[str], dtype: torch.dtype = torch.float32) -> Path:
+        """Write ``path/lens.safetensors`` (``weight``, ``bias`` in ``dtype``; float16 halves the file) and
+        ``path/lens.json`` (config, provenance, training curve), each atomically."""
         self._check_fitted()
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_save_tensors(out / "lens.safetensors", {"weight": self.weight_, "bias": self.bias_})
+        atomic_save_tensors(out / "lens.safetensors", {"weight": self.weight_.to(dtype), "bias": self.bias_.to(dtype)})
         meta = {"kind": "TunedLens", "hook": HOOK, "model_id": self.model_id_, "fingerprint": self.fingerprint_,
                 "config": {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "init": self.init,
                            "ridge": self.ridge, "matmul_dtype": str(self.matmul_dtype).removeprefix("torch."),
@@ -240,6 +241,32 @@ class TunedLens:
             return f"TunedLens(steps={self.steps}, init={self.init!r}, unfitted)"
         return (f"TunedLens({self.weight_.shape[0] + 1} layers, model={self.model_id_!r}, "
                 f"{self.n_tokens_init_ + self.n_tokens_} training rows)")
+
+
+def shipped_lens_dirs() -> list[Path]:
+    """Where :func:`find_tuned_lens` looks: ``$INTERP_HOME/lenses`` and the repository's ``data/lenses``."""
+    return [interp_home() / "lenses", Path(__file__).resolve().parents[2] / "data" / "lenses"]
+
+
+def find_tuned_lens(model: LoadedModel) -> TunedLens | None:
+    """A saved lens trained for exactly this model (same weights fingerprint), or ``None``.
+
+    Looks in each of :func:`shipped_lens_dirs` for a sub-directory named after the model
+    (``data/lenses/smollm2-135m`` ships with interp).
+
+    Example:
+        >>> import interp
+        >>> from interp.lens import find_tuned_lens
+        >>> find_tuned_lens(interp.load_model("smollm2-135m"))  # doctest: +SKIP
+        TunedLens(30 layers, model='smollm2-135m', ... training rows)
+    """
+    for root in shipped_lens_dirs():
+        d = root / model.name.replace("/", "--")
+        if (d / "lens.json").is_file():
+            meta = json.loads((d / "lens.json").read_text(encoding="utf-8"))
+            if meta.get("fingerprint") == model.fingerprint:
+                return TunedLens.load(d)
+    return None
 
 
 def _logp(model: LoadedModel, h: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
@@ -288,4 +315,4 @@ def _batches(store: TraceStore, names: Sequence[str], batch_size: int, seed: int
             carry = [r[k:] for r in rows]
 
 
-__all__ = ["TunedLens"]
+__all__ = ["TunedLens", "find_tuned_lens", "shipped_lens_dirs"]
