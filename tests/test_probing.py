@@ -235,12 +235,12 @@ def test_bad_arguments(planted) -> None:
 
 @pytest.mark.slow
 def test_smollm2_python_vs_prose(smollm2) -> None:
-    ds = LabelledSet.load("python_prose").select(96)
-    hooks = [f"blocks.{L}.hook_resid_post" for L in (0, 4, 8, 12, 16)]
-    tr = smollm2.run(list(ds.texts), capture=hooks, metadata=ds.metadata, max_tokens=48).trace
-    res = probe(tr, "label", position="all", ks=[1, 4, 16], progress=False)
+    ds = LabelledSet.load("python_prose").select(64)
+    hooks = [f"blocks.{L}.hook_resid_post" for L in (0, 6, 12)]
+    tr = smollm2.run(list(ds.texts), capture=hooks, metadata=ds.metadata, max_tokens=32, stop_early=True).trace
+    res = probe(tr, "label", position="all", ks=[1, 4], n_threads=1, progress=False)
     # recorded: held-out token accuracy 0.95+ from layer 4 on (see README); the control task stays lower
     assert float(res.accuracy.max()) > 0.93
     assert float(res.selectivity[res.best_layer()]) > 0.2
-    mean = probe(tr, "label", position="mean", ks=[1, 4], control=False, progress=False)
+    mean = probe(tr, "label", position="mean", ks=[1, 4], control=False, n_threads=1, progress=False)
     assert float(mean.accuracy.max()) > 0.95

@@ -63,7 +63,7 @@ class LinearProbe:
         x = self._np(X)
         if x.shape[1] != self.mean_.shape[0]:
             raise ValueError(f"X has {x.shape[1]} dimensions; the probe was fitted on {self.mean_.shape[0]}")
-        return ((x - self.mean_) / self.scale_).astype(x.dtype)
+        return (x - self.mean_.astype(x.dtype)) / self.scale_.astype(x.dtype)
 
     def fit(self, X: Any, y: Sequence[Any] | np.ndarray | torch.Tensor) -> LinearProbe:
         """Fit on ``X`` ``[n, d]`` and labels ``y`` ``[n]``; returns ``self``."""
@@ -76,7 +76,7 @@ class LinearProbe:
         self.mean_ = x.mean(0, dtype=np.float64) if self.standardize else np.zeros(x.shape[1])
         sd = x.std(0, dtype=np.float64) if self.standardize else np.ones(x.shape[1])
         self.scale_ = np.where(sd > 1e-12, sd, 1.0)
-        xs = ((x - self.mean_) / self.scale_).astype(x.dtype)  # float32 inputs are fitted in float32 (faster)
+        xs = (x - self.mean_.astype(x.dtype)) / self.scale_.astype(x.dtype)  # float32 stays float32 (faster, smaller)
         if self.task == "classification":
             if len(np.unique(yy)) < 2:
                 raise ValueError(f"classification needs at least 2 classes in the training labels, got {np.unique(yy)}")

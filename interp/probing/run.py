@@ -142,33 +142,34 @@ def probe(
                 k_list = check_ks(ks, d) if ks is not None else default_ks(d)
             elif k_list[-1] > d:
                 raise ValueError(f"hook {name} has {d} dimensions, fewer than k={k_list[-1]}; probe it separately")
-            p = LinearProbe(**kw).fit(X[tr], y[tr])
-            rows["acc"].append(p.score(X[te], y[te]))
-            rows["train"].append(p.score(X[tr], y[tr]))
-            rows["f1"].append(f1_macro(y[te], p.predict(X[te])) if task == "classification" else float("nan"))
+            Xtr, Xte = X[tr], X[te]
+            p = LinearProbe(**kw).fit(Xtr, y[tr])
+            rows["acc"].append(p.score(Xte, y[te]))
+            rows["train"].append(p.score(Xtr, y[tr]))
+            rows["f1"].append(f1_macro(y[te], p.predict(Xte)) if task == "classification" else float("nan"))
             dirs = torch.atleast_2d(p.direction_)
             rows["dirs"].append(dirs)
             rows["bias"].append(torch.from_numpy(p.intercept_).float())
-            rows["proj_std"].append(float((X[tr] @ dirs[0].double().numpy()).std()))
-            cv_scores = [LinearProbe(**kw).fit(X[tr][a], y[tr][a]).score(X[tr][b], y[tr][b]) for a, b in folds]
+            rows["proj_std"].append(float((Xtr @ dirs[0].numpy().astype(Xtr.dtype)).std()))
+            cv_scores = [LinearProbe(**kw).fit(Xtr[a], y[tr][a]).score(Xtr[b], y[tr][b]) for a, b in folds]
             rows["cv_mean"].append(float(np.mean(cv_scores)) if cv_scores else float("nan"))
             rows["cv_std"].append(float(np.std(cv_scores)) if cv_scores else float("nan"))
             if y_ctrl is not None and len(np.unique(y_ctrl[tr])) > 1:
-                rows["ctrl"].append(LinearProbe(**kw).fit(X[tr], y_ctrl[tr]).score(X[te], y_ctrl[te]))
+                rows["ctrl"].append(LinearProbe(**kw).fit(Xtr, y_ctrl[tr]).score(Xte, y_ctrl[te]))
             else:
                 rows["ctrl"].append(float("nan"))
-            order = rank_dimensions(X[tr], y[tr], ranking, task)
+            order = rank_dimensions(Xtr, y[tr], ranking, task)
             accs, f1s = [], []
             for k in k_list:
                 cols = order[:k].numpy()
-                sp = LinearProbe(**kw).fit(X[tr][:, cols], y[tr])
-                accs.append(sp.score(X[te][:, cols], y[te]))
-                f1s.append(f1_macro(y[te], sp.predict(X[te][:, cols])) if task == "classification" else float("nan"))
+                sp = LinearProbe(**kw).fit(Xtr[:, cols], y[tr])
+                accs.append(sp.score(Xte[:, cols], y[te]))
+                f1s.append(f1_macro(y[te], sp.predict(Xte[:, cols])) if task == "classification" else float("nan"))
             rows["sp_acc"].append(accs)
             rows["sp_f1"].append(f1s)
-            rows["neurons"].append(order[: k_list[-1]])
-            rows["top"].append(torch.from_numpy(X[:, int(order[0])]).float())
-            del X
+            rows["neurons"].append(order[: k_list[-1]].clone())
+            rows["top"].append(torch.tensor(X[:, int(order[0])], dtype=torch.float32))  # a copy: a view would keep X alive
+            del X, Xtr, Xte
     acc = torch.tensor(rows["acc"])
     ctrl = torch.tensor(rows["ctrl"])
     return ProbeResult(
