@@ -81,6 +81,8 @@ def test_repeated_tokens_layout_and_bad_input(toy: interp.HookedModel) -> None:
         repeated_tokens_from_vocab(10, 1, 1)
     with pytest.raises(ValueError, match="integer tensor"):
         induction_scores(toy, tokens=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="top_k"):
+        induction_scores(toy, n_seq=1, half=4, top_k=0)
 
 
 def test_toy_detector_finds_the_planted_circuit(toy: interp.HookedModel, toy_scores: InductionScores) -> None:

@@ -68,8 +68,8 @@ def induction_scores(
     Args:
         model: a loaded (hooked) model.
         tokens: ``[batch, pos]`` repeated random tokens (default: :func:`repeated_tokens` with ``n_seq``,
-            ``half``, ``seed``, ``bos``). Any ids work for the pattern scores; the repeat losses assume
-            the layout BOS? + half + half.
+            ``half``, ``seed``, ``bos``), without padding. Any ids work for the pattern scores; the repeat
+            losses assume the layout BOS? + half + half.
         normalize: ``"target_rows"`` (mean over queries that have a target) or ``"all_rows"``
             (TransformerLens' ``detect_head`` ``"mul"`` measure).
         exclude_bos / exclude_current_token: as in TransformerLens' detector.
@@ -86,8 +86,8 @@ def induction_scores(
         tokens = repeated_tokens(model, n_seq=n_seq, half=half, bos=bos, seed=seed)
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', tokens)!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or top_k < 1:
+        raise ValueError(f"batch_size and top_k must be >= 1, got batch_size={batch_size}, top_k={top_k}")
     tokens = tokens.long()
     L, H = model.dims.n_layers, model.dims.n_heads
     offset = repeat_offset(tokens, bos_id_of(model))
