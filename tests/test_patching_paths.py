@@ -49,6 +49,7 @@ def test_path_patching_to_logits(tiny_gpt2):
     # an explicit sender list and bad receivers
     one = path_patching(s, "logits", senders=[(0, 2)], progress=False)
     assert torch.isnan(one.values).sum() == one.values.numel() - 1
+    assert [c for c, _ in one.top(3)] == [{"layer": 0, "head": 2}]  # NaN cells are not ranked
     with pytest.raises(ValueError, match="before the first receiver"):
         path_patching(s, [(0, 1)], senders=[(0, 2)], progress=False)
 

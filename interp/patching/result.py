@@ -124,11 +124,12 @@ class PatchingResult:
                           y_title=self.axes[0], x_title=self.axes[1])
 
     def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
-        """The ``k`` cells with the largest ``|value - baseline|`` (the target run's value)."""
+        """The ``k`` cells with the largest ``|value - baseline|`` (the target run's value); NaN cells are skipped."""
         base = self.corrupted_value if self.direction == "denoising" else self.clean_value
         eff = (self.values - (base if math.isfinite(base) else 0.0)).abs().flatten()
+        order = [i for i in eff.nan_to_num(nan=-1.0).argsort(descending=True).tolist() if not math.isnan(eff[i])]
         out = []
-        for i in eff.argsort(descending=True)[:k].tolist():
+        for i in order[:k]:
             idx = torch.unravel_index(torch.tensor(i), self.values.shape)
             out.append(({a: self.coords[a][int(j)] for a, j in zip(self.axes, idx, strict=True)},
                         float(self.values.flatten()[i])))
