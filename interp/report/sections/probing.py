@@ -19,7 +19,7 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
     model = ctx.model
     if model.tokenizer is None:
         return
-    n_seqs, n_tok, every = (24, 24, 6) if ctx.fast else (64, 40, 3)
+    n_seqs, n_tok, every = (24, 24, 6) if ctx.fast else (48, 40, 3)
     n_layers = model.dims.n_layers
     layers = sorted({*range(0, n_layers, every), n_layers - 1})
     ds = LabelledSet.load("python_prose").select(n_seqs)
