@@ -17,7 +17,15 @@ Example:
 
 from interp.features.dashboard import FeatureDashboard, feature_activations, feature_dashboard
 from interp.features.evaluate import SAEEvaluation, evaluate_sae, spliced_ce
-from interp.features.flow import classify_features, cosine_matrix, feature_flow, point_of, promoted_tokens, similarity
+from interp.features.flow import (
+    chance_similarity,
+    classify_features,
+    cosine_matrix,
+    feature_flow,
+    point_of,
+    promoted_tokens,
+    similarity,
+)
 from interp.features.flow_result import FeatureClasses, FlowGraph
 from interp.features.sae import SAEConfig, SparseAutoencoder, load_saes
 from interp.features.saelens import load_saelens, save_saelens
@@ -26,7 +34,7 @@ from interp.features.validate import FlowValidation, validate_flow
 
 __all__ = [
     "FeatureClasses", "FeatureDashboard", "FeatureEdit", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
-    "SparseAutoencoder", "SteeringResult", "classify_features", "cosine_matrix", "evaluate_sae", "feature_activations",
+    "SparseAutoencoder", "SteeringResult", "chance_similarity", "classify_features", "cosine_matrix", "evaluate_sae", "feature_activations",
     "feature_dashboard", "feature_flow", "load_saelens", "load_saes", "path_edits", "point_of", "promoted_tokens", "save_saelens",
     "similarity", "spliced_ce", "steer", "validate_flow",
 ]

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -96,6 +97,17 @@ def similarity(target: SparseAutoencoder, source: SparseAutoencoder, method: Met
     t = vectors(target, "encoder" if method in ("encoder", "encoder_decoder") else "decoder")
     s = vectors(source, "encoder" if method == "encoder" else "decoder")
     return cosine_matrix(t, s)
+
+
+def chance_similarity(d: int, n: int) -> float:
+    """About the best cosine a direction reaches with ``n`` random directions in ``d`` dimensions,
+    ``sqrt(2 ln n / d)``: the floor below which a match says nothing.
+
+    Example:
+        >>> round(chance_similarity(576, 1024), 3)
+        0.155
+    """
+    return math.sqrt(2 * math.log(max(n, 2)) / d)
 
 
 def predecessors(saes: Mapping[str, SparseAutoencoder], hook: str) -> dict[str, str]:
@@ -236,5 +248,5 @@ def promoted_tokens(model: LoadedModel, direction: torch.Tensor, k: int = 10) ->
     return list(strs), vals.tolist()
 
 
-__all__ = ["CLASSES", "Point", "classify_features", "cosine_matrix", "feature_flow", "point_of", "predecessors",
+__all__ = ["CLASSES", "Point", "chance_similarity", "classify_features", "cosine_matrix", "feature_flow", "point_of", "predecessors",
            "promoted_tokens", "similarity"]

@@ -19,6 +19,7 @@ TARGET = "blocks.4.hook_resid_post"
 def add_section(rep: Any, ctx: ReportContext) -> None:
     from interp.features import (
         FeatureEdit,
+        chance_similarity,
         classify_features,
         feature_flow,
         load_saes,
@@ -65,12 +66,17 @@ def add_section(rep: Any, ctx: ReportContext) -> None:
                                     ("... with the hook zeroed", round(zero, 4))])
     sec.numbers("feature_acts_last_token", last, axes=["feature"])
     cls = classify_features(saes, TARGET, threshold=0.5)
+    best = cls.scores.nan_to_num(-1.0).max(0).values
+    chance = chance_similarity(sae.d_in, sae.d_sae)
     sec.text(f"Origin of the {sae.d_sae} features of {TARGET} (best predecessor cosine >= 0.5): "
-             + ", ".join(f"{k} {v}" for k, v in cls.counts().items()) + ".")
+             + ", ".join(f"{k} {v}" for k, v in cls.counts().items())
+             + f". The median best cosine is {float(best.median()):.2f} against about {chance:.2f} for random "
+             "directions: these small SAEs (48k training tokens) learn few features that line up across layers, so "
+             "most come out 'new'; SAEs trained on more data match far more (Laptev et al. find most features carried).")
     sec.figure(cls.plot())
     f0 = int(top.indices[0])
-    graph = feature_flow(saes, TARGET, f0, threshold=0.3, top_n=2, model=ctx.model)
-    sec.text(f"Feature {f0} is classified {cls.labels[f0]!r}; its backward flow graph (edges: cosine >= 0.3, "
+    graph = feature_flow(saes, TARGET, f0, threshold=0.2, top_n=2, model=ctx.model)
+    sec.text(f"Feature {f0} is classified {cls.labels[f0]!r}; its backward flow graph (edges: cosine >= 0.2, "
              "the best 2 per predecessor; hover a node for the tokens it promotes):")
     sec.figure(graph.plot())
     sec.numbers("flow_edges", [v for _, _, v in graph.edges], axes=["edge"],
