@@ -1,17 +1,13 @@
-"""interp.distributed without Ray: store locations (local, memory://), partial manifests and their merge,
-corrupt shards, and a driver killed mid-capture (SIGKILL) that resumes from the manifest.
+"""interp.distributed in-process (``backend="local"``): store locations (local, memory://), partial
+manifests and their merge, corrupt shards, bad arguments, the CLI. (Killed workers and a killed driver
+are in test_distributed_ray.py.)
 
 Oracle: the residual stream from Hugging Face's own ``output_hidden_states`` (not interp's hooks).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -107,57 +103,6 @@ def test_partial_manifests_merge_and_corrupt_shard_is_recaptured(model_dir: Path
     assert (tmp_path / "st" / shards[4].file).stat().st_ino == inode_other  # the good shards were kept
     TraceStore(url, verify="sha256").verify()
     assert_matches_oracle(run.open(), oracle_resid_post0(model_dir, DATA))
-
-
-DRIVER = """
-import sys, time, torch
-torch.set_num_threads(1)
-import interp
-from interp import distributed
-
-def slow_model():
-    m = interp.load_model({model!r})
-    m.hf.register_forward_pre_hook(lambda *a: time.sleep(0.25))
-    return m
-
-distributed.capture(slow_model, {data!r}, {hooks!r}, {out!r}, backend="local", batch_size=2, progress=False)
-print("finished")
-"""
-
-
-def test_driver_killed_mid_capture_resumes_from_manifest(model_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "st"
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(model=str(model_dir), data=DATA, hooks=HOOKS, out=str(out)))
-    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        n_done = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                n_done = len(json.loads((out / "manifest.json").read_text())["shards"])
-            except (OSError, ValueError, KeyError):
-                n_done = 0
-            if n_done >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the driver ended before it could be killed: " + (tmp_path / "driver.log").read_text()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-    before = json.loads((out / "manifest.json").read_text())
-    assert not before["complete"]
-    kept = {s["index"]: (out / s["file"]).stat().st_ino for s in before["shards"]}
-    run = distributed.capture(str(model_dir), DATA, HOOKS, str(out), backend="local", batch_size=2, progress=False)
-    assert set(kept) <= set(run.resumed) and len(run.resumed) >= 3
-    assert sorted(run.resumed + run.captured) == list(range(11))
-    assert {i: (out / f"shards/{i:05d}.safetensors").stat().st_ino for i in kept} == kept  # not re-written
-    assert_matches_oracle(run.open(verify="sha256"), oracle_resid_post0(model_dir, DATA))
 
 
 def test_locations_and_bad_arguments(model_dir: Path, tmp_path: Path) -> None:

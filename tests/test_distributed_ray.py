@@ -1,7 +1,7 @@
-"""interp.distributed on a local Ray with 2 CPUs: a worker killed mid-capture, a patching sweep split
-over workers (the memory:// path, where workers send shard bytes to the driver, is tested without Ray
-in test_distributed.py: the same worker code runs in-process there). Few tests on purpose: every Ray
-worker start costs seconds here.
+"""interp.distributed on a local Ray with 2 CPUs: a worker killed mid-capture, a driver killed
+mid-capture, a patching sweep split over workers. The memory:// path (workers send shard bytes to the
+driver) is tested without Ray in test_distributed.py, where the same worker code runs in-process.
+Few tests on purpose: every Ray worker start costs seconds here.
 
 Oracles: HF ``output_hidden_states`` for captured activations; a patching loop written with raw
 PyTorch forward pre-hooks on the HF layers for the sweep.
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -83,6 +84,62 @@ def test_worker_killed_mid_capture_every_sequence_once(local_ray: object, model_
     run = result["run"]
     assert run.worker_failures >= 1 and "worker died" in caplog.text
     assert sorted(run.captured) == list(range(11))
+    assert not list(out.glob("manifest.part-*.json"))
+    assert_matches_oracle(run.open(verify="sha256"), oracle_resid_post0(model_dir, DATA))
+
+
+DRIVER = """
+import sys, time, torch
+from interp import distributed
+
+def slow_model():
+    import time as t
+    from interp.trace.hooked import load
+    m = load({model!r})
+    m.hf.register_forward_pre_hook(lambda *a: t.sleep(0.25))
+    return m
+
+distributed.capture(slow_model, {data!r}, {hooks!r}, {out!r}, workers=2, batch_size=2, progress=False,
+                    address={address!r})
+print("finished")
+"""
+
+
+def test_driver_killed_mid_capture_resumes_from_partial_manifests(local_ray: object, model_dir: Path,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    """A driver process attached to the running Ray cluster is SIGKILLed mid-capture (Ray then ends its
+    workers); the same call, run again, merges the workers' partial manifests, keeps every finished
+    shard and captures only the rest."""
+    out = tmp_path / "st"
+    script = tmp_path / "driver.py"
+    address = ray.get_runtime_context().gcs_address
+    script.write_text(DRIVER.format(model=str(model_dir), data=DATA, hooks=HOOKS, out=str(out), address=address))
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if len(json.loads((out / "manifest.json").read_text())["shards"]) >= 3:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the driver ended before it could be killed: " + (tmp_path / "driver.log").read_text()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    before = json.loads((out / "manifest.json").read_text())
+    assert not before["complete"]
+    kept = {s["index"]: (out / s["file"]).stat().st_ino for s in before["shards"]}
+    run = distributed.capture(str(model_dir), DATA, HOOKS, str(out), backend="local", batch_size=2, progress=False)
+    assert set(kept) <= set(run.resumed) and len(run.resumed) >= 3
+    assert sorted(run.resumed + run.captured) == list(range(11))
+    assert {i: (out / f"shards/{i:05d}.safetensors").stat().st_ino for i in kept} == kept  # not re-written
     assert not list(out.glob("manifest.part-*.json"))
     assert_matches_oracle(run.open(verify="sha256"), oracle_resid_post0(model_dir, DATA))
 
