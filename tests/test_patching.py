@@ -147,6 +147,13 @@ def test_mean_ablation_from_reference(tiny_llama):
                                                                     positions=[p])]).logits
         assert abs(float(res.values[0, p]) - _metric(lg, 3, 4)) < 1e-4
     assert not res.can_normalize
+    # resid_post is read from the reference's resid_pre of the next layer (one stream, two names)
+    post = activation_patching(s, "resid_post", direction="noising", layers=[0], progress=False)
+    assert torch.allclose(post.values[0], res.values[0], atol=1e-5)
+    ref_post = run_with_hooks(tiny_llama, ref_ids, capture="blocks.*.hook_resid_post").activations
+    s2 = prepare(tiny_llama, CLEAN, ablation=Ablation("mean", ref_post), answer=3, wrong=4)
+    pre = activation_patching(s2, "resid_pre", direction="noising", layers=[1], progress=False)
+    assert torch.allclose(pre.values, res.values, atol=1e-5)
 
 
 def test_clear_errors(tiny_llama):

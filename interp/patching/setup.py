@@ -212,11 +212,20 @@ class PatchingSetup:
     def _ablated(self, site: Site) -> torch.Tensor:
         assert self.ablation is not None
         ref = self.ablation.reference
-        try:
-            t = ref[site.name]
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"the ablation reference holds no {site.name}; capture it (e.g. "
-                             f"model.run(prompts, capture='{site.name}'))") from e
+        names = [site.name]  # the residual stream between two blocks has two names
+        if site.component is Component.RESID_PRE and site.layer:
+            names.append(f"blocks.{site.layer - 1}.hook_resid_post")
+        if site.component is Component.RESID_POST and site.layer is not None and site.layer + 1 < self.model.dims.n_layers:
+            names.append(f"blocks.{site.layer + 1}.hook_resid_pre")
+        for name in names:
+            try:
+                t = ref[name]
+                break
+            except (KeyError, TypeError):
+                continue
+        else:
+            raise ValueError(f"the ablation reference holds no {' or '.join(names)}; capture it (e.g. "
+                             f"model.run(prompts, capture='{site.name}'))")
         shape = self.acts("clean", [site])[site.name].shape
         if t.shape[1:] != shape[1:]:
             raise ValueError(f"ablation reference {site.name} has shape {tuple(t.shape)}; need [n, *{tuple(shape[1:])}] "

@@ -60,14 +60,21 @@ def test_tiny_llama_matches_transformer_lens(tiny_llama: interp.HookedModel, tmp
 
 @pytest.mark.slow
 def test_smollm2_resid_pre_matches_transformer_lens(smollm2: interp.HookedModel) -> None:
-    """SmolLM2, a 6-token prompt pair, 30 x 6 cells (TransformerLens runs one forward per cell)."""
+    """SmolLM2, a 6-token prompt pair, 4 layers x 6 positions (TransformerLens runs one forward per cell)."""
+    import pandas as pd
+
     clean, corrupt = "Mary gave a drink to John", "John gave a drink to John"
     s = prepare(smollm2, clean, corrupt, answer=" Mary", wrong=" John")
     a, w = int(s.metric.answer[0]), int(s.metric.wrong[0])
+    layers = [0, 10, 20, 29]
+    index = pd.DataFrame([(L, p) for L in layers for p in range(s.n_pos)], columns=["layer", "pos"])
     bridge = _bridge(smollm2, "smollm2-local")
-    want = _tl(tl_patching.get_act_patch_resid_pre, bridge, s.corrupt_ids, s.input_ids,
-               lambda lg: lg[0, -1, a] - lg[0, -1, w])
-    got = activation_patching(s, "resid_pre", progress=False).values
-    assert got.shape == want.shape == (30, s.n_pos)
-    assert (got - want.float()).abs().max() <= 1e-3
-    assert (want - want[0, 0]).abs().max() > 0.1
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, cache = bridge.run_with_cache(s.input_ids)
+        want = tl_patching.get_act_patch_resid_pre(bridge, s.corrupt_ids, cache,
+                                                   lambda lg: lg[0, -1, a] - lg[0, -1, w], index_df=index,
+                                                   index_axis_names=None)
+    got = activation_patching(s, "resid_pre", layers=layers, progress=False).values
+    assert (got.flatten() - want.float()).abs().max() <= 1e-3
+    assert (want - want[0]).abs().max() > 0.1
