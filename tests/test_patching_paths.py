@@ -36,6 +36,7 @@ def test_path_patching_to_receiver_inputs(tiny_llama, kind):
         caught = _sender_run(m, 0, hs, 1, capture=[site]).activations[site]
         want = _ld(run_with_hooks(m, CLEAN, interventions=[Patch(site, source=caught, heads=[0, 3])]).logits)
         assert abs(float(res.values[0, hs]) - want) < 1e-4
+    assert len(res.plot_paths(k=2).data) >= 2
 
 
 def test_path_patching_to_logits(tiny_gpt2):
@@ -47,6 +48,8 @@ def test_path_patching_to_logits(tiny_gpt2):
             want = _ld(_sender_run(m, ls, hs, m.dims.n_layers - 1).logits)
             assert abs(float(res.values[ls, hs]) - want) < 1e-4
     # an explicit sender list and bad receivers
+    fig = res.plot_paths(k=3)
+    assert len(fig.data) >= 2 and "logits" in str(fig.layout)
     one = path_patching(s, "logits", senders=[(0, 2)], progress=False)
     assert torch.isnan(one.values).sum() == one.values.numel() - 1
     assert [c for c, _ in one.top(3)] == [{"layer": 0, "head": 2}]  # NaN cells are not ranked

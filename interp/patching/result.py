@@ -123,6 +123,36 @@ class PatchingResult:
         return ip.heatmap(z, self.labels(self.axes[1]), self.labels(self.axes[0]), title=title, colorbar_title=what,
                           y_title=self.axes[0], x_title=self.axes[1])
 
+    def plot_paths(self, k: int = 8, title: str | None = None) -> Any:
+        """Path diagram of a path-patching result: the ``k`` senders with the largest effect, one column per
+        layer, linked to the receivers (or to the logits); edge weight = the sender's effect through the path
+        (normalised when defined, else ``value - target value``)."""
+        import interp.plot as ip
+
+        if self.method != "path":
+            raise ValueError(f"plot_paths draws path-patching results; this one is {self.method!r}")
+        base = self.clean_value if self.direction == "noising" else self.corrupted_value
+        eff = self.normalized - (1.0 if self.direction == "noising" else 0.0) if self.can_normalize else self.values - base
+        top = [c for c, _ in self.top(k)]
+        recv = self.meta.get("receivers", "logits")
+        receivers = [("logits", None)] if recv == "logits" else [(f"L{L}H{h}", L) for L, h in recv]
+        cols = sorted({c["layer"] for c in top})
+        layers = [[f"L{L}H{c['head']}" for c in top if c["layer"] == L] for L in cols]
+        recv_cols = sorted({L for _, L in receivers if L is not None}) or [None]
+        for L in recv_cols:
+            layers.append([name for name, rl in receivers if rl == L])
+        names = [f"L{L}" for L in cols] + ["logits" if L is None else f"L{L} ({self.meta.get('receiver_input', '')})"
+                                          for L in recv_cols]
+        edges = []
+        for ci, L in enumerate(cols):
+            for ni, c in enumerate(c2 for c2 in top if c2["layer"] == L):
+                w = float(eff[L, c["head"]])
+                for ri in range(len(recv_cols)):
+                    for rn in range(len(layers[len(cols) + ri])):
+                        edges.append(((ci, ni), (len(cols) + ri, rn), w))
+        return ip.layered_graph(layers, edges, layer_names=names, weight_title="effect",
+                                title=title or f"path patching: top {len(top)} senders ({self.direction})")
+
     def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
         """The ``k`` cells with the largest ``|value - baseline|`` (the target run's value); NaN cells are skipped."""
         base = self.corrupted_value if self.direction == "denoising" else self.clean_value
