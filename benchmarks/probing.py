@@ -37,12 +37,17 @@ def rss_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_interp(store_path: Path, hooks: list[str]) -> dict:
+def run_interp(store_path: Path, hooks: list[str], dense_only: bool = False) -> dict:
+    import sklearn.feature_selection
+    import sklearn.linear_model
+    import sklearn.metrics  # noqa: F401  (imported before the baseline, as the peer does)
+
     from interp.probing import probe
 
     base = rss_peak_mib()
     t = time.perf_counter()
-    res = probe(store_path, "label", hooks=hooks, position="all", n_threads=1, progress=False)
+    extra = {"ks": [1], "control": False} if dense_only else {}
+    res = probe(store_path, "label", hooks=hooks, position="all", n_threads=1, progress=False, **extra)
     dt = time.perf_counter() - t
     b = res.best_layer()
     return {"time": dt, "mem": rss_peak_mib() - base, "acc": res.accuracy.tolist(),
@@ -53,6 +58,8 @@ def run_interp(store_path: Path, hooks: list[str]) -> dict:
 
 def run_peer(store_path: Path, hooks: list[str]) -> dict:
     """scikit-learn by hand on every layer loaded at once (no streaming)."""
+    import sklearn.feature_selection
+    import sklearn.metrics  # noqa: F401  (same imports as the interp side)
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -100,7 +107,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--store", help="reuse a store captured earlier (default: capture into a temp dir)")
-    ap.add_argument("--side", choices=["interp", "peer"], help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=["interp", "interp-dense", "peer"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     hooks = [f"blocks.{L}.hook_resid_post" for L in range(args.layers)]
@@ -108,7 +115,10 @@ def main() -> int:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            out = (run_interp if args.side == "interp" else run_peer)(Path(args.store), hooks)
+            if args.side == "peer":
+                out = run_peer(Path(args.store), hooks)
+            else:
+                out = run_interp(Path(args.store), hooks, dense_only=args.side == "interp-dense")
         print(json.dumps(out))
         return 0
     import interp
@@ -127,23 +137,27 @@ def main() -> int:
     layer_mib = st.n_tokens * 576 * 4 / 2**20
     print(f"store: {st.n_seqs} sequences, {st.n_tokens} token rows, {len(st.hooks)} hooks; one layer = "
           f"{layer_mib:.0f} MiB, all {len(hooks)} = {layer_mib * len(hooks):.0f} MiB (float32)")
-    ri, rp = [], []
+    ri, rd, rp = [], [], []
     for r in range(args.rounds):
         ri.append(side("interp", path, args.layers))
         print(f"round {r}: interp.probing {ri[-1]['time']:.1f} s, +{ri[-1]['mem']:.0f} MiB RSS", flush=True)
+        rd.append(side("interp-dense", path, args.layers))
+        print(f"round {r}: interp.probing dense only {rd[-1]['time']:.1f} s, +{rd[-1]['mem']:.0f} MiB RSS", flush=True)
         rp.append(side("peer", path, args.layers))
         print(f"round {r}: sklearn by hand (dense only) {rp[-1]['time']:.1f} s, +{rp[-1]['mem']:.0f} MiB RSS", flush=True)
     ti, mi = statistics.median(x["time"] for x in ri), statistics.median(x["mem"] for x in ri)
     tp, mp = statistics.median(x["time"] for x in rp), statistics.median(x["mem"] for x in rp)
+    td, md = statistics.median(x["time"] for x in rd), statistics.median(x["mem"] for x in rd)
     res, accs = ri[-1], rp[-1]["acc"]
     print(f"\nmedians over {args.rounds} rounds ({len(hooks)} layers x {st.n_tokens} rows; RSS above the process's "
           "RSS after imports):")
     print(f"  interp.probing (dense + control + {len(res['ks'])} k-sparse, streamed): {ti:.1f} s, "
           f"+{mi:.0f} MiB = {mi / layer_mib:.1f} layers")
+    print(f"  interp.probing (dense only, streamed):                   {td:.1f} s, +{md:.0f} MiB = {md / layer_mib:.1f} layers")
     print(f"  sklearn by hand (dense only, all layers in memory):      {tp:.1f} s, +{mp:.0f} MiB = {mp / layer_mib:.1f} layers")
-    print(f"  time ratio interp/peer: {ti / tp:.2f}x (interp fits {2 + len(res['ks'])} probes per layer, the peer 1); "
-          f"memory ratio: {mi / mp:.2f}x")
-    diff = np.abs(np.array(res["acc"]) - np.array(accs)).max()
+    print(f"  dense only, interp/peer: time {td / tp:.2f}x, memory {md / mp:.2f}x; full probing (dense + control + "
+          f"{len(res['ks'])} k-sparse per layer) / peer: time {ti / tp:.2f}x, memory {mi / mp:.2f}x")
+    diff = np.abs(np.array(rd[-1]["acc"]) - np.array(accs)).max()
     print(f"  dense held-out accuracy, max |interp - sklearn| over layers: {diff:.4f}")
     b = res["best"]
     print(f"  best layer {b}: accuracy {res['acc'][b]:.4f}, control {res['ctrl'][b]:.4f}, selectivity {res['sel'][b]:.4f}")
