@@ -35,7 +35,7 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
             f"logit difference {model.to_str_tokens(torch.tensor([a]))[0][0]!r} − "
             f"{model.to_str_tokens(torch.tensor([w]))[0][0]!r} at the last token")
     n_layers = model.dims.n_layers
-    every = 10 if ctx.fast else 3
+    every = 10 if ctx.fast else 4
     layers = sorted({*range(0, n_layers, every), n_layers - 1})
     exact = activation_patching(s, "resid_pre", layers=layers, progress=False)
     atp = attribution_patching(s, "resid_pre", progress=False)
