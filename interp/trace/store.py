@@ -6,6 +6,8 @@ Layout of a store directory::
     tokens.safetensors         input_ids, attention_mask  [n_seqs, seq_len], right-padded
     meta.parquet               per-sequence metadata, and the token strings (column ``__tokens__``)
     shards/00000.safetensors   one shard = one batch of sequences, all captured hooks
+    manifest.part-<worker>.json  only while :mod:`interp.distributed` writes: each worker's finished
+                               shards, merged into manifest.json by the driver (and on resume)
 
 Inside a shard, token-wise hooks (``[batch, pos, ...]``) are stored as rows of the non-padding
 tokens only (``[n_tokens, ...]``, sequence by sequence), so training readers stream them without
