@@ -18,4 +18,4 @@ from interp.patching.result import PatchingResult
 from interp.patching.setup import Ablation, Noise, PatchingSetup, prepare
 
 __all__ = ["COMPONENTS", "Ablation", "Metric", "Noise", "PatchingResult", "PatchingSetup", "activation_patching",
-           "attribution_patching", "back_patching",           "normalize", "path_patching", "prepare"]
+           "attribution_patching", "back_patching", "normalize", "path_patching", "prepare"]
