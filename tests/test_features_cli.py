@@ -43,6 +43,10 @@ def test_cli_flow_and_steer_on_shipped_saes(tmp_path, capsys) -> None:
     before = next(x for x in lines if x.startswith("before:"))
     after = next(x for x in lines if x.startswith("after:"))
     assert before.split(":", 1)[1].strip() == after.split(":", 1)[1].strip()  # scale 1 changes nothing
+    assert main(["features", "steer", "--hook", "blocks.4.hook_resid_post", "--feature", "3", "--path",
+                 "--threshold", "0.1", "--scale", "0", "--prompt", "The capital of France is",
+                 "--max-new-tokens", "2"]) == 0
+    assert "steering 2 features on the path" in capsys.readouterr().out
     assert len(saes) == 4
 
 

@@ -216,3 +216,13 @@ def test_store_training_and_spliced_ce(tiny_llama, tmp_path) -> None:
     back = type(ev).load(ev.save(tmp_path / "ev"))
     assert back.summary() == pytest.approx(ev.summary(), nan_ok=True)
     assert len(ev.to_frame()) == 128 and ev.plot().data
+
+
+def test_fits_on_an_in_memory_trace(tiny_llama) -> None:
+    texts = ["w1 w2 w3 w4 w5 w6", "w7 w8 w9"]  # the second is padded: its padding rows must not be used
+    trace = tiny_llama.run(texts, capture=["blocks.1.hook_resid_post"]).trace
+    sae = SparseAutoencoder(SAEConfig(d_sae=16, k=2, batch_size=3, n_tokens=30), progress=False).fit(trace)
+    assert sae.hook == "blocks.1.hook_resid_post"
+    assert len(sae.to_frame()) == 10 and sae.plot().data
+    rows = trace["blocks.1.hook_resid_post"][trace.attention_mask.bool()]
+    assert evaluate_sae(sae, rows).n_tokens == 9

@@ -42,6 +42,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="flow: cosine a link needs (default: %(default)s)")
     p.add_argument("--scale", type=float, default=1.0, help="steer: multiply the feature's activation (0 = suppress)")
     p.add_argument("--add", type=float, default=0.0, help="steer: add this much of the feature (SAE units)")
+    p.add_argument("--path", action="store_true",
+                   help="steer: edit every residual feature on the feature's backward flow path (--threshold)")
     p.add_argument("--prompt", help="steer: the prompt to continue")
     p.add_argument("--max-new-tokens", type=int, default=20, help="steer: tokens to generate (default: %(default)s)")
     output_args(p)
@@ -121,12 +123,16 @@ def _flow(args: argparse.Namespace, rep: Any) -> None:
 
 def _steer(args: argparse.Namespace, rep: Any) -> None:
     import interp
-    from interp.features import FeatureEdit, load_saes, steer
+    from interp.features import FeatureEdit, feature_flow, load_saes, path_edits, steer
 
     _need(args, "hook", "feature", "prompt")
     saes = load_saes(args.saes)
     model = interp.load_model(args.model)
-    res = steer(model, saes, FeatureEdit(args.hook, args.feature, scale=args.scale, add=args.add), args.prompt,
-                max_new_tokens=args.max_new_tokens)
+    edits = [FeatureEdit(args.hook, args.feature, scale=args.scale, add=args.add)]
+    if args.path:
+        graph = feature_flow(saes, args.hook, args.feature, threshold=args.threshold, top_n=1)
+        edits = path_edits(graph, scale=args.scale, add=args.add)
+        print(f"steering {len(edits)} features on the path: " + ", ".join(f"{e.hook} #{e.feature}" for e in edits))
+    res = steer(model, saes, edits, args.prompt, max_new_tokens=args.max_new_tokens)
     print(res)
     rep.section("Steering").table(["run", "continuation"], [("before", res.before), ("after", res.after)])

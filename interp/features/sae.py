@@ -172,7 +172,8 @@ class SparseAutoencoder:
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, hook: str | None = None, *, checkpoint_dir: str | os.PathLike[str] | None = None,
             resume: bool = False) -> SparseAutoencoder:
-        """Train on token rows: a :class:`~interp.trace.TraceStore` (with ``hook``) or a ``[n, d_in]`` tensor.
+        """Train on token rows: a :class:`~interp.trace.TraceStore` or a :class:`~interp.trace.Trace` (with
+        ``hook``), or a ``[n, d_in]`` tensor.
 
         Rows are streamed shuffled (seeded); see :mod:`interp.features.train` for the loop.
         With ``checkpoint_dir`` a checkpoint (weights, Adam state, counters, history) is written every
@@ -227,6 +228,13 @@ class SparseAutoencoder:
             return load_saelens(cls, src, device)
         raise FileNotFoundError(f"no SAE in {str(src)!r}: expected sae.json + sae.safetensors (interp) or "
                                 "cfg.json + sae_weights.safetensors (SAELens)")
+
+    def to_frame(self) -> Any:
+        """The training history as a ``pandas.DataFrame``: one row per step (tokens, loss, fvu, aux, l0, ev,
+        dead_fraction, lr)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history_)
 
     def plot(self) -> Any:
         """Training curves: explained variance, L0 and dead fraction over training tokens."""

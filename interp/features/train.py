@@ -30,7 +30,7 @@ from torch.nn import functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
 from interp.features.sae import WEIGHTS, SAEConfig, SparseAutoencoder
-from interp.trace import TraceStore
+from interp.trace import Trace, TraceStore
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 
 HISTORY_KEYS = ("step", "tokens", "loss", "fvu", "aux", "l0", "ev", "dead_fraction", "lr")
@@ -39,7 +39,8 @@ RESUMABLE = ("n_tokens", "checkpoint_every")  # settings a resumed run may chang
 
 
 def as_source(data: Any, hook: str | None) -> tuple[TraceStore | torch.Tensor, str]:
-    """A store (or a store path) with a hook, or a ``[n, d]`` float tensor of rows."""
+    """A store (or a store path) with a hook, an in-memory :class:`~interp.trace.Trace` (its real tokens'
+    rows), or a ``[n, d]`` float tensor of rows."""
     if isinstance(data, (str, os.PathLike)):
         data = TraceStore(data)
     if isinstance(data, TraceStore):
@@ -50,11 +51,22 @@ def as_source(data: Any, hook: str | None) -> tuple[TraceStore | torch.Tensor, s
         if hook not in data.hooks:
             raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(data.hooks)}")
         return data, hook
+    if isinstance(data, Trace):
+        if hook is None:
+            if len(data.activations) != 1:
+                raise ValueError(f"pass hook=: the trace holds several hooks: {', '.join(data.activations)}")
+            hook = next(iter(data.activations))
+        if hook not in data.activations:
+            raise KeyError(f"trace has no hook {hook!r}; it holds: {', '.join(data.activations)}")
+        act = data.activations[hook]
+        if act.dim() != 3:
+            raise ValueError(f"{hook} is not a [batch, pos, d] activation (shape {tuple(act.shape)})")
+        return act[data.attention_mask.bool().to(act.device)].float().cpu(), hook
     if isinstance(data, torch.Tensor):
         if data.dim() != 2 or not data.is_floating_point():
             raise ValueError(f"rows must be a float tensor [n_tokens, d_in], got {data.dtype} {tuple(data.shape)}")
         return data, hook or ""
-    raise TypeError(f"data must be a TraceStore, a store path or a [n, d] tensor, got {type(data).__name__}")
+    raise TypeError(f"data must be a TraceStore, a store path, a Trace or a [n, d] tensor, got {type(data).__name__}")
 
 
 def iter_rows(source: TraceStore | torch.Tensor, hook: str, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
