@@ -73,6 +73,11 @@ def test_local_backend_matches_hf_hidden_states(model_dir: Path, tmp_path: Path,
     with pytest.raises(StoreMismatchError, match="hooks"):
         distributed.capture(str(model_dir), DATA, ["blocks.1.hook_resid_post"], url, backend="local", batch_size=2,
                             progress=False)
+    other = distributed.capture(str(model_dir), DATA[:3], ["blocks.1.hook_resid_post"], url, backend="local",
+                                batch_size=2, overwrite=True, progress=False)
+    store = other.open()
+    assert other.captured == (0, 1) and store.hooks == ["blocks.1.hook_resid_post"] and store.n_seqs == 3
+    assert StoreLocation(url).listdir("shards") == ["00000.safetensors", "00001.safetensors"]
     StoreLocation(url).remove_all()
 
 
