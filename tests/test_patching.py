@@ -154,6 +154,14 @@ def test_mean_ablation_from_reference(tiny_llama):
     s2 = prepare(tiny_llama, CLEAN, ablation=Ablation("mean", ref_post), answer=3, wrong=4)
     pre = activation_patching(s2, "resid_pre", direction="noising", layers=[1], progress=False)
     assert torch.allclose(pre.values, res.values, atol=1e-5)
+    # resample ablation from a Trace: a seeded random reference sequence
+    tr = tiny_llama.run(ref_ids, capture="blocks.*.hook_resid_pre").trace
+    s3 = prepare(tiny_llama, CLEAN, ablation=Ablation("resample", tr, seed=3), answer=3, wrong=4)
+    res3 = activation_patching(s3, "resid_pre", direction="noising", layers=[1], positions=[4], progress=False)
+    pick = torch.randint(0, 4, (1,), generator=torch.Generator().manual_seed(3))
+    src = ref["blocks.1.hook_resid_pre"][pick]
+    lg = run_with_hooks(tiny_llama, CLEAN, interventions=[Patch("blocks.1.hook_resid_pre", source=src, positions=[4])]).logits
+    assert abs(float(res3.values[0, 0]) - _metric(lg, 3, 4)) < 1e-4
 
 
 def test_clear_errors(tiny_llama):
