@@ -186,3 +186,20 @@ def test_result_roundtrip_and_plot(tiny_llama, tmp_path):
     assert len(df) == res.values.numel() and {"layer", "head", "pos", "value", "normalized"} <= set(df.columns)
     assert res.plot().data[0].z.shape == (8, 7)
     assert activation_patching(s, "resid_pre", progress=False).plot().data[0].z.shape == (2, 7)
+
+
+def test_padded_prompt_pairs_equal_loop(tiny_llama):
+    """Two pairs of different lengths (right padding): each pair's metric is read at its own last token."""
+    clean, corr = ["w1 w2 w3 w4", "w5 w6 w7 w8 w9 w10"], ["w1 w12 w3 w4", "w5 w6 w17 w8 w9 w10"]
+    s = prepare(tiny_llama, clean, corr, answer=["w20", "w21"], wrong="w22")
+    res = activation_patching(s, "attn_out", progress=False)
+    ids, mask = tiny_llama.tokenize(clean)
+    xids, _ = tiny_llama.tokenize(corr)
+    src = run_with_hooks(tiny_llama, ids, mask, capture="blocks.*.hook_attn_out").activations
+    a, w, last = s.metric.answer, s.metric.wrong, mask.sum(1) - 1
+    for L in range(2):
+        for p in range(ids.shape[1]):
+            name = f"blocks.{L}.hook_attn_out"
+            lg = run_with_hooks(tiny_llama, xids, mask, interventions=[Patch(name, source=src[name], positions=[p])]).logits
+            want = torch.stack([lg[i, last[i], a[i]] - lg[i, last[i], w[i]] for i in range(2)]).mean()
+            assert abs(float(want) - float(res.values[L, p])) < 1e-4
