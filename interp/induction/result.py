@@ -3,7 +3,6 @@ tokens, the loss per position, and (optionally) copying and logit-attribution sc
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +171,3 @@ class InductionScores:
                    pattern_heads=tuple(tuple(lh) for lh in meta["pattern_heads"]), model_name=meta["model_name"],
                    n_seq=meta["n_seq"], normalize=meta["normalize"])
 
-
-def finite(x: float) -> float | None:
-    """``x`` or ``None`` when NaN (for JSON)."""
-    return None if math.isnan(x) else x
