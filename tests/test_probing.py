@@ -177,6 +177,13 @@ def test_store_matches_trace_and_streams_by_shard(tiny_llama, tmp_path) -> None:
         b = probe(tr, labels, position=pos, ks=[1, 2], progress=False)
         assert torch.allclose(a.accuracy, b.accuracy) and torch.equal(a.neurons, b.neurons)
         assert torch.allclose(a.directions, b.directions, atol=1e-5)
+    # streaming: every shard read asks for one hook only, and hooks are visited one after the other
+    calls: list[list[str]] = []
+    real = st.read_shard
+    st.read_shard = lambda info, hooks=None: calls.append(list(hooks)) or real(info, hooks)  # type: ignore[method-assign]
+    probe(st, labels, position=-1, ks=[1], control=False, progress=False)
+    assert all(len(c) == 1 for c in calls) and len(calls) == 2 * len(st.shards())
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
     with pytest.raises(KeyError, match="no token-wise hook matches"):
         probe(st, labels, hooks="blocks.*.hook_mlp_out")
     with pytest.raises(KeyError, match="no metadata column"):
