@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= out
 
-.PHONY: install browser report test lint bench clean
+.PHONY: install browser saelens report test lint bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "note: chromium not installed; browser tests will be skipped"; }
 
+# SAELens in its own venv (it pins TransformerLens < 4, see FACTS.md): the oracle test and benchmarks/sae.py use it.
+SAELENS := .venv-saelens/.installed
+saelens: $(SAELENS)
+$(SAELENS):
+	$(PY) -m venv .venv-saelens
+	.venv-saelens/bin/pip install -q --upgrade pip
+	.venv-saelens/bin/pip install -q torch==2.13.0
+	.venv-saelens/bin/pip install -q sae-lens
+	touch $(SAELENS)
+
 # The main job: capture the bundled model's residual stream over the shipped prompts (a store and a
 # printed summary), then the HTML report of every tool on one prompt.
 report: $(STAMP)
@@ -35,7 +45,7 @@ report: $(STAMP)
 		--corrupt "The capital of Italy is" -o $(OUT)/report.html
 
 # The whole test suite (slow SmolLM2 and oracle tests included) plus the doctests in interp/.
-test: $(STAMP) browser
+test: $(STAMP) browser $(SAELENS)
 	$(BIN)/pytest -q tests interp
 
 lint: $(STAMP)

@@ -2,8 +2,7 @@
 
 SAELens lives in its own virtual environment (it pins transformer-lens < 4; see FACTS.md)::
 
-    python3 -m venv /tmp/saelens-venv
-    /tmp/saelens-venv/bin/pip install torch==2.13.0 && /tmp/saelens-venv/bin/pip install sae-lens
+    make saelens   # = python3 -m venv .venv-saelens; pip install torch==2.13.0; pip install sae-lens
 
 This script captures ``blocks.4.hook_resid_post`` of SmolLM2-135M on the bundled corpus, saves the
 token rows to a .safetensors file, and times rounds of training on those rows: interp in this
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-SAELENS_PY = "/tmp/saelens-venv/bin/python"
+SAELENS_PY = str(Path(__file__).resolve().parents[1] / ".venv-saelens" / "bin" / "python")  # `make saelens`
 HOOK = "blocks.4.hook_resid_post"
 
 SAELENS_SIDE = r'''
@@ -141,7 +140,7 @@ def main() -> None:
         for k in ("interp (tensor)", "interp (TraceStore)"):
             print(f"ratio {k} / best SAELens: {med[k] / best:.2f}x")
     else:
-        print("no SAELens timing (not installed in /tmp/saelens-venv, or it failed: see above): no ratio")
+        print("no SAELens timing (not installed in .venv-saelens: make saelens, or it failed: see above): no ratio")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""SAELens itself (in its own virtual environment, /tmp/saelens-venv) against interp's reading and writing of
+"""SAELens itself (in its own virtual environment, .venv-saelens, made by `make saelens`) against interp's reading and writing of
 its layout: the same SAE encodes and decodes the same activations to the same numbers. One SAELens process
 does both directions (importing SAELens takes ~20 s here)."""
 
@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from interp.features import SAEConfig, SparseAutoencoder, save_saelens
 
-SAELENS_PY = Path("/tmp/saelens-venv/bin/python")
+SAELENS_PY = Path(__file__).resolve().parents[2] / ".venv-saelens" / "bin" / "python"  # made by `make saelens`
 pytestmark = [pytest.mark.oracle,
-              pytest.mark.skipif(not SAELENS_PY.exists(), reason="SAELens venv missing (see benchmarks/sae.py)")]
+              pytest.mark.skipif(not SAELENS_PY.exists(), reason="SAELens venv missing: run `make saelens`")]
 
 SIDE = r'''
 import sys, torch
