@@ -393,3 +393,20 @@ def test_streamed_shard_is_a_valid_safetensors_file_with_its_sha256(tmp_path: Pa
     assert set(back) == set(tensors)
     for k, v in tensors.items():
         assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    """Atomic writes make their temp file with the umask's permissions (mkstemp's 0600 would lock out a team)."""
+    import os
+
+    from interp.trace.layout import atomic_write_bytes, stream_safetensors
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "m.json", b"{}")
+        stream_safetensors(tmp_path / "s.safetensors", {"x": torch.zeros(3)})
+    finally:
+        os.umask(old)
+    for name in ("m.json", "s.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -43,10 +43,16 @@ def is_dense(name: str) -> bool:
     return Site.parse(name).component is Component.PATTERN
 
 
+def _open_tmp(path: Path) -> tuple[int, Path]:
+    """A new ``.<name>.<random>.tmp`` beside ``path``, created with the umask's permissions (not mkstemp's 0600)."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see the old or the new content, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _open_tmp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -220,7 +226,7 @@ def stream_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[in
     prefix = len(head).to_bytes(8, "little") + head
     h = hashlib.sha256()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _open_tmp(path)
     try:
         with os.fdopen(fd, "wb", buffering=0) as f, ThreadPoolExecutor(1, thread_name_prefix="interp-sha") as pool:
             pending = pool.submit(h.update, prefix)
