@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,20 @@ def test_last_layer_is_the_model_output(decoder: HookedModel, batch) -> None:
     torch.testing.assert_close(hand_logits(decoder, last)[real], run.logits[real], rtol=1e-4, atol=1e-4)
 
 
-def test_every_metric_matches_a_direct_computation(decoder: HookedModel, batch) -> None:
+@pytest.mark.parametrize("tiles", [None, (7, 3), (5, 1)], ids=["one-tile", "7-cols-3-rows", "5-cols-1-row"])
+def test_every_metric_matches_a_direct_computation(decoder: HookedModel, batch, tiles, monkeypatch) -> None:
+    """Also with tiny tiles, so the online log-sum-exp, top-k merge and rank count cross many tile edges."""
     run = _run(decoder, batch)
     ids, mask = batch
-    res = logit_lens(decoder, run.trace, target=7, top_k=3)
+    kwargs = {}
+    if tiles is not None:
+        cols, rows = tiles
+        monkeypatch.setattr(sys.modules["interp.lens.logit_lens"], "VOCAB_TILE", cols)
+        kwargs["chunk_bytes"] = cols * rows * 4 * 2
+    res = logit_lens(decoder, run.trace, target=7, top_k=3, **kwargs)
+    if tiles is not None:  # top-k merged across tiles equals the top-k of the whole row
+        want = hand_logits(decoder, run.trace["blocks.0.hook_resid_post"]).float().topk(3, dim=-1).indices
+        assert torch.equal(res.top_ids[0][mask.bool()], want[mask.bool()])
     final = run.logits.float().log_softmax(-1)
     for L in range(decoder.dims.n_layers):
         logp = hand_logits(decoder, run.trace[f"blocks.{L}.hook_resid_post"]).float().log_softmax(-1)

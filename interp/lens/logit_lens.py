@@ -2,7 +2,8 @@
 
 Each chosen activation goes through the model's final norm (its own module, so RMSNorm or LayerNorm
 with its eps) and the unembedding (``W_U`` and ``b_U`` if any), as if the remaining layers were
-skipped. Layers are stacked and decoded in chunks (one matmul per chunk, memory bounded).
+skipped. The logits are made in cache-sized tiles and reduced at once (an online log-sum-exp), so the
+lens costs little more than the unembedding matmul itself and never holds ``[layer, batch, pos, vocab]``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from interp.trace.hooked import HookedModel, Inputs
 from interp.trace.trace import Trace
 
 LENSABLE = (Component.RESID_PRE, Component.ATTN_OUT, Component.RESID_MID, Component.MLP_OUT, Component.RESID_POST)
-CHUNK_BYTES = 2**28  # bound on the float32 logits held at once (per chunk of layers)
+TILE_BYTES = 2**24  # logits (and their exponentials) made and reduced at once: a tile that stays in cache
+VOCAB_TILE = 4096  # vocabulary columns per tile
+NORM_CHUNK_BYTES = 2**26  # normalised activations of a chunk of layers, decoded together
 
 
 def logit_lens(
@@ -28,7 +31,7 @@ def logit_lens(
     target: str | int | None = None,
     top_k: int = 5,
     include_final_norm: bool = True,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int = TILE_BYTES,
     transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> LogitLensResult:
     """Decode each layer's residual stream (or a block's contribution) into next-token distributions.
@@ -44,7 +47,8 @@ def logit_lens(
             probability are tracked.
         top_k: top tokens kept per layer and position.
         include_final_norm: apply the final norm before the unembedding (the usual logit lens).
-        chunk_bytes: bound on the float32 logits decoded at once.
+        chunk_bytes: bound on the float32 logits held at once; they are made in tiles of this size and
+            reduced while in cache (the full ``[layer, batch, pos, vocab]`` block never exists).
         transform: ``(hook name, activations) -> activations`` applied to each layer before decoding
             (the tuned lens passes its translators here); ``None`` decodes the activations as they are.
 
@@ -93,46 +97,38 @@ def logit_lens(
     final_p = final_z.softmax(-1)
     # KL(final || layer) = sum p_f (z_f - z) + lse(z) - lse(z_f) for layer logits z. The layer's sum_v p_f[v] z[v],
     # with z = hn @ W_U + b_U, is hn . (W_U p_f) + b_U . p_f: one small float64 matmul here replaces a pass over
-    # [layer, batch, pos, vocab] per layer (float64 because hn . u cancels heavily).
+    # the layer's logits (float64 because hn . u cancels heavily).
     final_const = torch.linalg.vecdot(final_p, final_z) - final_z.logsumexp(-1)  # sum p_f z_f - lse(z_f)
     W = W_U.to(model.device).float()
+    b = b_U.to(model.device).float() if b_U is not None else None
     u = final_p @ W.T.double()  # [batch, pos, d_model]
-    pb = final_p @ b_U.to(model.device).double() if b_U is not None else 0.0
+    pb = final_p @ b.double() if b is not None else 0.0
     ids = trace.input_ids.to(model.device)
     n_seq, n_pos = ids.shape
     has_next = torch.zeros_like(mask)
     has_next[:, :-1] = mask[:, 1:] & mask[:, :-1]
     next_ids = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
 
-    # Few passes over each [chunk, batch, pos, vocab] block: the matmul, top-k of the logits, one softmax
-    # (row by row, in cache), one fused dot of probabilities and logits (entropy), and with a target one
-    # comparison (rank). The log-partition comes from the top token (lse = z_top - log p_top); the KL and
-    # cross-entropy then need no pass of their own.
-    per_layer = n_seq * n_pos * W.shape[1] * 4 * 2
-    step = max(1, chunk_bytes // max(per_layer, 1))
+    per_layer = n_seq * n_pos * W.shape[0] * 4
+    step = max(1, NORM_CHUNK_BYTES // max(per_layer, 1))
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "probs", "ent", "kl", "ce", "rank", "tp")}
     for i in range(0, len(names), step):
         x = torch.stack([trace[n] if transform is None else transform(n, trace[n]) for n in names[i:i + step]])
-        hn = (model.apply_final_norm(x) if include_final_norm else x.to(model.device)).float()
-        z = hn @ W  # [c, batch, pos, vocab]
-        if b_U is not None:
-            z += b_U.to(model.device).float()
-        top_z, top_ids = z.topk(min(top_k, z.shape[-1]), dim=-1)
-        p = z.softmax(-1)
-        lse = top_z[..., :1] - p.gather(-1, top_ids[..., :1]).log()  # [c, batch, pos, 1]
-        out["ids"].append(top_ids)
-        out["probs"].append((top_z - lse).exp())
-        out["ent"].append(lse[..., 0] - torch.linalg.vecdot(p, z))
-        del p
+        hn = (model.apply_final_norm(x) if include_final_norm else x.to(model.device)).float()  # [c, batch, pos, d]
+        c = hn.shape[0]
+        st = _decode_rows(hn.reshape(-1, hn.shape[-1]), W, b, top_k, target_id,
+                          next_ids.expand(c, -1, -1).reshape(-1), chunk_bytes)
+        shape = (c, n_seq, n_pos)
+        lse = st["lse"].view(shape)
+        out["ids"].append(st["top_ids"].view(*shape, -1))
+        out["probs"].append((st["top_z"].view(*shape, -1) - lse[..., None]).exp())
+        out["ent"].append(st["entropy"].view(shape))
         dot_f = (hn.double() * u).sum(-1) + pb
-        out["kl"].append((final_const - dot_f + lse[..., 0].double()).float())
-        idx = next_ids[None, :, :, None].expand(z.shape[0], -1, -1, 1)
-        out["ce"].append(lse[..., 0] - z.gather(-1, idx)[..., 0])
+        out["kl"].append((final_const - dot_f + lse.double()).float())
+        out["ce"].append(lse - st["z_next"].view(shape))
         if target_id is not None:
-            z_t = z[..., target_id]
-            out["rank"].append((z > z_t[..., None]).sum(-1, dtype=torch.int32).long())
-            out["tp"].append((z_t - lse[..., 0]).exp())
-        del z
+            out["rank"].append(st["rank"].view(shape).long())
+            out["tp"].append((st["z_target"].view(shape) - lse).exp())
 
     def cat(key: str, valid: torch.Tensor, fill: float) -> torch.Tensor:
         t = torch.cat(out[key])
@@ -160,6 +156,68 @@ def _decode(model: LoadedModel, x: torch.Tensor, W_U: torch.Tensor, b_U: torch.T
     h = model.apply_final_norm(x) if norm else x.to(model.device)
     logits = h.float() @ W_U.to(model.device).float()
     return logits + b_U.to(model.device).float() if b_U is not None else logits
+
+
+def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: int, target_id: int | None,
+                 next_ids: torch.Tensor, tile_bytes: int) -> dict[str, torch.Tensor]:
+    """Per-row statistics of the logits ``hn @ W + b`` without holding more than one cache-sized tile of them.
+
+    The logits are made tile by tile (``rows x VOCAB_TILE`` columns) and reduced at once while the tile is
+    in cache, with a running (online) log-sum-exp: per row the top-``k`` logits and ids, the log-partition
+    ``lse``, the entropy, the logit of the next token, and with a target its logit and rank (count of
+    logits strictly above it). The target's tile goes first so the rank compares values of one matmul.
+    """
+    n, vocab = hn.shape[0], W.shape[1]
+    cols = min(VOCAB_TILE, vocab)
+    rows = max(1, min(n, tile_bytes // (cols * 4 * 2)))
+    zbuf, pbuf = torch.empty(rows, cols, device=hn.device), torch.empty(rows, cols, device=hn.device)
+    starts = list(range(0, vocab, cols))
+    if target_id is not None:  # the target's tile first
+        first = target_id // cols * cols
+        starts.remove(first)
+        starts.insert(0, first)
+    k = min(k, vocab)
+    res = {name: [] for name in ("top_z", "top_ids", "lse", "entropy", "z_next", "z_target", "rank")}
+    for r0 in range(0, n, rows):
+        h, nxt = hn[r0:r0 + rows], next_ids[r0:r0 + rows]
+        r = h.shape[0]
+        m = torch.full((r,), -torch.inf, device=hn.device)
+        s, e, z_next = (torch.zeros(r, device=hn.device) for _ in range(3))
+        rank = torch.zeros(r, dtype=torch.int32, device=hn.device)
+        z_t = None
+        cand_z, cand_i = [], []
+        for j in starts:
+            w = min(cols, vocab - j)
+            z = torch.matmul(h, W[:, j:j + w], out=zbuf[:r, :w])
+            if b is not None:
+                z += b[j:j + w]
+            tz, ti = z.topk(min(k, w), dim=-1)
+            cand_z.append(tz)
+            cand_i.append(ti + j)
+            if z_t is None and target_id is not None:
+                z_t = z[:, target_id - j].clone()
+            if z_t is not None:
+                rank += (z > z_t[:, None]).sum(-1, dtype=torch.int32)
+            inside = (nxt >= j) & (nxt < j + w)
+            picked = z.gather(-1, (nxt - j).clamp(0, w - 1)[:, None])[:, 0]
+            z_next = torch.where(inside, picked, z_next)
+            m_new = torch.maximum(m, tz[:, 0])
+            scale = (m - m_new).exp()
+            p = torch.sub(z, m_new[:, None], out=pbuf[:r, :w]).exp_()
+            s = s * scale + p.sum(-1)
+            e = e * scale + torch.linalg.vecdot(p, z)
+            m = m_new
+        top_z, pos = torch.cat(cand_z, 1).topk(k, dim=-1)
+        lse = m + s.log()
+        res["top_z"].append(top_z)
+        res["top_ids"].append(torch.cat(cand_i, 1).gather(1, pos))
+        res["lse"].append(lse)
+        res["entropy"].append(lse - e / s)  # H = lse - E_p[z]
+        res["z_next"].append(z_next)
+        if z_t is not None:
+            res["z_target"].append(z_t)
+            res["rank"].append(rank)
+    return {name: torch.cat(v) for name, v in res.items() if v}
 
 
 def _components(components: Sequence[str]) -> list[Component]:
