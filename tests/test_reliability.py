@@ -18,7 +18,7 @@ from _trace_helpers import char_llama
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from interp.hooks import Add, Patch
+from interp.hooks import Ablate, Add, Patch
 from interp.sites import UnknownHookError
 from interp.trace import ModelMismatchError, StoreMismatchError, TraceStore, capture
 from interp.trace.layout import CorruptStoreError, store_tmp_files
@@ -145,7 +145,7 @@ def test_mismatched_dtypes_are_value_errors(model, store_dir: Path, tmp_path: Pa
 
 
 def test_trace_from_another_model(model, other_model, store_dir: Path, tmp_path: Path) -> None:
-    longer = other_model.run("abcdef", capture=[HOOK]).trace
+    longer = model.run("abcdef", capture=[HOOK]).trace
     with pytest.raises(ValueError, match=r"patch source .* has shape \(1, 6, 64\) but the activation has \(1, 3, 64\)"):
         model.run("abc", interventions=[Patch(HOOK, source=longer)])
     with pytest.raises(ModelMismatchError, match="fingerprint"):
@@ -158,12 +158,14 @@ def test_trace_from_another_model(model, other_model, store_dir: Path, tmp_path:
     assert {f: (copy / f).read_bytes() for f in files_under(copy) if (copy / f).is_file()} == before
 
 
-@pytest.mark.xfail(strict=True, reason="interp.hooks.Patch does not know the model it runs in: a same-shape "
-                   "trace of another model is patched in silently (gap reported; interventions.py is not ours)")
 def test_same_shape_trace_from_another_model_is_refused(model, other_model) -> None:
     foreign = other_model.run("abc", capture=[HOOK]).trace
-    with pytest.raises(ModelMismatchError):
+    with pytest.raises(ModelMismatchError, match="captured from"):
         model.run("abc", interventions=[Patch(HOOK, source=foreign)])
+    with pytest.raises(ModelMismatchError), model.hooks(interventions=[Ablate(HOOK, "mean", reference=foreign)]):
+        pass
+    own = model.run("abc", capture=[HOOK]).trace  # the model's own trace still patches
+    model.run("abc", interventions=[Patch(HOOK, source=own)])
 
 
 # -- damaged stores ---------------------------------------------------------------------------------
