@@ -19,6 +19,23 @@ def model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
 
 
+def dataset_args(p: argparse.ArgumentParser) -> None:
+    """``--prompt``/``--dataset``/``--column``/``--hooks`` of the capture commands (read back by :func:`dataset_of`)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
+    src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
+    p.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
+    p.add_argument("--hooks", action="append", default=None,
+                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+
+
+def dataset_of(args: argparse.Namespace) -> tuple[list[str] | str, list[str]]:
+    """The texts (or dataset file) and hook patterns of :func:`dataset_args`; a missing file is an error."""
+    if args.dataset and not Path(args.dataset).exists():
+        raise FileNotFoundError(f"no dataset file at {args.dataset!r}")
+    return (args.prompt if args.prompt else args.dataset), (args.hooks or ["blocks.*.hook_resid_post"])
+
+
 def output_args(p: argparse.ArgumentParser) -> None:
     """``--json`` and ``--html``, shared by every subcommand that computes results."""
     p.add_argument("--json", metavar="PATH",

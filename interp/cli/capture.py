@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from interp.cli._common import add_command, emit, model_arg, output_args
+from interp.cli._common import add_command, dataset_args, dataset_of, emit, model_arg, output_args
 
 ORDER = 10
 SUMMARY_ROWS = 65536
@@ -20,12 +19,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     example="interp capture --model smollm2-135m --dataset data/prompts.txt "
                             "--hooks 'blocks.*.hook_resid_post' -o out/store")
     model_arg(c)
-    src = c.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
-    src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
-    c.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
-    c.add_argument("--hooks", action="append", default=None,
-                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+    dataset_args(c)
     c.add_argument("-o", "--out", required=True, help="store directory")
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--max-tokens", type=int, default=128)
@@ -40,11 +34,8 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.trace import capture
 
-    if args.dataset and not Path(args.dataset).exists():
-        raise FileNotFoundError(f"no dataset file at {args.dataset!r}")
+    dataset, hooks = dataset_of(args)
     model = interp.load_model(args.model)
-    hooks = args.hooks or ["blocks.*.hook_resid_post"]
-    dataset = args.prompt if args.prompt else args.dataset
     store = capture(model, dataset, hooks, args.out, batch_size=args.batch_size, dtype=args.dtype,
                     max_tokens=args.max_tokens, column=args.column, prepend_bos=args.prepend_bos,
                     overwrite=args.overwrite, progress=not args.quiet)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from interp.cli._common import add_command, model_arg
+from interp.cli._common import add_command, dataset_args, dataset_of, model_arg
 
 ORDER = 11
 
@@ -21,12 +20,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     example="interp capture-ray --model smollm2-135m --dataset data/prompts.txt "
                             "--hooks 'blocks.*.hook_resid_post' -o out/store --workers 2")
     model_arg(c)
-    src = c.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", action="append", help="a text to capture (repeatable)")
-    src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
-    c.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
-    c.add_argument("--hooks", action="append", default=None,
-                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+    dataset_args(c)
     c.add_argument("-o", "--out", required=True, help="store directory or fsspec URL (s3://bucket/prefix ...)")
     c.add_argument("--workers", type=int, default=2, help="Ray workers (default: %(default)s)")
     c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
@@ -44,10 +38,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from interp import distributed
 
-    if args.dataset and not Path(args.dataset).exists():
-        raise FileNotFoundError(f"no dataset file at {args.dataset!r}")
-    res = distributed.capture(args.model, args.prompt if args.prompt else args.dataset,
-                              args.hooks or ["blocks.*.hook_resid_post"], args.out, workers=args.workers,
+    dataset, hooks = dataset_of(args)
+    res = distributed.capture(args.model, dataset, hooks, args.out, workers=args.workers,
                               backend="local" if args.local else "ray", address=args.address,
                               batch_size=args.batch_size, dtype=args.dtype, max_tokens=args.max_tokens,
                               column=args.column, prepend_bos=args.prepend_bos, overwrite=args.overwrite,

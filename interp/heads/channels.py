@@ -32,6 +32,18 @@ def _head(x: Any, what: str, n_layers: int, n_heads: int) -> tuple[int, int]:
     return la, h
 
 
+def _pair(weights: Any, sender: Any, receiver: Any, kind: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Checked ``(layer, head)`` of a sender and a later receiver, and a known ``kind``."""
+    L, H = weights.W_Q.shape[:2]
+    la, ha = _head(sender, "sender", L, H)
+    lb, hb = _head(receiver, "receiver", L, H)
+    if lb <= la:
+        raise ValueError(f"receiver layer {lb} must come after sender layer {la}")
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}; use one of {KINDS}")
+    return (la, ha), (lb, hb)
+
+
 def receiver_factors(weights: Any, layer: int, head: int, kind: str, fold_norm: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Thin factors ``(A, B)`` of what the receiver reads: QK (``"q"``), QKᵀ (``"k"``) or OV (``"v"``)."""
@@ -140,13 +152,8 @@ def channel(model: Any, sender: tuple[int, int], receiver: tuple[int, int], kind
         torch.Size([64])
     """
     w = model.weights
-    L, H, _, d_head = w.W_Q.shape
-    la, ha = _head(sender, "sender", L, H)
-    lb, hb = _head(receiver, "receiver", L, H)
-    if lb <= la:
-        raise ValueError(f"receiver layer {lb} must come after sender layer {la}")
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}; use one of {KINDS}")
+    d_head = w.W_Q.shape[-1]
+    (la, ha), (lb, hb) = _pair(w, sender, receiver, kind)
     if not 1 <= top_k <= d_head:
         raise ValueError(f"top_k={top_k} must be in 1..{d_head}")
     with torch.no_grad():
@@ -205,13 +212,8 @@ def channel_activity(model: Any, inputs: Any, sender: tuple[int, int], receiver:
         torch.Size([2])
     """
     w = model.weights
-    L, H, _, d_head = w.W_Q.shape
-    la, ha = _head(sender, "sender", L, H)
-    lb, hb = _head(receiver, "receiver", L, H)
-    if lb <= la:
-        raise ValueError(f"receiver layer {lb} must come after sender layer {la}")
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}; use one of {KINDS}")
+    d_head = w.W_Q.shape[-1]
+    (la, ha), (lb, hb) = _pair(w, sender, receiver, kind)
     comps = tuple(int(c) for c in components)
     if not comps or any(not 0 <= c < d_head for c in comps):
         raise ValueError(f"components={list(components)} must be a non-empty list of ints in 0..{d_head - 1}")
