@@ -100,6 +100,36 @@ def test_save_load_round_trip(tiny_llama: HookedModel, store: TraceStore, tmp_pa
                                                                                            "kl_tuned"]
 
 
+def test_default_matmul_dtype_is_the_fast_one_and_recorded(tiny_llama: HookedModel, store: TraceStore,
+                                                           tmp_path: Path) -> None:
+    """``matmul_dtype=None`` measures bf16 vs float32 here (bf16 is emulated on AVX2-only CPUs) and saves both."""
+    import time
+
+    from interp.lens.tuned_lens import fast_matmul_dtype
+
+    a, w = torch.randn(64, 256), torch.randn(256, 512)
+
+    def best(dtype: torch.dtype) -> float:
+        x, y = a.to(dtype), w.to(dtype)
+        x @ y
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            x @ y
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
+
+    chosen = fast_matmul_dtype("cpu")
+    ratio = best(torch.bfloat16) / best(torch.float32)
+    if ratio > 2 or ratio < 0.5:  # a clear winner on this CPU must be the one chosen
+        assert chosen == (torch.float32 if ratio > 1 else torch.bfloat16), ratio
+    lens = _fit(tiny_llama, store, steps=1, matmul_dtype=None)
+    assert lens.matmul_dtype is None and lens.matmul_dtype_ in (torch.float32, torch.bfloat16)
+    meta = json.loads(lens.save(tmp_path / "lens").joinpath("lens.json").read_text())
+    assert meta["config"]["matmul_dtype"] is None and meta["matmul_dtype_used"] in ("float32", "bfloat16")
+    assert TunedLens.load(tmp_path / "lens").matmul_dtype is None
+
+
 def test_bad_inputs(tiny_llama: HookedModel, tiny_gpt2: HookedModel, store: TraceStore, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="init must be one of"):
         TunedLens(init="random")

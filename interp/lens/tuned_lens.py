@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,8 +49,10 @@ class TunedLens:
         lr: Adam learning rate (linear warm-up over the first 10% of steps, then linear decay to 0).
         init: ``"identity"`` (as Belrose et al.) or ``"least_squares"`` (closed-form warm start).
         ridge: relative ridge penalty of the least-squares fit (times the mean diagonal of the Gram matrix).
-        matmul_dtype: dtype of the unembedding matmul while training (``torch.bfloat16`` is ~3x faster
-            on CPUs with bf16 units; softmax and KL stay float32). Readings after training use float32.
+        matmul_dtype: dtype of the unembedding matmul while training; softmax and KL stay float32 and
+            readings after training use float32. ``None`` (default) picks :func:`fast_matmul_dtype` at
+            :meth:`fit`: ``torch.bfloat16`` where it is faster (GPUs, CPUs with bf16 units: about 3x), else
+            ``torch.float32`` (on an AVX2-only CPU a bf16 matmul is emulated and ~100x slower).
         seed: seeds the row shuffling; the same seed and store give the same lens.
         progress: show a tqdm bar with the loss.
 
@@ -58,6 +61,7 @@ class TunedLens:
         bias_: ``[layer, d_model]`` the ``b_L``; rows cover layers ``0 .. n_layers - 2``.
         history_: mean KL (nats per token, averaged over layers) at each step.
         n_tokens_: token rows seen by the KL steps; ``n_tokens_init_``: by the least-squares pass.
+        matmul_dtype_: the unembedding-matmul dtype the KL steps used (set when ``steps > 0``).
         model_id_, fingerprint_: the model the lens was trained for.
 
     Example:
@@ -73,7 +77,7 @@ class TunedLens:
     """
 
     def __init__(self, steps: int = 250, batch_size: int = 256, lr: float = 1e-3, init: str = "identity",
-                 ridge: float = 1e-3, matmul_dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                 ridge: float = 1e-3, matmul_dtype: torch.dtype | None = None, seed: int = 0,
                  progress: bool = True) -> None:
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -147,6 +151,7 @@ class TunedLens:
         W_U = model.weights.W_U.detach().to(model.device)
         b_U = model.weights.b_U.detach().to(model.device) if model.weights.b_U is not None else None
         batches = _batches(store, names, self.batch_size, self.seed)
+        dtype = self.matmul_dtype_ = self.matmul_dtype or fast_matmul_dtype(model.device)
         bar = tqdm(range(self.steps), desc="tuned lens: KL", disable=not self.progress)
         with _frozen(model):
             for _ in bar:
@@ -159,7 +164,7 @@ class TunedLens:
                 total = 0.0
                 for L in range(len(names) - 1):
                     h = rows[L].float()
-                    logq = _logp(model, h + h @ A[L] + b[L], W_U, b_U, self.matmul_dtype, grad=True)
+                    logq = _logp(model, h + h @ A[L] + b[L], W_U, b_U, dtype, grad=True)
                     kl = (neg_h - (p_target * logq).sum(-1)).mean()
                     (kl / (len(names) - 1)).backward()  # one layer's graph at a time: memory of one layer
                     total += float(kl.detach())
@@ -208,8 +213,9 @@ class TunedLens:
         atomic_save_tensors(out / "lens.safetensors", {"weight": self.weight_.to(dtype), "bias": self.bias_.to(dtype)})
         meta = {"kind": "TunedLens", "hook": HOOK, "model_id": self.model_id_, "fingerprint": self.fingerprint_,
                 "config": {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "init": self.init,
-                           "ridge": self.ridge, "matmul_dtype": str(self.matmul_dtype).removeprefix("torch."),
+                           "ridge": self.ridge, "matmul_dtype": _dtype_name(self.matmul_dtype),
                            "seed": self.seed},
+                "matmul_dtype_used": _dtype_name(getattr(self, "matmul_dtype_", None)),
                 "n_tokens": self.n_tokens_, "n_tokens_init": self.n_tokens_init_, "history": self.history_}
         atomic_write_bytes(out / "lens.json", json.dumps(meta, indent=1).encode("utf-8"))
         return out
@@ -224,7 +230,7 @@ class TunedLens:
         if meta.get("kind") != "TunedLens":
             raise ValueError(f"{src} does not hold a TunedLens (kind={meta.get('kind')!r})")
         cfg = dict(meta["config"])
-        cfg["matmul_dtype"] = getattr(torch, cfg["matmul_dtype"])
+        cfg["matmul_dtype"] = getattr(torch, cfg["matmul_dtype"]) if cfg.get("matmul_dtype") else None
         lens = cls(**cfg, progress=False)
         tensors = load_file(str(src / "lens.safetensors"))
         lens.weight_, lens.bias_ = tensors["weight"].to(dtype), tensors["bias"].to(dtype)
@@ -267,6 +273,41 @@ def find_tuned_lens(model: LoadedModel) -> TunedLens | None:
             if meta.get("fingerprint") == model.fingerprint:
                 return TunedLens.load(d)
     return None
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def fast_matmul_dtype(device: torch.device | str = "cpu") -> torch.dtype:
+    """``torch.bfloat16`` if a bf16 matmul is faster than float32 on ``device``, else ``torch.float32``.
+
+    On CUDA: bf16 where the GPU supports it. On a CPU it is measured (a few milliseconds): CPUs with
+    AVX512-BF16 or AMX run bf16 about 3x faster, while on AVX2-only CPUs it is emulated and far slower.
+
+    Example:
+        >>> from interp.lens.tuned_lens import fast_matmul_dtype
+        >>> fast_matmul_dtype("cpu") in (torch.float32, torch.bfloat16)
+        True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type != "cpu":
+        return torch.float32
+    g = torch.Generator().manual_seed(0)
+    a, w = torch.randn(64, 256, generator=g), torch.randn(256, 512, generator=g)
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x, y = a.to(dtype), w.to(dtype)
+        x @ y  # warm-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - t0)
+        best[dtype] = min(times)
+    return torch.bfloat16 if best[torch.bfloat16] < best[torch.float32] else torch.float32
 
 
 def _logp(model: LoadedModel, h: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
