@@ -7,6 +7,7 @@
 3. Compare with the logit lens on the corpus' held-out split; save the lens (float16) and the comparison.
 
     .venv/bin/python data/lenses/train_smollm2.py [--store /tmp/corpus-smollm2-train] [--steps 40]
+    .venv/bin/python data/lenses/train_smollm2.py --eval-only   # step 3 only, on the shipped lens
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 import interp
 from interp.lens import TunedLens, compare_lenses
+from interp.models import LoadedModel
 from interp.trace import capture
 
 HERE = Path(__file__).resolve().parent
@@ -33,8 +35,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--out", default=str(HERE / "smollm2-135m"))
+    ap.add_argument("--eval-only", action="store_true", help="skip capture and fit; measure the lens in --out")
     args = ap.parse_args()
     model = interp.load_model("smollm2-135m")
+    if not args.eval_only:
+        fit(model, args)
+    evaluate(model, Path(args.out))
+
+
+def fit(model: LoadedModel, args: argparse.Namespace) -> None:
     t0 = time.time()
     store = capture(model, corpus_chunks(model.tokenizer, "train", 128), "blocks.*.hook_resid_post", args.store,
                     batch_size=16, dtype="bfloat16", max_tokens=128)
@@ -43,9 +52,13 @@ def main() -> None:
     lens = TunedLens(steps=args.steps, batch_size=args.batch_size, init="least_squares", lr=1e-3).fit(model, store)
     print(f"fit: {time.time() - t0:.0f} s; KL per step {[round(x, 3) for x in lens.history_]}")
     lens.save(args.out, dtype=torch.float16)
-    shipped = TunedLens.load(args.out)
-    cmp = compare_lenses(model, shipped, corpus_chunks(model.tokenizer, "test", 128))
-    cmp.save(Path(args.out) / "held_out")
+
+
+def evaluate(model: LoadedModel, out: Path) -> None:
+    t0 = time.time()
+    cmp = compare_lenses(model, TunedLens.load(out), corpus_chunks(model.tokenizer, "test", 128))
+    cmp.save(out / "held_out")
+    print(f"held-out comparison: {time.time() - t0:.0f} s")
     print(f"held-out tokens: {cmp.n_tokens}; tuned better at every layer before the last: {cmp.tuned_better_before_last()}")
     print("layer  KL logit  KL tuned")
     for L in range(cmp.n_layers):
