@@ -228,7 +228,11 @@ def make_plans(
     interventions: Sequence[Intervention] = (),
     grads: str | Site | Sequence[str | Site] = (),
 ) -> dict[Site, _SitePlan]:
-    """Resolve names/patterns against the model's sites and group interventions per site."""
+    """Resolve names/patterns against the model's sites and group interventions per site.
+
+    A patch source / ablation reference that knows its model (a ``Trace``: ``check_model``) must come from
+    ``model``: shapes alone do not tell, two models of one architecture make traces of identical shapes.
+    """
     available = model.sites()
     plans: dict[Site, _SitePlan] = {}
     for site in resolve(capture, available) if capture else []:
@@ -238,6 +242,9 @@ def make_plans(
     for iv in interventions:
         if not isinstance(iv, Intervention):
             raise TypeError(f"interventions must be Intervention objects, got {type(iv).__name__}: {iv!r}")
+        for value in vars(iv).values():
+            if callable(getattr(value, "check_model", None)):
+                value.check_model(model)
         (site,) = resolve(iv.site, available)
         plans.setdefault(site, _SitePlan(site)).interventions.append(iv)
     return plans

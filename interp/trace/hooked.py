@@ -89,7 +89,6 @@ class HookedModel(LoadedModel):
             :class:`RunResult` with ``logits`` and ``trace``.
         """
         ids, mask = self.encode(inputs, max_tokens=max_tokens, prepend_bos=prepend_bos)
-        self._check_sources(interventions)
         out = run_with_hooks(self, ids, mask, capture=capture, interventions=interventions, grads=grads,
                              metric=metric, stop_early=stop_early)
         acts = out.activations
@@ -108,19 +107,8 @@ class HookedModel(LoadedModel):
     def hooks(self, fns: dict[str, Callable[[torch.Tensor, Site], torch.Tensor | None]] | None = None,
               interventions: Sequence[Intervention] = (), capture: str | Sequence[str] = ()) -> Iterator[HookedRun]:
         """Ad-hoc hooks around forwards you call yourself (``model.hf.generate`` too); see :func:`interp.hooks.hooks`."""
-        self._check_sources(interventions)
         with hooks(self, fns, interventions, capture) as run:
             yield run
-
-    def _check_sources(self, interventions: Sequence[Intervention]) -> None:
-        """Refuse a patch source / ablation reference that is a :class:`Trace` of another model.
-
-        Shapes alone do not tell: two models of one architecture make traces of identical shapes.
-        """
-        for iv in interventions:
-            for value in vars(iv).values():
-                if isinstance(value, Trace):
-                    value.check_model(self)
 
     def __repr__(self) -> str:
         d = self.dims
