@@ -250,9 +250,11 @@ def make_plans(
     return plans
 
 
-def forward(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """The plain forward of the wrapped model: logits (decoders) or last hidden state (encoders)."""
-    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+def forward(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+            **extra: Any) -> torch.Tensor:
+    """The plain forward of the wrapped model: logits (decoders) or last hidden state (encoders);
+    ``extra`` goes to the Hugging Face forward as is."""
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, **extra}
     if model.adapter.is_causal:
         kwargs["use_cache"] = False
     out = model.hf(**kwargs)
