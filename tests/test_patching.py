@@ -45,8 +45,18 @@ def loop_sweep(model, target_ids, source_ids, component, ans=3, wrong=4, per_pos
     return t if per_position or component in STREAM else t.squeeze(-1)
 
 
+@pytest.fixture(params=[True, False], ids=["packed", "full-length"])
+def pack(request, monkeypatch):
+    """Both ways of running cells: packed changed positions over the target's cached keys/values, and
+    full-length rows."""
+    from interp.patching import batched
+
+    monkeypatch.setattr(batched, "PACK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("component", ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
-def test_stream_sweep_equals_loop(any_decoder, component):
+def test_stream_sweep_equals_loop(any_decoder, component, pack):
     m = any_decoder
     if component == "resid_mid" and "resid_mid" not in [s.component.value[5:] for s in m.sites() if s.layer == 0]:
         pytest.skip("no hook_resid_mid under parallel residual")
@@ -60,7 +70,7 @@ def test_stream_sweep_equals_loop(any_decoder, component):
 
 
 @pytest.mark.parametrize("component", ["z", "q", "k", "v", "pattern"])
-def test_head_sweep_equals_loop_gqa(tiny_llama, component):
+def test_head_sweep_equals_loop_gqa(tiny_llama, component, pack):
     """Per query head, also for k/v on grouped-query attention (2 query heads share each KV head)."""
     assert tiny_llama.dims.n_kv_heads < tiny_llama.dims.n_heads
     s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
@@ -72,7 +82,7 @@ def test_head_sweep_equals_loop_gqa(tiny_llama, component):
         assert (res.values[:, 0] - res.values[:, 1]).abs().max() > 1e-3
 
 
-def test_head_per_position_and_window(tiny_gpt2):
+def test_head_per_position_and_window(tiny_gpt2, pack):
     s = prepare(tiny_gpt2, CLEAN, CORRUPT, answer=3, wrong=4)
     res = activation_patching(s, "z", per_position=True, progress=False)
     ref = loop_sweep(tiny_gpt2, CORRUPT, CLEAN, "z", per_position=True)
@@ -82,11 +92,17 @@ def test_head_per_position_and_window(tiny_gpt2):
     assert (res.values - ref).abs().max() <= 1e-4
 
 
-def test_chunking_matches(tiny_llama):
+def test_chunking_matches(tiny_llama, monkeypatch):
+    from interp.patching import batched
+
     s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
     a = activation_patching(s, "resid_pre", progress=False)
     b = activation_patching(s, "resid_pre", progress=False, memory_budget=1)  # one run per forward
     assert torch.allclose(a.values, b.values, atol=1e-5)
+    monkeypatch.setattr(batched, "PACK_TOKENS", 6)  # packed forwards split within and across start layers
+    c = activation_patching(s, "z", per_position=True, progress=False)
+    monkeypatch.setattr(batched, "PACK", False)
+    assert torch.allclose(c.values, activation_patching(s, "z", per_position=True, progress=False).values, atol=1e-5)
 
 
 def test_metrics_and_normalisation(tiny_llama):
@@ -111,7 +127,7 @@ def test_metrics_and_normalisation(tiny_llama):
     assert (res.values - loop_sweep(tiny_llama, CORRUPT, CLEAN, "resid_pre")).abs().max() <= 1e-4
 
 
-def test_noise_corruption_is_seeded_and_averaged(tiny_llama):
+def test_noise_corruption_is_seeded_and_averaged(tiny_llama, pack):
     s1 = prepare(tiny_llama, CLEAN, noise=Noise(subject=[1, 2], n_samples=3, seed=1), answer=3, wrong=4)
     s2 = prepare(tiny_llama, CLEAN, noise=Noise(subject=[1, 2], n_samples=3, seed=1), answer=3, wrong=4)
     assert s1.corrupted_value == s2.corrupted_value != s1.clean_value
@@ -203,3 +219,46 @@ def test_padded_prompt_pairs_equal_loop(tiny_llama):
             lg = run_with_hooks(tiny_llama, xids, mask, interventions=[Patch(name, source=src[name], positions=[p])]).logits
             want = torch.stack([lg[i, last[i], a[i]] - lg[i, last[i], w[i]] for i in range(2)]).mean()
             assert abs(float(want) - float(res.values[L, p])) < 1e-4
+
+
+def test_noop_cells_are_not_run(tiny_llama, monkeypatch):
+    """A cell that writes the target run's own values is the target run: it is not run, and its value is exact."""
+    from interp.patching import batched
+
+    ran: list = []
+    for name in ("_run_group", "_run_packed"):
+        real = getattr(batched, name)
+        monkeypatch.setattr(batched, name, lambda setup, cells, *a, real=real, **kw: ran.extend(cells) or real(setup, cells, *a, **kw))
+    s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
+    res = activation_patching(s, "resid_pre", progress=False)
+    run = {(start, e.pos) for start, edits in ran for e in edits}
+    assert {p for L, p in run if L == 0} == {2, 5}  # embeddings differ only at the swapped tokens
+    assert {p for _, p in run} == {2, 3, 4, 5, 6}  # positions 0, 1 precede every change
+    assert (res.values[:, :2] == s.corrupted_value).all() and (res.values[0, [0, 1, 3, 4, 6]] == s.corrupted_value).all()
+    ran.clear()
+    monkeypatch.setattr(batched, "SKIP_NOOPS", False)
+    full = activation_patching(s, "resid_pre", progress=False)
+    assert len(ran) == res.values.numel() and (full.values - res.values).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "attn_out", "k"])
+def test_prompt_pairs_equal_loop(tiny_llama, component, pack):
+    """Two unpadded prompt pairs per run: each packed token attends only to its own sequence's keys."""
+    clean, corrupt = torch.cat([CLEAN, CLEAN.flip(1)]), torch.cat([CORRUPT, CORRUPT.flip(1)])
+    s = prepare(tiny_llama, clean, corrupt, answer=3, wrong=4)
+    res = activation_patching(s, component, progress=False)
+    ref = loop_sweep(tiny_llama, corrupt, clean, component)
+    assert (res.values - ref).abs().max() <= 1e-4 and (ref - ref.flatten()[0]).abs().max() > 1e-2
+
+
+def test_noise_sweep_equals_loop(tiny_llama, pack):
+    """Noised target runs (3 samples): the target's cached keys/values carry the same noise."""
+    s = prepare(tiny_llama, CLEAN, noise=Noise(subject=[1, 2], n_samples=3, seed=1), answer=3, wrong=4)
+    res = activation_patching(s, "resid_pre", progress=False)
+    names = [f"blocks.{L}.hook_resid_pre" for L in range(2)]
+    src = run_with_hooks(tiny_llama, s.input_ids, capture=names).activations
+    for L, name in enumerate(names):
+        for p in range(7):
+            ivs = [*s.corrupt_interventions, Patch(name, source=src[name], positions=[p])]
+            want = _metric(run_with_hooks(tiny_llama, s.corrupt_ids, interventions=ivs).logits, 3, 4)
+            assert abs(want - float(res.values[L, p])) <= 1e-4

@@ -6,10 +6,23 @@ layers before it are identical to the target run, so the forward starts there
 (:func:`interp.hooks.partial.forward_from`). An edit replaces, in the target run, the source run's
 values at one site, restricted to a position and a head; an edit whose site is ``None`` patches
 the residual stream entering ``start`` itself.
+
+Positions before a cell's first edited position are the target run's at every layer (attention is
+causal), so where the model allows it (:func:`_packable`) cells are packed into one sequence of only
+their changed positions, which attend to the target run's recorded keys/values for the rest
+(:func:`interp.hooks.partial.forward_packed`): a patch at position ``p`` of an ``n``-token prompt
+computes ``n - p`` positions instead of ``n``. Cells of different start layers share one packed
+forward, each joining the stream at its layer, so every layer's weights are read once per forward.
+
+A cell whose every edit writes the values the target run already holds there is the target run
+itself (exactly: nothing downstream changes), so it is not run: its value is the target run's. With
+symmetric token replacement this covers every position before the first differing token, at every
+layer, and positions the corruption has not reached yet at early layers.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +32,15 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.hooks import Lambda
-from interp.hooks.partial import forward_from
-from interp.sites import Site
+from interp.hooks.attention import ATTN_IMPL
+from interp.hooks.partial import forward_from, forward_packed
+from interp.sites import Component, Site
 
 DEFAULT_BUDGET = 1 << 30  # bytes of activations per stacked forward
+SKIP_NOOPS = True  # False runs no-op cells too (benchmarks/patching.py measures both)
+PACK = True  # False: every cell computes all positions (benchmarks/patching.py measures both)
+PACK_FAMILIES = ("llama", "gpt2", "gpt_neox")  # attention reads keys/values through cache.update
+PACK_TOKENS = 512  # packed tokens per forward: past this, masked attention over them costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,51 @@ def _mask_shape(site: Site, rest: Sequence[int]) -> tuple[list[int], int, int | 
     return shape, pos_axis, head_axis
 
 
+def _selection(site: Site | None, e: Edit, ndim: int) -> tuple[Any, ...]:
+    """Index of the values an edit writes in a ``[seqs, ...]`` activation of ``ndim`` dims."""
+    index: list[Any] = [slice(None)] * ndim
+    if site is None:
+        if e.pos is not None:
+            index[1] = e.pos
+        return tuple(index)
+    _, pos_axis, head_axis = _mask_shape(site, [1] * (ndim - 1))
+    if e.pos is not None:
+        index[1 + pos_axis] = e.pos
+    if e.head is not None:
+        if head_axis is None:
+            raise ValueError(f"{site.name} has no head axis")
+        index[1 + head_axis] = e.head
+    return tuple(index)
+
+
+def _values(setup: Any, run: str, site: Site | None, start: int) -> torch.Tensor:
+    return setup.stream(run, start) if site is None else setup.acts(run, [site])[site.name]
+
+
+def _is_noop(setup: Any, cell: Cell, target: str, source: str) -> bool:
+    """True when every edit of ``cell`` writes exactly what the target run holds there."""
+    start, edits = cell
+    for e in edits:
+        run = e.run or source
+        if run == target:
+            continue
+        new, old = _values(setup, run, e.site, start), _values(setup, target, e.site, start)
+        sel = _selection(e.site, e, new.dim())
+        if not torch.equal(new[sel], old[sel]):
+            return False
+    return True
+
+
+def _prefetch(setup: Any, cells: Sequence[Cell], runs: set[str]) -> None:
+    """Capture every site the cells read, one forward per run (instead of one per site)."""
+    n_layers = setup.model.dims.n_layers
+    sites = {e.site for _, edits in cells for e in edits if e.site is not None}
+    sites |= {Site(Component.RESID_PRE, s) if s < n_layers else Site(Component.RESID_POST, n_layers - 1)
+              for s, _ in cells}
+    for run in runs:
+        setup.acts(run, sorted(sites, key=lambda s: s.name))
+
+
 def _site_edit(src: torch.Tensor, mask: torch.Tensor, n_runs: int) -> Any:
     def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
         view = act.view(n_runs, -1, *act.shape[1:])
@@ -81,12 +144,24 @@ def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
     metric = setup.metric
     per_run = n * bytes_per_sequence(model, setup.n_pos, metric.full_logits)
     chunk = max(1, memory_budget // per_run)
-    by_start: dict[int, list[int]] = defaultdict(list)
-    for i, (start, _) in enumerate(cells):
-        by_start[start].append(i)
+    _prefetch(setup, cells, {target, source} | {e.run for _, edits in cells for e in edits if e.run})
+    unpatched = setup.clean_value if target == "clean" else setup.corrupted_value
     out = torch.full((len(cells),), float("nan"))
+    by_start: dict[int, list[int]] = defaultdict(list)
+    for i, cell in enumerate(cells):
+        if SKIP_NOOPS and not math.isnan(unpatched) and _is_noop(setup, cell, target, source):
+            out[i] = unpatched
+        else:
+            by_start[cell[0]].append(i)
     ids, mask = setup.ids_for(target), setup.attention_mask
-    bar = tqdm(total=len(cells), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=sum(map(len, by_start.values())), desc=desc, disable=not progress, leave=False)
+    if PACK and by_start and _packable(setup, [cells[i] for idx in by_start.values() for i in idx]):
+        for part in _packed_chunks(setup, cells, [i for start in sorted(by_start) for i in by_start[start]],
+                                   memory_budget):
+            out[part] = _run_packed(setup, [cells[i] for i in part], target, source)
+            bar.update(len(part))
+        bar.close()
+        return out
     for start in sorted(by_start):
         idx = by_start[start]
         for c0 in range(0, len(idx), chunk):
@@ -103,6 +178,7 @@ def capture_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, c
     (each forward stops once they are read)."""
     per_run = setup.n * bytes_per_sequence(setup.model, setup.n_pos, False)
     chunk = max(1, memory_budget // per_run)
+    _prefetch(setup, cells, {target, source} | {e.run for _, edits in cells for e in edits if e.run})
     by_start: dict[int, list[int]] = defaultdict(list)
     for i, (start, _) in enumerate(cells):
         by_start[start].append(i)
@@ -143,17 +219,10 @@ def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor,
     if site_edits:
         for (site, run), entries in site_edits.items():
             src = setup.acts(run, [site])[site.name]
-            shape, pos_axis, head_axis = _mask_shape(site, src.shape[1:])
+            shape, _, _ = _mask_shape(site, src.shape[1:])
             m = torch.zeros(r, *shape, dtype=torch.bool, device=src.device)
             for ri, e in entries:
-                index: list[Any] = [ri] + [slice(None)] * len(shape)
-                if e.pos is not None:
-                    index[1 + pos_axis] = e.pos
-                if e.head is not None:
-                    if head_axis is None:
-                        raise ValueError(f"{site.name} has no head axis")
-                    index[1 + head_axis] = e.head
-                m[tuple(index)] = True
+                m[(ri, *_selection(site, e, len(shape) + 1)[1:])] = True
             ivs.append(Lambda(site, fn=_site_edit(src, m, r)))
     rows_ids = ids.repeat(r, 1)
     rows_mask = mask.repeat(r, 1)
@@ -165,6 +234,97 @@ def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor,
     assert res.logits is not None
     logits = res.logits.view(r, n, *res.logits.shape[1:])
     return setup.metric(logits).cpu()
+
+
+def _first_pos(cell: Cell) -> int:
+    """The first position a cell changes (every earlier one is the target run's, at every layer)."""
+    return min((e.pos if e.pos is not None else 0) for e in cell[1])
+
+
+def _packable(setup: Any, cells: Sequence[Cell]) -> bool:
+    """Whether these cells can run packed: a family whose attention takes keys/values through the cache,
+    full (not sliding-window) causal attention with a mask the kernel honours, no padding, a metric at
+    one position per sequence, and edits on position-first sites (not the attention pattern)."""
+    model, cfg = setup.model, setup.model.hf.config
+    window = getattr(cfg, "sliding_window", None)
+    if (model.adapter.family not in PACK_FAMILIES or setup.metric.full_logits or not bool(setup.attention_mask.all())
+            or getattr(cfg, "_attn_implementation", None) not in ("eager", "sdpa", ATTN_IMPL)
+            or (window and getattr(cfg, "use_sliding_window", True) and window < setup.n_pos)
+            or not bool((setup.answer_pos >= max(map(_first_pos, cells))).all())):
+        return False
+    return all(e.site is None or e.site.component.axes[1] == "pos" for _, edits in cells for e in edits)
+
+
+def _packed_chunks(setup: Any, cells: Sequence[Cell], idx: Sequence[int], budget: int) -> list[list[int]]:
+    """Split cells (in start order) into packed forwards of at most :data:`PACK_TOKENS` tokens (attention
+    over a packed sequence costs ``T * (K + T)``) whose activations fit ``budget`` bytes."""
+    d, n, n_pos = setup.model.dims, setup.n, setup.n_pos
+    chunks: list[list[int]] = [[]]
+    tokens = 0
+    for i in idx:
+        t = n * (n_pos - _first_pos(cells[i]))
+        total = tokens + t
+        need = 4 * (total * (12 * d.d_model + 4 * d.d_mlp) + 4 * d.n_heads * total * (n * n_pos + total))
+        if chunks[-1] and (need > budget or total > PACK_TOKENS):
+            chunks.append([])
+            total = t
+        chunks[-1].append(i)
+        tokens = total
+    return chunks
+
+
+def _run_packed(setup: Any, cells: Sequence[Cell], target: str, source: str) -> torch.Tensor:
+    """The metric of each cell (in start order), all packed into one forward of their changed positions."""
+    n, n_pos, dev = setup.n, setup.n_pos, setup.model.device
+    firsts = torch.tensor([_first_pos(c) for c in cells])
+    starts = torch.tensor([start for start, _ in cells])
+    lengths = n * (n_pos - firsts)
+    tok_cell = torch.arange(len(cells)).repeat_interleave(lengths)
+    tok_seq = torch.cat([torch.arange(n).repeat_interleave(n_pos - int(f)) for f in firsts])
+    tok_pos = torch.cat([torch.arange(int(f), n_pos).repeat(n) for f in firsts])
+    tok_start = starts[tok_cell]
+    hidden = torch.empty(len(tok_cell), setup.model.dims.d_model, dtype=setup.model.dtype, device=dev)
+    site_edits: dict[tuple[Site, str], list[tuple[int, Edit]]] = defaultdict(list)
+    for ri, (start, edits) in enumerate(cells):
+        mine = tok_cell == ri
+        hidden[mine] = setup.stream(target, start)[tok_seq[mine], tok_pos[mine]]
+        for e in edits:
+            if e.site is None:
+                sel = mine & ((tok_pos == e.pos) if e.pos is not None else True)
+                hidden[sel] = setup.stream(e.run or source, start)[tok_seq[sel], tok_pos[sel]]
+            else:
+                site_edits[(e.site, e.run or source)].append((ri, e))
+    ivs = []
+    for (site, run), entries in site_edits.items():
+        src = setup.acts(run, [site])[site.name]
+        shape, _, _ = _mask_shape(site, src.shape[1:])  # [pos, ...]: packed tokens replace pos
+        m = torch.zeros(len(tok_cell), *shape[1:], dtype=torch.bool)
+        for ri, e in entries:
+            sel = (tok_cell == ri) & ((tok_pos == e.pos) if e.pos is not None else True)
+            m[(sel, *_selection(site, e, len(shape) + 1)[2:])] = True
+        active = int((tok_start <= site.layer).sum())  # tokens in the stream at this site's block
+        ivs.append(Lambda(site, fn=_packed_edit(src[tok_seq, tok_pos][:active], m[:active].to(dev))))
+    key_seq = torch.arange(n * n_pos) // n_pos
+    key_pos = torch.arange(n * n_pos) % n_pos
+    same_seq = tok_seq[:, None] == tok_seq[None]
+    allowed = torch.cat([(key_seq[None] == tok_seq[:, None]) & (key_pos[None] < firsts[tok_cell][:, None]),
+                         same_seq & (tok_cell[:, None] == tok_cell[None]) & (tok_pos[None] <= tok_pos[:, None])], 1)
+    read = (tok_pos == setup.answer_pos[tok_seq].cpu()).nonzero()[:, 0]  # cell-major, then sequence
+    ids = setup.ids_for(target).cpu()[tok_seq, tok_pos]
+    logits = forward_packed(setup.model, ids[None], tok_pos[None], setup.packed_kv(target), allowed,
+                            start_layer=tok_start, resid=hidden[None], interventions=ivs, read=read)
+    return setup.metric(logits.view(len(cells), n, -1)).cpu()
+
+
+def _packed_edit(src: torch.Tensor, mask: torch.Tensor) -> Any:
+    """Replace the packed tokens' values where ``mask`` (keys/values: the last ones, after the prefix)."""
+    def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
+        off = act.shape[1] - src.shape[0]
+        out = act.clone()
+        out[0, off:] = torch.where(mask, src.to(act.device, act.dtype), act[0, off:])
+        return out
+
+    return fn
 
 
 __all__ = ["DEFAULT_BUDGET", "Cell", "Edit", "bytes_per_sequence", "capture_cells", "run_cells"]

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 
 from interp.hooks import Intervention, Lambda, run_with_hooks
+from interp.hooks.partial import PrefixKV, record_kv
 from interp.patching.metrics import Metric
 from interp.sites import Component, Site
 
@@ -160,6 +161,7 @@ class PatchingSetup:
     clean_full: torch.Tensor | None = None
     corrupt_full: torch.Tensor | None = None
     _acts: dict[str, dict[str, torch.Tensor]] = field(default_factory=lambda: {"clean": {}, "corrupted": {}})
+    _kv: dict[str, PrefixKV] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -202,6 +204,13 @@ class PatchingSetup:
                                  interventions=self.interventions_for(which), stop_early=True)
             cache.update(out.activations)
         return {s.name: cache[s.name] for s in sites}
+
+    def packed_kv(self, which: Literal["clean", "corrupted"]) -> PrefixKV:
+        """The run's attention keys/values at every layer, its ``n`` sequences packed into one (run once,
+        then cached; for :func:`interp.patching.batched.run_cells`)."""
+        if which not in self._kv:
+            self._kv[which] = record_kv(self.model, self.ids_for(which), self.interventions_for(which)).packed()
+        return self._kv[which]
 
     def stream(self, which: Literal["clean", "corrupted"], layer: int) -> torch.Tensor:
         """The residual stream entering block ``layer`` (``n_layers``: leaving the last block)."""
