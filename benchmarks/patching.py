@@ -2,7 +2,11 @@
 
 Sides, all in this process, on the same prompt pair and metric (logit difference ' Mary' - ' John'):
 - loop: one full forward per (layer, position), patched through ``interp.hooks.Patch`` (the baseline);
-- batched: ``interp.patching.activation_patching`` (runs stacked in the batch, each starting at its layer);
+- batched: ``interp.patching.activation_patching`` (each patched run starts at its layer; the runs of one
+  layer are packed into one forward of only their changed positions over the target run's cached
+  keys/values; no-op cells, which write the target's own values, are not run);
+- batched, ablated: the same with no-op cells run (``SKIP_NOOPS = False``), and with neither that nor
+  packing (``PACK = False``: full-length rows stacked in the batch, the previous implementation);
 - TransformerLens: ``transformer_lens.patching.get_act_patch_resid_pre`` on ``TransformerBridge`` (own copy);
 - attribution: ``interp.patching.attribution_patching`` (plain, and with the AtP* options), with its
   Pearson correlation to the exact sweep.
@@ -34,15 +38,18 @@ import torch
 import interp
 from interp.hooks import Patch, run_with_hooks
 from interp.patching import activation_patching, attribution_patching, prepare
+from interp.patching import batched as batched_mod
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
+    """(wall seconds, process CPU seconds) and the result. CPU time does not count what other processes
+    or the hypervisor take from this one: on this shared VM, wall times of the same work vary up to 2x."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return (time.perf_counter() - t0, time.process_time() - c0), out
 
 
 def main() -> None:
@@ -73,25 +80,32 @@ def main() -> None:
                     out[L, p] = lg[0, -1, ans] - lg[0, -1, wrong]
         return out
 
-    def batched() -> torch.Tensor:
-        return activation_patching(s, "resid_pre", progress=False).values
+    def batched(skip: bool = True, pack: bool = True) -> torch.Tensor:
+        batched_mod.SKIP_NOOPS, batched_mod.PACK = skip, pack
+        try:
+            return activation_patching(s, "resid_pre", progress=False).values
+        finally:
+            batched_mod.SKIP_NOOPS = batched_mod.PACK = True
+
+    variants = {"batched": batched, "batched, no-op cells run": lambda: batched(skip=False),
+                "batched, full-length rows": lambda: batched(skip=False, pack=False)}
 
     def attribution() -> Any:
         return attribution_patching(s, "resid_pre", progress=False)
 
-    times: dict[str, list[float]] = {k: [] for k in ("batched", "attribution", "loop", "TransformerLens")}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in (*variants, "attribution", "loop", "TransformerLens")}
     results: dict[str, Any] = {}
-    batched(), attribution()  # warm-up
+    batched(), attribution()  # warm-up (fills the setup's caches: the clean/corrupted activations and keys/values)
+    fast = [*variants.items(), ("attribution", attribution)]
     for r in range(args.repeats):
-        for name, fn in ((("batched", batched), ("attribution", attribution)) if r % 2 == 0
-                         else (("attribution", attribution), ("batched", batched))):
+        for name, fn in (fast if r % 2 == 0 else fast[::-1]):
             t, results[name] = timed(fn)
             times[name].append(t)
-            print(f"  round {r}: {name} {t:.2f} s", file=sys.stderr)
+            print(f"  round {r}: {name} {t[0]:.2f} s (CPU {t[1]:.2f} s)", file=sys.stderr)
     for r in range(args.slow_repeats):
         t, results["loop"] = timed(loop)
         times["loop"].append(t)
-        print(f"  round {r}: loop {t:.2f} s", file=sys.stderr)
+        print(f"  round {r}: loop {t[0]:.2f} s (CPU {t[1]:.2f} s)", file=sys.stderr)
     if not args.no_tl:
         from transformer_lens.model_bridge import TransformerBridge
         from transformer_lens.patching import get_act_patch_resid_pre
@@ -114,20 +128,30 @@ def main() -> None:
         for r in range(args.slow_repeats):
             t, results["TransformerLens"] = timed(tl)
             times["TransformerLens"].append(t)
-            print(f"  round {r}: TransformerLens {t:.2f} s", file=sys.stderr)
+            print(f"  round {r}: TransformerLens {t[0]:.2f} s (CPU {t[1]:.2f} s)", file=sys.stderr)
 
-    med = {k: statistics.median(v) for k, v in times.items() if v}
+    med = {k: statistics.median(w for w, _ in v) for k, v in times.items() if v}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items() if v}
     exact = results["batched"]
-    print(f"\n{'side':<34}{'median s':>10}{'loop / side':>13}   max |diff| vs loop")
+    skipped = int(sum(batched_mod._is_noop(s, (L, (batched_mod.Edit(None, p),)), "corrupted", "clean")
+                      for L in range(n_layers) for p in range(n_pos)))
+    print(f"no-op cells (not run by default): {skipped} of {n_layers * n_pos}")
+    print(f"\n{'side':<30}{'wall s':>8}{'loop/side':>11}{'CPU s':>9}{'loop/side':>11}   max |diff| vs loop")
     for k in med:
         diff = "" if k == "attribution" else f"{float((results[k].float() - results['loop']).abs().max()):.2e}"
-        print(f"{k:<34}{med[k]:>10.2f}{med['loop'] / med[k]:>13.1f}   {diff}")
+        print(f"{k:<30}{med[k]:>8.2f}{med['loop'] / med[k]:>10.1f}x{cpu[k]:>9.2f}{cpu['loop'] / cpu[k]:>10.1f}x   {diff}")
     if "TransformerLens" in med:
-        print(f"TransformerLens / batched: {med['TransformerLens'] / med['batched']:.1f}x")
+        for k in variants:
+            print(f"TransformerLens / {k}: {med['TransformerLens'] / med[k]:.1f}x wall, "
+                  f"{cpu['TransformerLens'] / cpu[k]:.1f}x CPU")
+    (t, c), _ = timed(lambda: activation_patching(prepare(m, CLEAN, CORRUPT, answer=" Mary", wrong=" John"),
+                                                  "resid_pre", progress=False))
+    print(f"batched from a fresh prepare() (both runs, their captures and keys/values included): {t:.2f} s "
+          f"(CPU {c:.2f} s), {med['loop'] / t:.1f}x the loop")
     exact_res = activation_patching(s, "resid_pre", progress=False)
     for label, kw in (("AtP", {}), ("AtP + q/k softmax fix", {"qk_fix": True}),
                       ("AtP + GradDrop", {"grad_drop": True}), ("AtP* (q/k fix + GradDrop)", {"qk_fix": True, "grad_drop": True})):
-        t, est = timed(lambda kw=kw: attribution_patching(s, "resid_pre", exact=exact_res, progress=False, **kw))
+        (t, _), est = timed(lambda kw=kw: attribution_patching(s, "resid_pre", exact=exact_res, progress=False, **kw))
         if kw.get("grad_drop"):
             x, y = est.values.flatten(), (exact - s.corrupted_value).abs().flatten()
             r = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
