@@ -110,13 +110,13 @@ def _is_noop(setup: Any, cell: Cell, target: str, source: str) -> bool:
     return True
 
 
-def _prefetch(setup: Any, cells: Sequence[Cell], runs: set[str]) -> None:
-    """Capture every site the cells read, one forward per run (instead of one per site)."""
+def _prefetch(setup: Any, cells: Sequence[Cell], target: str, source: str) -> None:
+    """Capture every site the cells read, one forward per run they read (instead of one per site)."""
     n_layers = setup.model.dims.n_layers
     sites = {e.site for _, edits in cells for e in edits if e.site is not None}
     sites |= {Site(Component.RESID_PRE, s) if s < n_layers else Site(Component.RESID_POST, n_layers - 1)
               for s, _ in cells}
-    for run in runs:
+    for run in {target, source} | {e.run for _, edits in cells for e in edits if e.run}:
         setup.acts(run, sorted(sites, key=lambda s: s.name))
 
 
@@ -144,7 +144,7 @@ def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
     metric = setup.metric
     per_run = n * bytes_per_sequence(model, setup.n_pos, metric.full_logits)
     chunk = max(1, memory_budget // per_run)
-    _prefetch(setup, cells, {target, source} | {e.run for _, edits in cells for e in edits if e.run})
+    _prefetch(setup, cells, target, source)
     unpatched = setup.clean_value if target == "clean" else setup.corrupted_value
     out = torch.full((len(cells),), float("nan"))
     by_start: dict[int, list[int]] = defaultdict(list)
@@ -178,7 +178,7 @@ def capture_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, c
     (each forward stops once they are read)."""
     per_run = setup.n * bytes_per_sequence(setup.model, setup.n_pos, False)
     chunk = max(1, memory_budget // per_run)
-    _prefetch(setup, cells, {target, source} | {e.run for _, edits in cells for e in edits if e.run})
+    _prefetch(setup, cells, target, source)
     by_start: dict[int, list[int]] = defaultdict(list)
     for i, (start, _) in enumerate(cells):
         by_start[start].append(i)
