@@ -206,7 +206,13 @@ def _cache_kwarg(model: LoadedModel) -> str:
 
 def causal_mask_4d(n_query: int, n_key: int, allowed: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """An additive ``[1, 1, n_query, n_key]`` mask: 0 where ``allowed`` (``[n_query, n_key]`` bool;
-    ``None``: causal), the dtype's minimum elsewhere."""
+    ``None``: causal), the dtype's minimum elsewhere.
+
+    Example (two new queries after two cached keys):
+        >>> import torch
+        >>> (causal_mask_4d(2, 4, None, torch.float32)[0, 0] == 0).int().tolist()
+        [[1, 1, 1, 0], [1, 1, 1, 1]]
+    """
     if allowed is None:
         allowed = torch.ones(n_query, n_key, dtype=torch.bool).tril(n_key - n_query)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
@@ -215,7 +221,18 @@ def causal_mask_4d(n_query: int, n_key: int, allowed: torch.Tensor | None, dtype
 
 def record_kv(model: LoadedModel, input_ids: torch.Tensor, interventions: Sequence[Intervention] = ()) -> PrefixKV:
     """Every layer's attention keys/values of one plain forward over ``input_ids`` (``[n, pos]``, no
-    padding), with ``interventions`` applied."""
+    padding), with ``interventions`` applied; :meth:`PrefixKV.packed` makes it a prefix for
+    :func:`forward_packed` (whose example uses both).
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from interp.models import from_hf
+        >>> m = from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
+        >>> kv = record_kv(m, torch.tensor([[1, 2, 3], [4, 5, 6]]))
+        >>> tuple(kv.keys[1].shape), tuple(kv.packed().keys[1].shape)  # [batch, heads, pos, d_head]
+        ((2, 4, 3, 8), (1, 4, 6, 8))
+    """
     kv = PrefixKV()
     n_pos = input_ids.shape[1]
     mask = causal_mask_4d(n_pos, n_pos, None, model.dtype).to(model.device)
