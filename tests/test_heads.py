@@ -20,12 +20,12 @@ from interp.heads import (
     head_svd,
     ov_component_edit,
 )
-from interp.trace import HookedModel
+from interp.models import Model
 
 D_HEAD = 16
 
 
-def plant_channel(model: HookedModel, sender=(0, 1), receiver_kv=(1, 1), rank: int = 2, seed: int = 0) -> torch.Tensor:
+def plant_channel(model: Model, sender=(0, 1), receiver_kv=(1, 1), rank: int = 2, seed: int = 0) -> torch.Tensor:
     """Make sender's OV write only into a random ``rank``-dim subspace Q, and the receiver's keys read only Q.
 
     Edits the Hugging Face modules directly (o_proj columns of the sender head, k_proj rows of the
@@ -47,12 +47,12 @@ def plant_channel(model: HookedModel, sender=(0, 1), receiver_kv=(1, 1), rank: i
 
 
 @pytest.fixture(scope="module")
-def planted(tiny_llama: HookedModel) -> tuple[HookedModel, torch.Tensor]:
-    m = interp.wrap_model(copy.deepcopy(tiny_llama.hf), tokenizer=tiny_llama.tokenizer, name="tiny-planted")
+def planted(tiny_llama: Model) -> tuple[Model, torch.Tensor]:
+    m = interp.from_hf(copy.deepcopy(tiny_llama.hf), tokenizer=tiny_llama.tokenizer, name="tiny-planted")
     return m, plant_channel(m)
 
 
-def test_head_svd_matches_dense(tiny_llama: HookedModel, tmp_path: Path) -> None:
+def test_head_svd_matches_dense(tiny_llama: Model, tmp_path: Path) -> None:
     w = tiny_llama.weights
     res = head_svd(tiny_llama, "ov", top_components=2, n_tokens=3, progress=False)
     dense = (w.ln1_w[:, None, :, None] * w.W_V).double() @ w.W_O.double()
@@ -77,7 +77,7 @@ def test_head_svd_matches_dense(tiny_llama: HookedModel, tmp_path: Path) -> None
         res.tokens(0, 0, component=5)
 
 
-def test_planted_channel_is_found(planted: tuple[HookedModel, torch.Tensor]) -> None:
+def test_planted_channel_is_found(planted: tuple[Model, torch.Tensor]) -> None:
     m, _ = planted
     res = composition(m, kinds=("k", "q"), baseline_samples=50)
     top = res.top_pairs("k", 2)
@@ -94,7 +94,7 @@ def test_planted_channel_is_found(planted: tuple[HookedModel, torch.Tensor]) -> 
     assert ch.score == pytest.approx(float(full), rel=1e-4)
 
 
-def test_channel_activity_by_hand(planted: tuple[HookedModel, torch.Tensor]) -> None:
+def test_channel_activity_by_hand(planted: tuple[Model, torch.Tensor]) -> None:
     m, _ = planted
     ids = torch.tensor([[5, 9, 14, 5, 9, 14, 22, 5]])
     act = channel_activity(m, ids, (0, 1), (1, 2), [0, 1], "k")
@@ -111,7 +111,7 @@ def test_channel_activity_by_hand(planted: tuple[HookedModel, torch.Tensor]) -> 
     assert act.ratio.shape == (2,)
 
 
-def test_ov_edit_equals_editing_the_hf_weights(tiny_llama: HookedModel) -> None:
+def test_ov_edit_equals_editing_the_hf_weights(tiny_llama: Model) -> None:
     layer, head, comps = 1, 2, [0, 3]
     ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
     w = tiny_llama.weights
@@ -139,7 +139,7 @@ def test_ov_edit_equals_editing_the_hf_weights(tiny_llama: HookedModel) -> None:
     assert torch.allclose(S2[:D_HEAD], want_S.sort(descending=True).values, atol=1e-4)
 
 
-def test_composition_result_round_trip_and_plots(tiny_llama: HookedModel, tmp_path: Path) -> None:
+def test_composition_result_round_trip_and_plots(tiny_llama: Model, tmp_path: Path) -> None:
     res = composition(tiny_llama, baseline="gaussian", baseline_samples=20)
     assert res.scores.shape == (3, 2, 4, 2, 4) and res.of("v")[1, :, 0].isnan().all()
     back = CompositionResult.load(res.save(tmp_path / "c"))
@@ -153,7 +153,7 @@ def test_composition_result_round_trip_and_plots(tiny_llama: HookedModel, tmp_pa
     assert ch.plot().data and len(ch.to_frame()) == D_HEAD
 
 
-def test_errors(tiny_llama: HookedModel) -> None:
+def test_errors(tiny_llama: Model) -> None:
     with pytest.raises(ValueError, match="circuit='xy'"):
         head_svd(tiny_llama, "xy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kinds="):
@@ -169,7 +169,7 @@ def test_errors(tiny_llama: HookedModel) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_heads(smollm2: HookedModel) -> None:
+def test_smollm2_heads(smollm2: Model) -> None:
     svd = head_svd(smollm2, "ov", top_components=1, n_tokens=5, progress=False)
     assert svd.S.shape == (30, 9, 64)
     w = smollm2.weights

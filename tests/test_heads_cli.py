@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from interp.heads import composition
+from interp.models import Model
 from interp.report import Report
 from interp.report.sections import heads as heads_section
 from interp.report.sections.context import ReportContext
-from interp.trace import HookedModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,14 +24,14 @@ def _interp(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def saved_llama(tiny_llama: HookedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def saved_llama(tiny_llama: Model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("tiny_llama")
     tiny_llama.hf.save_pretrained(d)
     tiny_llama.tokenizer.save_pretrained(d)
     return d
 
 
-def test_cli_end_to_end(saved_llama: Path, tiny_llama: HookedModel, tmp_path: Path) -> None:
+def test_cli_end_to_end(saved_llama: Path, tiny_llama: Model, tmp_path: Path) -> None:
     out = _interp("heads", "--quiet", "--model", str(saved_llama), "--kind", "q", "--top", "3",
                   "--json", str(tmp_path / "h.json"), "--html", str(tmp_path / "h.html"))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -46,7 +46,7 @@ def test_cli_end_to_end(saved_llama: Path, tiny_llama: HookedModel, tmp_path: Pa
     assert bad.returncode == 2 and "is not a head" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_report_section(tiny_llama: HookedModel) -> None:
+def test_report_section(tiny_llama: Model) -> None:
     ids = tiny_llama.tokenizer("w1 w2 w3 w1 w2 w3", return_tensors="pt").input_ids
     prompt = tiny_llama.tokenizer.decode(ids[0])
     trace = tiny_llama.run(prompt, capture=["blocks.*.hook_resid_post"]).trace

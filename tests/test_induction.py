@@ -21,12 +21,12 @@ head_detector = pytest.importorskip("transformer_lens.head_detector")
 
 
 @pytest.fixture(scope="module")
-def toy() -> interp.HookedModel:
+def toy() -> interp.Model:
     return interp.load_model("toy-induction")
 
 
 @pytest.fixture(scope="module")
-def toy_scores(toy: interp.HookedModel) -> InductionScores:
+def toy_scores(toy: interp.Model) -> InductionScores:
     # half = 26 is longer than any span the toy model saw in training (6..20)
     return induction_scores(toy, n_seq=16, half=26, attribution=True, copying=True)
 
@@ -71,7 +71,7 @@ def test_target_rows_score_is_the_olsson_induction_score() -> None:
     assert s[1].item() == pytest.approx(sum(1 / (q + 1) for q in range(half + 1, n)) / half)
 
 
-def test_repeated_tokens_layout_and_bad_input(toy: interp.HookedModel) -> None:
+def test_repeated_tokens_layout_and_bad_input(toy: interp.Model) -> None:
     x = repeated_tokens(toy, n_seq=3, half=10, seed=2)
     assert x.shape == (3, 21) and bool((x[:, 0] == 0).all()) and torch.equal(x[:, 1:11], x[:, 11:])
     assert bool((x[:, 1:] != 0).all())
@@ -85,7 +85,7 @@ def test_repeated_tokens_layout_and_bad_input(toy: interp.HookedModel) -> None:
         induction_scores(toy, n_seq=1, half=4, top_k=0)
 
 
-def test_toy_detector_finds_the_planted_circuit(toy: interp.HookedModel, toy_scores: InductionScores) -> None:
+def test_toy_detector_finds_the_planted_circuit(toy: interp.Model, toy_scores: InductionScores) -> None:
     roles = classify_heads(toy, toy_scores, induction_threshold=0.4, prev_token_threshold=0.3)
     assert roles.induction_heads and all(h[0] == 1 for h, _ in roles.induction_heads)
     assert roles.prev_token_heads and roles.prev_token_heads[0][0][0] == 0
@@ -101,7 +101,7 @@ def test_toy_detector_finds_the_planted_circuit(toy: interp.HookedModel, toy_sco
         classify_heads(None, toy_scores, induction_threshold=1.5)
 
 
-def test_logit_attribution_decomposes_the_logit(toy: interp.HookedModel) -> None:
+def test_logit_attribution_decomposes_the_logit(toy: interp.Model) -> None:
     """Attention-only, bias-free model: logit(correct) = embedding term + sum of head terms, exactly."""
     ids = repeated_tokens(toy, n_seq=2, half=8, seed=5)
     L = toy.dims.n_layers
@@ -132,7 +132,7 @@ def test_copying_score_on_planted_weights() -> None:
     assert out["diagonal"][0, 1].item() < 0.2 < out["diagonal"][0, 0].item()
 
 
-def test_ablating_induction_heads_raises_the_repeat_loss(toy: interp.HookedModel, toy_scores: InductionScores) -> None:
+def test_ablating_induction_heads_raises_the_repeat_loss(toy: interp.Model, toy_scores: InductionScores) -> None:
     heads = [h for h, _ in toy_scores.top("induction", 2)]
     pool = [(0, h) for h in range(4)]
     for method in ("zero", "mean"):
@@ -148,7 +148,7 @@ def test_ablating_induction_heads_raises_the_repeat_loss(toy: interp.HookedModel
         ablate_heads(toy, [(1, 0)], method="resample")  # type: ignore[arg-type]
 
 
-def test_results_save_load_frame_plot(tmp_path, toy: interp.HookedModel, toy_scores: InductionScores) -> None:
+def test_results_save_load_frame_plot(tmp_path, toy: interp.Model, toy_scores: InductionScores) -> None:
     back = InductionScores.load(toy_scores.save(tmp_path / "s"))
     assert torch.equal(back.induction, toy_scores.induction) and back.pattern_heads == toy_scores.pattern_heads
     assert torch.equal(back.copying, toy_scores.copying) and back.tokens == toy_scores.tokens
@@ -164,7 +164,7 @@ def test_results_save_load_frame_plot(tmp_path, toy: interp.HookedModel, toy_sco
 
 
 @pytest.mark.slow
-def test_smollm2_has_induction_heads_with_causal_role(smollm2: interp.HookedModel) -> None:
+def test_smollm2_has_induction_heads_with_causal_role(smollm2: interp.Model) -> None:
     s = induction_scores(smollm2, n_seq=4, half=32)
     top = s.top("induction", 4)
     assert top[0][1] > 0.5 and s.loss_second < s.loss_first - 3
@@ -174,7 +174,7 @@ def test_smollm2_has_induction_heads_with_causal_role(smollm2: interp.HookedMode
     assert r.repeat_loss_control is not None and r.repeat_loss_ablated > r.repeat_loss_control
 
 
-def test_k_composition_pairs_match_the_all_pairs_scores(toy: interp.HookedModel) -> None:
+def test_k_composition_pairs_match_the_all_pairs_scores(toy: interp.Model) -> None:
     from interp.induction.detect import k_composition
     from interp.models.circuits import composition_scores
 

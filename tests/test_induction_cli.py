@@ -56,7 +56,7 @@ def test_report_section_on_the_toy_model() -> None:
 
 
 @pytest.mark.slow
-def test_report_section_on_smollm2(smollm2: interp.HookedModel) -> None:
+def test_report_section_on_smollm2(smollm2: interp.Model) -> None:
     ids, _ = smollm2.tokenize("The capital of France is")
     ctx = ReportContext(model=smollm2, prompt="x", corrupt=None, trace=smollm2.run(ids).trace, tokens=["x"], fast=True)
     rep = Report("t")

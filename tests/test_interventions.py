@@ -14,15 +14,16 @@ import torch
 from conftest import VOCAB
 from torch import nn
 
+from interp.errors import BadInputError
 from interp.hooks import Ablate, Add, Clamp, Intervention, Lambda, Patch, Scale, run_with_hooks
+from interp.models import Model
 from interp.sites import Component, Site, UnknownHookError
-from interp.trace import HookedModel
 
 TIGHT = dict(rtol=2e-5, atol=2e-5)
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def capture(m: HookedModel, batch: Batch, names: str | list[str], ivs: list[Intervention] | None = None
+def capture(m: Model, batch: Batch, names: str | list[str], ivs: list[Intervention] | None = None
             ) -> dict[str, torch.Tensor]:
     out = run_with_hooks(m, *batch, capture=names, interventions=ivs or [])
     return {**out.activations, "_logits": out.logits}
@@ -45,7 +46,7 @@ def raw_hook(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], pre:
         h.remove()
 
 
-def plain_logits(m: HookedModel, batch: Batch) -> torch.Tensor:
+def plain_logits(m: Model, batch: Batch) -> torch.Tensor:
     with torch.no_grad():
         out = m.hf(input_ids=batch[0], attention_mask=batch[1])
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
@@ -88,17 +89,17 @@ def test_positions_accept_integer_sequences_of_any_kind(positions: object) -> No
 def test_positions_and_heads_reject_non_integers_at_construction(bad: object) -> None:
     with pytest.raises(TypeError):
         Add("blocks.0.hook_resid_pre", torch.ones(2), positions=bad)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises((TypeError, BadInputError)):  # a string or a nested list is read as a head spelling
         Ablate("blocks.0.attn.hook_z", heads=bad)  # type: ignore[arg-type]
 
 
 def test_out_of_range_positions_and_heads() -> None:
     z = torch.zeros(1, 4, 3, 2)
-    with pytest.raises(IndexError, match="position 4 is out of range"):
+    with pytest.raises(BadInputError, match="position 4 is outside sequence 0, which has 4 real tokens"):
         Ablate("blocks.0.attn.hook_z", positions=[0, 4]).apply(z)
-    with pytest.raises(IndexError, match="position -5"):
+    with pytest.raises(BadInputError, match="position -5"):
         Ablate("blocks.0.attn.hook_z", positions=-5).apply(z)
-    with pytest.raises(IndexError, match="head 3"):
+    with pytest.raises(BadInputError, match="head 3 is out of range"):
         Ablate("blocks.0.attn.hook_z", heads=3).apply(z)
     assert torch.equal(Ablate("blocks.0.attn.hook_z", heads=[]).apply(z + 1), z + 1)  # empty selection: no-op
 
@@ -213,7 +214,7 @@ def test_clamp_and_scale_on_tensors() -> None:
 
 # --- in runs, against hand-edited recomputations ----------------------------------------------------
 
-def test_patch_full_tensor_matches_a_raw_hook(tiny_llama: HookedModel, batch: Batch) -> None:
+def test_patch_full_tensor_matches_a_raw_hook(tiny_llama: Model, batch: Batch) -> None:
     X = torch.randn(3, 8, 64, generator=torch.Generator().manual_seed(5))
     with raw_hook(tiny_llama.hf.model.layers[0], lambda t: X):
         want = plain_logits(tiny_llama, batch)
@@ -225,7 +226,7 @@ def test_patch_full_tensor_matches_a_raw_hook(tiny_llama: HookedModel, batch: Ba
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
-def test_patch_from_a_trace_matches_a_raw_hook(tiny_models: dict[str, HookedModel], family: str, batch: Batch) -> None:
+def test_patch_from_a_trace_matches_a_raw_hook(tiny_models: dict[str, Model], family: str, batch: Batch) -> None:
     m = tiny_models[family]
     src_batch = other_batch()
     trace = m.run(src_batch, capture=["blocks.0.hook_mlp_out", "blocks.1.attn.hook_z"]).trace
@@ -239,33 +240,42 @@ def test_patch_from_a_trace_matches_a_raw_hook(tiny_models: dict[str, HookedMode
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_patch_selected_positions(tiny_gpt2: HookedModel, batch: Batch) -> None:
+def test_patch_selected_positions(tiny_gpt2: Model, batch: Batch) -> None:
+    """Positions index each sequence's real tokens: -2 is padded index 6 in the full rows and 3 in row 1
+    (5 real tokens), so row 1 gets one patched position and the others two."""
     m = tiny_gpt2
     src = capture(m, other_batch(), "blocks.1.hook_resid_pre")["blocks.1.hook_resid_pre"]
     clean = capture(m, batch, ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"])
+    lengths = batch[1].sum(-1).tolist()
+    rows = {b: sorted({3, n - 2}) for b, n in enumerate(lengths)}
+    assert rows == {0: [3, 6], 1: [3], 2: [3, 6]}
 
     def edit(t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
-        t[:, [3, 6]] = src[:, [3, 6]]
+        for b, ps in rows.items():
+            t[b, ps] = src[b, ps]
         return t
 
     with raw_hook(m.hf.transformer.h[1], edit, pre=True):
         want = plain_logits(m, batch)
     out = capture(m, batch, ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"],
-                  [Patch("blocks.1.hook_resid_pre", source=src, positions=[3, 6])])
+                  [Patch("blocks.1.hook_resid_pre", source=src, positions=[3, -2])])
     torch.testing.assert_close(out["_logits"], want, rtol=0, atol=0)
     pre = out["blocks.1.hook_resid_pre"]
-    assert torch.equal(pre[:, [3, 6]], src[:, [3, 6]])
-    keep = [0, 1, 2, 4, 5, 7]
-    assert torch.equal(pre[:, keep], clean["blocks.1.hook_resid_pre"][:, keep])
+    for b, ps in rows.items():
+        keep = [p for p in range(8) if p not in ps]
+        assert torch.equal(pre[b, ps], src[b, ps])
+        assert torch.equal(pre[b, keep], clean["blocks.1.hook_resid_pre"][b, keep])
     # causal: positions before the first patched one are untouched downstream, later ones change
     assert torch.equal(out["blocks.1.hook_resid_post"][:, :3], clean["blocks.1.hook_resid_post"][:, :3])
     assert torch.equal(out["_logits"][:, :3], clean["_logits"][:, :3])
     assert not torch.allclose(out["blocks.1.hook_resid_post"][:, 4], clean["blocks.1.hook_resid_post"][:, 4])
+    with pytest.raises(BadInputError, match="position 6 is outside sequence 1, which has 5 real tokens"):
+        capture(m, batch, "blocks.1.hook_resid_pre", [Patch("blocks.1.hook_resid_pre", source=src, positions=[6])])
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "neox_parallel", "bert"])
-def test_patch_selected_heads_of_z_moves_attn_out_by_their_w_o_terms(tiny_models: dict[str, HookedModel],
+def test_patch_selected_heads_of_z_moves_attn_out_by_their_w_o_terms(tiny_models: dict[str, Model],
                                                                     family: str, batch: Batch) -> None:
     m = tiny_models[family]
     w = m.weights
@@ -283,7 +293,7 @@ def test_patch_selected_heads_of_z_moves_attn_out_by_their_w_o_terms(tiny_models
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "neox_sequential", "bert"])
-def test_zero_ablating_a_head_removes_its_w_o_contribution(tiny_models: dict[str, HookedModel], family: str,
+def test_zero_ablating_a_head_removes_its_w_o_contribution(tiny_models: dict[str, Model], family: str,
                                                            batch: Batch) -> None:
     m = tiny_models[family]
     names = ["blocks.0.attn.hook_z", "blocks.0.hook_attn_out"]
@@ -295,7 +305,15 @@ def test_zero_ablating_a_head_removes_its_w_o_contribution(tiny_models: dict[str
     assert not out["blocks.0.attn.hook_z"][:, :, h].any()
 
 
-def test_mean_and_resample_ablation_in_a_run(tiny_neox_sequential: HookedModel, batch: Batch) -> None:
+def mean_at_last_real_token(clean: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean ablation at position -1: each sequence's last real token takes the batch mean at that padded index."""
+    out = clean.clone()
+    for b, n in enumerate(mask.sum(-1).tolist()):
+        out[b, n - 1] = clean[:, n - 1].mean(0)
+    return out
+
+
+def test_mean_and_resample_ablation_in_a_run(tiny_neox_sequential: Model, batch: Batch) -> None:
     m = tiny_neox_sequential
     w = m.weights
     site = "blocks.1.mlp.hook_post"
@@ -306,8 +324,7 @@ def test_mean_and_resample_ablation_in_a_run(tiny_neox_sequential: HookedModel, 
         (Ablate(site, method="mean"), clean.mean(0, keepdim=True).expand_as(clean)),
         (Ablate(site, method="mean", reference=ref), ref.mean(0, keepdim=True).expand_as(clean)),
         (Ablate(site, method="mean", over="tokens", reference=ref), ref.mean((0, 1), keepdim=True).expand_as(clean)),
-        (Ablate(site, method="mean", positions=[-1]),
-         torch.cat([clean[:, :-1], clean[:, -1:].mean(0, keepdim=True).expand(3, 1, -1)], dim=1)),
+        (Ablate(site, method="mean", positions=[-1]), mean_at_last_real_token(clean, batch[1])),
     ]:
         out = capture(m, batch, names, [iv])
         torch.testing.assert_close(out[site], expect, **TIGHT)
@@ -322,7 +339,7 @@ def test_mean_and_resample_ablation_in_a_run(tiny_neox_sequential: HookedModel, 
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
-def test_add_steering_vector_matches_a_raw_hook(tiny_models: dict[str, HookedModel], family: str, batch: Batch) -> None:
+def test_add_steering_vector_matches_a_raw_hook(tiny_models: dict[str, Model], family: str, batch: Batch) -> None:
     m = tiny_models[family]
     vec = torch.cos(torch.arange(m.dims.d_model, dtype=torch.float32))
     layer0 = m.module(m.adapter.layers + ".0")
@@ -338,7 +355,7 @@ def test_add_steering_vector_matches_a_raw_hook(tiny_models: dict[str, HookedMod
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_scale_and_clamp_in_a_run(tiny_gpt2: HookedModel, batch: Batch) -> None:
+def test_scale_and_clamp_in_a_run(tiny_gpt2: Model, batch: Batch) -> None:
     m = tiny_gpt2
     w = m.weights
     names = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid", "blocks.0.hook_attn_out", "blocks.1.mlp.hook_post",
@@ -355,7 +372,7 @@ def test_scale_and_clamp_in_a_run(tiny_gpt2: HookedModel, batch: Batch) -> None:
     torch.testing.assert_close(out["blocks.1.hook_mlp_out"], clamped @ w.W_out[1] + w.b_out[1], **TIGHT)
 
 
-def test_lambda_matches_a_raw_hook_and_interventions_apply_in_order(tiny_llama: HookedModel, batch: Batch) -> None:
+def test_lambda_matches_a_raw_hook_and_interventions_apply_in_order(tiny_llama: Model, batch: Batch) -> None:
     m = tiny_llama
     vec = torch.linspace(-1, 1, 64)
     with raw_hook(m.hf.model.layers[0].mlp, lambda t: torch.tanh(t) * 3):
@@ -372,7 +389,7 @@ def test_lambda_matches_a_raw_hook_and_interventions_apply_in_order(tiny_llama: 
 
 # --- hook_resid_mid: the edit reaches the MLP input and the residual stream -------------------------
 
-def mlp_of(m: HookedModel, L: int, x: torch.Tensor) -> torch.Tensor:
+def mlp_of(m: Model, L: int, x: torch.Tensor) -> torch.Tensor:
     """mlp(ln2(x)) with the HF modules of layer L (pre-norm families)."""
     fam = m.adapter.family
     with torch.no_grad():
@@ -388,7 +405,7 @@ def mlp_of(m: HookedModel, L: int, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "neox_sequential"])
 @pytest.mark.parametrize("L", [0, 1])
-def test_patching_resid_mid_gives_x_plus_mlp_of_x(tiny_models: dict[str, HookedModel], family: str, L: int,
+def test_patching_resid_mid_gives_x_plus_mlp_of_x(tiny_models: dict[str, Model], family: str, L: int,
                                                   batch: Batch) -> None:
     m = tiny_models[family]
     X = 2 * torch.randn(3, 8, m.dims.d_model, generator=torch.Generator().manual_seed(L))
@@ -399,20 +416,20 @@ def test_patching_resid_mid_gives_x_plus_mlp_of_x(tiny_models: dict[str, HookedM
     torch.testing.assert_close(out[f"blocks.{L}.hook_resid_post"], X + mlp_of(m, L, X), **TIGHT)
 
 
-def test_patching_resid_mid_at_some_positions(tiny_llama: HookedModel, batch: Batch) -> None:
+def test_patching_resid_mid_at_some_positions(tiny_llama: Model, batch: Batch) -> None:
     m = tiny_llama
     names = ["blocks.1.hook_resid_mid", "blocks.1.hook_resid_post"]
     clean = capture(m, batch, names)
     X = torch.randn(3, 8, 64, generator=torch.Generator().manual_seed(3))
-    out = capture(m, batch, names, [Patch("blocks.1.hook_resid_mid", source=X, positions=[0, 5])])
+    out = capture(m, batch, names, [Patch("blocks.1.hook_resid_mid", source=X, positions=[0, 4])])
     mid = clean["blocks.1.hook_resid_mid"].clone()
-    mid[:, [0, 5]] = X[:, [0, 5]]
+    mid[:, [0, 4]] = X[:, [0, 4]]
     torch.testing.assert_close(out["blocks.1.hook_resid_post"], mid + mlp_of(m, 1, mid), **TIGHT)
-    untouched = [1, 2, 3, 4, 6, 7]  # the MLP is position-wise
+    untouched = [1, 2, 3, 5, 6, 7]  # the MLP is position-wise
     assert torch.equal(out["blocks.1.hook_resid_post"][:, untouched], clean["blocks.1.hook_resid_post"][:, untouched])
 
 
-def test_steering_resid_mid_adds_to_the_stream(tiny_gpt2: HookedModel, batch: Batch) -> None:
+def test_steering_resid_mid_adds_to_the_stream(tiny_gpt2: Model, batch: Batch) -> None:
     m = tiny_gpt2
     vec = torch.sin(torch.arange(48.0))
     names = ["blocks.0.hook_resid_mid", "blocks.0.hook_resid_post"]
@@ -423,7 +440,7 @@ def test_steering_resid_mid_adds_to_the_stream(tiny_gpt2: HookedModel, batch: Ba
     torch.testing.assert_close(out["blocks.0.hook_resid_post"], X + mlp_of(m, 0, X), **TIGHT)
 
 
-def test_patching_resid_mid_in_a_post_norm_encoder(tiny_bert: HookedModel, batch: Batch) -> None:
+def test_patching_resid_mid_in_a_post_norm_encoder(tiny_bert: Model, batch: Batch) -> None:
     m = tiny_bert
     w = m.weights
     X = torch.randn(3, 8, 48, generator=torch.Generator().manual_seed(8))
@@ -450,7 +467,7 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return pattern, torch.einsum("bhqk,bkhe->bqhe", pattern, v)
 
 
-def test_patching_k_of_one_query_head_under_gqa_leaves_its_group_partner_alone(tiny_llama: HookedModel,
+def test_patching_k_of_one_query_head_under_gqa_leaves_its_group_partner_alone(tiny_llama: Model,
                                                                                 batch: Batch) -> None:
     m = tiny_llama
     assert m.dims.n_rep == 2
@@ -476,24 +493,24 @@ def test_patching_k_of_one_query_head_under_gqa_leaves_its_group_partner_alone(t
     torch.testing.assert_close(clean[f"blocks.{L}.attn.hook_pattern"], want_pat, **TIGHT)
 
 
-def test_patching_the_pattern_of_one_head_at_one_query(tiny_gpt2: HookedModel, batch: Batch) -> None:
+def test_patching_the_pattern_of_one_head_at_one_query(tiny_gpt2: Model, batch: Batch) -> None:
     m = tiny_gpt2
     names = ["blocks.0.attn.hook_pattern", "blocks.0.attn.hook_v", "blocks.0.attn.hook_z"]
     clean = capture(m, batch, names)
     uniform = torch.tril(torch.ones(8, 8)) / torch.arange(1, 9)[:, None]
     src = uniform.expand(3, 4, 8, 8)
-    out = capture(m, batch, names, [Patch("blocks.0.attn.hook_pattern", source=src, heads=1, positions=[5])])
+    out = capture(m, batch, names, [Patch("blocks.0.attn.hook_pattern", source=src, heads=1, positions=[4])])
     pat = clean["blocks.0.attn.hook_pattern"].clone()
-    pat[:, 1, 5] = uniform[5]
+    pat[:, 1, 4] = uniform[4]
     assert torch.equal(out["blocks.0.attn.hook_pattern"], pat)
     want_z = torch.einsum("bhqk,bkhe->bqhe", pat, clean["blocks.0.attn.hook_v"])
     torch.testing.assert_close(out["blocks.0.attn.hook_z"], want_z, **TIGHT)
     changed = (out["blocks.0.attn.hook_z"] != clean["blocks.0.attn.hook_z"]).any(-1)  # [batch, pos, head]
-    assert changed[:, 5, 1].all() and changed.sum() == 3
+    assert changed[:, 4, 1].all() and changed.sum() == 3
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "neox_parallel", "neox_sequential", "bert"])
-def test_interventions_on_positions_touch_only_those_positions(tiny_models: dict[str, HookedModel], family: str,
+def test_interventions_on_positions_touch_only_those_positions(tiny_models: dict[str, Model], family: str,
                                                                batch: Batch) -> None:
     m = tiny_models[family]
     site = "blocks.0.hook_resid_pre"
@@ -510,7 +527,7 @@ def test_interventions_on_positions_touch_only_those_positions(tiny_models: dict
         assert down.any(0).all()
 
 
-def test_interventions_on_q_and_v_heads(tiny_llama: HookedModel, batch: Batch) -> None:
+def test_interventions_on_q_and_v_heads(tiny_llama: Model, batch: Batch) -> None:
     m = tiny_llama
     names = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v", "blocks.0.attn.hook_z"]
     clean = capture(m, batch, names)
@@ -527,15 +544,15 @@ def test_interventions_on_q_and_v_heads(tiny_llama: HookedModel, batch: Batch) -
 
 # --- bad interventions in runs -----------------------------------------------------------------------
 
-def test_bad_interventions_in_a_run(tiny_llama: HookedModel, batch: Batch) -> None:
+def test_bad_interventions_in_a_run(tiny_llama: Model, batch: Batch) -> None:
     m = tiny_llama
     with pytest.raises(ValueError, match="same length"):
         run_with_hooks(m, *batch, interventions=[Patch("blocks.0.hook_resid_post", source=torch.zeros(3, 7, 64))])
     with pytest.raises(ValueError, match="same length"):
         run_with_hooks(m, *batch, interventions=[Patch("blocks.0.attn.hook_z", source=torch.zeros(3, 8, 2, 16))])
-    with pytest.raises(IndexError, match="head 4"):
+    with pytest.raises(BadInputError, match="head 4"):
         run_with_hooks(m, *batch, interventions=[Ablate("blocks.0.attn.hook_k", heads=[4])])
-    with pytest.raises(IndexError, match="position 8"):
+    with pytest.raises(BadInputError, match="position 8"):
         run_with_hooks(m, *batch, interventions=[Ablate("blocks.0.attn.hook_pattern", positions=[8])])
     with pytest.raises(ValueError, match="broadcast"):
         run_with_hooks(m, *batch, interventions=[Add("blocks.0.hook_resid_post", torch.ones(65))])

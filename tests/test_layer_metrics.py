@@ -18,10 +18,10 @@ from interp.lens import (
     skip_layer_loss,
     sublayer_similarity,
 )
-from interp.trace import HookedModel
+from interp.models import Model
 
 
-def _layers(model: HookedModel) -> list[torch.nn.Module]:
+def _layers(model: Model) -> list[torch.nn.Module]:
     hf = model.hf
     return list(hf.model.layers) if model.adapter.family == "llama" else list(hf.transformer.h)
 
@@ -30,7 +30,7 @@ def _first(out: object) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out  # type: ignore[index,return-value]
 
 
-def hf_residuals(model: HookedModel, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+def hf_residuals(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, list[torch.Tensor]]:
     """Each decoder layer's input, its input + attention output (resid_mid) and its output, via raw torch hooks."""
     got: dict[str, list[torch.Tensor]] = {"pre": [], "attn": [], "post": []}
     handles = []
@@ -50,7 +50,7 @@ def hf_residuals(model: HookedModel, ids: torch.Tensor, mask: torch.Tensor) -> d
     return got
 
 
-def hf_loss(model: HookedModel, ids: torch.Tensor, mask: torch.Tensor,
+def hf_loss(model: Model, ids: torch.Tensor, mask: torch.Tensor,
             module: torch.nn.Module | None = None, hook: Callable | None = None) -> float:
     """Mean next-token CE over real predictions of the HF model, with an optional raw forward hook."""
     handle = module.register_forward_hook(hook) if module is not None else None
@@ -66,11 +66,11 @@ def hf_loss(model: HookedModel, ids: torch.Tensor, mask: torch.Tensor,
 
 
 @pytest.fixture(params=["llama", "gpt2"])
-def decoder(request: pytest.FixtureRequest, tiny_llama: HookedModel, tiny_gpt2: HookedModel) -> HookedModel:
+def decoder(request: pytest.FixtureRequest, tiny_llama: Model, tiny_gpt2: Model) -> Model:
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[request.param]
 
 
-def test_angular_distances_match_a_direct_computation(decoder: HookedModel, batch) -> None:
+def test_angular_distances_match_a_direct_computation(decoder: Model, batch) -> None:
     ids, mask = batch
     h = hf_residuals(decoder, ids, mask)
     states = [h["pre"][0]] + h["post"]
@@ -96,7 +96,7 @@ def test_angular_distances_match_a_direct_computation(decoder: HookedModel, batc
     assert res.best_block(1) == int(col[:n_layers].argmin())
 
 
-def test_sublayer_similarity_matches_a_direct_computation(decoder: HookedModel, batch) -> None:
+def test_sublayer_similarity_matches_a_direct_computation(decoder: Model, batch) -> None:
     ids, mask = batch
     h = hf_residuals(decoder, ids, mask)
     res = sublayer_similarity(decoder, batch)
@@ -108,7 +108,7 @@ def test_sublayer_similarity_matches_a_direct_computation(decoder: HookedModel, 
     assert (res.attn < 0.999).all() and (res.mlp < 0.999).all()
 
 
-def test_padding_is_excluded(tiny_llama: HookedModel, batch) -> None:
+def test_padding_is_excluded(tiny_llama: Model, batch) -> None:
     ids, mask = batch
     other = ids.clone()
     other[~mask.bool()] = 17  # different tokens at the padding positions: no metric may move
@@ -125,7 +125,7 @@ def test_padding_is_excluded(tiny_llama: HookedModel, batch) -> None:
                               angular_distances(tiny_llama, (ids, mask)).distance_mean, equal_nan=True)
 
 
-def test_skip_mlp_and_block_match_raw_torch_hooks(decoder: HookedModel, batch) -> None:
+def test_skip_mlp_and_block_match_raw_torch_hooks(decoder: Model, batch) -> None:
     ids, mask = batch
     res = skip_layer_loss(decoder, batch, progress=False)
     assert res.components == ("block", "attn", "mlp")
@@ -141,7 +141,7 @@ def test_skip_mlp_and_block_match_raw_torch_hooks(decoder: HookedModel, batch) -
         assert abs(skip - base) > 1e-3
 
 
-def test_skip_attention_matches_a_raw_torch_hook(tiny_llama: HookedModel, batch) -> None:
+def test_skip_attention_matches_a_raw_torch_hook(tiny_llama: Model, batch) -> None:
     ids, mask = batch
     res = skip_layer_loss(tiny_llama, batch, components="attn", progress=False)
     for L, layer in enumerate(_layers(tiny_llama)):
@@ -150,13 +150,13 @@ def test_skip_attention_matches_a_raw_torch_hook(tiny_llama: HookedModel, batch)
         assert float(res.loss[0, L]) == pytest.approx(want, abs=1e-4)
 
 
-def test_parallel_residual_has_no_sublayer_similarity(tiny_neox_parallel: HookedModel, batch) -> None:
+def test_parallel_residual_has_no_sublayer_similarity(tiny_neox_parallel: Model, batch) -> None:
     with pytest.raises(ValueError, match="parallel residual"):
         sublayer_similarity(tiny_neox_parallel, batch)
     assert torch.isfinite(angular_distances(tiny_neox_parallel, batch).distance_last[:, 0]).all()
 
 
-def test_trace_input_and_errors(tiny_llama: HookedModel, tiny_gpt2: HookedModel, tiny_bert: HookedModel,
+def test_trace_input_and_errors(tiny_llama: Model, tiny_gpt2: Model, tiny_bert: Model,
                                 batch) -> None:
     trace = tiny_llama.run(batch, capture=["blocks.*.hook_resid_pre", "blocks.*.hook_resid_mid",
                                            "blocks.*.hook_resid_post"]).trace
@@ -174,7 +174,7 @@ def test_trace_input_and_errors(tiny_llama: HookedModel, tiny_gpt2: HookedModel,
         angular_distances(tiny_gpt2, trace)
 
 
-def test_results_check_shapes_plot_and_round_trip(tiny_llama: HookedModel, batch, tmp_path: Path) -> None:
+def test_results_check_shapes_plot_and_round_trip(tiny_llama: Model, batch, tmp_path: Path) -> None:
     results = [angular_distances(tiny_llama, batch), sublayer_similarity(tiny_llama, batch),
                skip_layer_loss(tiny_llama, batch, components=("attn", "mlp"), progress=False)]
     for i, res in enumerate(results):
@@ -201,7 +201,7 @@ def test_results_check_shapes_plot_and_round_trip(tiny_llama: HookedModel, batch
 
 
 @pytest.mark.slow
-def test_smollm2_sanity(smollm2: HookedModel) -> None:
+def test_smollm2_sanity(smollm2: Model) -> None:
     text = "The capital of France is Paris, and the capital of Italy is Rome."
     ang = angular_distances(smollm2, text)
     n_layers = smollm2.dims.n_layers

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from interp.lens import LogitLensResult, logit_lens
-from interp.trace import HookedModel, ModelMismatchError
+from interp.models import Model
+from interp.trace import ModelMismatchError
 
 
-def hand_logits(model: HookedModel, x: torch.Tensor) -> torch.Tensor:
+def hand_logits(model: Model, x: torch.Tensor) -> torch.Tensor:
     """Final norm + unembedding written out from the HF modules' parameters (not via interp)."""
     hf = model.hf
     if model.adapter.family == "llama":
@@ -28,15 +29,15 @@ def hand_logits(model: HookedModel, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(params=["llama", "gpt2"])
-def decoder(request: pytest.FixtureRequest, tiny_llama: HookedModel, tiny_gpt2: HookedModel) -> HookedModel:
+def decoder(request: pytest.FixtureRequest, tiny_llama: Model, tiny_gpt2: Model) -> Model:
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[request.param]
 
 
-def _run(model: HookedModel, batch: tuple[torch.Tensor, torch.Tensor]):
+def _run(model: Model, batch: tuple[torch.Tensor, torch.Tensor]):
     return model.run(batch, capture=["blocks.*.hook_resid_post", "blocks.*.hook_attn_out"])
 
 
-def test_last_layer_is_the_model_output(decoder: HookedModel, batch) -> None:
+def test_last_layer_is_the_model_output(decoder: Model, batch) -> None:
     run = _run(decoder, batch)
     res = logit_lens(decoder, run.trace, top_k=4)
     real = batch[1].bool()
@@ -51,7 +52,7 @@ def test_last_layer_is_the_model_output(decoder: HookedModel, batch) -> None:
 
 
 @pytest.mark.parametrize("tiles", [None, (7, 3), (5, 1)], ids=["one-tile", "7-cols-3-rows", "5-cols-1-row"])
-def test_every_metric_matches_a_direct_computation(decoder: HookedModel, batch, tiles, monkeypatch) -> None:
+def test_every_metric_matches_a_direct_computation(decoder: Model, batch, tiles, monkeypatch) -> None:
     """Also with tiny tiles, so the online log-sum-exp, top-k merge and rank count cross many tile edges."""
     run = _run(decoder, batch)
     ids, mask = batch
@@ -82,7 +83,7 @@ def test_every_metric_matches_a_direct_computation(decoder: HookedModel, batch, 
             assert torch.isnan(res.next_token_ce[L, b, n - 1])
 
 
-def test_padding_is_excluded(tiny_llama: HookedModel, batch) -> None:
+def test_padding_is_excluded(tiny_llama: Model, batch) -> None:
     res = logit_lens(tiny_llama, _run(tiny_llama, batch).trace, target=5)
     pad = ~batch[1].bool()
     assert pad.any()
@@ -95,7 +96,7 @@ def test_padding_is_excluded(tiny_llama: HookedModel, batch) -> None:
     torch.testing.assert_close(res.entropy[:, 1, :5], alone.entropy[:, 0], rtol=1e-4, atol=1e-5)
 
 
-def test_contributions_and_text_input(tiny_llama: HookedModel, batch) -> None:
+def test_contributions_and_text_input(tiny_llama: Model, batch) -> None:
     trace = _run(tiny_llama, batch).trace
     res = logit_lens(tiny_llama, trace, components=["hook_resid_post", "hook_attn_out"])
     assert res.layer_labels == ("0 attn_out", "0 resid_post", "1 attn_out", "1 resid_post")
@@ -108,7 +109,7 @@ def test_contributions_and_text_input(tiny_llama: HookedModel, batch) -> None:
     assert from_text.tokens == (("w1", "w2", "w3"),)
 
 
-def test_no_final_norm_changes_the_readout(tiny_llama: HookedModel, batch) -> None:
+def test_no_final_norm_changes_the_readout(tiny_llama: Model, batch) -> None:
     trace = _run(tiny_llama, batch).trace
     raw = logit_lens(tiny_llama, trace, include_final_norm=False)
     logits = trace["blocks.0.hook_resid_post"] @ tiny_llama.hf.lm_head.weight.T
@@ -116,7 +117,7 @@ def test_no_final_norm_changes_the_readout(tiny_llama: HookedModel, batch) -> No
     assert not raw.include_final_norm
 
 
-def test_errors(tiny_llama: HookedModel, tiny_gpt2: HookedModel, tiny_bert: HookedModel, batch) -> None:
+def test_errors(tiny_llama: Model, tiny_gpt2: Model, tiny_bert: Model, batch) -> None:
     only_mlp = tiny_llama.run(batch, capture="blocks.*.hook_mlp_out").trace
     with pytest.raises(KeyError, match=r"capture 'blocks\.\*\.hook_resid_post'"):
         logit_lens(tiny_llama, only_mlp)
@@ -134,7 +135,7 @@ def test_errors(tiny_llama: HookedModel, tiny_gpt2: HookedModel, tiny_bert: Hook
         logit_lens(tiny_llama, only_mlp, components=["hook_mlp_out"])
 
 
-def test_result_checks_shapes_and_round_trips(tiny_llama: HookedModel, batch, tmp_path: Path) -> None:
+def test_result_checks_shapes_and_round_trips(tiny_llama: Model, batch, tmp_path: Path) -> None:
     res = logit_lens(tiny_llama, _run(tiny_llama, batch).trace, target="w3", top_k=2)
     with pytest.raises(ValueError, match="entropy has shape"):
         LogitLensResult(**{**res.__dict__, "entropy": res.entropy[:, :, :2]})
@@ -150,7 +151,7 @@ def test_result_checks_shapes_and_round_trips(tiny_llama: HookedModel, batch, tm
     assert d["top_tokens"]["values"][-1][0][0][0] == res.top_tokens(-1, 0, 0)[0]
 
 
-def test_plots(tiny_llama: HookedModel, batch) -> None:
+def test_plots(tiny_llama: Model, batch) -> None:
     res = logit_lens(tiny_llama, _run(tiny_llama, batch).trace, target="w3")
     fig = res.plot(batch=1)
     hm = fig.data[0]
@@ -166,7 +167,7 @@ def test_plots(tiny_llama: HookedModel, batch) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_france(smollm2: HookedModel) -> None:
+def test_smollm2_france(smollm2: Model) -> None:
     res = logit_lens(smollm2, "The capital of France is", target=" Paris")
     assert res.top_tokens(layer=-1)[0] == " Paris"
     ranks = res.target_rank[:, 0, -1]

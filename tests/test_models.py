@@ -20,11 +20,10 @@ from torch import nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 import interp
-from interp.models import Dims, WeightViews, adapter_for, from_hf, load_model, supported_model_types
+from interp.models import Dims, Model, WeightViews, adapter_for, from_hf, load_model, supported_model_types
 from interp.models import registry as registry_mod
 from interp.models.adapters import ADAPTERS, Adapter, AdapterRegistry
 from interp.sites import Component
-from interp.trace import HookedModel
 
 EXPECTED_DIMS = {
     "llama": Dims(n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, d_head=16, d_mlp=112, d_vocab=128, n_ctx=32),
@@ -36,7 +35,7 @@ EXPECTED_DIMS = {
 }
 
 
-def family_of(m: HookedModel) -> str:
+def family_of(m: Model) -> str:
     """The fixture family name: the adapter family, with GPT-NeoX split by its residual layout."""
     fam = m.adapter.family
     if fam == "gpt_neox":
@@ -47,7 +46,7 @@ def family_of(m: HookedModel) -> str:
 # --- dims and hook lists ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_dims_match_the_config(tiny_models: dict[str, HookedModel], family: str) -> None:
+def test_dims_match_the_config(tiny_models: dict[str, Model], family: str) -> None:
     assert tiny_models[family].dims == EXPECTED_DIMS[family]
 
 
@@ -63,7 +62,7 @@ PER_LAYER = ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_hook_names(tiny_models: dict[str, HookedModel], family: str) -> None:
+def test_hook_names(tiny_models: dict[str, Model], family: str) -> None:
     m = tiny_models[family]
     per_layer = [s for s in PER_LAYER if not (family == "neox_parallel" and s == "hook_resid_mid")]
     expected = {"hook_embed"} | {f"blocks.{L}.{s}" for L in range(2) for s in per_layer}
@@ -79,7 +78,7 @@ def test_hook_names(tiny_models: dict[str, HookedModel], family: str) -> None:
     assert layers == sorted(layers)
 
 
-def test_parallel_residual_has_no_resid_mid(tiny_neox_parallel: HookedModel, tiny_neox_sequential: HookedModel) -> None:
+def test_parallel_residual_has_no_resid_mid(tiny_neox_parallel: Model, tiny_neox_sequential: Model) -> None:
     assert Component.RESID_MID not in tiny_neox_parallel.adapter.components(tiny_neox_parallel.config)
     assert Component.RESID_MID in tiny_neox_sequential.adapter.components(tiny_neox_sequential.config)
 
@@ -89,7 +88,7 @@ def test_parallel_residual_has_no_resid_mid(tiny_neox_parallel: HookedModel, tin
 class Parts:
     """Per-family views of the HF modules of layer L, computed by the modules themselves."""
 
-    def __init__(self, m: HookedModel, L: int) -> None:
+    def __init__(self, m: Model, L: int) -> None:
         self.m, self.L = m, L
         d = m.dims
         fam = family_of(m)
@@ -169,7 +168,7 @@ EXPECTED_SHAPES = {
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_weight_view_shapes(tiny_models: dict[str, HookedModel], family: str) -> None:
+def test_weight_view_shapes(tiny_models: dict[str, Model], family: str) -> None:
     m = tiny_models[family]
     d = m.dims
     size = {"vocab": d.d_vocab, "d_model": d.d_model, "L": d.n_layers, "H": d.n_heads, "d_head": d.d_head,
@@ -192,7 +191,7 @@ def test_weight_view_shapes(tiny_models: dict[str, HookedModel], family: str) ->
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("L", [0, 1])
-def test_weight_views_reproduce_the_modules(tiny_models: dict[str, HookedModel], family: str, L: int) -> None:
+def test_weight_views_reproduce_the_modules(tiny_models: dict[str, Model], family: str, L: int) -> None:
     m = tiny_models[family]
     w, d, p = m.weights, m.dims, Parts(m, L)
     g = torch.Generator().manual_seed(L)
@@ -222,7 +221,7 @@ def test_weight_views_reproduce_the_modules(tiny_models: dict[str, HookedModel],
             torch.testing.assert_close(w.W_pos, p.pos.weight)
 
 
-def test_gqa_expansion_query_heads_in_a_group_share_k_and_v(tiny_llama: HookedModel) -> None:
+def test_gqa_expansion_query_heads_in_a_group_share_k_and_v(tiny_llama: Model) -> None:
     w, d = tiny_llama.weights, tiny_llama.dims
     assert d.n_rep == 2
     for L in range(d.n_layers):
@@ -238,7 +237,7 @@ def test_gqa_expansion_query_heads_in_a_group_share_k_and_v(tiny_llama: HookedMo
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_ov_and_qk_circuits(tiny_models: dict[str, HookedModel], family: str) -> None:
+def test_ov_and_qk_circuits(tiny_models: dict[str, Model], family: str) -> None:
     w = tiny_models[family].weights
     L, h = 1, 2
     torch.testing.assert_close(w.W_OV[L, h], w.W_V[L, h] @ w.W_O[L, h])
@@ -246,7 +245,7 @@ def test_ov_and_qk_circuits(tiny_models: dict[str, HookedModel], family: str) ->
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "neox_parallel", "neox_sequential"])
-def test_folded_unembed_reproduces_logits(tiny_models: dict[str, HookedModel], family: str,
+def test_folded_unembed_reproduces_logits(tiny_models: dict[str, Model], family: str,
                                           batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     m = tiny_models[family]
     p = Parts(m, 0)
@@ -269,7 +268,7 @@ def test_folded_unembed_reproduces_logits(tiny_models: dict[str, HookedModel], f
     torch.testing.assert_close(normalized @ W_U + b_U, logits, rtol=1e-4, atol=1e-4)
 
 
-def test_folded_unembed_errors_for_encoders(tiny_bert: HookedModel) -> None:
+def test_folded_unembed_errors_for_encoders(tiny_bert: Model) -> None:
     with pytest.raises(ValueError, match="no unembedding"):
         tiny_bert.weights.folded_unembed()
     no_norm = dataclasses.replace(tiny_bert.weights, W_U=torch.zeros(48, VOCAB))
@@ -302,7 +301,7 @@ def test_neox_without_attention_bias_has_zero_biases() -> None:
                                    qkv(x).unflatten(-1, (2, 48)).chunk(3, dim=-1)[0])
 
 
-def test_weights_are_views_of_the_live_parameters_and_cached(tiny_gpt2: HookedModel) -> None:
+def test_weights_are_views_of_the_live_parameters_and_cached(tiny_gpt2: Model) -> None:
     assert tiny_gpt2.weights is tiny_gpt2.weights
     assert not tiny_gpt2.weights.W_Q.requires_grad
 
@@ -346,9 +345,9 @@ def test_from_hf_unsupported_architecture_raises() -> None:
         from_hf(Fake())
 
 
-# --- LoadedModel --------------------------------------------------------------------------------
+# --- Model --------------------------------------------------------------------------------
 
-def test_tokenize_right_pads_and_returns_a_mask(tiny_llama: HookedModel) -> None:
+def test_tokenize_right_pads_and_returns_a_mask(tiny_llama: Model) -> None:
     ids, mask = tiny_llama.tokenize(["w1 w2 w3", "w5"])
     assert ids.tolist() == [[5, 6, 7], [9, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -361,18 +360,18 @@ def test_tokenize_right_pads_and_returns_a_mask(tiny_llama: HookedModel) -> None
 
 @pytest.mark.parametrize(("bad", "exc"), [([], ValueError), ("", ValueError), (["w1", ""], ValueError),
                                           (["w1", 3], TypeError), ([None], TypeError), ([b"w1"], TypeError)])
-def test_tokenize_rejects_bad_text(tiny_llama: HookedModel, bad: object, exc: type[Exception]) -> None:
+def test_tokenize_rejects_bad_text(tiny_llama: Model, bad: object, exc: type[Exception]) -> None:
     with pytest.raises(exc):
         tiny_llama.tokenize(bad)  # type: ignore[arg-type]
 
 
-def test_tokenize_without_tokenizer_raises(tiny_gpt2: HookedModel) -> None:
+def test_tokenize_without_tokenizer_raises(tiny_gpt2: Model) -> None:
     with pytest.raises(ValueError, match="no tokenizer"):
         tiny_gpt2.tokenize("hello")
     assert tiny_gpt2.to_str_tokens(torch.tensor([[1, 2]])) == [["1", "2"]]
 
 
-def test_fingerprint_is_stable_and_tracks_weights(tiny_gpt2: HookedModel) -> None:
+def test_fingerprint_is_stable_and_tracks_weights(tiny_gpt2: Model) -> None:
     a = tiny_gpt2.fingerprint
     assert a == from_hf(tiny_gpt2.hf).fingerprint and len(a) == 16
     other = copy.deepcopy(tiny_gpt2.hf)
@@ -382,7 +381,7 @@ def test_fingerprint_is_stable_and_tracks_weights(tiny_gpt2: HookedModel) -> Non
     assert from_hf(make_neox(parallel=True)).fingerprint != from_hf(make_neox(parallel=True, seed=9)).fingerprint
 
 
-def test_module_lookup_and_eval_mode(tiny_llama: HookedModel) -> None:
+def test_module_lookup_and_eval_mode(tiny_llama: Model) -> None:
     assert tiny_llama.module("model.layers.1.mlp") is tiny_llama.hf.model.layers[1].mlp
     assert not tiny_llama.hf.training
     assert tiny_llama.dtype == torch.float32 and tiny_llama.device.type == "cpu"
@@ -425,7 +424,7 @@ def test_missing_weights_package_says_how_to_install(monkeypatch: pytest.MonkeyP
 # --- the bundled SmolLM2 (slow) ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_smollm2_loads_with_its_documented_shape(smollm2: HookedModel) -> None:
+def test_smollm2_loads_with_its_documented_shape(smollm2: Model) -> None:
     assert smollm2.adapter.family == "llama"
     assert smollm2.dims == Dims(n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536,
                                 d_vocab=49152, n_ctx=smollm2.config.max_position_embeddings)
@@ -436,7 +435,7 @@ def test_smollm2_loads_with_its_documented_shape(smollm2: HookedModel) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_knows_the_capital_of_france(smollm2: HookedModel) -> None:
+def test_smollm2_knows_the_capital_of_france(smollm2: Model) -> None:
     ids, mask = smollm2.tokenize("The capital of France is")
     with torch.no_grad():
         logits = smollm2.hf(input_ids=ids, attention_mask=mask).logits
@@ -444,7 +443,7 @@ def test_smollm2_knows_the_capital_of_france(smollm2: HookedModel) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_folded_unembed(smollm2: HookedModel) -> None:
+def test_smollm2_folded_unembed(smollm2: Model) -> None:
     ids, mask = smollm2.tokenize(["The capital of France is", "Hi"])
     seen: dict[str, torch.Tensor] = {}
     h = smollm2.hf.model.norm.register_forward_pre_hook(lambda mod, args: seen.__setitem__("x", args[0]))
@@ -459,7 +458,7 @@ def test_smollm2_folded_unembed(smollm2: HookedModel) -> None:
     torch.testing.assert_close(normalized @ W_U + b_U, logits, rtol=1e-4, atol=2e-4)
 
 
-def test_load_model_from_a_local_directory(any_model: HookedModel, batch: tuple[torch.Tensor, torch.Tensor],
+def test_load_model_from_a_local_directory(any_model: Model, batch: tuple[torch.Tensor, torch.Tensor],
                                            tmp_path: Path) -> None:
     """Every family round-trips through save_pretrained → load_model(path), tokenizer included."""
     any_model.hf.save_pretrained(tmp_path)

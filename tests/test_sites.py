@@ -42,7 +42,7 @@ def test_parse_global_names(name: str) -> None:
 
 def test_every_component_is_reachable_by_name() -> None:
     names = {f"blocks.0.{s}" for s in PER_LAYER_SUFFIXES} | set(GLOBAL_NAMES)
-    assert {Site.parse(n).component for n in names} == set(Component)
+    assert {Site.parse(n).component for n in names} == set(Component) - {Component.HF}
 
 
 @pytest.mark.parametrize("name", [
@@ -170,7 +170,7 @@ def test_parse_never_raises_anything_but_unknown_hook_error(text: str) -> None:
     except UnknownHookError:
         return
     assert Site.parse(site.name) == site
-    assert text == site.name  # no normalisation: a name parses only in its canonical spelling
+    assert text in (site.name, site.short)  # no normalisation: a name parses only in a canonical spelling
 
 
 @FAST

@@ -42,7 +42,7 @@ def test_bad_config_raises(bad: dict) -> None:
 
 
 def test_model_is_attention_only_and_hookable() -> None:
-    model = interp.wrap_model(build_toy_model(ToyConfig()))
+    model = interp.from_hf(build_toy_model(ToyConfig()))
     out = run_with_hooks(model, torch.tensor([[0, 5, 6, 7, 5, 6]]), capture="blocks.*.hook_mlp_out")
     for t in out.activations.values():
         assert float(t.abs().max()) == 0.0
@@ -52,7 +52,7 @@ def test_model_is_attention_only_and_hookable() -> None:
 def test_clamp_matches_interp_zero_ablation() -> None:
     """The training-time clamp (a pre-hook on o_proj) equals interp's zero ablation of hook_z."""
     m = build_toy_model(ToyConfig(seed=3))
-    model = interp.wrap_model(m)
+    model = interp.from_hf(m)
     ids = torch.tensor([[0, 3, 9, 4, 3, 9, 4, 3]])
     want = run_with_hooks(model, ids, interventions=[Ablate("blocks.0.attn.hook_z", heads=[1, 3])]).logits
     handles = _clamp_hooks(m, [(0, 1), (0, 3)], 16)

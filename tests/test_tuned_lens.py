@@ -10,19 +10,20 @@ import pytest
 import torch
 
 from interp.lens import LensComparison, TunedLens, compare_lenses, logit_lens
-from interp.trace import HookedModel, ModelMismatchError, TraceStore, capture
+from interp.models import Model
+from interp.trace import ModelMismatchError, TraceStore, capture
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "lenses" / "smollm2-135m"
 
 
-def _texts(model: HookedModel, n: int, seed: int, length: int = 24) -> torch.Tensor:
+def _texts(model: Model, n: int, seed: int, length: int = 24) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(4, min(model.dims.d_vocab, 100), (n, length), generator=g)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, HookedModel]) -> TraceStore:
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Model]) -> TraceStore:
     model = tiny_models["llama"]
     ids = _texts(model, 48, seed=0)
     texts = model.tokenizer.batch_decode(ids)
@@ -30,12 +31,12 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Hooke
                    batch_size=8, progress=False)
 
 
-def _fit(model: HookedModel, store: TraceStore, **kw) -> TunedLens:
+def _fit(model: Model, store: TraceStore, **kw) -> TunedLens:
     kw = {"steps": 40, "batch_size": 64, "lr": 3e-3, "matmul_dtype": torch.float32, "progress": False} | kw
     return TunedLens(**kw).fit(model, store)
 
 
-def test_untrained_lens_is_the_logit_lens(tiny_llama: HookedModel, store: TraceStore) -> None:
+def test_untrained_lens_is_the_logit_lens(tiny_llama: Model, store: TraceStore) -> None:
     lens = _fit(tiny_llama, store, steps=0)
     tr = store.trace(range(4))
     a, b = logit_lens(tiny_llama, tr, target=5), lens.apply(tiny_llama, tr, target=5)
@@ -44,7 +45,7 @@ def test_untrained_lens_is_the_logit_lens(tiny_llama: HookedModel, store: TraceS
     assert torch.equal(a.top_ids, b.top_ids)
 
 
-def test_first_step_loss_is_the_logit_lens_kl(tiny_llama: HookedModel, store: TraceStore) -> None:
+def test_first_step_loss_is_the_logit_lens_kl(tiny_llama: Model, store: TraceStore) -> None:
     """At identity the training loss is the mean logit-lens KL of the batch (computed by logit_lens, per token)."""
     lens = _fit(tiny_llama, store, steps=1, batch_size=store.n_tokens)  # one batch = every row of the store
     kl = logit_lens(tiny_llama, store.trace()).kl_to_final[:-1]  # [layer, batch, pos], NaN at padding
@@ -52,7 +53,7 @@ def test_first_step_loss_is_the_logit_lens_kl(tiny_llama: HookedModel, store: Tr
     assert lens.history_[0] == pytest.approx(want, rel=1e-4)
 
 
-def test_training_beats_the_logit_lens_on_held_out_tokens(tiny_llama: HookedModel, store: TraceStore) -> None:
+def test_training_beats_the_logit_lens_on_held_out_tokens(tiny_llama: Model, store: TraceStore) -> None:
     lens = _fit(tiny_llama, store)
     assert lens.history_[-1] < 0.7 * lens.history_[0]
     held_out = tiny_llama.tokenizer.batch_decode(_texts(tiny_llama, 12, seed=99))
@@ -62,7 +63,7 @@ def test_training_beats_the_logit_lens_on_held_out_tokens(tiny_llama: HookedMode
     assert cmp.n_tokens == 12 * 24
 
 
-def test_least_squares_init_matches_weighted_lstsq(tiny_llama: HookedModel, store: TraceStore) -> None:
+def test_least_squares_init_matches_weighted_lstsq(tiny_llama: Model, store: TraceStore) -> None:
     lens = _fit(tiny_llama, store, steps=0, init="least_squares", ridge=0.0)
     n = tiny_llama.dims.n_layers
     tr = store.trace()
@@ -78,14 +79,14 @@ def test_least_squares_init_matches_weighted_lstsq(tiny_llama: HookedModel, stor
     assert lens.n_tokens_init_ == store.n_tokens
 
 
-def test_seeded_training_is_deterministic(tiny_llama: HookedModel, store: TraceStore) -> None:
+def test_seeded_training_is_deterministic(tiny_llama: Model, store: TraceStore) -> None:
     a, b = _fit(tiny_llama, store, steps=5), _fit(tiny_llama, store, steps=5)
     c = _fit(tiny_llama, store, steps=5, seed=1)
     assert torch.equal(a.weight_, b.weight_) and a.history_ == b.history_
     assert not torch.equal(a.weight_, c.weight_)
 
 
-def test_save_load_round_trip(tiny_llama: HookedModel, store: TraceStore, tmp_path: Path) -> None:
+def test_save_load_round_trip(tiny_llama: Model, store: TraceStore, tmp_path: Path) -> None:
     lens = _fit(tiny_llama, store, steps=3)
     lens.save(tmp_path / "lens")
     meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
@@ -100,7 +101,7 @@ def test_save_load_round_trip(tiny_llama: HookedModel, store: TraceStore, tmp_pa
                                                                                            "kl_tuned"]
 
 
-def test_default_matmul_dtype_is_the_fast_one_and_recorded(tiny_llama: HookedModel, store: TraceStore,
+def test_default_matmul_dtype_is_the_fast_one_and_recorded(tiny_llama: Model, store: TraceStore,
                                                            tmp_path: Path) -> None:
     """``matmul_dtype=None`` measures bf16 vs float32 here (bf16 is emulated on AVX2-only CPUs) and saves both."""
     import time
@@ -130,7 +131,7 @@ def test_default_matmul_dtype_is_the_fast_one_and_recorded(tiny_llama: HookedMod
     assert TunedLens.load(tmp_path / "lens").matmul_dtype is None
 
 
-def test_bad_inputs(tiny_llama: HookedModel, tiny_gpt2: HookedModel, store: TraceStore, tmp_path: Path) -> None:
+def test_bad_inputs(tiny_llama: Model, tiny_gpt2: Model, store: TraceStore, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="init must be one of"):
         TunedLens(init="random")
     with pytest.raises(ValueError, match="steps must be"):
@@ -150,7 +151,7 @@ def test_bad_inputs(tiny_llama: HookedModel, tiny_gpt2: HookedModel, store: Trac
 
 
 @pytest.mark.slow
-def test_shipped_smollm2_lens_beats_the_logit_lens_at_every_layer(smollm2: HookedModel) -> None:
+def test_shipped_smollm2_lens_beats_the_logit_lens_at_every_layer(smollm2: Model) -> None:
     """The lens in data/ (trained on the corpus' train split) on held-out paragraphs of the corpus."""
     sys.path.insert(0, str(REPO / "data" / "lenses"))
     from corpus import corpus_chunks

@@ -21,7 +21,7 @@ import torch
 
 import interp
 from interp.lens import TunedLens, compare_lenses
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.trace import capture
 
 HERE = Path(__file__).resolve().parent
@@ -43,7 +43,7 @@ def main() -> None:
     evaluate(model, Path(args.out))
 
 
-def fit(model: LoadedModel, args: argparse.Namespace) -> None:
+def fit(model: Model, args: argparse.Namespace) -> None:
     t0 = time.time()
     store = capture(model, corpus_chunks(model.tokenizer, "train", 128), "blocks.*.hook_resid_post", args.store,
                     batch_size=16, dtype="bfloat16", max_tokens=128)
@@ -54,7 +54,7 @@ def fit(model: LoadedModel, args: argparse.Namespace) -> None:
     lens.save(args.out, dtype=torch.float16)
 
 
-def evaluate(model: LoadedModel, out: Path) -> None:
+def evaluate(model: Model, out: Path) -> None:
     t0 = time.time()
     cmp = compare_lenses(model, TunedLens.load(out), corpus_chunks(model.tokenizer, "test", 128))
     cmp.save(out / "held_out")

@@ -7,14 +7,16 @@ Examples::
     interp capture --model smollm2-135m --dataset data/prompts.txt --hooks 'blocks.*.hook_resid_post' -o out/store
 
 Each subcommand is one module of this package with ``ORDER`` (its place in ``--help``) and
-``register(subparsers, common)``, which adds its parser and sets ``func``. Errors print one line and
-exit with status 2 (bad input) or 1 (other failures); ``--debug`` shows the traceback.
+``register(subparsers, common)``, which adds its parser and sets ``func``. Flags use the one vocabulary of
+:mod:`interp.sites` (``--hooks resid_post``, ``--heads L5H1,L6H9``, ``--positions -1``). interp's errors print
+one line and exit with status 2; anything else is a bug (status 1); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -41,25 +43,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``interp`` command."""
+    """Entry point of the ``interp`` command.
+
+    interp's own errors (:class:`interp.InterpError`: bad input, a model mismatch, a corrupt store, a missing
+    optional dependency) print one line and exit with status 2. Anything else is a bug: one line saying so
+    (and how to see the traceback) and status 1; ``--debug`` shows the traceback.
+    """
     args = _parser().parse_args(argv)
+    logging.basicConfig(format="interp: %(message)s", level=logging.WARNING if args.quiet else logging.INFO)
+    logging.getLogger("interp").setLevel(logging.WARNING if args.quiet else logging.INFO)
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    from interp.errors import InterpError
+    from interp.progress import quiet
+
     try:
-        return int(args.func(args))
+        with quiet(args.quiet):
+            return int(args.func(args))
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130
+    except InterpError as e:
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"interp: error: {msg}", file=sys.stderr)
+        return 2
     except Exception as e:
         if args.debug:
             raise
-        bad_input = isinstance(e, (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError,
-                                   ModuleNotFoundError))
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"interp: error: {msg}", file=sys.stderr)
-        return 2 if bad_input else 1
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"interp: internal error (a bug in interp; rerun with --debug for the traceback and report it): "
+              f"{type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
 
 
 __all__ = ["main"]

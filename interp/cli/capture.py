@@ -79,7 +79,7 @@ def _capture_report(store: Any, norms: dict[str, float]) -> Any:
 
     rep = Report("interp capture", command=store.manifest.trace.command,
                  subtitle=f"{store.n_seqs} sequences, {store.n_tokens} tokens -> {store.path}")
-    sec = rep.section("Store")
+    sec = rep.section("Store", 'What the capture wrote: the mean residual-stream norm per layer over every stored token.')
     sec.table(["property", "value"], [("path", store.path), ("model", store.manifest.trace.model_id),
                                       ("sequences", store.n_seqs), ("tokens", store.n_tokens),
                                       ("hooks", len(store.hooks)), ("complete", store.complete)])

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from interp.cli._common import add_command, emit, model_arg, output_args
+from interp.errors import BadInputError
 
 ORDER = 60
 
@@ -53,7 +54,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _need(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
     if missing:
-        raise ValueError(f"interp features {args.action} needs {', '.join(missing)}")
+        raise BadInputError(f"interp features {args.action} needs {', '.join(missing)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def _train(args: argparse.Namespace, rep: Any) -> None:
     print(f"saved   {args.out}  ({sae!r})")
     print(f"train-set EV {ev.explained_variance:.3f}, L0 {ev.l0:.1f}, dead {ev.dead_fraction:.3f} "
           f"(on up to 20k stored rows)")
-    sec = rep.section("SAE training")
+    sec = rep.section("SAE training", 'How the sparse autoencoder trained: reconstruction (explained variance), sparsity (L0) and dead features.')
     sec.figure(sae.plot()).figure(ev.plot())
     sec.table(["metric", "value"], [(k, v) for k, v in ev.summary().items()])
     summary = {k: v for k, v in ev.summary().items() if v == v}  # (NaN: the spliced CE, not measured here)
@@ -97,7 +98,7 @@ def _flow(args: argparse.Namespace, rep: Any) -> None:
     _need(args, "hook", "feature")
     saes = load_saes(args.saes)
     model = interp.load_model(args.model)
-    sec = rep.section("Feature flow")
+    sec = rep.section("Feature flow", 'How features carry across layers: nodes are features, edges the best-matching feature of the layer before.')
     try:
         cls = classify_features(saes, args.hook, threshold=args.threshold)
         print(f"features of {args.hook} by origin: {cls.counts()}")
@@ -135,4 +136,4 @@ def _steer(args: argparse.Namespace, rep: Any) -> None:
         print(f"steering {len(edits)} features on the path: " + ", ".join(f"{e.hook} #{e.feature}" for e in edits))
     res = steer(model, saes, edits, args.prompt, max_new_tokens=args.max_new_tokens)
     print(res)
-    rep.section("Steering").table(["run", "continuation"], [("before", res.before), ("after", res.after)])
+    rep.section("Steering", "The model's greedy continuation before and after the feature edits.").table(["run", "continuation"], [("before", res.before), ("after", res.after)])

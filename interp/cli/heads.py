@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from interp.cli._common import add_command, emit, model_arg, output_args
+from interp.errors import BadInputError
 
 ORDER = 45
 
@@ -42,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from interp.trace.trace import command_line
 
     if (args.sender is None) != (args.receiver is None):
-        raise ValueError("give both --sender and --receiver, or neither")
+        raise BadInputError("give both --sender and --receiver, or neither")
     if args.top < 1:
-        raise ValueError(f"--top {args.top} must be >= 1")
+        raise BadInputError(f"--top {args.top} must be >= 1")
     model = interp.load_model(args.model)
     fold = not args.no_fold
     comp = composition(model, kinds=(args.kind,), fold_norm=fold)
@@ -65,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
           f"writes {[t for t, _ in svd.tokens(la, ha, 0, 'out')[:6]]}")
     rep = Report(f"interp heads — {model.name}", command=command_line(),
                  subtitle=f"{args.kind.upper()}-composition, {args.circuit.upper()} SVD, fold_norm={fold}")
-    sec = rep.section("Composition")
+    sec = rep.section("Composition", "How strongly each head's output feeds another head's queries, keys or values (composition scores).")
     sec.figure(comp.plot(args.kind)).figure(comp.plot(args.kind, style="graph", n_edges=max(args.top, 10)))
     sec.table(["sender", "receiver", "score", "z"],
               [[f"L{a[0]}H{a[1]}", f"L{b[0]}H{b[1]}", f"{s:.4f}", f"{z:.1f}"] for a, b, s, z in pairs])
     sec.numbers("composition", comp.of(args.kind), axes=["layer_a", "head_a", "layer_b", "head_b"])
-    rep.section("Channel").figure(ch.plot()).numbers("contribution", ch.contribution, axes=["component"])
-    sec = rep.section(f"{args.circuit.upper()} SVD")
+    rep.section("Channel", "How much each singular component of the sender's output carries into the receiver.").figure(ch.plot()).numbers("contribution", ch.contribution, axes=["component"])
+    sec = rep.section(f"{args.circuit.upper()} SVD", "The singular components of each head's circuit and the tokens they read and write.")
     sec.figure(svd.plot("rank")).figure(svd.plot("spectrum", la, ha)).figure(svd.plot("tokens", la, ha))
     sec.numbers("singular_values", svd.S, axes=["layer", "head", "component"])
     sec.numbers("effective_rank", svd.eff_rank, axes=["layer", "head"])

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     model = interp.load_model(args.model)
     rep = Report(f"interp induction — {model.name}", command=command_line(),
                  subtitle=f"{args.n_seq} x 2 x {args.half} repeated random tokens")
-    summary = induction_section(rep.section("Induction heads"), model, n_seq=args.n_seq, half=args.half,
+    summary = induction_section(rep.section("Induction heads", 'Which heads copy what followed an earlier occurrence of the current token (scores near 1 mark induction heads).'), model, n_seq=args.n_seq, half=args.half,
                                 induction_threshold=args.induction_threshold,
                                 prev_token_threshold=args.prev_token_threshold,
                                 duplicate_threshold=args.duplicate_threshold, ablate=args.ablate, method=args.method,

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             line += f"  {tuned.top_tokens(L)[0]!r:<16} {float(tuned.kl_to_final[L, 0, n - 1]):8.3f}"
         print(line)
     rep = Report(f"interp lens — {model.name}", command=command_line(), subtitle=f"prompt: {args.prompt!r}")
-    sec = rep.section("Logit lens")
+    sec = rep.section("Logit lens", "Each layer's residual stream read as a next-token prediction: cells show the top token, colour its probability.")
     sec.figure(res.plot()).figure(res.plot_kl(batch=0))
     if res.target_rank is not None:
         sec.figure(res.plot_target_rank())
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if name != "tokens":
             sec.numbers(name, entry["values"], axes=entry["axes"], labels=entry["labels"])
     if tuned is not None:
-        sec = rep.section("Tuned lens")
+        sec = rep.section("Tuned lens", 'The same readings through a tuned lens, which tracks the output earlier than the logit lens.')
         sec.figure(tuned.plot()).figure(LensComparison.from_results(res, tuned).plot())
         if tuned.target_rank is not None:
             sec.figure(tuned.plot_target_rank())

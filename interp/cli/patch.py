@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {where:<40} {res.metric} {v:+.4f}{extra}")
     rep = Report(f"interp patch — {model.name}", command=command_line(),
                  subtitle=f"clean {args.clean!r} vs corrupted {args.corrupted!r}")
-    sec = rep.section("Patching")
+    sec = rep.section("Patching", 'The metric after each patch: 1 means the clean behaviour is restored, 0 that nothing changed.')
     sec.figure(res.plot())
     sec.numbers("values", res.values, axes=list(res.axes),
                 labels={a: (res.labels(a) if a == "pos" else list(res.coords[a])) for a in res.axes})

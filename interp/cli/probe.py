@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from interp.cli._common import add_command, emit, model_arg, output_args
+from interp.errors import BadInputError
 
 ORDER = 40
 
@@ -44,7 +45,7 @@ def _position(text: str) -> str | int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"--position must be all, last, mean or an int, got {text!r}") from None
+        raise BadInputError(f"--position must be all, last, mean or an int, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ks = [int(k) for k in args.ks.split(",") if k.strip()]
     except ValueError:
-        raise ValueError(f"--ks must be comma-separated ints, got {args.ks!r}") from None
+        raise BadInputError(f"--ks must be comma-separated ints, got {args.ks!r}") from None
     position = _position(args.position)
     tmp = None
     if args.store:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         res.save(args.save)
         print(f"saved   {args.save}")
     rep = Report(f"interp probe — {args.labels}", command=command_line(), subtitle=what)
-    sec = rep.section("Probing")
+    sec = rep.section("Probing", 'How well a linear probe reads the labels from each layer, against a control task.')
     b = res.best_layer()
     sec.figure(res.plot("layers")).figure(res.plot("k", layer=b)).figure(res.plot("hist", layer=b))
     sec.numbers("accuracy", res.accuracy, axes=["layer"], labels={"layer": res.layer_labels})

@@ -30,7 +30,8 @@ from interp.distributed.location import StoreLocation, as_location
 from interp.distributed.manifests import PART_PREFIX, merge_parts
 from interp.distributed.pool import run_pool
 from interp.distributed.worker import ModelSpec, ShardWorker, build_model
-from interp.models import LoadedModel
+from interp.errors import BadInputError
+from interp.models import Model
 from interp.sites import Site
 from interp.trace.layout import ShardInfo, StoreManifest, StoreMismatchError, write_meta
 from interp.trace.store import TraceStore
@@ -136,14 +137,14 @@ def capture(
         (True, 0)
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise BadInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    if backend == "ray" and isinstance(model, LoadedModel):
+        raise BadInputError(f"workers must be an int >= 1, got {workers!r}")
+    if backend == "ray" and isinstance(model, Model):
         raise TypeError("with backend='ray' pass the model as a name/path or a function that builds it "
                         "(each worker loads its own copy), not a loaded model")
     if verify not in ("sha256", "size", "none"):
-        raise ValueError(f"verify must be 'sha256', 'size' or 'none', got {verify!r}")
+        raise BadInputError(f"verify must be 'sha256', 'size' or 'none', got {verify!r}")
     loc = as_location(path)
     driver_model = build_model(model)
     plan = plan_capture(driver_model, dataset, hooks, batch_size=batch_size, dtype=dtype, max_tokens=max_tokens,
@@ -201,7 +202,7 @@ def _shard_inputs(plan: CapturePlan, manifest: StoreManifest, index: int
     return start, stop, plan.input_ids[start:stop].clone(), plan.attention_mask[start:stop].clone()
 
 
-def _start_or_resume(loc: StoreLocation, plan: CapturePlan, overwrite: bool, model: LoadedModel) -> StoreManifest:
+def _start_or_resume(loc: StoreLocation, plan: CapturePlan, overwrite: bool, model: Model) -> StoreManifest:
     fresh = plan.fresh
     if loc.exists("manifest.json"):
         old = StoreManifest.from_json(loc.read_bytes("manifest.json").decode(), f"{loc.url}/manifest.json")
@@ -227,7 +228,7 @@ def _start_or_resume(loc: StoreLocation, plan: CapturePlan, overwrite: bool, mod
     return fresh
 
 
-def _write_inputs(loc: StoreLocation, plan: CapturePlan, model: LoadedModel) -> None:
+def _write_inputs(loc: StoreLocation, plan: CapturePlan, model: Model) -> None:
     from safetensors.torch import save
 
     loc.write_bytes("tokens.safetensors", save({"input_ids": plan.input_ids.contiguous(),

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from interp.errors import BadInputError
 from interp.trace.layout import atomic_write_bytes, stream_safetensors
 
 _SHARED_PROTOCOLS_OFF = ("memory",)  # filesystems private to one process
@@ -46,13 +47,13 @@ class StoreLocation:
         if isinstance(self.url, os.PathLike):
             object.__setattr__(self, "url", os.fspath(self.url))
         if not isinstance(self.url, str) or not self.url.strip():
-            raise ValueError(f"a store location is a local path or an fsspec URL, got {self.url!r}")
+            raise BadInputError(f"a store location is a local path or an fsspec URL, got {self.url!r}")
         if "://" in self.url:
             import fsspec
 
             protocol = self.url.split("://", 1)[0]
             if protocol not in fsspec.available_protocols():
-                raise ValueError(f"unknown filesystem protocol {protocol!r} in {self.url!r}; "
+                raise BadInputError(f"unknown filesystem protocol {protocol!r} in {self.url!r}; "
                                  f"known: file, memory, s3, gs, ... (fsspec.available_protocols())")
 
     @cached_property
@@ -70,7 +71,7 @@ class StoreLocation:
     @property
     def local_path(self) -> Path:
         if not self.is_local:
-            raise ValueError(f"{self.url} is not a local path")
+            raise BadInputError(f"{self.url} is not a local path")
         return Path(self.url.removeprefix("file://"))
 
     @property

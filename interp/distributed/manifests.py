@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from interp.distributed.location import StoreLocation
+from interp.errors import BadInputError
 from interp.trace.layout import ShardInfo, StoreManifest
 
 PART_PREFIX = "manifest.part-"
@@ -45,7 +46,7 @@ def read_parts(loc: StoreLocation) -> dict[str, dict[str, Any]]:
         try:
             d = json.loads(loc.read_bytes(name))
             if not isinstance(d, dict) or d.get("kind") != PART_KIND or not isinstance(d.get("shards"), list):
-                raise ValueError("not a partial manifest")
+                raise BadInputError("not a partial manifest")
             out[name] = d
         except (ValueError, OSError) as e:
             log.warning("ignoring unreadable partial manifest %s (%s); its shards will be captured again", name, e)
@@ -74,7 +75,7 @@ def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha2
         verify: ``"sha256"`` (hash every shard), ``"size"`` (sizes only) or ``"none"``.
     """
     if verify not in ("sha256", "size", "none"):
-        raise ValueError(f"verify must be 'sha256', 'size' or 'none', got {verify!r}")
+        raise BadInputError(f"verify must be 'sha256', 'size' or 'none', got {verify!r}")
     parts = read_parts(loc)
     candidates: dict[int, list[ShardInfo]] = {}
     for s in manifest.shards:

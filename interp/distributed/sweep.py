@@ -15,13 +15,14 @@ from tqdm.auto import tqdm
 
 from interp.distributed.pool import run_pool
 from interp.distributed.worker import ModelSpec, build_model
-from interp.models import LoadedModel
+from interp.errors import BadInputError
+from interp.models import Model
 
 
 class ItemWorker:
     """Holds one model and applies a function to items (the actor behind :func:`map_items`)."""
 
-    def __init__(self, model: ModelSpec, fn: Callable[[LoadedModel, Any], Any], threads: int | None = None) -> None:
+    def __init__(self, model: ModelSpec, fn: Callable[[Model, Any], Any], threads: int | None = None) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
         self.model = build_model(model)
@@ -35,7 +36,7 @@ class ItemWorker:
             return self.fn(self.model, item)
 
 
-def map_items(fn: Callable[[LoadedModel, Any], Any], items: Sequence[Any], model: ModelSpec, *, workers: int = 2,
+def map_items(fn: Callable[[Model, Any], Any], items: Sequence[Any], model: ModelSpec, *, workers: int = 2,
               backend: str = "ray", address: str | None = None, threads_per_worker: int | None = 1,
               max_worker_failures: int = 8, progress: bool = True) -> list[Any]:
     """``[fn(model, item) for item in items]``, computed by ``workers`` Ray actors (model loaded once each).
@@ -55,16 +56,16 @@ def map_items(fn: Callable[[LoadedModel, Any], Any], items: Sequence[Any], model
         >>> from interp.distributed import map_items
         >>> from transformers import GPT2Config, GPT2LMHeadModel
         >>> import interp
-        >>> m = interp.wrap_model(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
+        >>> m = interp.from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
         >>> map_items(lambda model, n: model.dims.n_layers * n, [1, 2, 3], m, backend="local", progress=False)
         [2, 4, 6]
     """
     if backend not in ("ray", "local"):
-        raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
+        raise BadInputError(f"backend must be 'ray' or 'local', got {backend!r}")
     if not callable(fn):
         raise TypeError(f"fn must be a function (model, item) -> result, got {type(fn).__name__}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        raise BadInputError(f"workers must be an int >= 1, got {workers!r}")
     items = list(items)
     out: list[Any] = [None] * len(items)
     bar = tqdm(total=len(items), desc=f"map over {workers} workers", unit="item", disable=not progress)
@@ -79,7 +80,7 @@ def map_items(fn: Callable[[LoadedModel, Any], Any], items: Sequence[Any], model
             for i, item in enumerate(items):
                 done(i, worker.run(item))
         else:
-            if isinstance(model, LoadedModel):
+            if isinstance(model, Model):
                 raise TypeError("with backend='ray' pass the model as a name/path or a function that builds it "
                                 "(each worker loads its own copy), not a loaded model")
             run_pool(ItemWorker, (model, fn), {"threads": threads_per_worker}, "run",

@@ -18,31 +18,31 @@ import torch
 from interp.distributed.location import StoreLocation
 from interp.distributed.manifests import part_json, part_name
 from interp.hooks import make_plans
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.trace import ModelMismatchError
 from interp.trace.layout import ShardInfo
 from interp.trace.trace import parse_dtype
 from interp.trace.writer import compute_shard
 
-ModelSpec = str | os.PathLike[str] | Callable[[], LoadedModel] | LoadedModel
+ModelSpec = str | os.PathLike[str] | Callable[[], Model] | Model
 
 
-def build_model(spec: ModelSpec) -> LoadedModel:
+def build_model(spec: ModelSpec) -> Model:
     """The model a spec names: a registry name / hub id / local directory, a zero-argument function
-    returning a :class:`LoadedModel`, or a :class:`LoadedModel` itself."""
-    if isinstance(spec, LoadedModel):
+    returning a :class:`Model`, or a :class:`Model` itself."""
+    if isinstance(spec, Model):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        from interp.trace.hooked import load
+        from interp.models import load_model as load
 
         return load(os.fspath(spec))
     if callable(spec):
         model = spec()
-        if not isinstance(model, LoadedModel):
-            raise TypeError(f"the model function returned a {type(model).__name__}, not an interp LoadedModel "
-                            "(use interp.load_model or interp.wrap_model)")
+        if not isinstance(model, Model):
+            raise TypeError(f"the model function returned a {type(model).__name__}, not an interp Model "
+                            "(use interp.load_model or interp.from_hf)")
         return model
-    raise TypeError(f"model must be a name, a path, a function returning a LoadedModel or a LoadedModel; "
+    raise TypeError(f"model must be a name, a path, a function returning a Model or a Model; "
                     f"got {type(spec).__name__}")
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.features.flow import promoted_tokens
 from interp.features.sae import SparseAutoencoder
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.plot import bar_top_tokens, heatmap, layer_curves
 from interp.trace import TraceStore
 from interp.trace.results import read_result, write_result
@@ -57,10 +58,10 @@ class FeatureDashboard:
 
     def __post_init__(self) -> None:
         if self.context_acts.dim() != 2 or self.context_acts.shape[0] != len(self.contexts):
-            raise ValueError(f"context_acts must be [n_contexts={len(self.contexts)}, window], "
+            raise BadInputError(f"context_acts must be [n_contexts={len(self.contexts)}, window], "
                              f"got {tuple(self.context_acts.shape)}")
         if self.hist_edges.numel() != self.hist_counts.numel() + 1:
-            raise ValueError("hist_edges must have one more entry than hist_counts")
+            raise BadInputError("hist_edges must have one more entry than hist_counts")
 
     def to_frame(self) -> Any:
         """One row per (context, token): the token, its activation, and whether it is the peak."""
@@ -89,7 +90,7 @@ class FeatureDashboard:
     def plot_logits(self) -> Any:
         """The tokens the feature's decoder direction promotes (direct effect through the unembedding)."""
         if not self.promoted:
-            raise ValueError("this dashboard has no promoted tokens: build it with model=")
+            raise BadInputError("this dashboard has no promoted tokens: build it with model=")
         return bar_top_tokens(list(self.promoted), list(self.promoted_logits), x_title="logit per unit activation",
                               title=f"feature {self.feature}: tokens its direction promotes")
 
@@ -119,7 +120,7 @@ def feature_activations(sae: SparseAutoencoder, store: TraceStore, hook: str, fe
 
 
 def feature_dashboard(sae: SparseAutoencoder, feature: int, store: TraceStore | str | os.PathLike[str],
-                      hook: str | None = None, *, model: LoadedModel | None = None, n_contexts: int = 8,
+                      hook: str | None = None, *, model: Model | None = None, n_contexts: int = 8,
                       window: int = 9, bins: int = 30, n_promoted: int = 10) -> FeatureDashboard:
     """Build the dashboard of one feature from the token rows of ``store`` (at ``hook``, default the SAE's)."""
     store = store if isinstance(store, TraceStore) else TraceStore(store)
@@ -129,7 +130,7 @@ def feature_dashboard(sae: SparseAutoencoder, feature: int, store: TraceStore | 
     if not 0 <= int(feature) < sae.d_sae:
         raise IndexError(f"feature {feature} out of range: the SAE has {sae.d_sae} features")
     if window < 1 or n_contexts < 1:
-        raise ValueError(f"window and n_contexts must be >= 1, got {window}, {n_contexts}")
+        raise BadInputError(f"window and n_contexts must be >= 1, got {window}, {n_contexts}")
     acts = feature_activations(sae, store, hook, int(feature))
     _, mask = store.tokens()
     lens = mask.sum(1)

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from interp.errors import BadInputError
 from interp.features.sae import SparseAutoencoder
 from interp.features.train import as_source
 from interp.hooks import Ablate, Lambda, run_with_hooks
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.plot import layer_curves
 from interp.trace import TraceStore
 from interp.trace.results import labelled_frame, read_result, write_result
@@ -59,7 +60,7 @@ class SAEEvaluation:
 
     def __post_init__(self) -> None:
         if self.feature_frequency.dim() != 1:
-            raise ValueError(f"feature_frequency must be [feature], got {tuple(self.feature_frequency.shape)}")
+            raise BadInputError(f"feature_frequency must be [feature], got {tuple(self.feature_frequency.shape)}")
 
     @property
     def ce_recovered(self) -> float:
@@ -105,12 +106,12 @@ def next_token_ce(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask:
     return float(ce[valid].mean())
 
 
-def spliced_ce(model: LoadedModel, sae: SparseAutoencoder, input_ids: torch.Tensor,
+def spliced_ce(model: Model, sae: SparseAutoencoder, input_ids: torch.Tensor,
                attention_mask: torch.Tensor | None = None, hook: str | None = None) -> tuple[float, float, float]:
     """``(clean, spliced, zero-ablated)`` next-token cross-entropy, splicing ``sae`` in at its hook."""
     hook = hook or sae.hook
     if not hook:
-        raise ValueError("the SAE names no hook; pass hook=")
+        raise BadInputError("the SAE names no hook; pass hook=")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     with torch.no_grad():
         clean = run_with_hooks(model, input_ids, mask).logits
@@ -122,7 +123,7 @@ def spliced_ce(model: LoadedModel, sae: SparseAutoencoder, input_ids: torch.Tens
 
 
 def evaluate_sae(sae: SparseAutoencoder, data: Any, hook: str | None = None, *, max_tokens: int | None = None,
-                 batch_size: int = 4096, model: LoadedModel | None = None,
+                 batch_size: int = 4096, model: Model | None = None,
                  ce_inputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> SAEEvaluation:
     """Evaluate on held-out rows (a store hook or a ``[n, d_in]`` tensor), and the spliced loss.
 
@@ -156,12 +157,12 @@ def evaluate_sae(sae: SparseAutoencoder, data: Any, hook: str | None = None, *, 
             s2 += float(x.double().pow(2).sum())
             n += x.shape[0]
     if n == 0 or s is None:
-        raise ValueError("no rows to evaluate")
+        raise BadInputError("no rows to evaluate")
     total_var = s2 - float(s.pow(2).sum()) / n
     ce = (math.nan,) * 3
     if model is not None:
         if ce_inputs is None:
-            raise ValueError("pass ce_inputs=(input_ids, attention_mask) with model= to measure the spliced loss")
+            raise BadInputError("pass ce_inputs=(input_ids, attention_mask) with model= to measure the spliced loss")
         ce = spliced_ce(model, sae, ce_inputs[0], ce_inputs[1], hook=hook or sae.hook)
     return SAEEvaluation(explained_variance=1.0 - err / max(total_var, 1e-30), l0=active / n,
                          dead_fraction=float((fired == 0).float().mean()), n_tokens=n,

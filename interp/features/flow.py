@@ -30,9 +30,10 @@ from typing import Literal
 
 import torch
 
+from interp.errors import BadInputError
 from interp.features.flow_result import FeatureClasses, FlowGraph
 from interp.features.sae import SparseAutoencoder
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.sites import Component, Site
 
 Method = Literal["decoder", "encoder", "encoder_decoder"]
@@ -65,7 +66,7 @@ def point_of(hook: str) -> Point:
         return Point("attn", L)
     if c is Component.MLP_OUT and L is not None:
         return Point("mlp", L)
-    raise ValueError(f"feature flow reads SAEs at hook_resid_pre/hook_resid_post/hook_attn_out/hook_mlp_out, "
+    raise BadInputError(f"feature flow reads SAEs at hook_resid_pre/hook_resid_post/hook_attn_out/hook_mlp_out, "
                      f"not {hook!r}")
 
 
@@ -91,9 +92,9 @@ def similarity(target: SparseAutoencoder, source: SparseAutoencoder, method: Met
     target reads against what the source writes).
     """
     if method not in ("decoder", "encoder", "encoder_decoder"):
-        raise ValueError(f"method must be 'decoder', 'encoder' or 'encoder_decoder', got {method!r}")
+        raise BadInputError(f"method must be 'decoder', 'encoder' or 'encoder_decoder', got {method!r}")
     if target.d_in != source.d_in:
-        raise ValueError(f"SAEs read different widths: {target.d_in} ({target.hook}) vs {source.d_in} ({source.hook})")
+        raise BadInputError(f"SAEs read different widths: {target.d_in} ({target.hook}) vs {source.d_in} ({source.hook})")
     t = vectors(target, "encoder" if method in ("encoder", "encoder_decoder") else "decoder")
     s = vectors(source, "encoder" if method == "encoder" else "decoder")
     return cosine_matrix(t, s)
@@ -146,7 +147,7 @@ def classify_features(saes: Mapping[str, SparseAutoencoder], hook: str, threshol
     target = saes[hook]
     preds = predecessors(saes, hook)
     if not preds:
-        raise ValueError(f"no predecessor SAEs for {hook!r}: add SAEs one block upstream "
+        raise BadInputError(f"no predecessor SAEs for {hook!r}: add SAEs one block upstream "
                          f"(resid, attn_out or mlp_out); have: {', '.join(saes)}")
     n = target.d_sae
     scores = torch.full((len(SOURCES), n), float("nan"))
@@ -172,7 +173,7 @@ def _top(sim_row: torch.Tensor, threshold: float, top_n: int) -> list[tuple[int,
 
 def feature_flow(saes: Mapping[str, SparseAutoencoder], hook: str, feature: int, *,
                  direction: Literal["backward", "forward"] = "backward", threshold: float = 0.5, top_n: int = 2,
-                 method: Method = "decoder", max_steps: int | None = None, model: LoadedModel | None = None,
+                 method: Method = "decoder", max_steps: int | None = None, model: Model | None = None,
                  n_top_tokens: int = 5) -> FlowGraph:
     """The multi-layer flow graph of one feature.
 
@@ -192,7 +193,7 @@ def feature_flow(saes: Mapping[str, SparseAutoencoder], hook: str, feature: int,
     if hook not in saes:
         raise KeyError(f"no SAE for {hook!r}; have: {', '.join(saes)}")
     if direction not in ("backward", "forward"):
-        raise ValueError(f"direction must be 'backward' or 'forward', got {direction!r}")
+        raise BadInputError(f"direction must be 'backward' or 'forward', got {direction!r}")
     if not 0 <= int(feature) < saes[hook].d_sae:
         raise IndexError(f"feature {feature} out of range: {hook} has {saes[hook].d_sae} features")
     points = {h: point_of(h) for h in saes}
@@ -238,7 +239,7 @@ def feature_flow(saes: Mapping[str, SparseAutoencoder], hook: str, feature: int,
                      root=remap[0], direction=direction, threshold=threshold, method=method, top_tokens=tokens)
 
 
-def promoted_tokens(model: LoadedModel, direction: torch.Tensor, k: int = 10) -> tuple[list[str], list[float]]:
+def promoted_tokens(model: Model, direction: torch.Tensor, k: int = 10) -> tuple[list[str], list[float]]:
     """The ``k`` tokens a residual direction promotes most through the final-norm-folded unembedding."""
     W_U, _ = model.weights.folded_unembed()
     logits = direction.to(W_U.device, W_U.dtype) @ W_U

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.plot import bar_top_tokens, layered_graph, sankey
 from interp.trace.results import labelled_frame, read_result, write_result
 
@@ -41,10 +42,10 @@ class FeatureClasses:
 
     def __post_init__(self) -> None:
         if self.scores.shape != self.matches.shape or self.scores.shape[0] != len(SOURCE_NAMES):
-            raise ValueError(f"scores {tuple(self.scores.shape)} and matches {tuple(self.matches.shape)} must both "
+            raise BadInputError(f"scores {tuple(self.scores.shape)} and matches {tuple(self.matches.shape)} must both "
                              f"be [{len(SOURCE_NAMES)}, feature]")
         if len(self.labels) != self.scores.shape[1]:
-            raise ValueError(f"{len(self.labels)} labels for {self.scores.shape[1]} features")
+            raise BadInputError(f"{len(self.labels)} labels for {self.scores.shape[1]} features")
 
     def counts(self) -> dict[str, int]:
         """How many features fall in each class."""
@@ -102,14 +103,14 @@ class FlowGraph:
     def __post_init__(self) -> None:
         n = len(self.hooks)
         if len(self.features) != n or len(self.columns) != n:
-            raise ValueError(f"hooks, features and columns must have one entry per node ({n})")
+            raise BadInputError(f"hooks, features and columns must have one entry per node ({n})")
         if self.top_tokens and len(self.top_tokens) != n:
-            raise ValueError(f"{len(self.top_tokens)} top-token lists for {n} nodes")
+            raise BadInputError(f"{len(self.top_tokens)} top-token lists for {n} nodes")
         for a, b, _ in self.edges:
             if not (0 <= a < n and 0 <= b < n):
-                raise ValueError(f"edge ({a}, {b}) points outside the {n} nodes")
+                raise BadInputError(f"edge ({a}, {b}) points outside the {n} nodes")
         if not 0 <= self.root < max(n, 1):
-            raise ValueError(f"root {self.root} is not a node")
+            raise BadInputError(f"root {self.root} is not a node")
 
     @property
     def nodes(self) -> list[tuple[str, int]]:
@@ -143,7 +144,7 @@ class FlowGraph:
             return sankey([self.label(i) for i in range(len(self.hooks))], list(self.edges), title=title,
                           value_title="cosine similarity", node_hover=[", ".join(h) for h in hover] if hover else None)
         if kind != "graph":
-            raise ValueError(f"kind must be 'graph' or 'sankey', got {kind!r}")
+            raise BadInputError(f"kind must be 'graph' or 'sankey', got {kind!r}")
         cols = sorted(set(self.columns))
         where = {}
         layers: list[list[str]] = [[] for _ in cols]

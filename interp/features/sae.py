@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file
 
+from interp.errors import BadInputError
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 
 Activation = Literal["topk", "relu"]
@@ -73,18 +74,18 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.activation not in ("topk", "relu"):
-            raise ValueError(f"activation must be 'topk' or 'relu', got {self.activation!r}")
+            raise BadInputError(f"activation must be 'topk' or 'relu', got {self.activation!r}")
         for name in ("d_sae", "k", "batch_size", "n_tokens", "dead_after", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+                raise BadInputError(f"{name} must be an int >= 1, got {v!r}")
         if self.activation == "topk" and self.k > self.d_sae:
-            raise ValueError(f"k={self.k} is larger than d_sae={self.d_sae}")
+            raise BadInputError(f"k={self.k} is larger than d_sae={self.d_sae}")
         for name in ("l1_coeff", "lr", "aux_coeff"):
             if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise BadInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.warmup_steps < 0 or self.aux_k < 0:
-            raise ValueError(f"warmup_steps and aux_k must be >= 0, got {self.warmup_steps}, {self.aux_k}")
+            raise BadInputError(f"warmup_steps and aux_k must be >= 0, got {self.warmup_steps}, {self.aux_k}")
 
 
 @dataclass
@@ -139,7 +140,7 @@ class SparseAutoencoder:
         self._fitted()
         assert self.W_enc_ is not None and self.b_enc_ is not None and self.b_dec_ is not None
         if x.shape[-1] != self.W_enc_.shape[0]:
-            raise ValueError(f"activation has d={x.shape[-1]} but this SAE reads d_in={self.W_enc_.shape[0]} "
+            raise BadInputError(f"activation has d={x.shape[-1]} but this SAE reads d_in={self.W_enc_.shape[0]} "
                              f"(hook {self.hook or '?'})")
         u = x.to(self.W_enc_.dtype) * self.input_scale_
         if self.config.apply_b_dec_to_input:
@@ -241,7 +242,7 @@ class SparseAutoencoder:
         from interp.plot import layer_curves
 
         if not self.history_.get("tokens"):
-            raise ValueError("no training history (an SAE loaded from SAELens, or not fitted here)")
+            raise BadInputError("no training history (an SAE loaded from SAELens, or not fitted here)")
         h = self.history_
         return layer_curves({"explained variance": h["ev"], "dead fraction": h["dead_fraction"],
                              "L0 / k" if self.config.activation == "topk" else "L0 / 100":
@@ -278,7 +279,7 @@ def load_saes(path: str | os.PathLike[str] | None = None) -> dict[str, SparseAut
             sae = SparseAutoencoder.load(d)
             key = sae.hook or d.name
             if key in out:
-                raise ValueError(f"two SAEs in {root} read the same hook {key!r}")
+                raise BadInputError(f"two SAEs in {root} read the same hook {key!r}")
             out[key] = sae
     if not out:
         raise FileNotFoundError(f"no SAEs under {str(root)!r} (expected one sub-directory per SAE)")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from interp.errors import BadInputError
 from interp.features.sae import SAEConfig, SparseAutoencoder
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 
@@ -52,24 +53,24 @@ def load_saelens(cls: type[SparseAutoencoder], path: str | os.PathLike[str],
     if arch == "standard" and act_fn == "topk":
         arch = "topk"
     if arch not in SUPPORTED:
-        raise ValueError(f"SAELens architecture {arch!r} in {src} is not supported; interp runs {list(SUPPORTED)}")
+        raise BadInputError(f"SAELens architecture {arch!r} in {src} is not supported; interp runs {list(SUPPORTED)}")
     norm = str(cfg.get("normalize_activations") or "none")
     if norm != "none":
-        raise ValueError(f"SAELens normalize_activations={norm!r} in {src} is not supported (only 'none'; "
+        raise BadInputError(f"SAELens normalize_activations={norm!r} in {src} is not supported (only 'none'; "
                          "SAELens folds 'expected_average_only_in' into the weights when it saves for inference)")
     missing = [n for n in ("W_enc", "W_dec", "b_enc", "b_dec") if n not in w]
     if missing:
-        raise ValueError(f"{src / 'sae_weights.safetensors'} lacks {missing}; it holds {sorted(w)}")
+        raise BadInputError(f"{src / 'sae_weights.safetensors'} lacks {missing}; it holds {sorted(w)}")
     d_in, d_sae = w["W_enc"].shape
     if tuple(w["W_dec"].shape) != (d_sae, d_in) or w["b_enc"].shape != (d_sae,) or w["b_dec"].shape != (d_in,):
-        raise ValueError(f"SAELens weights in {src} have inconsistent shapes: "
+        raise BadInputError(f"SAELens weights in {src} have inconsistent shapes: "
                          f"{ {n: tuple(w[n].shape) for n in ('W_enc', 'W_dec', 'b_enc', 'b_dec')} }")
     for name, want in (("d_in", d_in), ("d_sae", d_sae)):
         if cfg.get(name) is not None and int(cfg[name]) != want:
-            raise ValueError(f"cfg.json says {name}={cfg[name]} but the weights have {want}")
+            raise BadInputError(f"cfg.json says {name}={cfg[name]} but the weights have {want}")
     k = _get(cfg, "k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     if arch == "topk" and k is None:
-        raise ValueError(f"SAELens topk SAE in {src} names no k (cfg 'k' or activation_fn_kwargs.k)")
+        raise BadInputError(f"SAELens topk SAE in {src} names no k (cfg 'k' or activation_fn_kwargs.k)")
     config = SAEConfig(d_sae=int(d_sae), activation="topk" if arch == "topk" else "relu", k=int(k or 1),
                        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), normalize_input=False)
     sae = cls(config, hook=str(_get(cfg, "hook_name", "hook_point") or ""),

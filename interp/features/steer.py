@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.features.flow_result import FlowGraph
 from interp.features.sae import SparseAutoencoder
 from interp.features.validate import feature_remover
 from interp.hooks import Lambda, hooks
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.trace.results import read_result, write_result
 
 
@@ -45,9 +46,9 @@ class FeatureEdit:
         for name in ("scale", "add"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"FeatureEdit {name} must be a finite number, got {v!r}")
+                raise BadInputError(f"FeatureEdit {name} must be a finite number, got {v!r}")
         if isinstance(self.feature, bool) or not isinstance(self.feature, int) or self.feature < 0:
-            raise ValueError(f"FeatureEdit feature must be an int >= 0, got {self.feature!r}")
+            raise BadInputError(f"FeatureEdit feature must be an int >= 0, got {self.feature!r}")
 
 
 def path_edits(graph: FlowGraph, scale: float = 1.0, add: float = 0.0, residual_only: bool = True) -> list[FeatureEdit]:
@@ -107,10 +108,10 @@ class SteeringResult:
         return f"prompt: {self.prompt!r}\nbefore: {self.before!r}\nafter:  {self.after!r}"
 
 
-def generate(model: LoadedModel, prompt: str, max_new_tokens: int = 20, ivs: Sequence[Lambda] = ()) -> str:
+def generate(model: Model, prompt: str, max_new_tokens: int = 20, ivs: Sequence[Lambda] = ()) -> str:
     """Greedy continuation of ``prompt`` (only the new text) with interventions applied at every step."""
     if model.tokenizer is None:
-        raise ValueError(f"model {model.name!r} has no tokenizer; steering generates text")
+        raise BadInputError(f"model {model.name!r} has no tokenizer; steering generates text")
     ids, mask = model.tokenize(prompt)
     ids, mask = ids.to(model.device), mask.to(model.device)
     with torch.no_grad(), hooks(model, interventions=list(ivs)):
@@ -119,12 +120,12 @@ def generate(model: LoadedModel, prompt: str, max_new_tokens: int = 20, ivs: Seq
     return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def steer(model: LoadedModel, saes: Mapping[str, SparseAutoencoder], edits: Sequence[FeatureEdit] | FeatureEdit,
+def steer(model: Model, saes: Mapping[str, SparseAutoencoder], edits: Sequence[FeatureEdit] | FeatureEdit,
           prompt: str, max_new_tokens: int = 20) -> SteeringResult:
     """Generate from ``prompt`` before and after applying ``edits`` (greedy, so the difference is the edits')."""
     edits = [edits] if isinstance(edits, FeatureEdit) else list(edits)
     if not edits:
-        raise ValueError("no edits given")
+        raise BadInputError("no edits given")
     ivs = interventions(saes, edits)
     before = generate(model, prompt, max_new_tokens)
     after = generate(model, prompt, max_new_tokens, ivs)

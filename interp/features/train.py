@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from torch.nn import functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.features.sae import WEIGHTS, SAEConfig, SparseAutoencoder
 from interp.trace import Trace, TraceStore
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
@@ -46,7 +47,7 @@ def as_source(data: Any, hook: str | None) -> tuple[TraceStore | torch.Tensor, s
     if isinstance(data, TraceStore):
         if hook is None:
             if len(data.hooks) != 1:
-                raise ValueError(f"pass hook=: the store holds several hooks: {', '.join(data.hooks)}")
+                raise BadInputError(f"pass hook=: the store holds several hooks: {', '.join(data.hooks)}")
             hook = data.hooks[0]
         if hook not in data.hooks:
             raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(data.hooks)}")
@@ -54,17 +55,17 @@ def as_source(data: Any, hook: str | None) -> tuple[TraceStore | torch.Tensor, s
     if isinstance(data, Trace):
         if hook is None:
             if len(data.activations) != 1:
-                raise ValueError(f"pass hook=: the trace holds several hooks: {', '.join(data.activations)}")
+                raise BadInputError(f"pass hook=: the trace holds several hooks: {', '.join(data.activations)}")
             hook = next(iter(data.activations))
         if hook not in data.activations:
             raise KeyError(f"trace has no hook {hook!r}; it holds: {', '.join(data.activations)}")
         act = data.activations[hook]
         if act.dim() != 3:
-            raise ValueError(f"{hook} is not a [batch, pos, d] activation (shape {tuple(act.shape)})")
+            raise BadInputError(f"{hook} is not a [batch, pos, d] activation (shape {tuple(act.shape)})")
         return act[data.attention_mask.bool().to(act.device)].float().cpu(), hook
     if isinstance(data, torch.Tensor):
         if data.dim() != 2 or not data.is_floating_point():
-            raise ValueError(f"rows must be a float tensor [n_tokens, d_in], got {data.dtype} {tuple(data.shape)}")
+            raise BadInputError(f"rows must be a float tensor [n_tokens, d_in], got {data.dtype} {tuple(data.shape)}")
         return data, hook or ""
     raise TypeError(f"data must be a TraceStore, a store path, a Trace or a [n, d] tensor, got {type(data).__name__}")
 
@@ -90,7 +91,7 @@ def _stream(source: TraceStore | torch.Tensor, hook: str, cfg: SAEConfig, epoch:
             if i >= skip:
                 yield epoch, i, rows
         if n == 0:
-            raise ValueError(f"fewer token rows than batch_size={cfg.batch_size}: lower batch_size or add data")
+            raise BadInputError(f"fewer token rows than batch_size={cfg.batch_size}: lower batch_size or add data")
         epoch, skip = epoch + 1, 0
 
 
@@ -132,7 +133,7 @@ def train_sae(sae: SparseAutoencoder, data: Any, hook: str | None, *, checkpoint
     else:
         first = next(iter_rows(source, hook, cfg.batch_size, cfg.seed), None)
         if first is None:
-            raise ValueError(f"fewer token rows than batch_size={cfg.batch_size}: lower batch_size or add data")
+            raise BadInputError(f"fewer token rows than batch_size={cfg.batch_size}: lower batch_size or add data")
         params = _init(sae, first)
     for p in params.values():
         p.requires_grad_(True)
@@ -297,7 +298,7 @@ def _read_checkpoint(sae: SparseAutoencoder, ckpt: Path) -> tuple[dict[str, torc
     now = asdict(sae.config)
     diff = {k: (v, now.get(k)) for k, v in meta["config"].items() if k not in RESUMABLE and now.get(k) != v}
     if diff:
-        raise ValueError(f"checkpoint in {ckpt} was made with another config (checkpoint, now): {diff}")
+        raise BadInputError(f"checkpoint in {ckpt} was made with another config (checkpoint, now): {diff}")
     t = load_file(str(ckpt / CKPT_WEIGHTS))
     sae.input_scale_ = float(meta["input_scale"])
     params = {n: t[n].clone() for n in WEIGHTS}

@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.features.flow_result import FlowGraph
 from interp.features.sae import SparseAutoencoder
 from interp.hooks import Lambda, run_with_hooks
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.plot import scatter
 from interp.trace.results import read_result, write_result
 
@@ -56,7 +57,7 @@ class FlowValidation:
         n = len(self.edges)
         for name in ("similarity", "correlation", "ablation_effect"):
             if tuple(getattr(self, name).shape) != (n,):
-                raise ValueError(f"{name} must be [edge] = ({n},), got {tuple(getattr(self, name).shape)}")
+                raise BadInputError(f"{name} must be [edge] = ({n},), got {tuple(getattr(self, name).shape)}")
 
     def to_frame(self) -> Any:
         import pandas as pd
@@ -106,7 +107,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum()) / den if den > 0 else float("nan")
 
 
-def validate_flow(model: LoadedModel, saes: Mapping[str, SparseAutoencoder], graph: FlowGraph,
+def validate_flow(model: Model, saes: Mapping[str, SparseAutoencoder], graph: FlowGraph,
                   inputs: str | Sequence[str] | tuple[torch.Tensor, torch.Tensor], max_tokens: int = 128) -> FlowValidation:
     """Correlation and ablation effect of every edge of ``graph`` on ``inputs`` (texts or ``(ids, mask)``)."""
     if isinstance(inputs, tuple):

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.hooks import run_with_hooks
 from interp.models.circuits import KINDS, factored_norm, factored_svd, ov_factors, qk_factors
 from interp.plot import layer_curves
@@ -25,10 +26,10 @@ _TENSORS = ("sender_S", "contribution", "overlap")
 
 def _head(x: Any, what: str, n_layers: int, n_heads: int) -> tuple[int, int]:
     if not (isinstance(x, tuple | list) and len(x) == 2 and all(isinstance(i, int) for i in x)):
-        raise ValueError(f"{what}={x!r} must be a (layer, head) pair of ints")
+        raise BadInputError(f"{what}={x!r} must be a (layer, head) pair of ints")
     la, h = x
     if not (0 <= la < n_layers and 0 <= h < n_heads):
-        raise ValueError(f"{what}={x!r} is out of range: layers 0..{n_layers - 1}, heads 0..{n_heads - 1}")
+        raise BadInputError(f"{what}={x!r} is out of range: layers 0..{n_layers - 1}, heads 0..{n_heads - 1}")
     return la, h
 
 
@@ -38,9 +39,9 @@ def _pair(weights: Any, sender: Any, receiver: Any, kind: str) -> tuple[tuple[in
     la, ha = _head(sender, "sender", L, H)
     lb, hb = _head(receiver, "receiver", L, H)
     if lb <= la:
-        raise ValueError(f"receiver layer {lb} must come after sender layer {la}")
+        raise BadInputError(f"receiver layer {lb} must come after sender layer {la}")
     if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}; use one of {KINDS}")
+        raise BadInputError(f"kind={kind!r}; use one of {KINDS}")
     return (la, ha), (lb, hb)
 
 
@@ -54,7 +55,7 @@ def receiver_factors(weights: Any, layer: int, head: int, kind: str, fold_norm: 
         return b.T, a.T
     if kind == "v":
         return ov_factors(weights, layer, head, fold_norm=fold_norm)
-    raise ValueError(f"kind={kind!r}; use one of {KINDS}")
+    raise BadInputError(f"kind={kind!r}; use one of {KINDS}")
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,9 @@ class ChannelResult:
         object.__setattr__(self, "sender", tuple(self.sender))
         object.__setattr__(self, "receiver", tuple(self.receiver))
         if not (self.sender_S.shape == self.contribution.shape == self.overlap.shape) or self.sender_S.dim() != 1:
-            raise ValueError("sender_S, contribution and overlap must all be [rank]")
+            raise BadInputError("sender_S, contribution and overlap must all be [rank]")
         if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r}; use one of {KINDS}")
+            raise BadInputError(f"kind={self.kind!r}; use one of {KINDS}")
 
     def components(self, n: int = 5) -> list[int]:
         """Indices of the ``n`` sender components the receiver reads most (by ``contribution``)."""
@@ -155,7 +156,7 @@ def channel(model: Any, sender: tuple[int, int], receiver: tuple[int, int], kind
     d_head = w.W_Q.shape[-1]
     (la, ha), (lb, hb) = _pair(w, sender, receiver, kind)
     if not 1 <= top_k <= d_head:
-        raise ValueError(f"top_k={top_k} must be in 1..{d_head}")
+        raise BadInputError(f"top_k={top_k} must be in 1..{d_head}")
     with torch.no_grad():
         oa, ob = (t.double() for t in ov_factors(w, la, ha, fold_norm=fold_norm))
         ya, yb = (t.double() for t in receiver_factors(w, lb, hb, kind, fold_norm=fold_norm))
@@ -216,7 +217,7 @@ def channel_activity(model: Any, inputs: Any, sender: tuple[int, int], receiver:
     (la, ha), (lb, hb) = _pair(w, sender, receiver, kind)
     comps = tuple(int(c) for c in components)
     if not comps or any(not 0 <= c < d_head for c in comps):
-        raise ValueError(f"components={list(components)} must be a non-empty list of ints in 0..{d_head - 1}")
+        raise BadInputError(f"components={list(components)} must be a non-empty list of ints in 0..{d_head - 1}")
     ids, mask = model.encode(inputs) if hasattr(model, "encode") else (inputs, torch.ones_like(inputs))
     z_name, p_name = f"blocks.{la}.attn.hook_z", f"blocks.{lb}.attn.hook_pattern"
     with torch.no_grad():

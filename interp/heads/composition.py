@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from interp.errors import BadInputError
 from interp.models.circuits import (
     KINDS,
     composition_baseline,
@@ -62,13 +63,13 @@ class CompositionResult:
         object.__setattr__(self, "baseline_mean", tuple(float(x) for x in self.baseline_mean))
         object.__setattr__(self, "baseline_std", tuple(float(x) for x in self.baseline_std))
         if not len(self.baseline_mean) == len(self.baseline_std) == len(self.kinds):
-            raise ValueError("baseline_mean and baseline_std need one value per kind")
+            raise BadInputError("baseline_mean and baseline_std need one value per kind")
         bad = [k for k in self.kinds if k not in KINDS]
         if bad or len(set(self.kinds)) != len(self.kinds):
-            raise ValueError(f"kinds={self.kinds} must be distinct values from {KINDS}")
+            raise BadInputError(f"kinds={self.kinds} must be distinct values from {KINDS}")
         s = self.scores
         if s.dim() != 5 or s.shape[0] != len(self.kinds) or s.shape[1:3] != s.shape[3:5]:
-            raise ValueError(f"scores must be [kind={len(self.kinds)}, layer, head, layer, head]; got {tuple(s.shape)}")
+            raise BadInputError(f"scores must be [kind={len(self.kinds)}, layer, head, layer, head]; got {tuple(s.shape)}")
 
     @property
     def n_layers(self) -> int:
@@ -81,7 +82,7 @@ class CompositionResult:
     def of(self, kind: str) -> torch.Tensor:
         """The ``[layer_a, head_a, layer_b, head_b]`` scores of one kind."""
         if kind not in self.kinds:
-            raise ValueError(f"kind={kind!r} was not computed; this result has {self.kinds}")
+            raise BadInputError(f"kind={kind!r} was not computed; this result has {self.kinds}")
         return self.scores[self.kinds.index(kind)]
 
     def z_scores(self, kind: str) -> torch.Tensor:
@@ -135,7 +136,7 @@ class CompositionResult:
                      for a, b, s, z in pairs]
             return layered_graph(layers, edges, layer_names=[f"L{la}" for la in used], weight_title="score",
                                  title=f"Top {len(edges)} {kind.upper()}-composition pairs")
-        raise ValueError(f"style={style!r}; use 'heatmap' or 'graph'")
+        raise BadInputError(f"style={style!r}; use 'heatmap' or 'graph'")
 
     def save(self, path: str | os.PathLike[str]) -> Any:
         """Write to a directory (safetensors + JSON)."""
@@ -180,13 +181,13 @@ def composition(model: Any, kinds: tuple[str, ...] = KINDS, *, fold_norm: bool =
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
-        raise ValueError(f"kinds={kinds} must be a non-empty tuple of {KINDS}")
+        raise BadInputError(f"kinds={kinds} must be a non-empty tuple of {KINDS}")
     w = model.weights
     d_model, d_head = w.W_Q.shape[-2:]
     with torch.no_grad():
         scores = torch.stack([composition_scores(w, k, fold_norm=fold_norm, fill=float("nan")) for k in kinds])
     if baseline not in ("rotation", "gaussian"):
-        raise ValueError(f"baseline={baseline!r}; use 'rotation' or 'gaussian'")
+        raise BadInputError(f"baseline={baseline!r}; use 'rotation' or 'gaussian'")
     means, stds = [], []
     for k in kinds:
         if baseline == "gaussian":

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.hooks import Lambda
 from interp.models.circuits import factored_svd, ov_factors
 
@@ -22,12 +23,12 @@ from interp.models.circuits import factored_svd, ov_factors
 def _scales(components: Sequence[int], scale: float | Sequence[float], d_head: int) -> tuple[list[int], torch.Tensor]:
     comps = [int(c) for c in components]
     if not comps or any(not 0 <= c < d_head for c in comps) or len(set(comps)) != len(comps):
-        raise ValueError(f"components={list(components)} must be distinct ints in 0..{d_head - 1}")
+        raise BadInputError(f"components={list(components)} must be distinct ints in 0..{d_head - 1}")
     c = torch.as_tensor(scale, dtype=torch.float64).flatten()
     if c.numel() == 1:
         c = c.expand(len(comps))
     if c.numel() != len(comps) or not torch.isfinite(c).all():
-        raise ValueError(f"scale={scale!r} must be one finite number or one per component ({len(comps)})")
+        raise BadInputError(f"scale={scale!r} must be one finite number or one per component ({len(comps)})")
     return comps, c
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.models.circuits import effective_rank, factored_svd, ov_factors, qk_factors
 from interp.plot import bar_top_tokens, heatmap, layer_curves
 from interp.trace.results import labelled_frame, read_result, write_result
@@ -70,15 +71,15 @@ class HeadSVD:
 
     def __post_init__(self) -> None:
         if self.circuit not in ("ov", "qk"):
-            raise ValueError(f"circuit={self.circuit!r}; use 'ov' or 'qk'")
+            raise BadInputError(f"circuit={self.circuit!r}; use 'ov' or 'qk'")
         L, H, r = self.S.shape
         if self.U.shape[:2] != (L, H) or self.U.shape[-1] != r or self.V.shape != self.U.shape:
-            raise ValueError(f"U {tuple(self.U.shape)} / V {tuple(self.V.shape)} do not match S {tuple(self.S.shape)}")
+            raise BadInputError(f"U {tuple(self.U.shape)} / V {tuple(self.V.shape)} do not match S {tuple(self.S.shape)}")
         if self.eff_rank.shape != (L, H):
-            raise ValueError(f"eff_rank has shape {tuple(self.eff_rank.shape)}, expected {(L, H)}")
+            raise BadInputError(f"eff_rank has shape {tuple(self.eff_rank.shape)}, expected {(L, H)}")
         for a, b in (("in_ids", "in_vals"), ("out_ids", "out_vals")):
             if getattr(self, a).shape != getattr(self, b).shape or getattr(self, a).shape[:2] != (L, H):
-                raise ValueError(f"{a}/{b} must both be [layer={L}, head={H}, comp, 2, n_tokens]")
+                raise BadInputError(f"{a}/{b} must both be [layer={L}, head={H}, comp, 2, n_tokens]")
 
     @property
     def n_layers(self) -> int:
@@ -90,9 +91,9 @@ class HeadSVD:
 
     def _check(self, layer: int, head: int) -> None:
         if not -self.n_layers <= layer < self.n_layers:
-            raise ValueError(f"layer={layer} is out of range 0..{self.n_layers - 1}")
+            raise BadInputError(f"layer={layer} is out of range 0..{self.n_layers - 1}")
         if not -self.n_heads <= head < self.n_heads:
-            raise ValueError(f"head={head} is out of range 0..{self.n_heads - 1}")
+            raise BadInputError(f"head={head} is out of range 0..{self.n_heads - 1}")
 
     def tokens(self, layer: int, head: int, component: int = 0, side: Literal["in", "out"] = "out",
                end: Literal["top", "bottom"] = "top") -> list[tuple[str, float]]:
@@ -103,10 +104,10 @@ class HeadSVD:
         """
         self._check(layer, head)
         if side not in ("in", "out") or end not in ("top", "bottom"):
-            raise ValueError(f"side={side!r} must be 'in' or 'out' and end={end!r} 'top' or 'bottom'")
+            raise BadInputError(f"side={side!r} must be 'in' or 'out' and end={end!r} 'top' or 'bottom'")
         ids, vals = (self.in_ids, self.in_vals) if side == "in" else (self.out_ids, self.out_vals)
         if not 0 <= component < ids.shape[2]:
-            raise ValueError(f"component={component}: token tables exist for components 0..{ids.shape[2] - 1} "
+            raise BadInputError(f"component={component}: token tables exist for components 0..{ids.shape[2] - 1} "
                              f"(raise top_components= in head_svd)")
         e = 0 if end == "top" else 1
         return [(self.id_to_str[int(i)], float(v)) for i, v in zip(ids[layer, head, component, e].tolist(),
@@ -137,7 +138,7 @@ class HeadSVD:
             pairs = top + bottom[::-1]
             return bar_top_tokens([t for t, _ in pairs], [v for _, v in pairs], x_title="score",
                                   title=f"L{layer}H{head} {self.circuit.upper()} component {component} ({side})")
-        raise ValueError(f"kind={kind!r}; use 'spectrum', 'rank' or 'tokens'")
+        raise BadInputError(f"kind={kind!r}; use 'spectrum', 'rank' or 'tokens'")
 
     def save(self, path: str | os.PathLike[str]) -> Any:
         """Write to a directory (safetensors + JSON)."""
@@ -187,18 +188,18 @@ def head_svd(model: Any, circuit: Circuit = "ov", *, fold_norm: bool = True, top
         True
     """
     if circuit not in ("ov", "qk"):
-        raise ValueError(f"circuit={circuit!r}; use 'ov' or 'qk'")
+        raise BadInputError(f"circuit={circuit!r}; use 'ov' or 'qk'")
     w = model.weights
     d_head = w.W_Q.shape[-1]
     if not 0 <= top_components <= d_head or n_tokens < 1:
-        raise ValueError(f"top_components={top_components} must be in 0..{d_head} and n_tokens={n_tokens} >= 1")
+        raise BadInputError(f"top_components={top_components} must be in 0..{d_head} and n_tokens={n_tokens} >= 1")
     A, B = (ov_factors if circuit == "ov" else qk_factors)(w, fold_norm=fold_norm)
     L = A.shape[0]
     W_E = w.W_E.detach().float()
     out_basis = W_E.T
     if circuit == "ov":
         if w.W_U is None:
-            raise ValueError("this model has no unembedding; OV output directions cannot be read as tokens")
+            raise BadInputError("this model has no unembedding; OV output directions cannot be read as tokens")
         out_basis = w.folded_unembed()[0].detach().float() if w.ln_final_w is not None else w.W_U.detach().float()
     Us, Ss, Vs, ins, outs = [], [], [], [], []
     with torch.no_grad():

@@ -14,11 +14,23 @@ Example:
 
 from interp.hooks.attention import interp_attention
 from interp.hooks.engine import HookedRun, RunOutput, forward, hooks, make_plans, run_with_hooks
-from interp.hooks.interventions import Ablate, Add, Clamp, Intervention, Lambda, Patch, Scale
-from interp.sites import Component, Site, UnknownHookError, all_sites, resolve
+from interp.hooks.interventions import (
+    Ablate,
+    Add,
+    Clamp,
+    Dictionary,
+    FeatureEdit,
+    Intervention,
+    Lambda,
+    Patch,
+    Project,
+    Scale,
+    Splice,
+    Transform,
+)
 
 __all__ = [
-    "Ablate", "Add", "Clamp", "Component", "HookedRun", "Intervention", "Lambda", "Patch", "RunOutput",
-    "Scale", "Site", "UnknownHookError", "all_sites", "forward", "hooks", "interp_attention", "make_plans",
-    "resolve", "run_with_hooks",
+    "Ablate", "Add", "Clamp", "Dictionary", "FeatureEdit", "HookedRun", "Intervention", "Lambda", "Patch",
+    "Project", "RunOutput", "Scale", "Splice", "Transform", "forward", "hooks", "interp_attention", "make_plans",
+    "run_with_hooks",
 ]

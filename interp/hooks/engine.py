@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.errors import BadInputError
 from interp.hooks.attention import ATTN_IMPL, register_attention
 from interp.hooks.interventions import Intervention, Lambda
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.sites import Component, Site, resolve
 
 
@@ -55,11 +56,11 @@ class RunOutput:
 class HookedRun:
     """Context manager that installs the hooks of one run and always removes them.
 
-    Prefer :func:`run_with_hooks` or ``HookedModel.run``; use this directly to hook a forward you
+    Prefer :func:`run_with_hooks` or ``Model.run``; use this directly to hook a forward you
     call yourself (e.g. ``generate``).
     """
 
-    def __init__(self, model: LoadedModel, plans: dict[Site, _SitePlan], stop_early: bool = False) -> None:
+    def __init__(self, model: Model, plans: dict[Site, _SitePlan], stop_early: bool = False) -> None:
         self.model = model
         self.plans = plans
         self.activations: dict[str, torch.Tensor] = {}
@@ -70,13 +71,14 @@ class HookedRun:
         self._impl_switched = False  # the saved implementation may itself be None, so keep a flag
         self._mid_delta: dict[int, torch.Tensor] = {}
         self._remaining = {s for s, p in plans.items() if p.capture} if stop_early else set()
+        self.lengths: torch.Tensor | None = None  # [batch] real tokens per sequence of the current forward
         self._stop_early = stop_early and not any(p.grad or p.interventions for p in plans.values())
 
     # -- processing ---------------------------------------------------------------------------
     def _process(self, site: Site, t: torch.Tensor) -> torch.Tensor:
         plan = self.plans[site]
         for iv in plan.interventions:
-            t = iv.apply(t)
+            t = iv.apply(t, site, self.lengths)
         if plan.grad:
             if not t.requires_grad:
                 t = t.detach().requires_grad_(True)
@@ -155,6 +157,18 @@ class HookedRun:
 
         return hook
 
+    def _lengths_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Record how many real tokens each sequence of this forward has (for positions counted from the end)."""
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            self.lengths = None
+            return
+        width = ids.shape[1] if isinstance(ids, torch.Tensor) and ids.dim() >= 2 else mask.shape[1]
+        self.lengths = mask[:, -width:].sum(-1).to("cpu", torch.long)
+
     def __enter__(self) -> HookedRun:
         try:
             self._install()
@@ -168,8 +182,13 @@ class HookedRun:
         by_location: dict[tuple[str, str], list[tuple[Site, bool]]] = defaultdict(list)
         attn_layers: set[int] = set()
         delta_layers: set[int] = set()
+        self._handles.append(self.model.hf.register_forward_pre_hook(self._lengths_hook, with_kwargs=True))
         for site in self.plans:
             comp = site.component
+            if comp is Component.HF:
+                assert site.module is not None
+                by_location[(site.module, "out" if site.io == "output" else "in")].append((site, False))
+                continue
             if comp.inside_attention:
                 assert site.layer is not None
                 attn_layers.add(site.layer)
@@ -222,8 +241,18 @@ class HookedRun:
         return exc[0] is _StopForwardSignal
 
 
+class _ModulePaths:
+    """The model's submodule paths, listed only when an ``hf:`` site asks (``in`` is all ``resolve`` uses)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, _ in self.model.hf.named_modules() if n)
+
+
 def make_plans(
-    model: LoadedModel,
+    model: Model,
     capture: str | Site | Sequence[str | Site] = (),
     interventions: Sequence[Intervention] = (),
     grads: str | Site | Sequence[str | Site] = (),
@@ -234,10 +263,11 @@ def make_plans(
     ``model``: shapes alone do not tell, two models of one architecture make traces of identical shapes.
     """
     available = model.sites()
+    modules = _ModulePaths(model)
     plans: dict[Site, _SitePlan] = {}
-    for site in resolve(capture, available) if capture else []:
+    for site in resolve(capture, available, modules) if capture else []:
         plans.setdefault(site, _SitePlan(site)).capture = True
-    for site in resolve(grads, available) if grads else []:
+    for site in resolve(grads, available, modules) if grads else []:
         plans.setdefault(site, _SitePlan(site)).grad = True
     for iv in interventions:
         if not isinstance(iv, Intervention):
@@ -245,12 +275,19 @@ def make_plans(
         for value in vars(iv).values():
             if callable(getattr(value, "check_model", None)):
                 value.check_model(model)
-        (site,) = resolve(iv.site, available)
-        plans.setdefault(site, _SitePlan(site)).interventions.append(iv)
+        sites = [s for s in resolve(iv.site, available, modules) if iv.applies_to(s)]
+        if iv.heads is not None:
+            flat = [s for s in sites if "head" not in s.component.axes or s.component is Component.HF]
+            if flat:
+                raise BadInputError(f"{flat[0].name} has no head axis; heads= applies to q, k, v, z and pattern")
+        if not sites:
+            raise BadInputError(f"{iv!r} edits no hook point: its heads are in no layer that {iv.site!r} names")
+        for site in sites:
+            plans.setdefault(site, _SitePlan(site)).interventions.append(iv)
     return plans
 
 
-def forward(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+def forward(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
             **extra: Any) -> torch.Tensor:
     """The plain forward of the wrapped model: logits (decoders) or last hidden state (encoders);
     ``extra`` goes to the Hugging Face forward as is."""
@@ -262,7 +299,7 @@ def forward(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
 
 
 def run_with_hooks(
-    model: LoadedModel,
+    model: Model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     *,
@@ -296,7 +333,7 @@ def run_with_hooks(
     _check_ids(model, input_ids, attention_mask)
     plans = make_plans(model, capture, interventions, grads)
     if grads and metric is None:
-        raise ValueError("grads= needs metric= (a function of the logits returning a scalar)")
+        raise BadInputError("grads= needs metric= (a function of the logits returning a scalar)")
     hooked = HookedRun(model, plans, stop_early=stop_early)
     logits = None
     grad_out: dict[str, torch.Tensor] = {}
@@ -309,9 +346,9 @@ def run_with_hooks(
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"metric must return a scalar torch.Tensor, got {type(value).__name__}")
         if value.numel() != 1:
-            raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)}")
+            raise BadInputError(f"metric must return a scalar, got shape {tuple(value.shape)}")
         if not value.requires_grad and logits.requires_grad:
-            raise ValueError("metric's value does not depend on the logits through autograd "
+            raise BadInputError("metric's value does not depend on the logits through autograd "
                              "(did it detach, call .item() or argmax?); no gradient can be taken")
         names = list(hooked.grad_inputs)
         if value.requires_grad:
@@ -324,26 +361,26 @@ def run_with_hooks(
     return RunOutput(logits=logits, activations=hooked.activations, grads=grad_out)
 
 
-def _check_ids(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+def _check_ids(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"input_ids must be an integer tensor [batch, pos], got {type(input_ids).__name__}"
                         + (f" of dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else ""))
     if input_ids.dim() != 2 or input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
-        raise ValueError(f"input_ids must be [batch, pos] with at least one token, got shape {tuple(input_ids.shape)}")
+        raise BadInputError(f"input_ids must be [batch, pos] with at least one token, got shape {tuple(input_ids.shape)}")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        raise BadInputError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
     n_ctx = model.dims.n_ctx
     if n_ctx is not None and input_ids.shape[1] > n_ctx:
-        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the model's context of {n_ctx} tokens; "
+        raise BadInputError(f"sequence length {input_ids.shape[1]} exceeds the model's context of {n_ctx} tokens; "
                          "truncate (max_tokens=) or split the input")
     if int(input_ids.min()) < 0 or int(input_ids.max()) >= model.dims.d_vocab:
-        raise ValueError(f"token ids must be in [0, {model.dims.d_vocab}), got range "
+        raise BadInputError(f"token ids must be in [0, {model.dims.d_vocab}), got range "
                          f"[{int(input_ids.min())}, {int(input_ids.max())}]")
 
 
 @contextmanager
 def hooks(
-    model: LoadedModel,
+    model: Model,
     fns: dict[str, Callable[[torch.Tensor, Site], torch.Tensor | None]] | None = None,
     interventions: Sequence[Intervention] = (),
     capture: str | Site | Sequence[str | Site] = (),
@@ -369,6 +406,6 @@ def hooks(
     """
     ivs = list(interventions)
     for pattern, fn in (fns or {}).items():
-        ivs += [Lambda(site, fn=fn) for site in resolve(pattern, model.sites())]
+        ivs.append(Lambda(pattern, fn=fn))
     with HookedRun(model, make_plans(model, capture, ivs)) as run:
         yield run

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.errors import BadInputError
 from interp.hooks.engine import HookedRun, RunOutput, _check_ids, _StopForwardSignal, forward, make_plans
 from interp.hooks.interventions import Intervention
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.sites import Component, Site
 
 
@@ -33,7 +34,7 @@ def _replace_first_input(new: torch.Tensor) -> Any:
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if args:
             if args[0].shape != new.shape:
-                raise ValueError(f"resid has shape {tuple(new.shape)} but the layer input is {tuple(args[0].shape)}")
+                raise BadInputError(f"resid has shape {tuple(new.shape)} but the layer input is {tuple(args[0].shape)}")
             return (new, *args[1:]), kwargs
         key = "hidden_states" if "hidden_states" in kwargs else "input"
         return args, {**kwargs, key: new}
@@ -41,11 +42,11 @@ def _replace_first_input(new: torch.Tensor) -> Any:
     return hook
 
 
-def _lm_head(model: LoadedModel) -> nn.Module:
+def _lm_head(model: Model) -> nn.Module:
     return model.module(model.adapter.taps[Component.LOGITS].module_path(None))
 
 
-def _run_tail(model: LoadedModel, plans: dict[Site, Any], start_layer: int, pre_hooks: dict[int, Any],
+def _run_tail(model: Model, plans: dict[Site, Any], start_layer: int, pre_hooks: dict[int, Any],
               stop_early: bool, run_forward: Callable[[], Any]) -> tuple[torch.Tensor | None, HookedRun]:
     """Run ``run_forward`` with the block list cut to ``[start_layer:]``, ``pre_hooks`` (block index, or
     ``n_layers`` for the final norm -> forward pre-hook taking kwargs; they run before any site hook)
@@ -54,7 +55,7 @@ def _run_tail(model: LoadedModel, plans: dict[Site, Any], start_layer: int, pre_
     n_layers = model.dims.n_layers
     for site in plans:
         if site.layer is not None and site.layer < start_layer:
-            raise ValueError(f"{site.name} lies before start_layer={start_layer}; it would never run")
+            raise BadInputError(f"{site.name} lies before start_layer={start_layer}; it would never run")
     parent_path, _, attr = adapter.layers.rpartition(".")
     parent = model.module(parent_path) if parent_path else model.hf
     layers = getattr(parent, attr)
@@ -89,7 +90,7 @@ def _run_tail(model: LoadedModel, plans: dict[Site, Any], start_layer: int, pre_
 
 
 def forward_from(
-    model: LoadedModel,
+    model: Model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     *,
@@ -137,21 +138,21 @@ def forward_from(
     adapter = model.adapter
     n_layers = model.dims.n_layers
     if not adapter.is_causal or Component.LOGITS not in adapter.taps or Component.LN_FINAL not in adapter.taps:
-        raise ValueError(f"forward_from needs a causal language model with a final norm; {model.name!r} "
+        raise BadInputError(f"forward_from needs a causal language model with a final norm; {model.name!r} "
                          f"({adapter.family}) is not one")
     if not isinstance(start_layer, int) or not 0 <= start_layer <= n_layers:
-        raise ValueError(f"start_layer must be an int in 0..{n_layers}, got {start_layer!r}")
+        raise BadInputError(f"start_layer must be an int in 0..{n_layers}, got {start_layer!r}")
     if resid is None and start_layer != 0:
-        raise ValueError(f"start_layer={start_layer} needs resid= (the hook_resid_pre of that layer)")
+        raise BadInputError(f"start_layer={start_layer} needs resid= (the hook_resid_pre of that layer)")
     if resid is not None and resid.shape != (*input_ids.shape, model.dims.d_model):
-        raise ValueError(f"resid must be [batch, pos, d_model] = {(*input_ids.shape, model.dims.d_model)}, "
+        raise BadInputError(f"resid must be [batch, pos, d_model] = {(*input_ids.shape, model.dims.d_model)}, "
                          f"got {tuple(resid.shape)}")
     if positions is not None and (positions.dim() != 1 or positions.shape[0] != input_ids.shape[0]):
-        raise ValueError(f"positions must be [batch] = [{input_ids.shape[0]}], got {tuple(positions.shape)}")
+        raise BadInputError(f"positions must be [batch] = [{input_ids.shape[0]}], got {tuple(positions.shape)}")
     plans = make_plans(model, capture, interventions)
     captured = {s for s, p in plans.items() if p.capture}
     if stop_early and not captured:
-        raise ValueError("stop_early=True needs capture=")
+        raise BadInputError("stop_early=True needs capture=")
     pre_hooks = {} if resid is None else {start_layer: _replace_first_input(resid.to(model.device, model.dtype))}
     h, run = _run_tail(model, plans, start_layer, pre_hooks, stop_early, lambda: forward(model, input_ids, attention_mask))
     if h is None:
@@ -199,7 +200,7 @@ class PrefixKV:
         return out
 
 
-def _cache_kwarg(model: LoadedModel) -> str:
+def _cache_kwarg(model: Model) -> str:
     params = inspect.signature(model.hf.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -219,7 +220,7 @@ def causal_mask_4d(n_query: int, n_key: int, allowed: torch.Tensor | None, dtype
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
-def record_kv(model: LoadedModel, input_ids: torch.Tensor, interventions: Sequence[Intervention] = ()) -> PrefixKV:
+def record_kv(model: Model, input_ids: torch.Tensor, interventions: Sequence[Intervention] = ()) -> PrefixKV:
     """Every layer's attention keys/values of one plain forward over ``input_ids`` (``[n, pos]``, no
     padding), with ``interventions`` applied; :meth:`PrefixKV.packed` makes it a prefix for
     :func:`forward_packed` (whose example uses both).
@@ -271,7 +272,7 @@ def _grow(layer: int, first: int, counts: list[int], resid: torch.Tensor, n_keys
     return hook
 
 
-def forward_packed(model: LoadedModel, input_ids: torch.Tensor, position_ids: torch.Tensor, prefix: PrefixKV,
+def forward_packed(model: Model, input_ids: torch.Tensor, position_ids: torch.Tensor, prefix: PrefixKV,
                    allowed: torch.Tensor, *, start_layer: int | torch.Tensor, resid: torch.Tensor,
                    interventions: Sequence[Intervention] = (), read: torch.Tensor) -> torch.Tensor:
     """Blocks from each token's start layer on, over one packed sequence of ``T`` tokens drawn from many
@@ -316,10 +317,10 @@ def forward_packed(model: LoadedModel, input_ids: torch.Tensor, position_ids: to
     n_tokens, n_layers = input_ids.shape[1], model.dims.n_layers
     n_keys = prefix.get_seq_length()
     if allowed.shape != (n_tokens, n_keys + n_tokens):
-        raise ValueError(f"allowed must be [T, K + T] = [{n_tokens}, {n_keys + n_tokens}], got {tuple(allowed.shape)}")
+        raise BadInputError(f"allowed must be [T, K + T] = [{n_tokens}, {n_keys + n_tokens}], got {tuple(allowed.shape)}")
     starts = torch.as_tensor(start_layer).expand(n_tokens).cpu()
     if bool((starts[1:] < starts[:-1]).any()) or not 0 <= int(starts[0]) <= int(starts[-1]) <= n_layers:
-        raise ValueError(f"start_layer must be in 0..{n_layers} and non-decreasing over the packed tokens")
+        raise BadInputError(f"start_layer must be in 0..{n_layers} and non-decreasing over the packed tokens")
     first = int(starts[0])
     counts = [0] * first + [int((starts <= layer).sum()) for layer in range(first, n_layers + 1)]
     new = resid.to(model.device, model.dtype)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from interp.errors import BadInputError
 from interp.hooks import Ablate, run_with_hooks
 from interp.induction.data import bos_id_of, repeated_tokens
 from interp.induction.scores import per_token_loss, repeat_offset
@@ -68,9 +69,9 @@ class AblationResult:
         for name in ("loss_ablated", "loss_control"):
             t = getattr(self, name)
             if t is not None and t.shape != (n,):
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
+                raise BadInputError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
         if self.offset + 2 * self.half > n:
-            raise ValueError(f"half={self.half}, offset={self.offset} do not fit {n} positions")
+            raise BadInputError(f"half={self.half}, offset={self.offset} do not fit {n} positions")
 
     def _first(self, loss: torch.Tensor) -> float:
         return _window(loss, self.offset + 1, self.offset + self.half)
@@ -186,12 +187,12 @@ def ablate_heads(
     L, H = model.dims.n_layers, model.dims.n_heads
     heads = [tuple(int(x) for x in h) for h in heads]  # type: ignore[misc]
     if not heads:
-        raise ValueError("heads is empty; give (layer, head) pairs to ablate")
+        raise BadInputError("heads is empty; give (layer, head) pairs to ablate")
     for lh in heads:
         if len(lh) != 2 or not (0 <= lh[0] < L and 0 <= lh[1] < H):
-            raise ValueError(f"head {lh!r} is not a (layer, head) pair inside {L} layers x {H} heads")
+            raise BadInputError(f"head {lh!r} is not a (layer, head) pair inside {L} layers x {H} heads")
     if method not in ("zero", "mean"):
-        raise ValueError(f"unknown ablation method {method!r}; use 'zero' or 'mean'")
+        raise BadInputError(f"unknown ablation method {method!r}; use 'zero' or 'mean'")
     if tokens is None:
         tokens = repeated_tokens(model, n_seq=n_seq, half=half, seed=seed)
     offset = repeat_offset(tokens, bos_id_of(model))

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
+
 
 def bos_id_of(model: Any) -> int | None:
     """The model's BOS token id (tokenizer first, then config), or ``None`` when it has none."""
@@ -52,11 +54,11 @@ def repeated_tokens_from_vocab(vocab: int, n_seq: int, half: int, *, bos_id: int
         ValueError: on a non-positive ``n_seq`` / ``half``, or fewer than two allowed ids.
     """
     if n_seq < 1 or half < 2:
-        raise ValueError(f"need n_seq >= 1 and half >= 2, got n_seq={n_seq}, half={half}")
+        raise BadInputError(f"need n_seq >= 1 and half >= 2, got n_seq={n_seq}, half={half}")
     banned = set(exclude) | ({bos_id} if bos_id is not None else set())
     allowed = torch.tensor([i for i in range(vocab) if i not in banned], dtype=torch.long)
     if allowed.numel() < 2:
-        raise ValueError(f"a vocabulary of {vocab} ids leaves {allowed.numel()} ids after excluding {sorted(banned)}")
+        raise BadInputError(f"a vocabulary of {vocab} ids leaves {allowed.numel()} ids after excluding {sorted(banned)}")
     g = torch.Generator().manual_seed(seed)
     first = allowed[torch.randint(0, allowed.numel(), (n_seq, half), generator=g)]
     parts = [first, first]
@@ -83,12 +85,12 @@ def repeated_tokens(model: Any, n_seq: int = 16, half: int = 64, *, bos: bool | 
     """
     bos_id = bos_id_of(model)
     if bos is True and bos_id is None:
-        raise ValueError(f"bos=True but model {getattr(model, 'name', '?')!r} has no BOS token id")
+        raise BadInputError(f"bos=True but model {getattr(model, 'name', '?')!r} has no BOS token id")
     use = bos_id if bos is not False else None
     n_ctx = model.dims.n_ctx
     length = 2 * half + (use is not None)
     if n_ctx is not None and length > n_ctx:
-        raise ValueError(f"2*half{' + BOS' if use is not None else ''} = {length} tokens exceed the model's "
+        raise BadInputError(f"2*half{' + BOS' if use is not None else ''} = {length} tokens exceed the model's "
                          f"context of {n_ctx}; use half <= {(n_ctx - (use is not None)) // 2}")
     return repeated_tokens_from_vocab(model.dims.d_vocab, n_seq, half, bos_id=use, exclude=special_ids_of(model),
                                       seed=seed)

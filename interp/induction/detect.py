@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.induction.result import InductionScores
 from interp.models.circuits import ov_factors, pair_composition, qk_factors
 
@@ -85,7 +86,7 @@ def classify_heads(
     th = {"induction": induction_threshold, "prev_token": prev_token_threshold, "duplicate": duplicate_threshold}
     for k, v in th.items():
         if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{k}_threshold must be in [0, 1], got {v}")
+            raise BadInputError(f"{k}_threshold must be in [0, 1], got {v}")
     ind = _above(scores.induction, induction_threshold)
     prev = _above(scores.prev_token, prev_token_threshold)
     dup = _above(scores.duplicate, duplicate_threshold)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.models.toy import load_curves
 from interp.plot import layer_curves
 from interp.trace.results import labelled_frame, read_result, write_result
@@ -58,11 +59,11 @@ class TrainingCurves:
         n = self.steps.shape[0]
         for name in SERIES:
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected ({n},)")
+                raise BadInputError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected ({n},)")
         for name in ("induction", "prev_token"):
             t = getattr(self, name)
             if t.dim() != 3 or t.shape[0] != n:
-                raise ValueError(f"{name} must be [{n}, layer, head], got {tuple(t.shape)}")
+                raise BadInputError(f"{name} must be [{n}, layer, head], got {tuple(t.shape)}")
 
     @classmethod
     def from_history(cls, history: dict[str, Any], phase_change_step: int | None = None) -> TrainingCurves:
@@ -99,7 +100,7 @@ class TrainingCurves:
             fig = layer_curves(series, x=x, x_title="training step", y_title="induction score",
                                title="induction score per head over training")
         else:
-            raise ValueError(f"unknown kind {kind!r}; use 'scores', 'loss' or 'heads'")
+            raise BadInputError(f"unknown kind {kind!r}; use 'scores', 'loss' or 'heads'")
         if self.phase_change_step is not None:
             fig.add_vline(x=self.phase_change_step, line_dash="dash")
         return fig

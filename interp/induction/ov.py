@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.induction.data import special_ids_of
 
 
@@ -70,7 +71,7 @@ def ov_copying_scores(model: Any, token_ids: torch.Tensor | None = None, n_commo
     w = model.weights
     ids = common_token_ids(model, n_common) if token_ids is None else torch.as_tensor(token_ids, dtype=torch.long)
     if ids.numel() < 2 or int(ids.min()) < 0 or int(ids.max()) >= model.dims.d_vocab:
-        raise ValueError(f"token_ids must be at least 2 ids in [0, {model.dims.d_vocab})")
+        raise BadInputError(f"token_ids must be at least 2 ids in [0, {model.dims.d_vocab})")
     W_U, _ = w.folded_unembed()
     W_V = w.ln1_w[:, None, :, None].float() * w.W_V.float()
     return copying_from_weights(w.W_E[ids].cpu(), W_V.cpu(), w.W_O.cpu(), W_U[:, ids].cpu(), w.norm)

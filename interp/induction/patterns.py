@@ -20,6 +20,8 @@ from typing import Literal
 
 import torch
 
+from interp.errors import BadInputError
+
 KINDS = ("induction", "prev_token", "duplicate")
 Normalize = Literal["target_rows", "all_rows"]
 
@@ -32,7 +34,7 @@ def detection_patterns(ids: torch.Tensor) -> dict[str, torch.Tensor]:
     ``prev_token[q, k]``: ``k = q - 1``.
     """
     if ids.dim() != 2:
-        raise ValueError(f"ids must be [batch, pos], got shape {tuple(ids.shape)}")
+        raise BadInputError(f"ids must be [batch, pos], got shape {tuple(ids.shape)}")
     n = ids.shape[1]
     q = torch.arange(n, device=ids.device)
     earlier = q[None, :] < q[:, None]  # [q, k]: k < q
@@ -61,7 +63,7 @@ def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *
         tensor([[1.]])
     """
     if normalize not in ("target_rows", "all_rows"):
-        raise ValueError(f"normalize must be 'target_rows' or 'all_rows', got {normalize!r}")
+        raise BadInputError(f"normalize must be 'target_rows' or 'all_rows', got {normalize!r}")
     a = pattern
     if exclude_bos or exclude_current_token:
         a = a.clone()

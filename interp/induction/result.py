@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from interp.errors import BadInputError
 from interp.plot import attention_pattern, heatmap, layer_curves
 from interp.trace.results import labelled_frame, read_result, write_result
 
@@ -64,18 +65,18 @@ class InductionScores:
 
     def __post_init__(self) -> None:
         if self.induction.dim() != 2:
-            raise ValueError(f"induction must be [layer, head], got shape {tuple(self.induction.shape)}")
+            raise BadInputError(f"induction must be [layer, head], got shape {tuple(self.induction.shape)}")
         for name in HEAD_METRICS[1:]:
             t = getattr(self, name)
             if t is not None and t.shape != self.induction.shape:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(self.induction.shape)}")
+                raise BadInputError(f"{name} has shape {tuple(t.shape)}, expected {tuple(self.induction.shape)}")
         n = self.loss.shape[0]
         if len(self.tokens) != n:
-            raise ValueError(f"{len(self.tokens)} tokens for a loss over {n} positions")
+            raise BadInputError(f"{len(self.tokens)} tokens for a loss over {n} positions")
         if self.offset + 2 * self.half > n or self.half < 1:
-            raise ValueError(f"half={self.half}, offset={self.offset} do not fit {n} positions")
+            raise BadInputError(f"half={self.half}, offset={self.offset} do not fit {n} positions")
         if self.patterns.dim() != 3 or self.patterns.shape[0] != len(self.pattern_heads):
-            raise ValueError(f"patterns must be [k, q, k] with one entry per pattern head, got "
+            raise BadInputError(f"patterns must be [k, q, k] with one entry per pattern head, got "
                              f"{tuple(self.patterns.shape)} for {len(self.pattern_heads)} heads")
 
     # -- summaries -----------------------------------------------------------------------------
@@ -97,10 +98,10 @@ class InductionScores:
     def metric(self, name: Metric) -> torch.Tensor:
         """One ``[layer, head]`` score by name (raises if it was not computed)."""
         if name not in HEAD_METRICS:
-            raise ValueError(f"unknown metric {name!r}; valid: {list(HEAD_METRICS)}")
+            raise BadInputError(f"unknown metric {name!r}; valid: {list(HEAD_METRICS)}")
         t = getattr(self, name)
         if t is None:
-            raise ValueError(f"{name} was not computed; pass attribution=True / copying=True to induction_scores")
+            raise BadInputError(f"{name} was not computed; pass attribution=True / copying=True to induction_scores")
         return t
 
     def top(self, name: Metric = "induction", k: int = 5) -> list[tuple[tuple[int, int], float]]:
@@ -137,7 +138,7 @@ class InductionScores:
         """
         if kind == "pattern":
             if not 0 <= index < len(self.pattern_heads):
-                raise ValueError(f"index {index} out of range: {len(self.pattern_heads)} top heads kept")
+                raise BadInputError(f"index {index} out of range: {len(self.pattern_heads)} top heads kept")
             layer, head = self.pattern_heads[index]
             return attention_pattern(self.patterns[index], list(self.tokens),
                                      title=f"L{layer}H{head} on repeated random tokens")

@@ -22,11 +22,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from interp.hooks import Site, forward, hooks
+from interp.errors import BadInputError
+from interp.hooks import forward, hooks
 from interp.induction.data import bos_id_of, repeated_tokens
 from interp.induction.ov import logit_attribution_from, ov_copying_scores
 from interp.induction.patterns import KINDS, Normalize, detection_patterns, pattern_scores
 from interp.induction.result import InductionScores
+from interp.sites import Site
 
 
 def per_token_loss(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 4) -> torch.Tensor:
@@ -85,9 +87,9 @@ def induction_scores(
     if tokens is None:
         tokens = repeated_tokens(model, n_seq=n_seq, half=half, bos=bos, seed=seed)
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', tokens)!r}")
+        raise BadInputError(f"tokens must be an integer tensor [batch, pos], got {getattr(tokens, 'shape', tokens)!r}")
     if batch_size < 1 or top_k < 1:
-        raise ValueError(f"batch_size and top_k must be >= 1, got batch_size={batch_size}, top_k={top_k}")
+        raise BadInputError(f"batch_size and top_k must be >= 1, got batch_size={batch_size}, top_k={top_k}")
     tokens = tokens.long()
     L, H = model.dims.n_layers, model.dims.n_heads
     offset = repeat_offset(tokens, bos_id_of(model))

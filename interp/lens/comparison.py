@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.lens.logit_lens import logit_lens
 from interp.lens.result import LogitLensResult
 from interp.lens.tuned_lens import TunedLens
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.plot import layer_curves
-from interp.trace.hooked import HookedModel
 from interp.trace.results import labelled_frame, read_result, write_result
 from interp.trace.store import TraceStore
 
@@ -44,14 +44,14 @@ class LensComparison:
 
     def __post_init__(self) -> None:
         if self.kl_logit.shape != self.kl_tuned.shape or self.kl_logit.dim() != 1:
-            raise ValueError(f"kl_logit and kl_tuned must both be [layer], got {tuple(self.kl_logit.shape)} "
+            raise BadInputError(f"kl_logit and kl_tuned must both be [layer], got {tuple(self.kl_logit.shape)} "
                              f"and {tuple(self.kl_tuned.shape)}")
 
     @classmethod
     def from_results(cls, logit: LogitLensResult, tuned: LogitLensResult) -> LensComparison:
         """Mean KL per layer over the real tokens of two readings of the same tokens."""
         if logit.kl_to_final.shape != tuned.kl_to_final.shape:
-            raise ValueError("the two readings must cover the same layers and tokens")
+            raise BadInputError("the two readings must cover the same layers and tokens")
         n = int(logit.attention_mask.sum())
         mean = [r.kl_to_final.nan_to_num(0.0).double().sum((1, 2)).div(max(n, 1)).float() for r in (logit, tuned)]
         return cls(mean[0], mean[1], n, logit.model_id)
@@ -91,7 +91,7 @@ class LensComparison:
         return cls(t["kl_logit"], t["kl_tuned"], **meta)
 
 
-def compare_lenses(model: LoadedModel, lens: TunedLens, data: Sequence[str] | TraceStore, batch_size: int = 8,
+def compare_lenses(model: Model, lens: TunedLens, data: Sequence[str] | TraceStore, batch_size: int = 8,
                    max_tokens: int = 128, progress: bool = True) -> LensComparison:
     """Mean ``KL(final || layer)`` of the logit lens and of ``lens`` over every real token of ``data``.
 
@@ -109,9 +109,9 @@ def compare_lenses(model: LoadedModel, lens: TunedLens, data: Sequence[str] | Tr
         >>> compare_lenses(m, lens, ["The capital of France is Paris."]).plot()  # doctest: +SKIP
     """
     if isinstance(data, str) or (not isinstance(data, TraceStore) and not len(data)):
-        raise ValueError("data must be a non-empty list of texts or a TraceStore")
+        raise BadInputError("data must be a non-empty list of texts or a TraceStore")
     n = len(data) if not isinstance(data, TraceStore) else data.n_seqs
-    hooked = HookedModel.wrap(model)
+    hooked = model
     parts: list[LensComparison] = []
     for i in tqdm(range(0, n, batch_size), desc="compare lenses", disable=not progress):
         if isinstance(data, TraceStore):

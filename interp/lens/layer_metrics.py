@@ -17,18 +17,18 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.hooks import Ablate, run_with_hooks
 from interp.lens.layer_metrics_result import AngularDistanceResult, SkipLossResult, SublayerSimilarityResult
-from interp.models import LoadedModel
+from interp.models import Inputs, Model
 from interp.sites import Component
-from interp.trace.hooked import HookedModel, Inputs
 from interp.trace.trace import Trace
 
 SKIPPABLE = {"block": (Component.ATTN_OUT, Component.MLP_OUT), "attn": (Component.ATTN_OUT,),
              "mlp": (Component.MLP_OUT,)}
 
 
-def angular_distances(model: LoadedModel, trace_or_text: Trace | Inputs) -> AngularDistanceResult:
+def angular_distances(model: Model, trace_or_text: Trace | Inputs) -> AngularDistanceResult:
     """Angular distance between the residual stream before block ``l`` and before block ``l + n``.
 
     State ``l`` is ``blocks.l.hook_resid_pre`` for ``l = 0`` (the embeddings) and
@@ -40,7 +40,7 @@ def angular_distances(model: LoadedModel, trace_or_text: Trace | Inputs) -> Angu
     Args:
         model: the model (that made the trace).
         trace_or_text: a :class:`~interp.trace.Trace` holding ``blocks.0.hook_resid_pre`` and every
-            ``blocks.*.hook_resid_post``, or inputs for :meth:`HookedModel.run` (text, texts, ids or
+            ``blocks.*.hook_resid_post``, or inputs for :meth:`Model.run` (text, texts, ids or
             ``(ids, mask)``), run here.
 
     Returns:
@@ -80,7 +80,7 @@ def angular_distances(model: LoadedModel, trace_or_text: Trace | Inputs) -> Angu
                                  n_tokens=int(mask.sum()), tokens=trace.tokens, model_id=model.name)
 
 
-def sublayer_similarity(model: LoadedModel, trace_or_text: Trace | Inputs) -> SublayerSimilarityResult:
+def sublayer_similarity(model: Model, trace_or_text: Trace | Inputs) -> SublayerSimilarityResult:
     """Cosine similarity between each sublayer's input and output residual, mean over real tokens.
 
     Attention of layer ``L``: ``cos(resid_pre, resid_mid)``; MLP: ``cos(resid_mid, resid_post)``.
@@ -106,7 +106,7 @@ def sublayer_similarity(model: LoadedModel, trace_or_text: Trace | Inputs) -> Su
         >>> sublayer_similarity(m, "The capital of France is").plot().write_html("sublayers.html")  # doctest: +SKIP
     """
     if Component.RESID_MID not in model.adapter.components(model.config):
-        raise ValueError(f"model {model.name!r} ({model.adapter.family}) has no hook_resid_mid: its attention and "
+        raise BadInputError(f"model {model.name!r} ({model.adapter.family}) has no hook_resid_mid: its attention and "
                          "MLP both read resid_pre (parallel residual), so sublayer input/output similarity is "
                          "not defined; use angular_distances (whole blocks) instead")
     n_layers = model.dims.n_layers
@@ -124,7 +124,7 @@ def sublayer_similarity(model: LoadedModel, trace_or_text: Trace | Inputs) -> Su
                                     n_tokens=int(mask.sum()), tokens=trace.tokens, model_id=model.name)
 
 
-def skip_layer_loss(model: LoadedModel, texts: Inputs, components: Sequence[str] = ("block", "attn", "mlp"),
+def skip_layer_loss(model: Model, texts: Inputs, components: Sequence[str] = ("block", "attn", "mlp"),
                     progress: bool = True) -> SkipLossResult:
     """Next-token cross-entropy with each block / attention / MLP sublayer skipped, against the baseline.
 
@@ -134,7 +134,7 @@ def skip_layer_loss(model: LoadedModel, texts: Inputs, components: Sequence[str]
 
     Args:
         model: a causal language model.
-        texts: inputs for :meth:`HookedModel.run` (text, texts, ids or ``(ids, mask)``).
+        texts: inputs for :meth:`Model.run` (text, texts, ids or ``(ids, mask)``).
         components: any of ``"block"``, ``"attn"``, ``"mlp"`` (rows in this order).
         progress: show a tqdm bar over the forwards.
 
@@ -156,13 +156,13 @@ def skip_layer_loss(model: LoadedModel, texts: Inputs, components: Sequence[str]
     comps = [components] if isinstance(components, str) else list(components)
     bad = [c for c in comps if c not in SKIPPABLE]
     if bad or not comps:
-        raise ValueError(f"components must be among {', '.join(SKIPPABLE)} (got {comps!r})")
+        raise BadInputError(f"components must be among {', '.join(SKIPPABLE)} (got {comps!r})")
     if not model.adapter.is_causal or model.weights.W_U is None:
-        raise ValueError(f"model {model.name!r} is not a causal language model: no next-token loss to compare")
-    ids, mask = HookedModel.wrap(model).encode(texts)
+        raise BadInputError(f"model {model.name!r} is not a causal language model: no next-token loss to compare")
+    ids, mask = model.encode(texts)
     target = mask[:, 1:].bool() & mask[:, :-1].bool()
     if not target.any():
-        raise ValueError("skip_layer_loss needs at least one sequence of two or more real tokens")
+        raise BadInputError("skip_layer_loss needs at least one sequence of two or more real tokens")
 
     def loss(interventions: list[Ablate]) -> float:
         with torch.no_grad():
@@ -184,7 +184,7 @@ def skip_layer_loss(model: LoadedModel, texts: Inputs, components: Sequence[str]
                           n_tokens=int(target.sum()), model_id=model.name)
 
 
-def _trace(model: LoadedModel, trace_or_text: Trace | Inputs, names: list[str]) -> Trace:
+def _trace(model: Model, trace_or_text: Trace | Inputs, names: list[str]) -> Trace:
     if isinstance(trace_or_text, Trace):
         trace_or_text.check_model(model)
         missing = [n for n in names if n not in trace_or_text]
@@ -193,7 +193,7 @@ def _trace(model: LoadedModel, trace_or_text: Trace | Inputs, names: list[str]) 
             raise KeyError(f"this trace lacks {len(missing)} residual activations (e.g. {missing[0]!r}): "
                            f"capture {wanted} (e.g. model.run(text, capture={wanted!r}))")
         return trace_or_text
-    return HookedModel.wrap(model).run(trace_or_text, capture=names).trace
+    return model.run(trace_or_text, capture=names).trace
 
 
 def _last_real(mask: torch.Tensor) -> torch.Tensor:

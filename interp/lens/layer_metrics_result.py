@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from interp.errors import BadInputError
 from interp.plot import heatmap, layer_curves
 from interp.trace.results import nan_to_none, read_result, write_result
 
@@ -57,7 +58,7 @@ class _Stored:
 
 def _check(name: str, t: torch.Tensor, shape: tuple[int, ...], axes: list[str]) -> None:
     if tuple(t.shape) != shape:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape} ({', '.join(axes)})")
+        raise BadInputError(f"{name} has shape {tuple(t.shape)}, expected {shape} ({', '.join(axes)})")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class AngularDistanceResult(_Stored):
     def __post_init__(self) -> None:
         t = self.distance_last
         if t.dim() != 2 or t.shape[0] != t.shape[1]:
-            raise ValueError(f"distance_last must be a square [layer, n] matrix, got {tuple(t.shape)}")
+            raise BadInputError(f"distance_last must be a square [layer, n] matrix, got {tuple(t.shape)}")
         _check("distance_mean", self.distance_mean, tuple(t.shape), self.AXES["distance_mean"])
 
     @property
@@ -106,14 +107,14 @@ class AngularDistanceResult(_Stored):
     def distances(self, which: str = "last") -> torch.Tensor:
         """``[start, n]``: ``"last"`` (last real token) or ``"mean"`` (all real tokens)."""
         if which not in ("last", "mean"):
-            raise ValueError(f"which must be 'last' or 'mean', got {which!r}")
+            raise BadInputError(f"which must be 'last' or 'mean', got {which!r}")
         return self.distance_last if which == "last" else self.distance_mean
 
     def best_block(self, n: int, which: str = "last") -> int:
         """The ``start`` minimising the distance to ``start + n``: blocks ``start .. start+n-1`` are the
         ``n`` consecutive layers whose removal changes the residual stream least (Gromov et al. 2024)."""
         if not 1 <= n <= self.n_layers:
-            raise ValueError(f"n must be in 1..{self.n_layers}, got {n}")
+            raise BadInputError(f"n must be in 1..{self.n_layers}, got {n}")
         col = self.distances(which)[: self.n_layers + 1 - n, n]
         return int(col.argmin())
 
@@ -156,7 +157,7 @@ class SublayerSimilarityResult(_Stored):
 
     def __post_init__(self) -> None:
         if self.attn.dim() != 1:
-            raise ValueError(f"attn must be [layer], got {tuple(self.attn.shape)}")
+            raise BadInputError(f"attn must be [layer], got {tuple(self.attn.shape)}")
         _check("mlp", self.mlp, tuple(self.attn.shape), ["layer"])
 
     @property
@@ -203,10 +204,10 @@ class SkipLossResult(_Stored):
 
     def __post_init__(self) -> None:
         if self.loss.dim() != 2 or self.loss.shape[0] != len(self.components):
-            raise ValueError(f"loss has shape {tuple(self.loss.shape)}, expected ({len(self.components)}, n_layers) "
+            raise BadInputError(f"loss has shape {tuple(self.loss.shape)}, expected ({len(self.components)}, n_layers) "
                              "(component, layer)")
         if not math.isfinite(self.baseline_loss):
-            raise ValueError(f"baseline_loss must be finite, got {self.baseline_loss}")
+            raise BadInputError(f"baseline_loss must be finite, got {self.baseline_loss}")
 
     @property
     def delta(self) -> torch.Tensor:

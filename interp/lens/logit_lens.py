@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from interp.errors import BadInputError
 from interp.lens.result import LogitLensResult
-from interp.models import LoadedModel
+from interp.models import Inputs, Model
 from interp.sites import Component
-from interp.trace.hooked import HookedModel, Inputs
 from interp.trace.trace import Trace
 
 LENSABLE = (Component.RESID_PRE, Component.ATTN_OUT, Component.RESID_MID, Component.MLP_OUT, Component.RESID_POST)
@@ -25,7 +25,7 @@ NORM_CHUNK_BYTES = 2**26  # normalised activations of a chunk of layers, decoded
 
 
 def logit_lens(
-    model: LoadedModel,
+    model: Model,
     trace_or_text: Trace | Inputs,
     components: Sequence[str] = ("hook_resid_post",),
     target: str | int | None = None,
@@ -39,7 +39,7 @@ def logit_lens(
     Args:
         model: the model that made the trace (its final norm and unembedding are used).
         trace_or_text: a :class:`~interp.trace.Trace` holding ``blocks.*.<component>`` for each
-            component, or inputs for :meth:`HookedModel.run` (text, texts, ids or ``(ids, mask)``),
+            component, or inputs for :meth:`Model.run` (text, texts, ids or ``(ids, mask)``),
             which are run here capturing them.
         components: any of ``hook_resid_post`` (default), ``hook_resid_pre``, ``hook_resid_mid``,
             ``hook_attn_out``, ``hook_mlp_out``; rows are ordered by layer, then forward order.
@@ -72,10 +72,10 @@ def logit_lens(
     """
     comps = _components(components)
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+        raise BadInputError(f"top_k must be >= 1, got {top_k}")
     W_U, b_U = model.weights.W_U, model.weights.b_U
     if W_U is None:
-        raise ValueError(f"model {model.name!r} has no unembedding (an encoder without LM head): no logit lens")
+        raise BadInputError(f"model {model.name!r} has no unembedding (an encoder without LM head): no logit lens")
     target_id = _target_id(model, target)
     final_logits: torch.Tensor | None = None
     if isinstance(trace_or_text, Trace):
@@ -84,7 +84,7 @@ def logit_lens(
         if "logits" in trace:
             final_logits = trace["logits"]
     else:
-        run = HookedModel.wrap(model).run(trace_or_text, capture=[f"blocks.*.{c.value}" for c in comps])
+        run = model.run(trace_or_text, capture=[f"blocks.*.{c.value}" for c in comps])
         trace, final_logits = run.trace, run.logits
     names, labels = _rows(trace, comps, model.dims.n_layers)
     last = f"blocks.{model.dims.n_layers - 1}.{Component.RESID_POST.value}"
@@ -150,7 +150,7 @@ def logit_lens(
     )
 
 
-def _decode(model: LoadedModel, x: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
+def _decode(model: Model, x: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
             norm: bool) -> torch.Tensor:
     """``[..., d_model]`` → float32 logits ``[..., vocab]`` through the final norm and unembedding."""
     h = model.apply_final_norm(x) if norm else x.to(model.device)
@@ -230,11 +230,11 @@ def _components(components: Sequence[str]) -> list[Component]:
         except ValueError:
             comp = None
         if comp not in LENSABLE:
-            raise ValueError(f"the logit lens reads d_model-sized streams; {c!r} is not one of "
+            raise BadInputError(f"the logit lens reads d_model-sized streams; {c!r} is not one of "
                              f"{', '.join(x.value for x in LENSABLE)}")
         comps.append(comp)
     if not comps:
-        raise ValueError("no components to decode")
+        raise BadInputError("no components to decode")
     return [c for c in LENSABLE if c in comps]
 
 
@@ -254,7 +254,7 @@ def _rows(trace: Trace, comps: list[Component], n_layers: int) -> tuple[list[str
     return names, labels
 
 
-def _target_id(model: LoadedModel, target: str | int | None) -> int | None:
+def _target_id(model: Model, target: str | int | None) -> int | None:
     if target is None:
         return None
     vocab = model.weights.W_U.shape[1] if model.weights.W_U is not None else model.dims.d_vocab
@@ -262,13 +262,13 @@ def _target_id(model: LoadedModel, target: str | int | None) -> int | None:
         raise TypeError(f"target must be a token string or id, got {type(target).__name__}")
     if isinstance(target, int):
         if not 0 <= target < vocab:
-            raise ValueError(f"target id {target} is outside the vocabulary (0..{vocab - 1})")
+            raise BadInputError(f"target id {target} is outside the vocabulary (0..{vocab - 1})")
         return target
     if model.tokenizer is None:
-        raise ValueError(f"model {model.name!r} has no tokenizer: pass the target as a token id")
+        raise BadInputError(f"model {model.name!r} has no tokenizer: pass the target as a token id")
     ids = model.tokenizer.encode(target, add_special_tokens=False)
     if len(ids) != 1:
         pieces = model.tokenizer.convert_ids_to_tokens(ids)
-        raise ValueError(f"target {target!r} is {len(ids)} tokens {pieces}, not one; pass a single token "
+        raise BadInputError(f"target {target!r} is {len(ids)} tokens {pieces}, not one; pass a single token "
                          f"(mind the leading space, e.g. ' Paris') or a token id")
     return int(ids[0])

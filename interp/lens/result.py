@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.plot import heatmap, layer_curves
 from interp.trace.results import labelled_frame, nan_to_none, read_result, write_result
 
@@ -72,7 +73,7 @@ class LogitLensResult:
 
     def __post_init__(self) -> None:
         if self.top_ids.dim() != 4:
-            raise ValueError(f"top_ids must be [layer, batch, pos, k], got {tuple(self.top_ids.shape)}")
+            raise BadInputError(f"top_ids must be [layer, batch, pos, k], got {tuple(self.top_ids.shape)}")
         n_layer, batch, pos, _ = self.top_ids.shape
         want = {"top_probs": tuple(self.top_ids.shape), "attention_mask": (batch, pos)}
         want |= {n: (n_layer, batch, pos) for n in ("entropy", "kl_to_final", "next_token_ce", "target_rank",
@@ -80,13 +81,13 @@ class LogitLensResult:
         for name, shape in want.items():
             t = getattr(self, name)
             if t is not None and tuple(t.shape) != shape:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape} ({', '.join(AXES[name])})")
+                raise BadInputError(f"{name} has shape {tuple(t.shape)}, expected {shape} ({', '.join(AXES[name])})")
         if (self.target_rank is None) != (self.target_prob is None):
-            raise ValueError("target_rank and target_prob come together (both or neither)")
+            raise BadInputError("target_rank and target_prob come together (both or neither)")
         if len(self.layer_labels) != n_layer:
-            raise ValueError(f"{len(self.layer_labels)} layer labels for {n_layer} layers")
+            raise BadInputError(f"{len(self.layer_labels)} layer labels for {n_layer} layers")
         if len(self.tokens) != batch:
-            raise ValueError(f"{len(self.tokens)} token lists for a batch of {batch}")
+            raise BadInputError(f"{len(self.tokens)} token lists for a batch of {batch}")
 
     def with_lens(self, lens: str) -> LogitLensResult:
         """The same readings labelled as made by another lens (``"logit"`` or ``"tuned"``)."""
@@ -107,7 +108,7 @@ class LogitLensResult:
         """The lens grid: layer x position, cell text = top token, colour = top-1 probability or entropy,
         hover = the top-k tokens with their probabilities."""
         if color not in ("prob", "entropy"):
-            raise ValueError(f"color must be 'prob' or 'entropy', got {color!r}")
+            raise BadInputError(f"color must be 'prob' or 'entropy', got {color!r}")
         n = self.n_real(batch)
         ids = self.top_ids[:, batch, :n].tolist()
         probs = self.top_probs[:, batch, :n].tolist()
@@ -134,7 +135,7 @@ class LogitLensResult:
     def plot_target_rank(self, batch: int = 0, pos: int = -1) -> Any:
         """Rank of the target token over layers at one position (``-1``: the last real token), log scale."""
         if self.target_rank is None:
-            raise ValueError("this result has no target: pass target= to logit_lens")
+            raise BadInputError("this result has no target: pass target= to logit_lens")
         p = self.n_real(batch) - 1 if pos == -1 else pos
         fig = layer_curves({f"rank of {self.target!r} + 1": self.target_rank[:, batch, p] + 1},
                            x_labels=list(self.layer_labels), y_title="1 + rank (1 = top token)",

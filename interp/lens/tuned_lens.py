@@ -27,11 +27,11 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.lens.logit_lens import logit_lens
 from interp.lens.result import LogitLensResult
-from interp.models import LoadedModel
+from interp.models import Inputs, Model
 from interp.models.registry import interp_home
-from interp.trace.hooked import Inputs
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 from interp.trace.store import TraceStore
 from interp.trace.trace import ModelMismatchError, Trace
@@ -80,17 +80,17 @@ class TunedLens:
                  ridge: float = 1e-3, matmul_dtype: torch.dtype | None = None, seed: int = 0,
                  progress: bool = True) -> None:
         if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+            raise BadInputError(f"init must be one of {INITS}, got {init!r}")
         for name, v in (("steps", steps), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be an int >= {0 if name == 'steps' else 1}, got {v!r}")
+                raise BadInputError(f"{name} must be an int >= {0 if name == 'steps' else 1}, got {v!r}")
         if not lr > 0 or not ridge >= 0:
-            raise ValueError(f"lr must be > 0 and ridge >= 0, got lr={lr!r}, ridge={ridge!r}")
+            raise BadInputError(f"lr must be > 0 and ridge >= 0, got lr={lr!r}, ridge={ridge!r}")
         self.steps, self.batch_size, self.lr, self.init, self.ridge = steps, batch_size, lr, init, ridge
         self.matmul_dtype, self.seed, self.progress = matmul_dtype, seed, progress
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, model: LoadedModel, store: TraceStore) -> TunedLens:
+    def fit(self, model: Model, store: TraceStore) -> TunedLens:
         """Train the translators on the token rows of ``store`` (which ``model`` captured).
 
         Raises:
@@ -100,7 +100,7 @@ class TunedLens:
         """
         store.check_model(model)
         if model.weights.W_U is None:
-            raise ValueError(f"model {model.name!r} has no unembedding: no tuned lens")
+            raise BadInputError(f"model {model.name!r} has no unembedding: no tuned lens")
         n, d = model.dims.n_layers, model.dims.d_model
         names = [HOOK.format(L) for L in range(n)]
         missing = [h for h in names if h not in store.hooks]
@@ -108,7 +108,7 @@ class TunedLens:
             raise KeyError(f"the tuned lens trains on every layer's residual stream; the store lacks {missing[:3]}"
                            f"{'...' if len(missing) > 3 else ''}: capture 'blocks.*.hook_resid_post'")
         if not store.complete or store.n_tokens == 0:
-            raise ValueError(f"the store at {store.path} is incomplete or empty: finish the capture first")
+            raise BadInputError(f"the store at {store.path} is incomplete or empty: finish the capture first")
         self.model_id_, self.fingerprint_ = model.name, model.fingerprint
         self.weight_ = torch.zeros(n - 1, d, d)
         self.bias_ = torch.zeros(n - 1, d)
@@ -121,7 +121,7 @@ class TunedLens:
             self._train_kl(model, store, names)
         return self
 
-    def _least_squares(self, model: LoadedModel, store: TraceStore, names: list[str]) -> None:
+    def _least_squares(self, model: Model, store: TraceStore, names: list[str]) -> None:
         d = model.dims.d_model
         gram = torch.zeros(len(names) - 1, d + 1, d + 1, dtype=torch.float64)
         cross = torch.zeros(len(names) - 1, d + 1, d, dtype=torch.float64)
@@ -141,7 +141,7 @@ class TunedLens:
             self.weight_[L] = (m[:d] - torch.eye(d, dtype=m.dtype)).float()
             self.bias_[L] = m[d].float()
 
-    def _train_kl(self, model: LoadedModel, store: TraceStore, names: list[str]) -> None:
+    def _train_kl(self, model: Model, store: TraceStore, names: list[str]) -> None:
         A = self.weight_.clone().requires_grad_(True)
         b = self.bias_.clone().requires_grad_(True)
         opt = torch.optim.Adam([A, b], lr=self.lr)
@@ -181,14 +181,14 @@ class TunedLens:
         self._check_fitted()
         n = self.weight_.shape[0] + 1
         if not -n <= layer < n:
-            raise ValueError(f"layer {layer} is out of range for a lens of {n} layers")
+            raise BadInputError(f"layer {layer} is out of range for a lens of {n} layers")
         layer %= n
         if layer == n - 1:
             return h
         x = h.float()
         return x + x @ self.weight_[layer].to(x.device) + self.bias_[layer].to(x.device)
 
-    def apply(self, model: LoadedModel, trace_or_text: Trace | Inputs, target: str | int | None = None,
+    def apply(self, model: Model, trace_or_text: Trace | Inputs, target: str | int | None = None,
               top_k: int = 5) -> LogitLensResult:
         """The tuned-lens reading of every layer: a :class:`LogitLensResult` (``lens="tuned"``).
 
@@ -228,7 +228,7 @@ class TunedLens:
             raise FileNotFoundError(f"no tuned lens in {str(src)!r} (expected lens.json and lens.safetensors)")
         meta = json.loads((src / "lens.json").read_text(encoding="utf-8"))
         if meta.get("kind") != "TunedLens":
-            raise ValueError(f"{src} does not hold a TunedLens (kind={meta.get('kind')!r})")
+            raise BadInputError(f"{src} does not hold a TunedLens (kind={meta.get('kind')!r})")
         cfg = dict(meta["config"])
         cfg["matmul_dtype"] = getattr(torch, cfg["matmul_dtype"]) if cfg.get("matmul_dtype") else None
         lens = cls(**cfg, progress=False)
@@ -254,7 +254,7 @@ def shipped_lens_dirs() -> list[Path]:
     return [interp_home() / "lenses", Path(__file__).resolve().parents[2] / "data" / "lenses"]
 
 
-def find_tuned_lens(model: LoadedModel) -> TunedLens | None:
+def find_tuned_lens(model: Model) -> TunedLens | None:
     """A saved lens trained for exactly this model (same weights fingerprint), or ``None``.
 
     Looks in each of :func:`shipped_lens_dirs` for a sub-directory named after the model
@@ -310,7 +310,7 @@ def fast_matmul_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     return torch.bfloat16 if best[torch.bfloat16] < best[torch.float32] else torch.float32
 
 
-def _logp(model: LoadedModel, h: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
+def _logp(model: Model, h: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor | None,
           dtype: torch.dtype, grad: bool = False) -> torch.Tensor:
     """Log-probabilities ``[rows, vocab]`` (float32) of residuals read through the final norm and unembedding."""
     z = model.apply_final_norm(h, grad=grad)
@@ -321,7 +321,7 @@ def _logp(model: LoadedModel, h: torch.Tensor, W_U: torch.Tensor, b_U: torch.Ten
 
 
 @contextmanager
-def _frozen(model: LoadedModel) -> Iterator[None]:
+def _frozen(model: Model) -> Iterator[None]:
     """No gradients into the model's own parameters while the lens trains (restored afterwards)."""
     params = [p for p in model.hf.parameters() if p.requires_grad]
     for p in params:

@@ -47,6 +47,7 @@ from typing import Literal
 
 import torch
 
+from interp.errors import BadInputError
 from interp.models.adapters import WeightViews
 
 Kind = Literal["q", "k", "v"]
@@ -61,13 +62,13 @@ __all__ = [
 def _select(w: torch.Tensor, layer: int | None, head: int | None, n_layers: int, n_heads: int) -> torch.Tensor:
     if layer is not None:
         if not isinstance(layer, int) or not -n_layers <= layer < n_layers:
-            raise ValueError(f"layer={layer!r} is out of range; valid layers are 0..{n_layers - 1}")
+            raise BadInputError(f"layer={layer!r} is out of range; valid layers are 0..{n_layers - 1}")
         w = w[layer]
     if head is not None:
         if layer is None:
-            raise ValueError("head= needs layer= as well")
+            raise BadInputError("head= needs layer= as well")
         if not isinstance(head, int) or not -n_heads <= head < n_heads:
-            raise ValueError(f"head={head!r} is out of range; valid heads are 0..{n_heads - 1}")
+            raise BadInputError(f"head={head!r} is out of range; valid heads are 0..{n_heads - 1}")
         w = w[head]
     return w
 
@@ -128,7 +129,7 @@ def qk_factors(weights: WeightViews, layer: int | None = None, head: int | None 
 
 def _check_pair(A: torch.Tensor, B: torch.Tensor) -> None:
     if A.ndim < 2 or B.ndim < 2 or A.shape[-1] != B.shape[-2]:
-        raise ValueError(f"factors must be A [..., m, r] and B [..., r, n]; got {tuple(A.shape)} and {tuple(B.shape)}")
+        raise BadInputError(f"factors must be A [..., m, r] and B [..., r, n]; got {tuple(A.shape)} and {tuple(B.shape)}")
 
 
 def factored_svd(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -204,7 +205,7 @@ def _factors_for(weights: WeightViews, kind: str, fold_norm: bool) -> tuple[torc
         return B.transpose(-1, -2), A.transpose(-1, -2)
     if kind == "v":
         return ov_factors(weights, fold_norm=fold_norm)
-    raise ValueError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+    raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
 
 
 def composition_scores(weights: WeightViews, kind: Kind, fold_norm: bool = False,
@@ -236,7 +237,7 @@ def composition_scores(weights: WeightViews, kind: Kind, fold_norm: bool = False
         torch.Size([30, 9, 30, 9])
     """
     if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+        raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
     ov_a, ov_b = ov_factors(weights, fold_norm=fold_norm)
     ya, yb = _factors_for(weights, kind, fold_norm)
     L, H = ov_a.shape[:2]
@@ -288,9 +289,9 @@ def composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: 
         True
     """
     if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+        raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
     if d_head < 1 or d_model < d_head or n_samples < 2:
-        raise ValueError(f"need 1 <= d_head <= d_model and n_samples >= 2; got d_model={d_model}, "
+        raise BadInputError(f"need 1 <= d_head <= d_model and n_samples >= 2; got d_model={d_model}, "
                          f"d_head={d_head}, n_samples={n_samples}")
     g = torch.Generator().manual_seed(seed)
     shape = (n_samples,)
@@ -322,10 +323,10 @@ def rotation_baseline(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tenso
     xa, xb = x
     ya, yb = y
     if xa.dim() != 3 or ya.dim() != 3:
-        raise ValueError(f"x and y must be stacks of factors [N, d, r] / [N, r, d]; got {tuple(xa.shape)}, "
+        raise BadInputError(f"x and y must be stacks of factors [N, d, r] / [N, r, d]; got {tuple(xa.shape)}, "
                          f"{tuple(ya.shape)}")
     if n_samples < 2:
-        raise ValueError(f"n_samples={n_samples} must be >= 2")
+        raise BadInputError(f"n_samples={n_samples} must be >= 2")
     g = torch.Generator().manual_seed(seed)
     d = xa.shape[-2]
     i = torch.randint(xa.shape[0], (n_samples,), generator=g)

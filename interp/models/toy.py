@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.errors import BadInputError
+
 BOS = 0  # the toy vocabulary's BOS token; random tokens are drawn from 1..vocab-1
 
 
@@ -80,18 +82,18 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         if not 2 <= self.span_min <= self.span_max:
-            raise ValueError(f"need 2 <= span_min <= span_max, got span_min={self.span_min}, span_max={self.span_max}")
+            raise BadInputError(f"need 2 <= span_min <= span_max, got span_min={self.span_min}, span_max={self.span_max}")
         if self.span_max >= self.n_ctx - 1:
-            raise ValueError(f"span_max={self.span_max} must be < n_ctx - 1 = {self.n_ctx - 1} so that spans repeat")
+            raise BadInputError(f"span_max={self.span_max} must be < n_ctx - 1 = {self.n_ctx - 1} so that spans repeat")
         if 2 * self.eval_span + 1 > self.n_ctx:
-            raise ValueError(f"eval_span={self.eval_span}: 2*eval_span+1 must fit in n_ctx={self.n_ctx}")
+            raise BadInputError(f"eval_span={self.eval_span}: 2*eval_span+1 must fit in n_ctx={self.n_ctx}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not a multiple of n_heads={self.n_heads}")
+            raise BadInputError(f"d_model={self.d_model} is not a multiple of n_heads={self.n_heads}")
         if self.vocab < 4:
-            raise ValueError(f"vocab must be at least 4, got {self.vocab}")
+            raise BadInputError(f"vocab must be at least 4, got {self.vocab}")
         for lh in self.clamp_heads:
             if len(lh) != 2 or not (0 <= lh[0] < self.n_layers and 0 <= lh[1] < self.n_heads):
-                raise ValueError(f"clamp_heads entry {lh!r} is not a (layer, head) pair inside "
+                raise BadInputError(f"clamp_heads entry {lh!r} is not a (layer, head) pair inside "
                                  f"{self.n_layers} layers x {self.n_heads} heads")
 
 

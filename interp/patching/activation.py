@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from interp.errors import BadInputError
 from interp.patching.batched import DEFAULT_BUDGET, Cell, Edit, run_cells
 from interp.patching.result import PatchingResult
 from interp.patching.setup import PatchingSetup, prepare
@@ -32,11 +33,11 @@ def runs_for(direction: str, setup: PatchingSetup) -> tuple[str, str]:
     """``(target, source)``: denoising patches clean values into the corrupted run, noising the reverse."""
     if direction == "denoising":
         if setup.ablation is not None:
-            raise ValueError(f"{setup.corruption} ablation has no corrupted run to denoise; use direction='noising'")
+            raise BadInputError(f"{setup.corruption} ablation has no corrupted run to denoise; use direction='noising'")
         return "corrupted", "clean"
     if direction == "noising":
         return "clean", "corrupted"
-    raise ValueError(f"direction must be 'denoising' (clean values into the corrupted run) or 'noising' "
+    raise BadInputError(f"direction must be 'denoising' (clean values into the corrupted run) or 'noising' "
                      f"(corrupted values into the clean run), got {direction!r}")
 
 
@@ -46,7 +47,7 @@ def _check_list(xs: Sequence[int] | None, n: int, what: str) -> list[int]:
     out = [int(x) for x in xs]
     bad = [x for x in out if not 0 <= x < n]
     if bad or not out:
-        raise ValueError(f"{what} {bad or out} out of range; valid: 0..{n - 1}")
+        raise BadInputError(f"{what} {bad or out} out of range; valid: 0..{n - 1}")
     return out
 
 
@@ -118,18 +119,18 @@ def activation_patching(
     elif prepare_kwargs:
         raise TypeError(f"unexpected arguments {sorted(prepare_kwargs)} (they belong to prepare())")
     if component not in COMPONENTS:
-        raise ValueError(f"unknown component {component!r}; use one of {', '.join(COMPONENTS)}")
+        raise BadInputError(f"unknown component {component!r}; use one of {', '.join(COMPONENTS)}")
     if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an int >= 1, got {window!r}")
+        raise BadInputError(f"window must be an int >= 1, got {window!r}")
     if window > 1 and component not in ("attn_out", "mlp_out", "resid_mid"):
-        raise ValueError(f"window= applies to attn_out, mlp_out and resid_mid, not {component!r}")
+        raise BadInputError(f"window= applies to attn_out, mlp_out and resid_mid, not {component!r}")
     target, source = runs_for(direction, setup)
     d = setup.model.dims
     Ls = _check_list(layers, d.n_layers, "layers")
     Ps = _check_list(positions, setup.n_pos, "positions")
     Hs = _check_list(heads, d.n_heads, "heads")
     if heads is not None and component in STREAM:
-        raise ValueError(f"heads= applies to z, q, k, v and pattern, not {component!r}")
+        raise BadInputError(f"heads= applies to z, q, k, v and pattern, not {component!r}")
     cells, axes, shape = sweep_cells(component, d.n_layers, Ls, Ps, Hs, per_position, window)
     vals = run_cells(setup, cells, target, source, memory_budget=memory_budget, progress=progress,
                      desc=f"patching {component}")

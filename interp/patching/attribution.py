@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.hooks import Lambda, run_with_hooks
 from interp.patching.activation import HEADS, STREAM, Direction, runs_for
 from interp.patching.batched import DEFAULT_BUDGET, Edit, capture_cells
@@ -115,7 +116,7 @@ def attribution_patching(
     elif component in HEADS:
         comp = HEADS[component]
     else:
-        raise ValueError(f"unknown component {component!r}; use one of {', '.join([*STREAM, *HEADS])}")
+        raise BadInputError(f"unknown component {component!r}; use one of {', '.join([*STREAM, *HEADS])}")
     d = setup.model.dims
     n_layers = d.n_layers
     sites = [Site(comp, L) for L in range(n_layers)]
@@ -146,7 +147,7 @@ def attribution_patching(
         axes = ("layer", "head", "pos") if per_position else ("layer", "head")
     coords = {"layer": tuple(range(n_layers)), "head": tuple(range(d.n_heads)), "pos": tuple(range(setup.n_pos))}
     if exact is not None and exact.values.shape != values.shape:
-        raise ValueError(f"exact has shape {tuple(exact.values.shape)}, the estimate {tuple(values.shape)}: "
+        raise BadInputError(f"exact has shape {tuple(exact.values.shape)}, the estimate {tuple(values.shape)}: "
                          "give the exact sweep of the same component over all layers, positions and heads")
     return PatchingResult(
         values=values.detach().float().cpu(), axes=axes, coords={a: coords[a] for a in axes}, tokens=tuple(setup.tokens),

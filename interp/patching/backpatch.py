@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.hooks.partial import forward_from
 from interp.patching.batched import DEFAULT_BUDGET, bytes_per_sequence
 from interp.patching.result import PatchingResult
@@ -55,7 +56,7 @@ def back_patching(
     s = prepare(model, prompt, prompt, answer=answer, wrong=wrong, metric=metric)
     n_layers, n_pos = model.dims.n_layers, s.n_pos
     if not -n_pos <= position < n_pos:
-        raise ValueError(f"position {position} out of range for {n_pos} tokens")
+        raise BadInputError(f"position {position} out of range for {n_pos} tokens")
     pos = position % n_pos
     streams = [s.stream("clean", L) for L in range(n_layers + 1)]  # streams[L + 1] = resid_post[L]
     out = torch.full((n_layers, n_layers), float("nan"))

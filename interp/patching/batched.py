@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.hooks import Lambda
 from interp.hooks.attention import ATTN_IMPL
 from interp.hooks.partial import forward_from, forward_packed
@@ -87,7 +88,7 @@ def _selection(site: Site | None, e: Edit, ndim: int) -> tuple[Any, ...]:
         index[1 + pos_axis] = e.pos
     if e.head is not None:
         if head_axis is None:
-            raise ValueError(f"{site.name} has no head axis")
+            raise BadInputError(f"{site.name} has no head axis")
         index[1 + head_axis] = e.head
     return tuple(index)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import BadInputError
+
 BUILTIN = ("logit_diff", "prob", "logprob", "kl")
 
 
@@ -52,14 +54,14 @@ class Metric:
         if callable(metric):
             return cls(getattr(metric, "__name__", "metric"), fn=metric)
         if metric not in BUILTIN:
-            raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(BUILTIN)} or a function "
+            raise BadInputError(f"unknown metric {metric!r}; use one of {', '.join(BUILTIN)} or a function "
                              "logits [seqs, pos, vocab] -> scalar tensor")
         if metric in ("logit_diff", "prob", "logprob") and answer is None:
-            raise ValueError(f"metric {metric!r} needs answer= (the correct next token)")
+            raise BadInputError(f"metric {metric!r} needs answer= (the correct next token)")
         if metric == "logit_diff" and wrong is None:
-            raise ValueError("metric 'logit_diff' needs wrong= (the competing token), e.g. answer=' Mary', wrong=' John'")
+            raise BadInputError("metric 'logit_diff' needs wrong= (the competing token), e.g. answer=' Mary', wrong=' John'")
         if metric == "kl" and reference is None:
-            raise ValueError("metric 'kl' needs the clean run's logits as reference")
+            raise BadInputError("metric 'kl' needs the clean run's logits as reference")
         return cls(metric, answer=answer, wrong=wrong, reference=reference)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,7 @@ def normalize(values: torch.Tensor, clean: float, corrupted: float) -> torch.Ten
     """
     span = clean - corrupted
     if span != span or abs(span) < 1e-12:
-        raise ValueError(f"cannot normalise: clean ({clean}) and corrupted ({corrupted}) metric values are "
+        raise BadInputError(f"cannot normalise: clean ({clean}) and corrupted ({corrupted}) metric values are "
                          "equal or undefined (mean/resample ablation has no corrupted run)")
     return (values - corrupted) / span
 

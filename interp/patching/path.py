@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.hooks import Lambda
 from interp.hooks.partial import forward_from
 from interp.patching.activation import Direction, runs_for
@@ -46,10 +47,10 @@ def _heads(xs: Sequence[tuple[int, int]], n_layers: int, n_heads: int, what: str
     out = []
     for x in xs:
         if len(x) != 2 or not (0 <= int(x[0]) < n_layers and 0 <= int(x[1]) < n_heads):
-            raise ValueError(f"{what} must be (layer, head) pairs in 0..{n_layers - 1} x 0..{n_heads - 1}, got {x!r}")
+            raise BadInputError(f"{what} must be (layer, head) pairs in 0..{n_layers - 1} x 0..{n_heads - 1}, got {x!r}")
         out.append((int(x[0]), int(x[1])))
     if not out:
-        raise ValueError(f"{what} is empty")
+        raise BadInputError(f"{what} is empty")
     return out
 
 
@@ -95,13 +96,13 @@ def path_patching(
     d = setup.model.dims
     if isinstance(receivers, str):
         if receivers != "logits":
-            raise ValueError(f"receivers must be (layer, head) pairs or 'logits', got {receivers!r}")
+            raise BadInputError(f"receivers must be (layer, head) pairs or 'logits', got {receivers!r}")
         recv: list[tuple[int, int]] = []
         last = d.n_layers - 1
     else:
         recv = _heads(receivers, d.n_layers, d.n_heads, "receivers")
         if receiver_input not in _INPUTS:
-            raise ValueError(f"receiver_input must be one of {', '.join(_INPUTS)}, got {receiver_input!r}")
+            raise BadInputError(f"receiver_input must be one of {', '.join(_INPUTS)}, got {receiver_input!r}")
         last = max(L for L, _ in recv)
     first_recv = min((L for L, _ in recv), default=d.n_layers)
     if senders is None:
@@ -110,9 +111,9 @@ def path_patching(
         send = _heads(senders, d.n_layers, d.n_heads, "senders")
         bad = [x for x in send if x[0] >= first_recv]
         if bad:
-            raise ValueError(f"senders {bad} are not before the first receiver layer {first_recv}")
+            raise BadInputError(f"senders {bad} are not before the first receiver layer {first_recv}")
     if not send:
-        raise ValueError("no sender heads lie before the receivers")
+        raise BadInputError("no sender heads lie before the receivers")
     cells = [_sender_cell(ls, hs, last, d.n_heads, freeze_mlps, target) for ls, hs in send]
     if not recv:
         vals = run_cells(setup, cells, target, source, memory_budget=memory_budget, progress=progress,

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.patching.metrics import normalize
 from interp.trace.results import labelled_frame, read_result, write_result
 
@@ -62,12 +63,12 @@ class PatchingResult:
 
     def __post_init__(self) -> None:
         if self.values.dim() != len(self.axes):
-            raise ValueError(f"values have {self.values.dim()} dims but axes are {self.axes}")
+            raise BadInputError(f"values have {self.values.dim()} dims but axes are {self.axes}")
         for a, n in zip(self.axes, self.values.shape, strict=True):
             if len(self.coords.get(a, ())) != n:
-                raise ValueError(f"coords[{a!r}] must have {n} entries, got {len(self.coords.get(a, ()))}")
+                raise BadInputError(f"coords[{a!r}] must have {n} entries, got {len(self.coords.get(a, ()))}")
         if self.exact is not None and self.exact.shape != self.values.shape:
-            raise ValueError(f"exact has shape {tuple(self.exact.shape)}, values {tuple(self.values.shape)}")
+            raise BadInputError(f"exact has shape {tuple(self.exact.shape)}, values {tuple(self.values.shape)}")
 
     @property
     def normalized(self) -> torch.Tensor:
@@ -82,7 +83,7 @@ class PatchingResult:
     def correlation(self) -> float:
         """Pearson r between these values and ``exact`` (estimates only)."""
         if self.exact is None:
-            raise ValueError("this result holds no exact values to compare with")
+            raise BadInputError("this result holds no exact values to compare with")
         x, y = self.values.flatten().double(), self.exact.flatten().double()
         return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
 
@@ -130,7 +131,7 @@ class PatchingResult:
         import interp.plot as ip
 
         if self.method != "path":
-            raise ValueError(f"plot_paths draws path-patching results; this one is {self.method!r}")
+            raise BadInputError(f"plot_paths draws path-patching results; this one is {self.method!r}")
         base = self.clean_value if self.direction == "noising" else self.corrupted_value
         eff = self.normalized - (1.0 if self.direction == "noising" else 0.0) if self.can_normalize else self.values - base
         top = [c for c, _ in self.top(k)]

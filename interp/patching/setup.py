@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 
+from interp.errors import BadInputError
 from interp.hooks import Intervention, Lambda, run_with_hooks
 from interp.hooks.partial import PrefixKV, record_kv
 from interp.patching.metrics import Metric
@@ -55,9 +56,9 @@ class Noise:
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+            raise BadInputError(f"n_samples must be >= 1, got {self.n_samples}")
         if not self.scale > 0:
-            raise ValueError(f"scale must be > 0, got {self.scale}")
+            raise BadInputError(f"scale must be > 0, got {self.scale}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Ablation:
 
     def __post_init__(self) -> None:
         if self.method not in ("mean", "resample"):
-            raise ValueError(f"ablation method must be 'mean' or 'resample', got {self.method!r}")
+            raise BadInputError(f"ablation method must be 'mean' or 'resample', got {self.method!r}")
 
 
 def _encode(model: Any, prompts: str | Sequence[str] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,19 +99,19 @@ def token_ids(model: Any, answer: Answer, n: int, what: str) -> torch.Tensor:
     else:
         items = list(answer)
     if len(items) not in (1, n):
-        raise ValueError(f"{what} has {len(items)} entries but there are {n} prompts (give 1 or {n})")
+        raise BadInputError(f"{what} has {len(items)} entries but there are {n} prompts (give 1 or {n})")
     out = []
     for a in items:
         if isinstance(a, str):
             if model.tokenizer is None:
-                raise ValueError(f"{what}={a!r} is text but the model has no tokenizer; give token ids")
+                raise BadInputError(f"{what}={a!r} is text but the model has no tokenizer; give token ids")
             toks = model.tokenizer(a, add_special_tokens=False)["input_ids"]
             if len(toks) != 1:
                 pieces = model.tokenizer.convert_ids_to_tokens(toks)
-                raise ValueError(f"{what}={a!r} is {len(toks)} tokens {pieces}; it must be exactly one token")
+                raise BadInputError(f"{what}={a!r} is {len(toks)} tokens {pieces}; it must be exactly one token")
             a = toks[0]
         if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < model.dims.d_vocab:
-            raise ValueError(f"{what} token id {a!r} is not in [0, {model.dims.d_vocab})")
+            raise BadInputError(f"{what} token id {a!r} is not in [0, {model.dims.d_vocab})")
         out.append(a)
     t = torch.tensor(out, dtype=torch.long)
     return t.expand(n).clone() if len(out) == 1 else t
@@ -118,13 +119,13 @@ def token_ids(model: Any, answer: Answer, n: int, what: str) -> torch.Tensor:
 
 def _check_pairs(model: Any, ci: torch.Tensor, cm: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor) -> None:
     if ci.shape[0] != xi.shape[0]:
-        raise ValueError(f"{ci.shape[0]} clean prompts but {xi.shape[0]} corrupted prompts; give one per clean prompt")
+        raise BadInputError(f"{ci.shape[0]} clean prompts but {xi.shape[0]} corrupted prompts; give one per clean prompt")
     for i in range(ci.shape[0]):
         nc, nx = int(cm[i].sum()), int(xm[i].sum())
         if nc != nx:
             ct = model.to_str_tokens(ci[i, :nc])[0]
             xt = model.to_str_tokens(xi[i, :nx])[0]
-            raise ValueError(f"prompt pair {i} has different token counts: clean {nc} tokens {ct} vs corrupted "
+            raise BadInputError(f"prompt pair {i} has different token counts: clean {nc} tokens {ct} vs corrupted "
                              f"{nx} tokens {xt}; patching needs aligned positions (symmetric token replacement)")
 
 
@@ -233,11 +234,11 @@ class PatchingSetup:
             except (KeyError, TypeError):
                 continue
         else:
-            raise ValueError(f"the ablation reference holds no {' or '.join(names)}; capture it (e.g. "
+            raise BadInputError(f"the ablation reference holds no {' or '.join(names)}; capture it (e.g. "
                              f"model.run(prompts, capture='{site.name}'))")
         shape = self.acts("clean", [site])[site.name].shape
         if t.shape[1:] != shape[1:]:
-            raise ValueError(f"ablation reference {site.name} has shape {tuple(t.shape)}; need [n, *{tuple(shape[1:])}] "
+            raise BadInputError(f"ablation reference {site.name} has shape {tuple(t.shape)}; need [n, *{tuple(shape[1:])}] "
                              "(reference prompts of the clean prompt's token count)")
         t = t.to(self.model.device, self.model.dtype)
         if self.ablation.method == "mean":
@@ -252,11 +253,11 @@ def _subject_positions(model: Any, prompt: str, ids: torch.Tensor, subject: str 
         pos = [int(p) for p in subject]
         bad = [p for p in pos if not 0 <= p < n]
         if bad or not pos:
-            raise ValueError(f"subject positions {pos} must be a non-empty list in [0, {n})")
+            raise BadInputError(f"subject positions {pos} must be a non-empty list in [0, {n})")
         return pos
     start = prompt.find(subject)
     if start < 0 or not subject:
-        raise ValueError(f"subject {subject!r} does not occur in the prompt {prompt!r}")
+        raise BadInputError(f"subject {subject!r} does not occur in the prompt {prompt!r}")
     enc = model.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     pos = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(subject) and b > start]
     return pos
@@ -276,7 +277,7 @@ def prepare(
     """Tokenize, check and run the clean and corrupted inputs of a patching experiment.
 
     Args:
-        model: a causal language model (``interp.load_model`` / ``interp.wrap_model``).
+        model: a causal language model (``interp.load_model`` / ``interp.from_hf``).
         clean: prompt(s) or token ids ``[n, pos]``.
         corrupted: the corrupted prompt(s), one per clean prompt with the same token count; or
             ``None`` with ``noise=`` or ``ablation=``.
@@ -296,9 +297,9 @@ def prepare(
     """
     given = [x for x in (corrupted, noise, ablation) if x is not None]
     if len(given) != 1:
-        raise ValueError("give exactly one corruption: corrupted= prompt(s), noise=Noise(...) or ablation=Ablation(...)")
+        raise BadInputError("give exactly one corruption: corrupted= prompt(s), noise=Noise(...) or ablation=Ablation(...)")
     if not model.adapter.is_causal:
-        raise ValueError(f"patching needs a causal language model; {model.name!r} is an encoder")
+        raise BadInputError(f"patching needs a causal language model; {model.name!r} is an encoder")
     ids, mask = _encode(model, clean)
     ivs: tuple[Intervention, ...] = ()
     kind = "prompt"
@@ -306,13 +307,13 @@ def prepare(
         xids, xmask = _encode(model, corrupted)
         _check_pairs(model, ids, mask, xids, xmask)
         if xids.shape[1] != ids.shape[1]:
-            raise ValueError(f"clean prompts pad to {ids.shape[1]} tokens but corrupted ones to {xids.shape[1]}")
+            raise BadInputError(f"clean prompts pad to {ids.shape[1]} tokens but corrupted ones to {xids.shape[1]}")
     elif noise is not None:
         if ids.shape[0] != 1:
-            raise ValueError("noise= corrupts one clean prompt; give a single prompt")
+            raise BadInputError("noise= corrupts one clean prompt; give a single prompt")
         text = clean if isinstance(clean, str) else clean[0] if not isinstance(clean, torch.Tensor) else None
         if isinstance(noise.subject, str) and text is None:
-            raise ValueError("a subject string needs a text prompt; give subject positions for token ids")
+            raise BadInputError("a subject string needs a text prompt; give subject positions for token ids")
         pos = _subject_positions(model, text or "", ids, noise.subject)
         ids, mask = ids.expand(noise.n_samples, -1).clone(), mask.expand(noise.n_samples, -1).clone()
         xids = ids

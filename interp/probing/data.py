@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.sites import Site
 from interp.trace import Trace, TraceStore
 from interp.trace.layout import TOKENS_COLUMN, is_dense
@@ -67,12 +68,12 @@ def build_examples(lengths: Sequence[int], labels: Sequence[Sequence[Any]], posi
     """
     if not (position in ("all", "last", "mean") or isinstance(position, slice)
             or (isinstance(position, int) and not isinstance(position, bool))):
-        raise ValueError(f"position must be 'all', 'last', 'mean', an int or a slice, got {position!r}")
+        raise BadInputError(f"position must be 'all', 'last', 'mean', an int or a slice, got {position!r}")
     rows, ex_of_row, labs, groups, tids, toks = [], [], [], [], [], []
     offset = 0
     for s, (n, lab) in enumerate(zip(lengths, labels, strict=True)):
         if len(lab) != n:
-            raise ValueError(f"sequence {s} has {n} tokens but {len(lab)} labels")
+            raise BadInputError(f"sequence {s} has {n} tokens but {len(lab)} labels")
         if position == "all":
             spans = [[i] for i in range(n) if lab[i] is not None]
         elif position == "last":
@@ -96,7 +97,7 @@ def build_examples(lengths: Sequence[int], labels: Sequence[Sequence[Any]], posi
             toks.append(str(tokens[s][span[-1]]) if tokens is not None else "")
         offset += n
     if not labs:
-        raise ValueError(f"no example has a label at position={position!r}: check the labels")
+        raise BadInputError(f"no example has a label at position={position!r}: check the labels")
     return Examples(torch.tensor(rows), torch.tensor(ex_of_row), labs, torch.tensor(groups), torch.tensor(tids), toks)
 
 
@@ -184,7 +185,7 @@ class ActivationSource:
                 found[sel] = vals
                 covered += len(sel)
             if found is None or covered != len(ex.rows):
-                raise ValueError(f"the store holds {covered} of the {len(ex.rows)} probed token rows: an incomplete "
+                raise BadInputError(f"the store holds {covered} of the {len(ex.rows)} probed token rows: an incomplete "
                                  "capture? re-run it to finish, or probe a Trace of the finished sequences")
             picked = found
         if len(ex.rows) == n_ex:

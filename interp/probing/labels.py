@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp.errors import BadInputError
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "probing"
 BUILTIN_SETS = ("python_prose", "digits", "list_position")
 IGNORE = -1
@@ -51,7 +53,7 @@ def align_char_labels(tokens: Sequence[str], char_labels: Sequence[Any]) -> list
     for t in tokens:
         pos += len(t)
         if pos > len(char_labels):
-            raise ValueError(f"the tokens run past the {len(char_labels)} character labels (at token {t!r}): "
+            raise BadInputError(f"the tokens run past the {len(char_labels)} character labels (at token {t!r}): "
                              "the labels belong to another text, or the text is not ASCII")
         out.append(char_labels[pos - 1] if t else IGNORE)
     return out
@@ -84,7 +86,7 @@ class LabelledSet:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.metadata):
-            raise ValueError(f"{len(self.texts)} texts but {len(self.metadata)} metadata rows")
+            raise BadInputError(f"{len(self.texts)} texts but {len(self.metadata)} metadata rows")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -102,7 +104,7 @@ class LabelledSet:
                                     f"{', '.join(BUILTIN_SETS)} (built by data/probing/build.py)")
         rows = pq.read_table(p).to_pylist()
         if rows and text_column not in rows[0]:
-            raise ValueError(f"{p} has no column {text_column!r}; columns: {', '.join(rows[0])}")
+            raise BadInputError(f"{p} has no column {text_column!r}; columns: {', '.join(rows[0])}")
         texts = tuple(r.pop(text_column) for r in rows)
         return cls(texts, tuple(rows), p.stem)
 
@@ -111,7 +113,7 @@ class LabelledSet:
         """Build a set from a list of texts and label columns of the same length."""
         for k, v in columns.items():
             if len(v) != len(texts):
-                raise ValueError(f"column {k!r} has {len(v)} values for {len(texts)} texts")
+                raise BadInputError(f"column {k!r} has {len(v)} values for {len(texts)} texts")
         meta = tuple({k: v[i] for k, v in columns.items()} for i in range(len(texts)))
         return cls(tuple(texts), meta, name)
 
@@ -142,7 +144,7 @@ def token_labels(tokens: Sequence[Sequence[str]], labels: Sequence[Any]) -> list
         ValueError: a label list fits neither the tokens nor the characters.
     """
     if len(tokens) != len(labels):
-        raise ValueError(f"{len(labels)} label entries for {len(tokens)} sequences")
+        raise BadInputError(f"{len(labels)} label entries for {len(tokens)} sequences")
     out = []
     for i, (toks, lab) in enumerate(zip(tokens, labels, strict=True)):
         if isinstance(lab, str) or not isinstance(lab, Sequence):
@@ -156,7 +158,7 @@ def token_labels(tokens: Sequence[Sequence[str]], labels: Sequence[Any]) -> list
         elif len(lab) == len(toks):
             per_tok = list(lab)
         else:
-            raise ValueError(f"sequence {i}: {len(lab)} labels fit neither its {len(toks)} tokens nor its "
+            raise BadInputError(f"sequence {i}: {len(lab)} labels fit neither its {len(toks)} tokens nor its "
                              f"{n_chars} characters")
         out.append([None if _missing(v) else v for v in per_tok])
     return out

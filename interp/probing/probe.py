@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from interp.errors import BadInputError
+
 TASKS = ("classification", "regression")
 
 
@@ -44,9 +46,9 @@ class LinearProbe:
     def __init__(self, task: str = "classification", C: float = 1.0, alpha: float = 1.0, balance: bool = True,
                  standardize: bool = True, max_iter: int = 500) -> None:
         if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+            raise BadInputError(f"task must be one of {TASKS}, got {task!r}")
         if C <= 0 or alpha < 0:
-            raise ValueError(f"C must be > 0 and alpha >= 0, got C={C}, alpha={alpha}")
+            raise BadInputError(f"C must be > 0 and alpha >= 0, got C={C}, alpha={alpha}")
         self.task, self.C, self.alpha, self.balance = task, C, alpha, balance
         self.standardize, self.max_iter = standardize, max_iter
 
@@ -56,13 +58,13 @@ class LinearProbe:
         x = np.asarray(X)
         x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
         if x.ndim != 2:
-            raise ValueError(f"X must be [n_examples, d], got shape {x.shape}")
+            raise BadInputError(f"X must be [n_examples, d], got shape {x.shape}")
         return x
 
     def _scaled(self, X: Any) -> np.ndarray:
         x = self._np(X)
         if x.shape[1] != self.mean_.shape[0]:
-            raise ValueError(f"X has {x.shape[1]} dimensions; the probe was fitted on {self.mean_.shape[0]}")
+            raise BadInputError(f"X has {x.shape[1]} dimensions; the probe was fitted on {self.mean_.shape[0]}")
         return (x - self.mean_.astype(x.dtype)) / self.scale_.astype(x.dtype)
 
     def fit(self, X: Any, y: Sequence[Any] | np.ndarray | torch.Tensor) -> LinearProbe:
@@ -72,14 +74,14 @@ class LinearProbe:
         x = self._np(X)
         yy = np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)
         if len(yy) != len(x):
-            raise ValueError(f"{len(yy)} labels for {len(x)} examples")
+            raise BadInputError(f"{len(yy)} labels for {len(x)} examples")
         self.mean_ = x.mean(0, dtype=np.float64) if self.standardize else np.zeros(x.shape[1])
         sd = x.std(0, dtype=np.float64) if self.standardize else np.ones(x.shape[1])
         self.scale_ = np.where(sd > 1e-12, sd, 1.0)
         xs = (x - self.mean_.astype(x.dtype)) / self.scale_.astype(x.dtype)  # float32 stays float32 (faster, smaller)
         if self.task == "classification":
             if len(np.unique(yy)) < 2:
-                raise ValueError(f"classification needs at least 2 classes in the training labels, got {np.unique(yy)}")
+                raise BadInputError(f"classification needs at least 2 classes in the training labels, got {np.unique(yy)}")
             self.model_ = LogisticRegression(C=self.C, class_weight="balanced" if self.balance else None,
                                              max_iter=self.max_iter)
             self.model_.fit(xs, yy)
@@ -124,10 +126,10 @@ def split_by_sequence(groups: torch.Tensor, test_size: float = 0.25, seed: int =
         True
     """
     if not 0 < test_size < 1:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+        raise BadInputError(f"test_size must be in (0, 1), got {test_size}")
     seqs = torch.unique(groups)
     if len(seqs) < 2:
-        raise ValueError(f"a split by sequence needs at least 2 sequences, got {len(seqs)}")
+        raise BadInputError(f"a split by sequence needs at least 2 sequences, got {len(seqs)}")
     perm = seqs[torch.randperm(len(seqs), generator=torch.Generator().manual_seed(seed))]
     n_test = min(len(seqs) - 1, max(1, round(test_size * len(seqs))))
     test = torch.isin(groups, perm[:n_test])
@@ -138,7 +140,7 @@ def group_folds(groups: torch.Tensor, k: int, seed: int = 0) -> list[tuple[np.nd
     """``k`` cross-validation folds (train, validation index arrays) with whole sequences in each fold."""
     seqs = torch.unique(groups)
     if k < 2 or k > len(seqs):
-        raise ValueError(f"cv must be between 2 and the number of sequences ({len(seqs)}), got {k}")
+        raise BadInputError(f"cv must be between 2 and the number of sequences ({len(seqs)}), got {k}")
     perm = seqs[torch.randperm(len(seqs), generator=torch.Generator().manual_seed(seed + 1))]
     fold_of = torch.empty(int(seqs.max()) + 1, dtype=torch.long)
     fold_of[perm] = torch.arange(len(perm)) % k

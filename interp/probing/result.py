@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from interp.errors import BadInputError
 from interp.hooks import Add
 from interp.plot import layer_curves
 from interp.sites import Site
@@ -88,15 +89,15 @@ class ProbeResult:
         n = len(self.hooks)
         for name in PER_LAYER:
             if tuple(getattr(self, name).shape) != (n,):
-                raise ValueError(f"{name} must be [layer={n}], got {tuple(getattr(self, name).shape)}")
+                raise BadInputError(f"{name} must be [layer={n}], got {tuple(getattr(self, name).shape)}")
         for name in ("sparse_accuracy", "sparse_f1"):
             if tuple(getattr(self, name).shape) != (n, len(self.ks)):
-                raise ValueError(f"{name} must be [layer={n}, k={len(self.ks)}], got {tuple(getattr(self, name).shape)}")
+                raise BadInputError(f"{name} must be [layer={n}, k={len(self.ks)}], got {tuple(getattr(self, name).shape)}")
         if self.directions.dim() != 3 or self.directions.shape[0] != n:
-            raise ValueError(f"directions must be [layer={n}, n_out, d], got {tuple(self.directions.shape)}")
+            raise BadInputError(f"directions must be [layer={n}, n_out, d], got {tuple(self.directions.shape)}")
         n_ex = self.example_labels.shape[0]
         if tuple(self.top_activations.shape) != (n, n_ex) or tuple(self.is_test.shape) != (n_ex,):
-            raise ValueError(f"top_activations must be [layer={n}, example={n_ex}] and is_test [example]")
+            raise BadInputError(f"top_activations must be [layer={n}, example={n_ex}] and is_test [example]")
 
     # -- access ------------------------------------------------------------------------------------
     @property
@@ -191,7 +192,7 @@ class ProbeResult:
                                 title=f"k-sparse probes at {self.hooks[row]} (ranking: {self.ranking})")
         if kind == "hist":
             return self._hist(row)
-        raise ValueError(f"kind must be 'layers', 'k' or 'hist', got {kind!r}")
+        raise BadInputError(f"kind must be 'layers', 'k' or 'hist', got {kind!r}")
 
     def _hist(self, row: int, bins: int = 40) -> Any:
         acts = self.top_activations[row].double().numpy()

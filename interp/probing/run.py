@@ -12,6 +12,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.probing.data import ActivationSource, Position, Source, build_examples
 from interp.probing.labels import token_labels
 from interp.probing.probe import LinearProbe, f1_macro, group_folds, split_by_sequence
@@ -25,7 +26,7 @@ def encode_labels(labels: Sequence[Any], task: str) -> tuple[np.ndarray, tuple[s
         try:
             return np.asarray(labels, dtype=np.float64), ()
         except (TypeError, ValueError):
-            raise ValueError("regression needs numeric labels; got e.g. " + repr(labels[0])) from None
+            raise BadInputError("regression needs numeric labels; got e.g. " + repr(labels[0])) from None
     uniq = sorted(set(labels), key=lambda v: (not isinstance(v, int | float), v if isinstance(v, int | float) else str(v)))
     code = {v: i for i, v in enumerate(uniq)}
     return np.asarray([code[v] for v in labels]), tuple(str(v) for v in uniq)
@@ -109,11 +110,11 @@ def probe(
         1.0
     """
     if task not in ("classification", "regression"):
-        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        raise BadInputError(f"task must be 'classification' or 'regression', got {task!r}")
     if ranking not in RANKINGS:
-        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+        raise BadInputError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
     if ranking == "l1" and task == "regression":
-        raise ValueError("ranking='l1' is for classification; use 'f_stat' or 'mean_diff' for regression")
+        raise BadInputError("ranking='l1' is for classification; use 'f_stat' or 'mean_diff' for regression")
     src = ActivationSource(source)
     names = src.resolve(hooks)
     raw = src.column(labels) if isinstance(labels, str) else list(labels)
@@ -121,7 +122,7 @@ def probe(
     ex = build_examples(src.lengths, per_token, position, src.token_ids, src.tokens)
     y, classes = encode_labels(ex.labels, task)
     if task == "classification" and len(classes) < 2:
-        raise ValueError(f"classification needs at least 2 classes; the labels hold only {list(classes)}")
+        raise BadInputError(f"classification needs at least 2 classes; the labels hold only {list(classes)}")
     train, test = split_by_sequence(ex.groups, test_size, seed)
     tr, te = train.numpy(), test.numpy()
     y_ctrl = control_labels(ex.token_ids, y, seed) if control else None
@@ -141,7 +142,7 @@ def probe(
             if not k_list:
                 k_list = check_ks(ks, d) if ks is not None else default_ks(d)
             elif k_list[-1] > d:
-                raise ValueError(f"hook {name} has {d} dimensions, fewer than k={k_list[-1]}; probe it separately")
+                raise BadInputError(f"hook {name} has {d} dimensions, fewer than k={k_list[-1]}; probe it separately")
             Xtr, Xte = X[tr], X[te]
             p = LinearProbe(**kw).fit(Xtr, y[tr])
             rows["acc"].append(p.score(Xte, y[te]))

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from interp.errors import BadInputError
+
 RANKINGS = ("mean_diff", "f_stat", "l1")
 
 
@@ -35,7 +37,7 @@ def _np(X: Any) -> np.ndarray:
 def scores(X: Any, y: Any, method: str = "f_stat", task: str = "classification") -> np.ndarray:
     """``[d]`` score of every dimension (higher: more informative); see the module docstring."""
     if method not in RANKINGS:
-        raise ValueError(f"ranking method must be one of {RANKINGS}, got {method!r}")
+        raise BadInputError(f"ranking method must be one of {RANKINGS}, got {method!r}")
     x, yy = _np(X), np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)
     sd = x.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)
@@ -98,7 +100,7 @@ def default_ks(d: int, k_max: int = 64) -> tuple[int, ...]:
 def check_ks(ks: Sequence[int], d: int) -> tuple[int, ...]:
     out = tuple(int(k) for k in ks)
     if not out or any(k < 1 or k > d for k in out) or list(out) != sorted(set(out)):
-        raise ValueError(f"ks must be increasing ints in [1, {d}] (the number of dimensions), got {list(ks)}")
+        raise BadInputError(f"ks must be increasing ints in [1, {d}] (the number of dimensions), got {list(ks)}")
     return out
 
 

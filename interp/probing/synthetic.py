@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from interp.errors import BadInputError
 from interp.trace import Manifest, Trace
 
 
@@ -31,9 +32,9 @@ def synthetic_trace(n_seqs: int = 64, seq_len: int = 16, d: int = 64, planted: S
         ValueError: a planted dimension outside ``[0, d)`` or a ``planted_layer`` outside the layers.
     """
     if any(not 0 <= p < d for p in planted) or len(set(planted)) != len(planted):
-        raise ValueError(f"planted dimensions must be distinct and in [0, {d}), got {list(planted)}")
+        raise BadInputError(f"planted dimensions must be distinct and in [0, {d}), got {list(planted)}")
     if not 0 <= planted_layer < n_layers:
-        raise ValueError(f"planted_layer must be in [0, {n_layers}), got {planted_layer}")
+        raise BadInputError(f"planted_layer must be in [0, {n_layers}), got {planted_layer}")
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 2, (n_seqs, seq_len), generator=g)
     acts = {}

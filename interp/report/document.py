@@ -26,7 +26,7 @@ nav{position:sticky;top:0;flex:0 0 200px;padding:16px;font-size:13px}
 nav a{display:block;color:#3e4c59;text-decoration:none;padding:3px 0}nav a:hover{color:#0b69a3}
 main{flex:1;padding:8px 32px 64px;max-width:1200px;min-width:0}
 section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:12px 20px;margin:18px 0}
-h2{font-size:18px;margin:6px 0 10px}p.caption{color:#616e7c;font-size:13px;margin:2px 0 14px}
+h2{font-size:18px;margin:6px 0 6px}p.intro{color:#3e4c59;font-size:14px;margin:0 0 12px}p.caption{color:#616e7c;font-size:13px;margin:2px 0 14px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #e4e7eb;padding:3px 8px;text-align:left}
 th{background:#f5f7fa}pre{background:#f5f7fa;padding:10px;overflow:auto;font-size:12px;max-height:360px}
 .tok{background:#eef2f7;border-radius:3px;padding:0 2px;margin:0 1px;white-space:pre}
@@ -44,10 +44,14 @@ def _slug(text: str, taken: set[str]) -> str:
 
 @dataclass
 class Section:
-    """One section of a report; add blocks in the order they should appear."""
+    """One section of a report; add blocks in the order they should appear.
+
+    ``intro`` is the sentence that opens the section: what it shows and how to read it.
+    """
 
     title: str
     anchor: str
+    intro: str = ""
     blocks: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     n_figures: int = 0
@@ -90,6 +94,16 @@ class Section:
         )
         return self
 
+    def result(self, res: Any, views: Sequence[str | None] = (None,), *, name: str | None = None,
+               caption: str = "", **options: Any) -> Section:
+        """A tool's result: its figure for each view (``None``: the default view) and its ``to_dict()`` in the
+        JSON dump under ``name`` (default: the result's class name)."""
+        for view in views:
+            self.figure(res.plot(view, **options), caption=caption)
+        key = name or type(res).__name__
+        self.data[key] = res.to_dict()
+        return self
+
     def numbers(self, name: str, values: Any, axes: Sequence[str], labels: dict[str, Sequence[Any]] | None = None
                 ) -> Section:
         """Record numbers for the JSON dump as ``{"axes", "labels", "values"}``."""
@@ -106,7 +120,7 @@ class Report:
         >>> from interp.report import Report
         >>> from interp.plot import heatmap
         >>> rep = Report("Demo", command="python demo.py")
-        >>> sec = rep.section("Numbers").text("A 2 x 2 example.")
+        >>> sec = rep.section("Numbers", "A 2 x 2 example: colour is the value.")
         >>> _ = sec.figure(heatmap([[1.0, -1.0], [0.5, 0.0]], x_labels=["a", "b"], y_labels=["0", "1"], title="demo"))
         >>> _ = sec.numbers("demo", [[1.0, -1.0], [0.5, 0.0]], axes=["row", "col"])
         >>> import tempfile, pathlib
@@ -122,15 +136,19 @@ class Report:
         self.sections: list[Section] = []
         self._anchors: set[str] = set()
 
-    def section(self, title: str) -> Section:
-        sec = Section(title=title, anchor=_slug(title, self._anchors))
+    def section(self, title: str, intro: str) -> Section:
+        """A new section, opened by ``intro``: one sentence saying what it shows and how to read it."""
+        if not intro.strip():
+            raise ValueError(f"section {title!r} needs an intro sentence (what it shows and how to read it)")
+        sec = Section(title=title, anchor=_slug(title, self._anchors), intro=intro)
         self.sections.append(sec)
         return sec
 
     def to_html(self) -> str:
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         toc = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in self.sections)
-        body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{"".join(s.blocks)}</section>'
+        body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>'
+                       f'<p class="intro">{html.escape(s.intro)}</p>{"".join(s.blocks)}</section>'
                        for s in self.sections)
         sub = html.escape(self.subtitle)
         cmd = f"<p>command: <code>{html.escape(self.command)}</code> · {created}</p>" if self.command else ""
@@ -149,9 +167,10 @@ class Report:
 
     def write(self, path: str | Path, json_path: str | Path | None = None) -> Path:
         """Write the HTML file and the JSON dump (default: same name with ``.json``); returns the HTML path."""
+        from interp.trace.layout import atomic_write_bytes
+
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(self.to_html(), encoding="utf-8")
+        atomic_write_bytes(out, self.to_html().encode("utf-8"))
         jp = Path(json_path) if json_path else out.with_suffix(".json")
-        jp.write_text(json.dumps(self.to_dict(), indent=1, default=str), encoding="utf-8")
+        atomic_write_bytes(jp, json.dumps(self.to_dict(), indent=1, default=str).encode("utf-8"))
         return out

@@ -15,19 +15,13 @@ from collections.abc import Sequence
 
 import torch
 
-from interp.lens import (
-    LensComparison,
-    angular_distances,
-    find_tuned_lens,
-    logit_lens,
-    skip_layer_loss,
-    sublayer_similarity,
-)
+from interp.errors import BadInputError
+from interp.models import Model
 from interp.plot import attention_pattern, bar_top_tokens, heatmap, layer_curves, token_labels
 from interp.report.document import Report
 from interp.report.sections import section_modules
 from interp.report.sections.context import ReportContext
-from interp.trace import HookedModel, Trace
+from interp.trace import Trace
 from interp.trace.trace import command_line
 
 
@@ -45,7 +39,7 @@ def _real(trace: Trace, i: int = 0) -> int:
     return int(trace.attention_mask[i].sum())
 
 
-def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, top_k: int = 10,
+def build_report(model: Model, prompt: str, corrupt: str | None = None, top_k: int = 10,
                  n_heads_shown: int = 3, command: str | None = None, skip_layers: bool = True,
                  fast: bool = False) -> Report:
     """Run the model on ``prompt`` (and ``corrupt``) and build the report.
@@ -67,7 +61,7 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
         >>> build_report(m, "The capital of France is", corrupt="The capital of Italy is").write("r.html")  # doctest: +SKIP
     """
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        raise BadInputError(f"prompt must be a non-empty string, got {prompt!r}")
     d = model.dims
     hooks = ["blocks.*.hook_resid_post", "blocks.*.attn.hook_pattern"]
     clean = model.run(prompt, capture=hooks)
@@ -77,7 +71,7 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
     rep = Report(f"interp report — {model.name}", command=command or command_line(),
                  subtitle=f"prompt: {prompt!r}" + (f" · corrupted: {corrupt!r}" if corrupt else ""))
 
-    sec = rep.section("Model")
+    sec = rep.section("Model", 'What model made this report: its architecture, sizes, weights and the versions of the software.')
     sec.table(["property", "value"], [
         ("name", model.name), ("family", model.adapter.family), ("weights", model.source),
         ("layers", d.n_layers), ("heads (query / key-value)", f"{d.n_heads} / {d.n_kv_heads}"),
@@ -87,14 +81,14 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
     sec.tokens(tokens, label=f"{len(tokens)} tokens:")
 
     if clean.logits is not None and model.adapter.is_causal:
-        sec = rep.section("Next-token prediction")
+        sec = rep.section("Next-token prediction", "The model's most likely next tokens after the prompt; bar length is the probability.")
         probs = clean.logits[0, -1].float().softmax(-1)
         p, ids = probs.topk(top_k)
         toks = model.to_str_tokens(ids[None])[0]
         sec.figure(bar_top_tokens(toks, p, title=f"Top {top_k} next tokens after the prompt", x_title="probability"))
         sec.numbers("top_next_tokens", p, axes=["rank"], labels={"token": toks, "token_id": ids.tolist()})
 
-    sec = rep.section("Residual stream")
+    sec = rep.section("Residual stream", 'How large the residual stream is after each block and how much each block turns it; rows are layers, columns tokens.')
     resid = trace.stack("hook_resid_post")[:, 0].float()  # [layer, pos, d_model]
     norms = resid.norm(dim=-1)
     layer_labels = [str(i) for i in range(d.n_layers)]
@@ -108,11 +102,7 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
                             title="How much each block turns the residual stream"))
     sec.numbers("resid_post_norm", norms, axes=["layer", "pos"], labels={"layer": layer_labels, "pos": tokens})
 
-    if model.adapter.is_causal and model.weights.W_U is not None:
-        _lens_section(rep, model, trace, tokens)
-        _layer_metrics_section(rep, model, prompt, skip_layers)
-
-    sec = rep.section("Attention heads")
+    sec = rep.section("Attention heads", 'Where each head looks: mean attention entropy per head (low = focused) and the patterns of the most focused heads.')
     pats = trace.stack("attn.hook_pattern")[:, 0].float()  # [layer, head, q, k]
     n = _real(trace)
     ent = -(pats * pats.clamp_min(1e-12).log()).sum(-1)  # [layer, head, q]
@@ -135,93 +125,24 @@ def build_report(model: HookedModel, prompt: str, corrupt: str | None = None, to
     if corrupt is not None:
         _corrupt_section(rep, model, trace, prompt, corrupt, labels, layer_labels)
 
-    ctx = ReportContext(model=model, prompt=prompt, corrupt=corrupt, trace=trace, tokens=tokens, fast=fast)
+    ctx = ReportContext(model=model, prompt=prompt, corrupt=corrupt, trace=trace, tokens=tokens, fast=fast,
+                        skip_layers=skip_layers)
     for mod in section_modules():
         mod.add_section(rep, ctx)
 
-    sec = rep.section("Trace manifest")
+    sec = rep.section("Trace manifest", 'Where the activations in this report came from: model, weights fingerprint, dtype, hooks and command.')
     sec.code(trace.manifest.to_dict(), caption="Provenance of the activations drawn above.")
     return rep
 
 
-def _lens_section(rep: Report, model: HookedModel, trace: Trace, tokens: Sequence[str]) -> None:
-    res = logit_lens(model, trace, top_k=5)
-    sec = rep.section("Logit lens")
-    sec.text("Each layer's residual stream decoded through the final norm and the unembedding (logit lens). "
-             "Cells show the top token, colour its probability; hover for the top 5. KL(final || layer) "
-             "measures how far each layer's reading is from the model's output.")
-    sec.figure(res.plot(batch=0, color="prob"))
-    sec.figure(res.plot_kl(batch=0))
-    labels = {"layer": list(res.layer_labels), "pos": list(tokens)}
-    n = res.n_real(0)
-    sec.numbers("logit_lens_top1_prob", res.top_probs[:, 0, :n, 0], axes=["layer", "pos"], labels=labels)
-    sec.numbers("logit_lens_top1_token", [[res.id_to_str[i] for i in row] for row in res.top_ids[:, 0, :n, 0].tolist()],
-                axes=["layer", "pos"], labels=labels)
-    sec.numbers("logit_lens_entropy", res.entropy[:, 0, :n], axes=["layer", "pos"], labels=labels)
-    sec.numbers("logit_lens_kl_to_final", res.kl_to_final[:, 0, :n], axes=["layer", "pos"], labels=labels)
-    lens = find_tuned_lens(model)
-    sec = rep.section("Tuned lens")
-    if lens is None:
-        sec.text(f"No tuned lens is saved for {model.name!r} (fingerprint {model.fingerprint}); train one with "
-                 "interp.lens.TunedLens(...).fit(model, store) and save it under $INTERP_HOME/lenses/<model name>.")
-        return
-    top = res.top_ids[-1, 0, n - 1, 0].item()  # the model's own next-token prediction is the tracked target
-    tuned = lens.apply(model, trace, target=top, top_k=5)
-    res_t = logit_lens(model, trace, target=top, top_k=1)
-    cmp = LensComparison.from_results(res_t, tuned)
-    sec.text(f"The same residual streams read through a tuned lens (Belrose et al. 2023): one affine translator per "
-             f"layer, trained on {lens.n_tokens_init_ + lens.n_tokens_} token rows of English text to minimise the "
-             "KL to the output. Its readings converge to the output earlier and more smoothly than the logit lens.")
-    sec.figure(tuned.plot(batch=0, color="prob"))
-    sec.figure(cmp.plot())
-    ranks = {f"{kind} lens": r.target_rank[:, 0, n - 1].float() + 1 for kind, r in (("logit", res_t), ("tuned", tuned))}
-    sec.figure(layer_curves(ranks, y_title="1 + rank (1 = top token)",
-                            title=f"rank of the prediction {res.id_to_str[top]!r} at the last token, per layer"))
-    sec.numbers("kl_per_layer_logit_vs_tuned", torch.stack([cmp.kl_logit, cmp.kl_tuned]), axes=["lens", "layer"],
-                labels={"lens": ["logit", "tuned"], "layer": list(range(cmp.n_layers))})
-    sec.numbers("tuned_lens_top1_token", [[tuned.id_to_str[i] for i in row] for row in tuned.top_ids[:, 0, :n, 0].tolist()],
-                axes=["layer", "pos"], labels=labels)
-
-
-def _layer_metrics_section(rep: Report, model: HookedModel, prompt: str, skip_layers: bool) -> None:
-    sec = rep.section("Layer metrics")
-    ang = angular_distances(model, prompt)
-    sec.text("Angular distance arccos(cos(x_L, x_L+n))/π between the residual stream entering layer L and "
-             "entering layer L+n, at the last token (Gromov et al. 2024). A small distance for a block of n "
-             "layers marks layers one could drop with little change to the stream.")
-    sec.figure(ang.plot("last"))
-    ns = [n for n in (1, 2, 4, 8) if n <= ang.n_layers]
-    sec.table(["n (layers dropped)", "best start layer L", "distance"],
-              [(n, ang.best_block(n), f"{float(ang.distance_last[ang.best_block(n), n]):.3f}") for n in ns])
-    r = list(range(ang.n_layers + 1))
-    sec.numbers("angular_distance_last_token", ang.distance_last, axes=["layer", "n"], labels={"layer": r, "n": r})
-    try:
-        sub = sublayer_similarity(model, prompt)
-    except ValueError as e:  # parallel attention + MLP: no residual between them
-        sec.text(f"No sublayer similarity: {e}.")
-    else:
-        sec.text("Cosine similarity between each sublayer's input and output residual (mean over tokens): near 1, "
-                 "the sublayer barely turns the stream (\"What Matters in Transformers?\", He et al. 2024).")
-        sec.figure(sub.plot())
-        sec.numbers("sublayer_similarity", torch.stack([sub.attn, sub.mlp]), axes=["sublayer", "layer"],
-                    labels={"sublayer": ["attn", "mlp"], "layer": list(range(sub.n_layers))})
-    if skip_layers and model.adapter.is_causal and len(ang.tokens[0]) > 1:  # a loss needs a next token
-        skip = skip_layer_loss(model, prompt, progress=False)
-        sec.text(f"Next-token cross-entropy on the prompt when one block, attention or MLP is skipped (its output "
-                 f"zeroed), minus the unedited model's ({skip.baseline_loss:.3f} nats).")
-        sec.figure(skip.plot())
-        sec.numbers("skip_layer_delta_loss", skip.delta, axes=["component", "layer"],
-                    labels={"component": list(skip.components), "layer": list(range(skip.loss.shape[1]))})
-
-
-def _corrupt_section(rep: Report, model: HookedModel, trace: Trace, prompt: str, corrupt: str,
+def _corrupt_section(rep: Report, model: Model, trace: Trace, prompt: str, corrupt: str,
                      labels: Sequence[str], layer_labels: Sequence[str]) -> None:
     other = model.run(corrupt, capture="blocks.*.hook_resid_post").trace
     a, b = trace.tokens[0], other.tokens[0]
     if len(a) != len(b):
-        raise ValueError(f"the corrupted prompt has {len(b)} tokens but the clean one has {len(a)}; they must match "
+        raise BadInputError(f"the corrupted prompt has {len(b)} tokens but the clean one has {len(a)}; they must match "
                          f"position by position: clean {list(a)} vs corrupted {list(b)}")
-    sec = rep.section("Clean vs corrupted")
+    sec = rep.section("Clean vs corrupted", "Where the corrupted prompt's residual stream departs from the clean one: relative distance per layer and token.")
     sec.tokens(b, label="corrupted tokens:")
     ra = trace.stack("hook_resid_post")[:, 0].float()
     rb = other.stack("hook_resid_post")[:, 0].float()

@@ -1,11 +1,14 @@
-"""Traces: captured activations in memory (:class:`Trace`) and on disk (:class:`TraceStore`)."""
+"""Traces: captured activations in memory (:class:`Trace`) and on disk (:class:`TraceStore`), and the
+versioned files results are saved in (:mod:`interp.trace.results`)."""
 
-from interp.trace.hooked import HookedModel, RunResult, load, wrap
+from interp.errors import ModelMismatchError
+from interp.trace.results import Result, load_result
+from interp.trace.run import RunResult
 from interp.trace.store import CorruptShardError, StoreMismatchError, TraceStore
-from interp.trace.trace import SCHEMA_VERSION, Manifest, ModelMismatchError, Trace
+from interp.trace.trace import SCHEMA_VERSION, Manifest, Trace
 from interp.trace.writer import capture, load_texts
 
 __all__ = [
-    "SCHEMA_VERSION", "CorruptShardError", "HookedModel", "Manifest", "ModelMismatchError", "RunResult",
-    "StoreMismatchError", "Trace", "TraceStore", "capture", "load", "load_texts", "wrap",
+    "SCHEMA_VERSION", "CorruptShardError", "Manifest", "ModelMismatchError", "Result", "RunResult",
+    "StoreMismatchError", "Trace", "TraceStore", "capture", "load_result", "load_texts",
 ]

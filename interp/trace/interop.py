@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from interp.models import LoadedModel
+from interp.errors import BadInputError
+from interp.models import Model
 from interp.sites import Component, Site, UnknownHookError
 from interp.trace.trace import Manifest, Trace, command_line, dtype_name
 
@@ -69,7 +70,7 @@ def _tl_site(name: str, rotary: bool | None) -> Site | None:
 def _expand_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     """``[batch, pos, n_kv, d_head]`` -> ``[batch, pos, n_heads, d_head]`` (repeat_interleave)."""
     if n_heads % t.shape[2]:
-        raise ValueError(f"cannot expand {t.shape[2]} key/value heads to {n_heads} query heads")
+        raise BadInputError(f"cannot expand {t.shape[2]} key/value heads to {n_heads} query heads")
     return t.repeat_interleave(n_heads // t.shape[2], dim=2)
 
 
@@ -77,7 +78,7 @@ def from_transformer_lens(
     cache: Mapping[str, torch.Tensor] | Any,
     input_ids: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
-    model: LoadedModel | None = None,
+    model: Model | None = None,
     tokens: Sequence[Sequence[str]] | None = None,
 ) -> Trace:
     """Convert a TransformerLens ``ActivationCache`` (or a dict of its tensors) to a :class:`Trace`.
@@ -110,7 +111,7 @@ def from_transformer_lens(
     if input_ids is None:
         input_ids = tensors.get(_TL_TOKENS)
         if input_ids is None:
-            raise ValueError("pass input_ids=: the cache holds no token ids (TransformerBridge's embed.hook_in)")
+            raise BadInputError("pass input_ids=: the cache holds no token ids (TransformerBridge's embed.hook_in)")
     input_ids = (input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids).cpu()
     rotary = _is_rotary(tensors, tl_cfg, model)
     n_heads = model.dims.n_heads if model is not None else getattr(tl_cfg, "n_heads", None)
@@ -142,7 +143,7 @@ def from_transformer_lens(
     return _make_trace(acts, input_ids, mask, model, tokens, getattr(getattr(cache, "model", None), "tokenizer", None))
 
 
-def _is_rotary(tensors: Mapping[str, Any], tl_cfg: Any, model: LoadedModel | None) -> bool | None:
+def _is_rotary(tensors: Mapping[str, Any], tl_cfg: Any, model: Model | None) -> bool | None:
     """Whether the model rotates q/k (TransformerLens' hook_q/k are then pre-rotary); None if unknown."""
     if tl_cfg is not None and hasattr(tl_cfg, "positional_embedding_type"):
         return tl_cfg.positional_embedding_type == "rotary"
@@ -163,7 +164,7 @@ def _heads_seen(tensors: Mapping[str, torch.Tensor], layer: int | None) -> int |
 
 
 def _make_trace(acts: dict[str, torch.Tensor], input_ids: torch.Tensor, mask: torch.Tensor,
-                model: LoadedModel | None, tokens: Sequence[Sequence[str]] | None, tokenizer: Any) -> Trace:
+                model: Model | None, tokens: Sequence[Sequence[str]] | None, tokenizer: Any) -> Trace:
     if model is not None:
         order = {s.name: i for i, s in enumerate(model.sites())}
         acts = dict(sorted(acts.items(), key=lambda kv: order.get(kv[0], len(order))))
@@ -220,7 +221,7 @@ def to_transformer_lens(trace: Trace, tl_model: Any) -> Any:
     for name, t in trace.activations.items():
         site = Site.parse(name)
         if site.layer is not None and site.layer >= cfg.n_layers:
-            raise ValueError(f"trace hook {name!r} is beyond the {cfg.n_layers} layers of the TransformerLens model")
+            raise BadInputError(f"trace hook {name!r} is beyond the {cfg.n_layers} layers of the TransformerLens model")
         tl_name = _TO_TL[site.component]
         if site.component in (C.K, C.V) and t.shape[2] != n_kv:
             folded = t[:, :, :: t.shape[2] // n_kv]
@@ -255,7 +256,7 @@ def _norm_scales(acts: Mapping[str, torch.Tensor], cfg: Any) -> dict[str, torch.
     return out
 
 
-def _nnsight_keys(model: LoadedModel) -> dict[str, tuple[Site, bool]]:
+def _nnsight_keys(model: Model) -> dict[str, tuple[Site, bool]]:
     """``"model.layers.3.output"`` -> (site, split_heads) for every module-level hook of the model."""
     keys = {}
     for site in model.sites():
@@ -267,7 +268,7 @@ def _nnsight_keys(model: LoadedModel) -> dict[str, tuple[Site, bool]]:
 
 def from_nnsight(
     saved: Mapping[str, Any],
-    model: LoadedModel,
+    model: Model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
 ) -> Trace:
@@ -291,7 +292,7 @@ def from_nnsight(
         >>> import torch, interp
         >>> from transformers import GPT2Config, GPT2LMHeadModel
         >>> from interp.trace.interop import from_nnsight
-        >>> m = interp.wrap_model(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
+        >>> m = interp.from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
         >>> ids = torch.tensor([[1, 2, 3]])
         >>> hidden = m.hf(ids, output_hidden_states=True).hidden_states  # stands in for nnsight's saves
         >>> tr = from_nnsight({"transformer.h.0.output": hidden[1], "transformer.h.0.input": hidden[0]}, m, ids)
@@ -314,7 +315,7 @@ def from_nnsight(
             bad.append(key)
             continue
         if site.name in acts:
-            raise ValueError(f"two saved entries map to {site.name!r}; keep one")
+            raise BadInputError(f"two saved entries map to {site.name!r}; keep one")
         acts[site.name] = t.detach()
     if bad:
         known = list(keys) + sorted(valid)

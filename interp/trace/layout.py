@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
+from interp.errors import BadInputError, CorruptStoreError
 from interp.sites import Component, Site
 from interp.trace.trace import SCHEMA_VERSION, Manifest
 
@@ -26,15 +27,11 @@ GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
 TOKENS_COLUMN = "__tokens__"  # meta.parquet column of the token strings (the other columns are metadata)
 
 
-class CorruptStoreError(OSError):
-    """A file of a store is missing, truncated or not what the manifest describes."""
-
-
 class CorruptShardError(CorruptStoreError):
     """A shard's bytes do not match the manifest (truncated, edited or missing)."""
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(BadInputError):
     """An existing store was captured with other settings than the ones asked for."""
 
 
@@ -142,14 +139,14 @@ class StoreManifest:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where} is malformed (not valid JSON: {e}); was it edited by hand?") from e
+            raise BadInputError(f"{where} is malformed (not valid JSON: {e}); was it edited by hand?") from e
         if not isinstance(d, dict):
-            raise ValueError(f"{where} is malformed (a JSON {type(d).__name__}, not an object); was it edited by hand?")
+            raise BadInputError(f"{where} is malformed (a JSON {type(d).__name__}, not an object); was it edited by hand?")
         if d.get("kind") != STORE_KIND:
-            raise ValueError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
+            raise BadInputError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{where} has trace schema_version {version!r}, but this interp reads version "
+            raise BadInputError(f"{where} has trace schema_version {version!r}, but this interp reads version "
                              f"{SCHEMA_VERSION}; re-capture the store with this version of interp")
         try:
             shards = tuple(_shard_info(s) for s in d["shards"])
@@ -161,14 +158,14 @@ class StoreManifest:
                 Site.parse(h)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-            raise ValueError(f"{where} is malformed ({what}); was it edited by hand?") from e
+            raise BadInputError(f"{where} is malformed ({what}); was it edited by hand?") from e
         indices = [s.index for s in shards]
         if len(set(indices)) != len(indices) or any(not 0 <= i < man.n_shards for i in indices):
-            raise ValueError(f"{where} is malformed (shard indices {sorted(indices)} for {man.n_shards} shards); "
+            raise BadInputError(f"{where} is malformed (shard indices {sorted(indices)} for {man.n_shards} shards); "
                              "was it edited by hand?")
         for s in shards:
             if (s.start, s.stop) != man.shard_range(s.index):
-                raise ValueError(f"{where} is malformed (shard {s.index} covers sequences [{s.start}, {s.stop}), "
+                raise BadInputError(f"{where} is malformed (shard {s.index} covers sequences [{s.start}, {s.stop}), "
                                  f"expected {list(man.shard_range(s.index))}); was it edited by hand?")
         return man
 
@@ -184,7 +181,7 @@ class StoreManifest:
 
 def _int(x: Any, name: str, low: int) -> int:
     if isinstance(x, bool) or not isinstance(x, int) or x < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}")
+        raise BadInputError(f"{name} must be an integer >= {low}, got {x!r}")
     return x
 
 
@@ -195,7 +192,7 @@ def _shard_info(d: Any) -> ShardInfo:
     for name in ("index", "start", "stop", "n_tokens", "bytes"):
         _int(getattr(info, name), f"shard {name}", 0)
     if info.stop < info.start or not isinstance(info.sha256, str):
-        raise ValueError(f"bad shard entry {d!r}")
+        raise BadInputError(f"bad shard entry {d!r}")
     return info
 
 
@@ -263,7 +260,7 @@ def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[
 
     rows = [dict(m) for m in metadata] if metadata else [{} for _ in tokens or []]
     if any(TOKENS_COLUMN in r for r in rows):
-        raise ValueError(f"metadata may not have a {TOKENS_COLUMN!r} field: the store keeps the token strings there")
+        raise BadInputError(f"metadata may not have a {TOKENS_COLUMN!r} field: the store keeps the token strings there")
     if tokens is not None:
         for r, t in zip(rows, tokens, strict=True):
             r[TOKENS_COLUMN] = list(t)

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from interp.models import LoadedModel
+from interp.errors import BadInputError
+from interp.models import Model
 from interp.trace.layout import (
     GRAD_PREFIX,
     TOKENS_COLUMN,
@@ -73,7 +74,7 @@ class TraceStore:
 
     def __init__(self, path: str | os.PathLike[str], verify: str = "size") -> None:
         if verify not in ("size", "sha256", "none"):
-            raise ValueError(f"verify must be 'size', 'sha256' or 'none', got {verify!r}")
+            raise BadInputError(f"verify must be 'size', 'sha256' or 'none', got {verify!r}")
         self.path = Path(path)
         mpath = self.path / "manifest.json"
         if not mpath.exists():
@@ -106,7 +107,7 @@ class TraceStore:
     def shards(self) -> list[ShardInfo]:
         return sorted(self.manifest.shards, key=lambda s: s.index)
 
-    def check_model(self, model: LoadedModel) -> None:
+    def check_model(self, model: Model) -> None:
         """Raise ``ModelMismatchError`` unless ``model`` made this store."""
         self.manifest.trace.check_model(model)
 
@@ -235,7 +236,7 @@ class TraceStore:
         """
         idx = self._seq_indices(seqs)
         if not idx:
-            raise ValueError("no sequences selected")
+            raise BadInputError("no sequences selected")
         if hooks is None:
             names, grad_names = self.hooks, list(self.manifest.grads)
         else:
@@ -304,15 +305,15 @@ class TraceStore:
         if hook not in self.manifest.trace.hooks:
             raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(self.hooks)}")
         if is_dense(hook):
-            raise ValueError(f"{hook} is stored per sequence, not as token rows; use store.trace()")
+            raise BadInputError(f"{hook} is stored per sequence, not as token rows; use store.trace()")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+            raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(dtype, str):
             dtype = parse_dtype(dtype)
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise ValueError(f"dtype must be a floating torch dtype (float32, bfloat16...) or None, got {dtype!r}")
+            raise BadInputError(f"dtype must be a floating torch dtype (float32, bfloat16...) or None, got {dtype!r}")
         if not self.complete and not allow_incomplete:
-            raise ValueError(f"the store at {self.path} is incomplete ({len(self.manifest.shards)} of "
+            raise BadInputError(f"the store at {self.path} is incomplete ({len(self.manifest.shards)} of "
                              f"{self.manifest.n_shards} shards): re-run the capture to finish it, or pass "
                              "allow_incomplete=True")
         g = torch.Generator().manual_seed(seed)
@@ -342,9 +343,9 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
     if (root / "manifest.json").exists():
         raise FileExistsError(f"{root} already holds a trace store; choose another path or delete it")
     if trace.n_seqs == 0:
-        raise ValueError("cannot save a trace of 0 sequences")
+        raise BadInputError("cannot save a trace of 0 sequences")
     if not is_right_padded(trace.attention_mask):
-        raise ValueError("the trace's attention mask is not right-padded (real tokens first, then padding); "
+        raise BadInputError("the trace's attention mask is not right-padded (real tokens first, then padding); "
                          "stores keep token rows in right-padded order only")
     mask = trace.attention_mask.bool()
 

@@ -16,14 +16,11 @@ from typing import Any
 
 import torch
 
-from interp.models import LoadedModel
-from interp.sites import Component, Site
+from interp.errors import BadInputError, ModelMismatchError
+from interp.models import Model
+from interp.sites import Component, Positions, Site, SiteSpec, UnknownHookError, resolve_positions
 
 SCHEMA_VERSION = 1
-
-
-class ModelMismatchError(ValueError):
-    """A trace (or store) was made by another model than the one it is used with."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -33,7 +30,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 def parse_dtype(name: str) -> torch.dtype:
     dt = getattr(torch, name, None)
     if not isinstance(dt, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}; use e.g. 'float32', 'bfloat16', 'float16'")
+        raise BadInputError(f"unknown dtype {name!r}; use e.g. 'float32', 'bfloat16', 'float16'")
     return dt
 
 
@@ -54,7 +51,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def for_model(cls, model: LoadedModel, dtype: torch.dtype, hooks: dict[str, list[int]]) -> Manifest:
+    def for_model(cls, model: Model, dtype: torch.dtype, hooks: dict[str, list[int]]) -> Manifest:
         return cls(model_id=model.name, model_fingerprint=model.fingerprint, dtype=dtype_name(dtype),
                    hooks=hooks, command=command_line(),
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -67,12 +64,12 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
         if d.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"unsupported trace schema_version {d.get('schema_version')!r} (this interp reads {SCHEMA_VERSION})")
+            raise BadInputError(f"unsupported trace schema_version {d.get('schema_version')!r} (this interp reads {SCHEMA_VERSION})")
         return cls(model_id=d["model_id"], model_fingerprint=d["model_fingerprint"], dtype=d["dtype"],
                    hooks={k: list(v) for k, v in d["hooks"].items()}, command=d.get("command", ""),
                    created=d.get("created", ""))
 
-    def check_model(self, model: LoadedModel) -> None:
+    def check_model(self, model: Model) -> None:
         """Raise :class:`ModelMismatchError` if ``model`` is not the model that made this trace."""
         if model.fingerprint != self.model_fingerprint:
             raise ModelMismatchError(
@@ -105,9 +102,9 @@ class Trace:
         >>> import interp
         >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
         >>> tr = m.run("The capital of France is", capture="blocks.*.hook_resid_post").trace  # doctest: +SKIP
-        >>> tr.stack("hook_resid_post").shape  # doctest: +SKIP
+        >>> tr.stack("resid_post").shape  # doctest: +SKIP
         torch.Size([30, 1, 5, 576])
-        >>> tr.get("hook_resid_post", layer=3, pos=-1).shape  # doctest: +SKIP
+        >>> tr.get("resid_post", layer=3, positions=-1).shape  # doctest: +SKIP
         torch.Size([1, 576])
     """
 
@@ -121,38 +118,59 @@ class Trace:
 
     def __post_init__(self) -> None:
         if self.input_ids.dim() != 2 or self.attention_mask.shape != self.input_ids.shape:
-            raise ValueError(f"input_ids {tuple(self.input_ids.shape)} and attention_mask "
+            raise BadInputError(f"input_ids {tuple(self.input_ids.shape)} and attention_mask "
                              f"{tuple(self.attention_mask.shape)} must both be [batch, pos]")
         batch, pos = self.input_ids.shape
         if len(self.tokens) != batch:
-            raise ValueError(f"{len(self.tokens)} token lists for a batch of {batch}")
+            raise BadInputError(f"{len(self.tokens)} token lists for a batch of {batch}")
         if self.metadata and len(self.metadata) != batch:
-            raise ValueError(f"{len(self.metadata)} metadata rows for a batch of {batch}")
+            raise BadInputError(f"{len(self.metadata)} metadata rows for a batch of {batch}")
         for kind, tensors in (("activation", self.activations), ("gradient", self.grads)):
             for name, t in tensors.items():
-                axes = Site.parse(name).component.axes
+                site = Site.parse(name)
+                if site.component is Component.HF:  # any module: batch first, then (usually) positions
+                    if t.dim() == 0 or t.shape[0] != batch or (t.dim() >= 2 and t.shape[1] != pos):
+                        raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
+                                            f"{batch} sequences of {pos} tokens")
+                    continue
+                axes = site.component.axes
                 if t.dim() != len(axes):
-                    raise ValueError(f"{kind} {name!r} has shape {tuple(t.shape)}; expected {len(axes)} axes "
+                    raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}; expected {len(axes)} axes "
                                      f"({', '.join(axes)})")
                 b_ax, p_ax = _batch_pos_axes(name)
                 k_ax = axes.index("k_pos") if "k_pos" in axes else p_ax
                 if t.shape[b_ax] != batch or t.shape[p_ax] != pos or t.shape[k_ax] != pos:
-                    raise ValueError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
+                    raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
                                      f"{batch} sequences of {pos} tokens")
 
     # -- access --------------------------------------------------------------------------------
-    def __getitem__(self, name: str | Site) -> torch.Tensor:
-        key = name.name if isinstance(name, Site) else name
+    def _key(self, name: SiteSpec) -> str:
+        if isinstance(name, str) and name in self.activations:
+            return name
+        try:
+            return Site.parse(name).name
+        except UnknownHookError:
+            if isinstance(name, str):
+                return name
+            raise
+
+    def __getitem__(self, name: SiteSpec) -> torch.Tensor:
+        """One activation by any single-site spelling: ``"blocks.3.hook_z"``, ``"z.3"``, ``("z", 3)``, a Site."""
+        key = self._key(name)
         try:
             return self.activations[key]
         except KeyError:
             close = difflib.get_close_matches(key, list(self.activations), n=3, cutoff=0.5)
             hint = f" Close matches: {', '.join(close)}." if close else ""
-            raise KeyError(f"this trace has no activation {key!r}.{hint} It holds {len(self.activations)} "
-                           f"hooks: {', '.join(list(self.activations)[:8])}{'...' if len(self.activations) > 8 else ''}") from None
+            raise UnknownHookError(
+                f"this trace has no activation {key!r}.{hint} It holds {len(self.activations)} hooks: "
+                f"{', '.join(list(self.activations)[:8])}{'...' if len(self.activations) > 8 else ''}") from None
 
     def __contains__(self, name: object) -> bool:
-        return (name.name if isinstance(name, Site) else name) in self.activations
+        try:
+            return self._key(name) in self.activations  # type: ignore[arg-type]
+        except (UnknownHookError, TypeError):
+            return False
 
     @property
     def names(self) -> list[str]:
@@ -163,39 +181,63 @@ class Trace:
     def n_seqs(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def get(self, hook: str | Component, layer: int | None = None, pos: int | Sequence[int] | slice | None = None,
-            head: int | Sequence[int] | slice | None = None) -> torch.Tensor:
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``[batch]`` number of real tokens of each sequence."""
+        return self.attention_mask.sum(-1).long()
+
+    def get(self, hook: SiteSpec | Component, layer: int | None = None, positions: Positions = None,
+            heads: int | Sequence[int] | slice | None = None) -> torch.Tensor:
         """An activation by component and layer, optionally indexed by position and head.
 
-        ``hook`` is a full name (``"blocks.3.hook_z"``), a suffix (``"attn.hook_z"``) with ``layer=``,
-        or a :class:`Component`. Indexing by an int drops that axis.
+        ``hook`` is a component (``"z"``, ``"resid_post"``, a :class:`Component`) with ``layer=``, or one site in
+        any spelling (``"blocks.3.hook_z"``, ``"z.3"``). ``positions`` follow the rule of
+        :mod:`interp.sites.positions` (each sequence's real tokens; ``-1`` is each sequence's last token): an int
+        drops the position axis, a list or slice keeps it (a slice must select as many tokens in every sequence).
+
+        Example:
+            >>> import interp
+            >>> m = interp.load_model("smollm2-135m")
+            >>> tr = m.run(["The capital of France is", "Hi"], capture="resid_post").trace
+            >>> tr.get("resid_post", layer=3, positions=-1).shape  # each sequence's last real token
+            torch.Size([2, 576])
         """
-        comp_name = hook.value if isinstance(hook, Component) else hook
-        name = f"blocks.{layer}.{comp_name}" if layer is not None and not comp_name.startswith("blocks.") else comp_name
+        if layer is not None:
+            comp = Component.parse(hook) if not isinstance(hook, Site) else hook.component  # type: ignore[arg-type]
+            name = Site(comp, layer).name
+        else:
+            name = self._key(hook)  # type: ignore[arg-type]
         t = self[name]
-        axes = Site.parse(name).component.axes
-        index: list[Any] = [slice(None)] * t.dim()
-        if pos is not None:
-            index[axes.index("pos") if "pos" in axes else axes.index("q_pos")] = _as_index(pos)
-        if head is not None:
+        site = Site.parse(name)
+        axes = site.component.axes
+        if heads is not None:
             if "head" not in axes:
-                raise ValueError(f"{name} has no head axis (axes: {axes})")
-            index[axes.index("head")] = _as_index(head)
-        # apply one axis at a time so that two lists do not zip together
-        for ax in reversed(range(t.dim())):
-            if index[ax] != slice(None):
-                sel = [slice(None)] * t.dim()
-                sel[ax] = index[ax]
-                t = t[tuple(sel)]
+                raise BadInputError(f"{name} has no head axis (axes: {', '.join(axes)})")
+            h_ax = axes.index("head")
+            t = t[(slice(None),) * h_ax + (heads if isinstance(heads, (int, slice)) else torch.as_tensor(list(heads)),)]
+            if isinstance(heads, int):
+                axes = axes[:h_ax] + axes[h_ax + 1:]
+        if positions is not None:
+            p_ax = axes.index("q_pos") if "q_pos" in axes else axes.index("pos")
+            rows = [resolve_positions(positions, int(n)) for n in self.lengths.tolist()]
+            if len({len(r) for r in rows}) != 1:
+                raise BadInputError(f"positions {positions!r} select different numbers of tokens in sequences of "
+                                    "different lengths; select ints or a list instead")
+            idx = torch.tensor(rows, dtype=torch.long, device=t.device)  # [batch, n]
+            moved = t.movedim(p_ax, 1)  # [batch, pos, ...]
+            gathered = moved[torch.arange(t.shape[0], device=t.device)[:, None], idx]  # [batch, n, ...]
+            if isinstance(positions, int):
+                return gathered[:, 0]
+            return gathered.movedim(1, p_ax)
         return t
 
     def stack(self, component: str | Component) -> torch.Tensor:
-        """All layers of one component stacked: ``[layer, ...]``, e.g. ``stack("hook_resid_post")``."""
-        comp = component if isinstance(component, Component) else Component(component)
-        layers = sorted(Site.parse(n).layer for n in self.activations
-                        if Site.parse(n).component is comp and Site.parse(n).layer is not None)  # type: ignore[type-var]
+        """All layers of one component stacked: ``[layer, ...]``, e.g. ``stack("resid_post")``."""
+        comp = Component.parse(component)
+        layers = sorted(Site.parse(n).layer for n in self.activations  # type: ignore[type-var]
+                        if not n.startswith("hf:") and Site.parse(n).component is comp and Site.parse(n).layer is not None)
         if not layers:
-            raise KeyError(f"this trace holds no {comp.value} activations; captured: {', '.join(self.names)}")
+            raise UnknownHookError(f"this trace holds no {comp.short} activations; captured: {', '.join(self.names)}")
         return torch.stack([self.activations[f"blocks.{L}.{comp.value}"] for L in layers])
 
     # -- conversion ----------------------------------------------------------------------------
@@ -250,7 +292,7 @@ class Trace:
             grads={k: sub(k, v) for k, v in self.grads.items()},
         )
 
-    def check_model(self, model: LoadedModel) -> None:
+    def check_model(self, model: Model) -> None:
         """Raise :class:`ModelMismatchError` if ``model`` did not make this trace."""
         self.manifest.check_model(model)
 

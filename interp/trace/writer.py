@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import BadInputError
 from interp.hooks import forward, make_plans
 from interp.hooks.engine import HookedRun
-from interp.models import LoadedModel
+from interp.models import Model
 from interp.sites import Site, resolve
 from interp.trace.layout import (
     ShardInfo,
@@ -68,7 +69,7 @@ def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[
 
             table = pq.read_table(p)
             if column not in table.column_names:
-                raise ValueError(f"{p} has no column {column!r}; columns: {', '.join(table.column_names)}")
+                raise BadInputError(f"{p} has no column {column!r}; columns: {', '.join(table.column_names)}")
             rows = table.to_pylist()
             texts = [r.pop(column) for r in rows]
             meta = rows
@@ -77,7 +78,7 @@ def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[
                                 "pass a list of strings to capture literal text")
     elif hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):  # datasets.Dataset
         if column not in dataset.column_names:
-            raise ValueError(f"dataset has no column {column!r}; columns: {', '.join(dataset.column_names)}")
+            raise BadInputError(f"dataset has no column {column!r}; columns: {', '.join(dataset.column_names)}")
         others = [c for c in dataset.column_names if c != column]
         texts = list(dataset[column])
         cols = {c: list(dataset[c]) for c in others}
@@ -89,17 +90,17 @@ def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[
         raise TypeError(f"unsupported dataset type {type(dataset).__name__}: use a list of str, a .txt/.parquet "
                         "path or a datasets.Dataset")
     if not texts:
-        raise ValueError("the dataset is empty: nothing to capture")
+        raise BadInputError("the dataset is empty: nothing to capture")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"sequence {i} is a {type(t).__name__}, not a str: {t!r}")
         if not t.strip():
-            raise ValueError(f"sequence {i} is empty or blank: {t!r}; every sequence needs text")
+            raise BadInputError(f"sequence {i} is empty or blank: {t!r}; every sequence needs text")
     return texts, [{"text": t, **{k: v for k, v in m.items() if k != "text"}} for t, m in zip(texts, meta, strict=True)]
 
 
 def capture(
-    model: LoadedModel,
+    model: Model,
     dataset: Dataset,
     hooks: str | Site | Sequence[str | Site],
     path: str | os.PathLike[str],
@@ -206,7 +207,7 @@ class CapturePlan:
     fresh: StoreManifest
 
 
-def plan_capture(model: LoadedModel, dataset: Dataset, hooks: str | Site | Sequence[str | Site], *,
+def plan_capture(model: Model, dataset: Dataset, hooks: str | Site | Sequence[str | Site], *,
                  batch_size: int = 8, dtype: torch.dtype | str = torch.float32, max_tokens: int | None = 128,
                  column: str = "text", prepend_bos: bool = False, memory_budget: int = 2 << 30) -> CapturePlan:
     """Check the arguments of a capture, tokenize the dataset and build the new store's manifest.
@@ -216,11 +217,11 @@ def plan_capture(model: LoadedModel, dataset: Dataset, hooks: str | Site | Seque
     """
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+        raise BadInputError(f"dtype must be a floating torch dtype, got {dtype!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ValueError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
+        raise BadInputError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
     sites = resolve(hooks, model.sites())
     names = [s.name for s in sites]
     texts, meta = load_texts(dataset, column)
@@ -237,7 +238,7 @@ def plan_capture(model: LoadedModel, dataset: Dataset, hooks: str | Site | Seque
     return CapturePlan(names, texts, meta, input_ids, attention_mask, dtype, fresh)
 
 
-def compute_shard(model: LoadedModel, plans: Any, names: Sequence[str], input_ids: torch.Tensor,
+def compute_shard(model: Model, plans: Any, names: Sequence[str], input_ids: torch.Tensor,
                   attention_mask: torch.Tensor, dtype: torch.dtype, needs_logits: bool
                   ) -> tuple[dict[str, torch.Tensor], int]:
     """One forward over a shard's sequences (right-padded ``[batch, seq_len]`` rows) → the shard's
@@ -273,7 +274,7 @@ def _to_storage(act: torch.Tensor, rows: torch.Tensor | None, name: str, dtype: 
     return flat if rows is None else flat.index_select(0, rows)
 
 
-def _trailing_shape(model: LoadedModel, site: Site, seq_len: int) -> list[int]:
+def _trailing_shape(model: Model, site: Site, seq_len: int) -> list[int]:
     d = model.dims
     per_token = {"d_model": d.d_model, "d_mlp": d.d_mlp, "vocab": d.d_vocab, "head": d.n_heads, "d_head": d.d_head}
     axes = site.component.axes
@@ -282,7 +283,7 @@ def _trailing_shape(model: LoadedModel, site: Site, seq_len: int) -> list[int]:
     return [per_token[a] for a in axes[2:]]
 
 
-def _fit_batch(model: LoadedModel, names: list[str], batch_size: int, seq_len: int, dtype: torch.dtype,
+def _fit_batch(model: Model, names: list[str], batch_size: int, seq_len: int, dtype: torch.dtype,
                budget: int) -> int:
     item = torch.empty((), dtype=dtype).element_size()
     per_seq = 0
@@ -306,7 +307,7 @@ def meta_fingerprint(meta: list[dict[str, Any]]) -> str:
 
 
 def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor, meta: list[dict[str, Any]], model: LoadedModel) -> StoreManifest:
+                     attention_mask: torch.Tensor, meta: list[dict[str, Any]], model: Model) -> StoreManifest:
     """The manifest to continue from: the existing one when it matches, else a new store's."""
     mpath = root / "manifest.json"
     if mpath.exists():
@@ -347,7 +348,7 @@ def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_id
 
 
 def _write_inputs(root: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor, meta: list[dict[str, Any]],
-                  model: LoadedModel) -> None:
+                  model: Model) -> None:
     atomic_save_tensors(root / "tokens.safetensors", {"input_ids": input_ids, "attention_mask": attention_mask})
     write_meta(root, meta, model.to_str_tokens(input_ids) if model.tokenizer is not None else None)
 

@@ -26,7 +26,7 @@ tl_utils = pytest.importorskip("transformer_lens.utilities")
 pytestmark = pytest.mark.oracle
 
 
-def test_tiny_llama_composition_matches_bridge(tiny_llama: interp.HookedModel) -> None:
+def test_tiny_llama_composition_matches_bridge(tiny_llama: interp.Model) -> None:
     bridge = TransformerBridge.boot_transformers("tiny-llama-local", hf_model=copy.deepcopy(tiny_llama.hf),
                                                  tokenizer=char_tokenizer(), device="cpu")
     for kind in ("q", "k", "v"):
@@ -36,7 +36,7 @@ def test_tiny_llama_composition_matches_bridge(tiny_llama: interp.HookedModel) -
 
 
 @pytest.mark.slow
-def test_smollm2_matches_transformer_lens(smollm2: interp.HookedModel) -> None:
+def test_smollm2_matches_transformer_lens(smollm2: interp.Model) -> None:
     # (bridge.all_composition_scores on all 270 heads needs ~18 GB here; TL's utilities are handed
     # a block of senders x receivers instead, with the same norm-folded factors)
     w = smollm2.weights

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.oracle
 KINDS = {"induction": "induction_head", "prev_token": "previous_token_head", "duplicate": "duplicate_token_head"}
 
 
-def compare(model: interp.HookedModel, tokenizer: object, text: str, exclude_bos: bool) -> dict[str, float]:
+def compare(model: interp.Model, tokenizer: object, text: str, exclude_bos: bool) -> dict[str, float]:
     bridge = TransformerBridge.boot_transformers(f"{model.name}-local", hf_model=copy.deepcopy(model.hf),
                                                  tokenizer=tokenizer, device="cpu")
     ids = bridge.to_tokens(text).cpu()
@@ -46,7 +46,7 @@ def test_tiny_scores_match_detect_head(family: str, exclude_bos: bool, request: 
 
 
 @pytest.mark.slow
-def test_smollm2_scores_match_detect_head(smollm2: interp.HookedModel) -> None:
+def test_smollm2_scores_match_detect_head(smollm2: interp.Model) -> None:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (24,), generator=g)
     half = smollm2.tokenizer.decode(ids)

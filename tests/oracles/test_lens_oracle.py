@@ -21,7 +21,7 @@ TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").Transfo
 pytestmark = pytest.mark.oracle
 
 
-def lens_vs_bridge(model: interp.HookedModel, tl_tokenizer: object, ids: torch.Tensor, mask: torch.Tensor
+def lens_vs_bridge(model: interp.Model, tl_tokenizer: object, ids: torch.Tensor, mask: torch.Tensor
                    ) -> tuple[float, float, float]:
     """Largest differences (entropy, top-10 probabilities, KL to final) at real tokens over all layers."""
     bridge = TransformerBridge.boot_transformers(f"{model.name}-local", hf_model=copy.deepcopy(model.hf),
@@ -46,7 +46,7 @@ def test_tiny_lens_matches_bridge(family: str, request: pytest.FixtureRequest,
 
 
 @pytest.mark.slow
-def test_smollm2_lens_matches_bridge(smollm2: interp.HookedModel) -> None:
+def test_smollm2_lens_matches_bridge(smollm2: interp.Model) -> None:
     ids, mask = smollm2.tokenize(["The capital of France is", "Hello"], prepend_bos=True)
     errs = lens_vs_bridge(smollm2, copy.deepcopy(smollm2.tokenizer), ids, mask)
     # measured: entropy 2.2e-5 nats, top-10 probabilities 3.4e-6 (sdpa vs the bridge's eager attention)

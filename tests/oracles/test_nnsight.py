@@ -44,7 +44,7 @@ def envoy_at(root: object, path: str) -> object:
     return root
 
 
-def nnsight_keys(model: interp.HookedModel) -> list[str]:
+def nnsight_keys(model: interp.Model) -> list[str]:
     """``<module path>.output`` / ``.input`` of every module-level tap, in execution order."""
     taps = model.adapter.taps
     plan = [(taps[C.EMBED], None)]
@@ -55,7 +55,7 @@ def nnsight_keys(model: interp.HookedModel) -> list[str]:
 
 @pytest.fixture(params=["llama", "gpt2"])
 def setup(request: pytest.FixtureRequest, batch: tuple[torch.Tensor, torch.Tensor]
-          ) -> tuple[interp.HookedModel, torch.Tensor, torch.Tensor]:
+          ) -> tuple[interp.Model, torch.Tensor, torch.Tensor]:
     """conftest's tiny Llama (grouped-query) or GPT-2 and its right-padded batch."""
     return request.getfixturevalue(f"tiny_{request.param}"), *batch
 
@@ -71,7 +71,7 @@ def save_with_nnsight(hf: torch.nn.Module, keys: list[str], ids: torch.Tensor, m
     return saved
 
 
-def test_from_nnsight_equals_capture(setup: tuple[interp.HookedModel, torch.Tensor, torch.Tensor]) -> None:
+def test_from_nnsight_equals_capture(setup: tuple[interp.Model, torch.Tensor, torch.Tensor]) -> None:
     model, ids, mask = setup
     keys = nnsight_keys(model)
     saved = save_with_nnsight(copy.deepcopy(model.hf), keys, ids, mask)
@@ -86,7 +86,7 @@ def test_from_nnsight_equals_capture(setup: tuple[interp.HookedModel, torch.Tens
         assert torch.equal(tr[name], ref[name]), name
 
 
-def test_interp_named_keys_pass_through(setup: tuple[interp.HookedModel, torch.Tensor, torch.Tensor]) -> None:
+def test_interp_named_keys_pass_through(setup: tuple[interp.Model, torch.Tensor, torch.Tensor]) -> None:
     """Eager attention weights saved by nnsight under interp's name equal interp's pattern."""
     model, ids, mask = setup
     hf = copy.deepcopy(model.hf)
@@ -105,7 +105,7 @@ def test_interp_named_keys_pass_through(setup: tuple[interp.HookedModel, torch.T
                                rtol=1e-5, atol=1e-5)
 
 
-def test_unmappable_keys_are_named(setup: tuple[interp.HookedModel, torch.Tensor, torch.Tensor]) -> None:
+def test_unmappable_keys_are_named(setup: tuple[interp.Model, torch.Tensor, torch.Tensor]) -> None:
     model, ids, _ = setup
     x = torch.zeros(*ids.shape, model.dims.d_model)
     good = f"{model.adapter.layers}.0.output"

@@ -24,7 +24,7 @@ CLEAN = torch.tensor([[5, 17, 33, 9, 41, 22, 60]])
 CORRUPT = torch.tensor([[5, 17, 71, 9, 41, 80, 60]])
 
 
-def _bridge(model: interp.HookedModel, name: str, tmp: Path | None = None) -> object:
+def _bridge(model: interp.Model, name: str, tmp: Path | None = None) -> object:
     tok = copy.deepcopy(model.tokenizer)
     if tmp is not None:  # TransformerLens reloads the tokenizer from its name_or_path: give it a local copy
         tok.save_pretrained(tmp)
@@ -42,7 +42,7 @@ def _tl(fn, bridge, corrupt, clean, metric):
         return fn(bridge, corrupt, cache, metric)
 
 
-def test_tiny_llama_matches_transformer_lens(tiny_llama: interp.HookedModel, tmp_path: Path) -> None:
+def test_tiny_llama_matches_transformer_lens(tiny_llama: interp.Model, tmp_path: Path) -> None:
     bridge = _bridge(tiny_llama, "tiny-llama-local", tmp_path)
     s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
 
@@ -59,7 +59,7 @@ def test_tiny_llama_matches_transformer_lens(tiny_llama: interp.HookedModel, tmp
 
 
 @pytest.mark.slow
-def test_smollm2_resid_pre_matches_transformer_lens(smollm2: interp.HookedModel) -> None:
+def test_smollm2_resid_pre_matches_transformer_lens(smollm2: interp.Model) -> None:
     """SmolLM2, a 6-token prompt pair, 4 layers x 6 positions (TransformerLens runs one forward per cell)."""
     import pandas as pd
 

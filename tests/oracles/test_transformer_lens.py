@@ -69,7 +69,7 @@ def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, mask: torch.T
 class Setup:
     """An interp model, a bridge on a copy of it, a padded batch, interp's trace and the bridge's cache."""
 
-    def __init__(self, model: interp.HookedModel, tl_tokenizer: object, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    def __init__(self, model: interp.Model, tl_tokenizer: object, ids: torch.Tensor, mask: torch.Tensor) -> None:
         self.model, self.ids, self.mask = model, ids, mask
         self.bridge = TransformerBridge.boot_transformers(f"{model.name}-local", hf_model=copy.deepcopy(model.hf),
                                                           tokenizer=tl_tokenizer, device="cpu")
@@ -91,7 +91,7 @@ def tiny(request: pytest.FixtureRequest, batch: tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.fixture(scope="module")
-def smollm2_setup(_smollm2_session: interp.HookedModel) -> Setup:
+def smollm2_setup(_smollm2_session: interp.Model) -> Setup:
     model = _smollm2_session
     ids, mask = model.tokenize(PROMPTS, prepend_bos=True)  # SmolLM2's tokenizer adds no BOS itself
     return Setup(model, copy.deepcopy(model.tokenizer), ids, mask)

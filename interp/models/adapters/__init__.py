@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from interp.errors import BadInputError
 from interp.models.adapters import bert, gpt2, gpt_neox, llama
 from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews
 
@@ -25,7 +26,7 @@ class AdapterRegistry:
     def register(self, adapter: Adapter) -> None:
         for t in adapter.model_types:
             if t in self._by_type:
-                raise ValueError(
+                raise BadInputError(
                     f"model_type {t!r} is already served by adapter {self._by_type[t].family!r}; "
                     f"cannot register {adapter.family!r} for it too"
                 )
@@ -36,7 +37,7 @@ class AdapterRegistry:
         try:
             return self._by_type[model_type]
         except KeyError:
-            raise ValueError(
+            raise BadInputError(
                 f"no adapter for model_type {model_type!r}; supported: {', '.join(sorted(self._by_type))}"
             ) from None
 

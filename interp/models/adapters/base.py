@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from interp.errors import BadInputError
 from interp.sites import Component
 
 
@@ -37,7 +38,7 @@ class Dims:
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+            raise BadInputError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
 
     @property
     def n_rep(self) -> int:
@@ -122,9 +123,9 @@ class WeightViews:
             >>> W_U, b_U = m.weights.folded_unembed()  # doctest: +SKIP
         """
         if self.W_U is None:
-            raise ValueError("this model has no unembedding (it is an encoder without an LM head)")
+            raise BadInputError("this model has no unembedding (it is an encoder without an LM head)")
         if self.ln_final_w is None:
-            raise ValueError("this model has no final norm to fold")
+            raise BadInputError("this model has no final norm to fold")
         W_U = self.ln_final_w[:, None] * self.W_U
         b_U = (torch.zeros(self.W_U.shape[1], dtype=self.W_U.dtype, device=self.W_U.device) if self.b_U is None
                else self.b_U.clone())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from interp.trace import HookedModel, Trace
+from interp.models import Model
+from interp.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,16 @@ class ReportContext:
             ([batch=1, ...]).
         tokens: the clean prompt's token strings.
         fast: leave out the slow parts (used by tests); sections stay present with smaller settings.
+        skip_layers: include the skip-layer loss (several forwards per layer).
     """
 
-    model: HookedModel
+    model: Model
     prompt: str
     corrupt: str | None
     trace: Trace
     tokens: list[str]
     fast: bool = False
+    skip_layers: bool = True
 
 
 __all__ = ["ReportContext"]

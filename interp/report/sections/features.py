@@ -28,7 +28,7 @@ def add_section(rep: Any, ctx: ReportContext) -> None:
         steer,
     )
 
-    sec = rep.section("Features")
+    sec = rep.section("Features", 'Sparse-autoencoder features of the residual stream and how they carry from layer to layer: each node a feature, each edge a match between layers.')
     try:
         saes = load_saes()
     except FileNotFoundError:

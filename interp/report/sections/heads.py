@@ -16,7 +16,7 @@ def add_section(rep: object, ctx: ReportContext) -> None:
     from interp.heads import channel, channel_activity, composition, head_svd
 
     model = ctx.model
-    sec = rep.section("Heads")  # type: ignore[attr-defined]
+    sec = rep.section("Heads", 'What each attention head reads and writes, from its weights alone: singular vectors of its OV and QK circuits and how heads compose.')  # type: ignore[attr-defined]
     comp = composition(model, kinds=("k",), baseline_samples=20 if ctx.fast else 200)
     pairs = comp.top_pairs("k", 8)
     sec.text("K-composition (Elhage et al. 2021): how much of a later head's key reading happens in the subspace "

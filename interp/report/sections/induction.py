@@ -64,7 +64,7 @@ def induction_section(sec: Any, model: Any, *, n_seq: int = 4, half: int = 32, i
 
 
 def add_section(rep: Any, ctx: ReportContext) -> None:
-    sec = rep.section("Induction heads")
+    sec = rep.section("Induction heads", 'Which heads copy what followed an earlier occurrence of the current token: scores near 1 mark induction heads, ablating them shows what they are worth.')
     if not ctx.model.adapter.is_causal:
         sec.text(f"{ctx.model.name} is an encoder: induction heads are a property of causal language models.")
         return

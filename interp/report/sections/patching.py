@@ -22,7 +22,7 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
     if ctx.corrupt is None:
         return
     model = ctx.model
-    sec = rep.section("Patching")
+    sec = rep.section("Patching", 'Where the difference between the clean and the corrupted prompt lives: each cell is the metric after patching one activation from the clean run into the corrupted one (1 = fully restored).')
     try:
         s0 = prepare(model, ctx.prompt, ctx.corrupt, metric="kl")
     except ValueError as e:  # e.g. different token counts

@@ -27,7 +27,7 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
     trace = model.run(list(ds.texts), capture=hooks, metadata=ds.metadata, max_tokens=n_tok, stop_early=True).trace
     res = probe(trace, "label", hooks=hooks, position="all", ks=(1, 2, 4, 8, 16), progress=False, n_threads=1)
     b = res.best_layer()
-    sec = rep.section("Probing")
+    sec = rep.section("Probing", 'How well a linear probe reads a property from each layer: accuracy per layer, with a control task for how much the probe itself memorises.')
     sec.text(f"Linear probes (standardised logistic regression, class-balanced) for whether a token lies in "
              f"Python source or in English prose, on {n_seqs} sequences of the shipped python_prose set "
              f"({int(res.is_test.sum())} held-out tokens from sequences never seen in training). The control "
