@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= out
 
-.PHONY: install browser saelens report test lint bench clean
+.PHONY: install browser saelens report test check lint typecheck docs lab bench clean
 
 install: $(STAMP)
 
@@ -44,12 +44,27 @@ report: $(STAMP)
 	$(BIN)/interp report --model smollm2-135m --prompt "The capital of France is" \
 		--corrupt "The capital of Italy is" -o $(OUT)/report.html
 
-# The whole test suite (slow SmolLM2 and oracle tests included) plus the doctests in interp/.
-test: $(STAMP) browser $(SAELENS)
+# Lint, the type checker, the API docs, then the whole test suite (slow SmolLM2 and oracle tests included)
+# plus the doctests in interp/. Any failure stops it with a non-zero status.
+test: check $(SAELENS) browser
 	$(BIN)/pytest -q tests interp
+
+check: lint typecheck docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check interp tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The API reference from the docstrings (offline; warnings are errors) into $(OUT)/docs/api.
+docs: $(STAMP)
+	$(BIN)/python -W error -m pdoc -o $(OUT)/docs/api --docformat google interp '!interp.cli.__main__'
+
+# JupyterLab on the notebooks (installs the notebooks extra first).
+lab: $(STAMP)
+	$(BIN)/pip install -q -e ".[notebooks]"
+	$(BIN)/jupyter lab notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture.py

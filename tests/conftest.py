@@ -12,8 +12,10 @@ or mis-reshaped weight view fails loudly.
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import math
+import os
 import types
 from collections.abc import Callable, Iterator
 
@@ -219,3 +221,53 @@ def smollm2(request: pytest.FixtureRequest) -> Model:
     if request.node.get_closest_marker("slow") is None:
         pytest.fail(f"{request.node.nodeid} uses the smollm2 fixture but is not marked @pytest.mark.slow")
     return request.getfixturevalue("_smollm2_session")
+
+
+# -- CI notices what it skipped ------------------------------------------------------------------------------
+# Under CI=true (as `.ci/run` runs) a skipped test is a failure: `make test` installs everything the suite uses
+# (peers, browsers, the SAELens venv, the weights packages), so a skip there means a broken set-up that would
+# otherwise pass silently. Only skips whose reason starts with "optional:" (hardware CI never has, such as a
+# GPU) stay skips.
+OPTIONAL_SKIP = "optional:"
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not (_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if reason.removeprefix("Skipped: ").startswith(OPTIONAL_SKIP):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped under CI=true, where `make test` installs everything this test needs: {reason}. "
+                       f"Fix the set-up, or mark the skip reason '{OPTIONAL_SKIP} ...' if CI can never run it.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A whole test module skipped at import (``importorskip``, ``requires``) fails under CI=true too."""
+    outcome = yield
+    report = outcome.get_result()
+    if _ci() and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not reason.removeprefix("Skipped: ").startswith(OPTIONAL_SKIP):
+            report.outcome = "failed"
+            report.longrepr = f"{collector.nodeid} skipped at import under CI=true: {reason}"
+
+
+def requires(module: str) -> types.ModuleType:
+    """Import ``module`` for a test module; skip only when its package is not installed at all.
+
+    Unlike ``pytest.importorskip``, a package that is installed but fails to import raises (a broken
+    install must not pass as a skip).
+    """
+    top = module.split(".")[0]
+    if importlib.util.find_spec(top) is None:
+        pytest.skip(f"{top} is not installed (make test installs it)", allow_module_level=True)
+    return importlib.import_module(module)

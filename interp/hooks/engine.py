@@ -22,7 +22,7 @@ from interp.errors import BadInputError
 from interp.hooks.attention import ATTN_IMPL, register_attention
 from interp.hooks.interventions import Intervention, Lambda
 from interp.models import Model
-from interp.sites import Component, Site, resolve
+from interp.sites import Component, Site, SiteSpec, resolve
 
 
 class _StopForwardSignal(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -253,9 +253,9 @@ class _ModulePaths:
 
 def make_plans(
     model: Model,
-    capture: str | Site | Sequence[str | Site] = (),
+    capture: SiteSpec | Sequence[SiteSpec] = (),
     interventions: Sequence[Intervention] = (),
-    grads: str | Site | Sequence[str | Site] = (),
+    grads: SiteSpec | Sequence[SiteSpec] = (),
 ) -> dict[Site, _SitePlan]:
     """Resolve names/patterns against the model's sites and group interventions per site.
 
@@ -303,9 +303,9 @@ def run_with_hooks(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     *,
-    capture: str | Site | Sequence[str | Site] = (),
+    capture: SiteSpec | Sequence[SiteSpec] = (),
     interventions: Sequence[Intervention] = (),
-    grads: str | Site | Sequence[str | Site] = (),
+    grads: SiteSpec | Sequence[SiteSpec] = (),
     metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
     stop_early: bool = False,
 ) -> RunOutput:
@@ -351,6 +351,7 @@ def run_with_hooks(
             raise BadInputError("metric's value does not depend on the logits through autograd "
                              "(did it detach, call .item() or argmax?); no gradient can be taken")
         names = list(hooked.grad_inputs)
+        gs: Sequence[torch.Tensor | None]
         if value.requires_grad:
             gs = torch.autograd.grad(value, [hooked.grad_inputs[n] for n in names], allow_unused=True)
         else:  # an intervention cut every path from the hooks to the logits: the gradients are zero
@@ -383,7 +384,7 @@ def hooks(
     model: Model,
     fns: dict[str, Callable[[torch.Tensor, Site], torch.Tensor | None]] | None = None,
     interventions: Sequence[Intervention] = (),
-    capture: str | Site | Sequence[str | Site] = (),
+    capture: SiteSpec | Sequence[SiteSpec] = (),
 ) -> Iterator[HookedRun]:
     """Context manager for ad-hoc hooks around any forward you call yourself.
 

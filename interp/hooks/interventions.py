@@ -126,8 +126,14 @@ class Intervention:
     def _head_index(self, site: Site) -> list[int] | slice | None:
         if self.heads is None or isinstance(self.heads, slice):
             return self.heads
-        return [h.head if isinstance(h, HeadRef) else h for h in self.heads  # type: ignore[union-attr]
-                if not isinstance(h, HeadRef) or h.layer == site.layer]
+        out: list[int] = []
+        for h in self.heads:  # type: ignore[union-attr]
+            if isinstance(h, HeadRef):
+                if h.layer == site.layer:
+                    out.append(h.head)
+            else:
+                out.append(int(h))  # type: ignore[arg-type]
+        return out
 
     def mask(self, act: torch.Tensor, site: Site | None = None, lengths: torch.Tensor | None = None
              ) -> torch.Tensor | None:

@@ -133,6 +133,31 @@ class Model:
         with torch.set_grad_enabled(grad):
             return self.module(tap.module_path(None))(x.to(self.device, self.dtype))
 
+    def final_norm_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., 1]``: the final norm's divisor at each row of ``x [..., d_model]`` (the residual stream it
+        normalises): ``sqrt(mean(x²) + eps)`` for RMSNorm, ``sqrt(var(x) + eps)`` for LayerNorm.
+
+        With the scale frozen, the final norm is linear in its input, which is what direct logit
+        attribution splits over the residual stream's components (TransformerLens' ``apply_ln_to_stack``).
+
+        Example:
+            >>> import interp, torch
+            >>> m = interp.load_model("smollm2-135m")
+            >>> x = torch.randn(3, 576)
+            >>> w = m.weights.ln_final_w
+            >>> torch.allclose(x / m.final_norm_scale(x) * w, m.apply_final_norm(x), atol=1e-5)
+            True
+        """
+        tap = self.adapter.taps.get(Component.LN_FINAL)
+        if tap is None:
+            raise BadInputError(f"model {self.name!r} ({self.adapter.family}) has no final norm")
+        mod = self.module(tap.module_path(None))
+        eps = float(getattr(mod, "variance_epsilon", getattr(mod, "eps", 1e-5)))
+        xf = x.double()
+        if self.weights.norm == "layer":
+            xf = xf - xf.mean(-1, keepdim=True)
+        return (xf.pow(2).mean(-1, keepdim=True) + eps).sqrt().to(x.dtype)
+
     # -- text -----------------------------------------------------------------------------------
     def tokenize(
         self, texts: str | Sequence[str], max_tokens: int | None = None, prepend_bos: bool = False
@@ -185,11 +210,11 @@ class Model:
         elif hasattr(inputs, "tokens") and callable(getattr(inputs, "tokens", None)):  # a TraceStore
             ids, mask = inputs.tokens()  # type: ignore[union-attr]
         elif isinstance(inputs, str) or (isinstance(inputs, Sequence) and not isinstance(inputs, torch.Tensor)):
-            ids, mask = self.tokenize(inputs, max_tokens=max_tokens, prepend_bos=prepend_bos)
+            ids, mask = self.tokenize(inputs, max_tokens=max_tokens, prepend_bos=prepend_bos)  # type: ignore[arg-type]
         else:
             raise TypeError(f"inputs must be a str, a list of str, token ids [batch, pos], (ids, mask), a Trace "
                             f"or a TraceStore; got {type(inputs).__name__}")
-        return ids.to(self.device), mask.to(self.device)
+        return ids.to(self.device), mask.to(self.device)  # type: ignore[union-attr]
 
     def to_str_tokens(self, input_ids: torch.Tensor) -> list[list[str]]:
         """Token strings per sequence (padding included), e.g. ``[['The', ' capital', ...]]``."""

@@ -101,7 +101,7 @@ def position_mask(sel: Positions, lengths: torch.Tensor, size: int, what: str = 
     return mask
 
 
-def resolve_positions(sel: Positions, length: int, what: str = "position") -> list[int]:
+def resolve_positions(sel: Positions, length: int, what: str = "position", sequence: int | None = None) -> list[int]:
     """The selected positions of one sequence of ``length`` real tokens, as non-negative ints in order given
     (slices in their order; ints as given, negatives counted from the end).
 
@@ -117,7 +117,9 @@ def resolve_positions(sel: Positions, length: int, what: str = "position") -> li
     for p in index_list(sel, what + "s"):
         q = p + length if p < 0 else p
         if not 0 <= q < length:
-            raise BadInputError(f"{what} {p} is outside a sequence of {length} tokens (valid: {-length}..{length - 1})")
+            where = f"sequence {sequence}, which has {length} real tokens" if sequence is not None else \
+                f"a sequence of {length} tokens"
+            raise BadInputError(f"{what} {p} is outside {where} (valid: {-length}..{length - 1})")
         out.append(q)
     return out
 

@@ -43,9 +43,13 @@ log = logging.getLogger(__name__)
 TENSOR_KEY = "$tensor"
 
 
-@cache
 def field_types(cls: type) -> dict[str, Any]:
     """The evaluated type hint of each dataclass field (``Any`` where a hint cannot be evaluated)."""
+    return _field_types(cls)
+
+
+@cache
+def _field_types(cls: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
     except Exception:  # a hint naming something only imported under TYPE_CHECKING

@@ -144,7 +144,8 @@ def load_result(path: str | os.PathLike[str]) -> Result:
     """
     head = read_header(path)
     name, module = head.get("class"), head.get("module") or ""
-    candidates = [module] if module else []
+    parts = module.split(".") if module else []
+    candidates = [".".join(parts[:i]) for i in range(len(parts), 1, -1)]  # the module, then its packages
     candidates += [f"interp.{p}" for p in ("lens", "patching", "probing", "heads", "features", "induction",
                                            "causal", "circuits", "layers")]
     for mod_name in candidates:
@@ -268,7 +269,7 @@ class Result:
         """Write ``path/result.safetensors`` and ``path/result.json`` (atomically); returns ``path``."""
         tensors, fields = self._to_saved()
         return write_result(path, type(self).__name__, tensors, fields, schema_version=self.SCHEMA_VERSION,
-                            module=type(self).__module__.rsplit(".", 1)[0])
+                            module=type(self).__module__)
 
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:

@@ -219,7 +219,7 @@ class Trace:
                 axes = axes[:h_ax] + axes[h_ax + 1:]
         if positions is not None:
             p_ax = axes.index("q_pos") if "q_pos" in axes else axes.index("pos")
-            rows = [resolve_positions(positions, int(n)) for n in self.lengths.tolist()]
+            rows = [resolve_positions(positions, int(n), sequence=i) for i, n in enumerate(self.lengths.tolist())]
             if len({len(r) for r in rows}) != 1:
                 raise BadInputError(f"positions {positions!r} select different numbers of tokens in sequences of "
                                     "different lengths; select ints or a list instead")
@@ -239,6 +239,25 @@ class Trace:
         if not layers:
             raise UnknownHookError(f"this trace holds no {comp.short} activations; captured: {', '.join(self.names)}")
         return torch.stack([self.activations[f"blocks.{L}.{comp.value}"] for L in layers])
+
+    # -- the residual stream taken apart (interp.trace.decompose) -----------------------------------
+    def accumulated_resid(self, layer: int | None = None, *, incl_mid: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """The stream before each block (and after the last): see :func:`interp.trace.decompose.accumulated_resid`."""
+        from interp.trace.decompose import accumulated_resid
+
+        return accumulated_resid(self, layer, incl_mid=incl_mid)
+
+    def decompose_resid(self, layer: int | None = None, *, mode: str = "all") -> tuple[torch.Tensor, list[str]]:
+        """The stream as embed + each attention and MLP output: see :func:`interp.trace.decompose.decompose_resid`."""
+        from interp.trace.decompose import decompose_resid
+
+        return decompose_resid(self, layer, mode=mode)
+
+    def stack_head_results(self, model: Model, layer: int | None = None) -> tuple[torch.Tensor, list[str]]:
+        """Each head's output in the residual stream: see :func:`interp.trace.decompose.stack_head_results`."""
+        from interp.trace.decompose import stack_head_results
+
+        return stack_head_results(self, model, layer)
 
     # -- conversion ----------------------------------------------------------------------------
     def to(self, dtype_or_device: torch.dtype | str | torch.device) -> Trace:
