@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, NamedTuple, Union
 
 from interp.errors import BadInputError
@@ -30,6 +30,15 @@ _HEAD = re.compile(r"\s*L(0|[1-9][0-9]*)H(0|[1-9][0-9]*)\s*", re.ASCII)
 
 HeadSpec = Union["HeadRef", "tuple[int, int]", str]
 """One head: ``HeadRef``, ``(layer, head)`` or ``"L17H3"``."""
+
+
+def _pair_like(x: Any) -> bool:
+    """A sequence, array or 1-d tensor of length 2 (not a string)."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or not hasattr(x, "__getitem__"):
+        return False
+    if getattr(x, "ndim", 1) != 1:
+        return False
+    return len(x) == 2
 
 
 def _int(x: Any) -> int | None:
@@ -62,7 +71,7 @@ class HeadRef(NamedTuple):
             m = _HEAD.fullmatch(x)
             if m:
                 return cls(int(m.group(1)), int(m.group(2)))
-        elif isinstance(x, Sequence) and len(x) == 2:
+        elif _pair_like(x):
             layer, head = _int(x[0]), _int(x[1])
             if layer is not None and head is not None and layer >= 0 and head >= 0:
                 return cls(layer, head)
@@ -86,7 +95,7 @@ def parse_heads(x: HeadSpec | Iterable[HeadSpec], *, n_layers: int | None = None
     """
     if isinstance(x, str):
         items: list[Any] = [p for p in x.split(",") if p.strip()]
-    elif isinstance(x, HeadRef) or (isinstance(x, Sequence) and len(x) == 2 and all(_int(v) is not None for v in x)):
+    elif isinstance(x, HeadRef) or (_pair_like(x) and all(_int(v) is not None for v in x)):
         items = [x]
     else:
         try:
