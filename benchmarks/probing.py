@@ -43,17 +43,18 @@ def run_interp(store_path: Path, hooks: list[str], dense_only: bool = False) -> 
     import sklearn.metrics  # noqa: F401  (imported before the baseline, as the peer does)
 
     from interp.probing import probe
+    from interp.trace import TraceStore
 
     base = rss_peak_mib()
     t = time.perf_counter()
     extra = {"ks": [1], "control": False} if dense_only else {}
-    res = probe(store_path, "label", hooks=hooks, position="all", n_threads=1, progress=False, **extra)
+    res = probe(None, TraceStore(store_path), labels="label", hooks=hooks, n_threads=1, progress=False, **extra)
     dt = time.perf_counter() - t
-    b = res.best_layer()
+    b = res.best_row()
     return {"time": dt, "mem": rss_peak_mib() - base, "acc": res.accuracy.tolist(),
             "ctrl": res.control_accuracy.tolist(), "sel": res.selectivity.tolist(),
             "k1": res.sparse_accuracy[:, 0].tolist(), "ks": list(res.ks), "best": b,
-            "best_sparse": res.sparse_accuracy[b].tolist(), "neurons": res.top_neurons(b, 8)}
+            "best_sparse": res.sparse_accuracy[b].tolist(), "neurons": res.top_neurons(res.hooks[b], k=min(8, res.neurons.shape[1]))}
 
 
 def run_peer(store_path: Path, hooks: list[str]) -> dict:
@@ -75,7 +76,7 @@ def run_peer(store_path: Path, hooks: list[str]) -> dict:
     meta = st.metadata()
     y = np.concatenate([[m["label"] == "python"] * int(n) for m, n in zip(meta, lengths, strict=True)]).astype(int)
     groups = torch.arange(len(lengths)).repeat_interleave(lengths)
-    train, test = split_by_sequence(groups, 0.25, 0)
+    train, test = split_by_sequence(groups, test_size=0.25, seed=0)
     tr, te = train.numpy(), test.numpy()
     # every layer in memory: [layer, rows, d]
     acts = {h: [] for h in hooks}
@@ -110,7 +111,7 @@ def main() -> int:
     ap.add_argument("--side", choices=["interp", "interp-dense", "peer"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    hooks = [f"blocks.{L}.hook_resid_post" for L in range(args.layers)]
+    hooks = [f"blocks.{L}.hook_resid_post" for L in range(args.layers)]  # full names: the peer reads shards by them
     if args.side:
         from threadpoolctl import threadpool_limits
 
@@ -129,7 +130,7 @@ def main() -> int:
     if not (path / "manifest.json").exists():
         model = interp.load_model("smollm2-135m")
         t = time.perf_counter()
-        capture(model, ROOT / "data/probing/python_prose.parquet", "blocks.*.hook_resid_post", path,
+        capture(model, ROOT / "data/probing/python_prose.parquet", out=path, hooks="resid_post",
                 max_tokens=64, batch_size=16, progress=False)
         print(f"capture: {time.perf_counter() - t:.1f} s")
         del model

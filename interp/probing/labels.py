@@ -25,16 +25,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, unknown_name
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "probing"
 BUILTIN_SETS = ("python_prose", "digits", "list_position")
 IGNORE = -1
 
+Label = str | int | float | bool
+"""One label: a class (any scalar) or a regression target."""
+SequenceLabels = Label | Sequence[Label | None] | None
+"""The labels of one sequence: a scalar for the whole sequence, a per-character list or a per-token list."""
 
-def align_char_labels(tokens: Sequence[str], char_labels: Sequence[Any]) -> list[Any]:
+
+def align_char_labels(tokens: Sequence[str], char_labels: Sequence[Label | None]) -> list[Label | None]:
     """Per-token labels from per-character labels: each token takes the label of its last character.
 
     Args:
@@ -46,20 +50,21 @@ def align_char_labels(tokens: Sequence[str], char_labels: Sequence[Any]) -> list
         One label per token (``-1`` where the last character has none, or for an empty token).
 
     Raises:
-        ValueError: the token strings do not line up with the characters (non-ASCII text whose
+        BadInputError: the token strings do not line up with the characters (non-ASCII text whose
             tokens split characters, or labels of another text).
     """
-    out, pos = [], 0
+    out: list[Label | None] = []
+    pos = 0
     for t in tokens:
         pos += len(t)
         if pos > len(char_labels):
             raise BadInputError(f"the tokens run past the {len(char_labels)} character labels (at token {t!r}): "
-                             "the labels belong to another text, or the text is not ASCII")
+                                "the labels belong to another text, or the text is not ASCII")
         out.append(char_labels[pos - 1] if t else IGNORE)
     return out
 
 
-def _missing(v: Any) -> bool:
+def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
@@ -81,7 +86,7 @@ class LabelledSet:
     """
 
     texts: tuple[str, ...]
-    metadata: tuple[dict[str, Any], ...]
+    metadata: tuple[dict[str, object], ...]
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -100,8 +105,12 @@ class LabelledSet:
         if not p.suffix and str(name_or_path) in BUILTIN_SETS:
             p = DATA_DIR / f"{name_or_path}.parquet"
         if not p.is_file():
-            raise FileNotFoundError(f"no labelled set {str(name_or_path)!r}: give a Parquet path or one of "
-                                    f"{', '.join(BUILTIN_SETS)} (built by data/probing/build.py)")
+            if not p.suffix and len(p.parts) == 1:
+                raise unknown_name("labelled set", str(name_or_path), BUILTIN_SETS,
+                                   hint="(or give the path of a Parquet file; the shipped sets are built by "
+                                        "data/probing/build.py)")
+            raise BadInputError(f"no labelled set file at {str(name_or_path)!r}: give a Parquet path or one of "
+                                f"{', '.join(BUILTIN_SETS)}")
         rows = pq.read_table(p).to_pylist()
         if rows and text_column not in rows[0]:
             raise BadInputError(f"{p} has no column {text_column!r}; columns: {', '.join(rows[0])}")
@@ -109,7 +118,7 @@ class LabelledSet:
         return cls(texts, tuple(rows), p.stem)
 
     @classmethod
-    def from_lists(cls, texts: Sequence[str], name: str = "", **columns: Sequence[Any]) -> LabelledSet:
+    def from_lists(cls, texts: Sequence[str], name: str = "", **columns: Sequence[object]) -> LabelledSet:
         """Build a set from a list of texts and label columns of the same length."""
         for k, v in columns.items():
             if len(v) != len(texts):
@@ -117,10 +126,14 @@ class LabelledSet:
         meta = tuple({k: v[i] for k, v in columns.items()} for i in range(len(texts)))
         return cls(tuple(texts), meta, name)
 
-    def column(self, name: str) -> list[Any]:
-        """One metadata column as a list."""
+    def column(self, name: str) -> list[object]:
+        """One metadata column as a list.
+
+        Raises:
+            UnknownNameError: no such column (the message lists the columns).
+        """
         if self.metadata and name not in self.metadata[0]:
-            raise KeyError(f"labelled set {self.name!r} has no column {name!r}; columns: {', '.join(self.metadata[0])}")
+            raise unknown_name("column", name, list(self.metadata[0]), hint=f"(of labelled set {self.name!r})")
         return [m[name] for m in self.metadata]
 
     def select(self, n: int) -> LabelledSet:
@@ -128,7 +141,7 @@ class LabelledSet:
         return LabelledSet(self.texts[:n], self.metadata[:n], self.name)
 
 
-def token_labels(tokens: Sequence[Sequence[str]], labels: Sequence[Any]) -> list[list[Any]]:
+def token_labels(tokens: Sequence[Sequence[str]], labels: Sequence[object]) -> list[list[Label | None]]:
     """Per-token labels of every sequence from per-sequence, per-character or per-token labels.
 
     Args:
@@ -141,14 +154,22 @@ def token_labels(tokens: Sequence[Sequence[str]], labels: Sequence[Any]) -> list
         One list per sequence with one label per token; ``None`` where there is none.
 
     Raises:
-        ValueError: a label list fits neither the tokens nor the characters.
+        BadInputError: a label list fits neither the tokens nor the characters, or the number of entries is not
+            the number of sequences.
+
+    Example:
+        >>> token_labels([["a", "b"], ["cd"]], ["x", [7]])
+        [['x', 'x'], [7]]
     """
     if len(tokens) != len(labels):
         raise BadInputError(f"{len(labels)} label entries for {len(tokens)} sequences")
-    out = []
+    out: list[list[Label | None]] = []
     for i, (toks, lab) in enumerate(zip(tokens, labels, strict=True)):
+        tolist = getattr(lab, "tolist", None)
+        if not isinstance(lab, str) and callable(tolist):  # NumPy arrays and scalars, tensors
+            lab = tolist()
         if isinstance(lab, str) or not isinstance(lab, Sequence):
-            out.append([None if _missing(lab) else lab] * len(toks))
+            out.append([None if _missing(lab) else _scalar(lab, i)] * len(toks))
             continue
         n_chars = sum(len(t) for t in toks)
         if len(lab) == len(toks) and len(lab) != n_chars:
@@ -159,9 +180,22 @@ def token_labels(tokens: Sequence[Sequence[str]], labels: Sequence[Any]) -> list
             per_tok = list(lab)
         else:
             raise BadInputError(f"sequence {i}: {len(lab)} labels fit neither its {len(toks)} tokens nor its "
-                             f"{n_chars} characters")
-        out.append([None if _missing(v) else v for v in per_tok])
+                                f"{n_chars} characters")
+        out.append([None if _missing(v) else _scalar(v, i) for v in per_tok])
     return out
 
 
-__all__ = ["BUILTIN_SETS", "DATA_DIR", "IGNORE", "LabelledSet", "align_char_labels", "token_labels"]
+def _scalar(v: object, seq: int) -> Label:
+    """A label as a plain scalar (NumPy scalars become Python ones)."""
+    if isinstance(v, str | int | float | bool):
+        return v
+    item = getattr(v, "item", None)
+    if callable(item):
+        out = item()
+        if isinstance(out, str | int | float | bool):
+            return out
+    raise BadInputError(f"sequence {seq}: label {v!r} is not a scalar (a str, int, float or bool)")
+
+
+__all__ = ["BUILTIN_SETS", "DATA_DIR", "IGNORE", "Label", "LabelledSet", "SequenceLabels", "align_char_labels",
+           "token_labels"]

@@ -1,6 +1,11 @@
 """``LinearProbe``: a standardised logistic-regression or ridge probe (scikit-learn underneath), and
 the train/test split by sequence that keeps tokens of one sequence on one side.
 
+``LinearProbe`` is a fitted estimator in scikit-learn's manner: its settings are given to the constructor,
+``fit(X, y)`` returns the probe, and what it learned ends in ``_`` (``mean_``, ``scale_``, ``coef_``,
+``intercept_``, ``classes_``, ``direction_``). ``X`` is ``[n_examples, d]`` activations, a ``torch.Tensor`` or a
+NumPy array.
+
 Example:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
@@ -13,14 +18,47 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, bad_value
+from interp.probing.labels import Label
 
-TASKS = ("classification", "regression")
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+Task = Literal["classification", "regression"]
+TASKS: tuple[Task, ...] = ("classification", "regression")
+Matrix = torch.Tensor | np.ndarray
+"""``[n_examples, d]`` activations: a ``torch.Tensor`` or a NumPy array."""
+Targets = torch.Tensor | np.ndarray | Sequence[Label]
+"""``[n_examples]`` labels (class labels or regression targets): a tensor, an array or a list."""
+
+
+def as_matrix(X: Matrix, what: str = "X") -> np.ndarray:
+    """``X`` as a 2-d float32/float64 NumPy array (other dtypes become float64)."""
+    x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if x.ndim != 2:
+        raise BadInputError(f"{what} must be [n_examples, d], got shape {x.shape}")
+    return x
+
+
+def as_targets(y: Targets) -> np.ndarray:
+    """``y`` as a 1-d NumPy array."""
+    out = np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)
+    if out.ndim != 1:
+        raise BadInputError(f"labels must be [n_examples], got shape {out.shape}")
+    return out
+
+
+def check_task(task: str) -> Task:
+    if task not in TASKS:
+        raise bad_value("task", task, "'classification' (logistic regression) or 'regression' (ridge)")
+    return task  # type: ignore[return-value]
 
 
 class LinearProbe:
@@ -41,38 +79,59 @@ class LinearProbe:
         classes_: the class labels (classification).
         direction_: ``[d]`` (``[n_out, d]`` multiclass) unit vectors in activation space: the weights
             divided by the scales, normalised. For a binary probe it points towards ``classes_[1]``.
+        model_: the fitted scikit-learn estimator.
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 1.0], [0.1, 3.0], [1.0, 1.2], [1.1, 2.9]]); y = [0, 0, 1, 1]
+        >>> p = LinearProbe(C=10.0).fit(X, y)
+        >>> p.predict(X).tolist(), p.direction_.abs().argmax().item()
+        ([0, 0, 1, 1], 0)
     """
 
-    def __init__(self, task: str = "classification", C: float = 1.0, alpha: float = 1.0, balance: bool = True,
+    mean_: np.ndarray
+    scale_: np.ndarray
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+    direction_: torch.Tensor
+    model_: LogisticRegression | Ridge
+
+    def __init__(self, task: Task = "classification", *, C: float = 1.0, alpha: float = 1.0, balance: bool = True,
                  standardize: bool = True, max_iter: int = 500) -> None:
-        if task not in TASKS:
-            raise BadInputError(f"task must be one of {TASKS}, got {task!r}")
-        if C <= 0 or alpha < 0:
-            raise BadInputError(f"C must be > 0 and alpha >= 0, got C={C}, alpha={alpha}")
-        self.task, self.C, self.alpha, self.balance = task, C, alpha, balance
+        self.task = check_task(task)
+        if not C > 0 or not alpha >= 0:
+            raise BadInputError(f"C must be > 0 and alpha >= 0, got C={C!r}, alpha={alpha!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise bad_value("max_iter", max_iter, "an int >= 1")
+        self.C, self.alpha, self.balance = C, alpha, balance
         self.standardize, self.max_iter = standardize, max_iter
 
-    def _np(self, X: Any) -> np.ndarray:
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        x = np.asarray(X)
-        x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
-        if x.ndim != 2:
-            raise BadInputError(f"X must be [n_examples, d], got shape {x.shape}")
-        return x
+    def __repr__(self) -> str:
+        return (f"LinearProbe(task={self.task!r}, C={self.C}, alpha={self.alpha}, balance={self.balance}, "
+                f"standardize={self.standardize}, max_iter={self.max_iter})")
 
-    def _scaled(self, X: Any) -> np.ndarray:
-        x = self._np(X)
+    def _fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise BadInputError("this LinearProbe is not fitted yet: call fit(X, y) first")
+
+    def _scaled(self, X: Matrix) -> np.ndarray:
+        self._fitted()
+        x = as_matrix(X)
         if x.shape[1] != self.mean_.shape[0]:
             raise BadInputError(f"X has {x.shape[1]} dimensions; the probe was fitted on {self.mean_.shape[0]}")
         return (x - self.mean_.astype(x.dtype)) / self.scale_.astype(x.dtype)
 
-    def fit(self, X: Any, y: Sequence[Any] | np.ndarray | torch.Tensor) -> LinearProbe:
-        """Fit on ``X`` ``[n, d]`` and labels ``y`` ``[n]``; returns ``self``."""
+    def fit(self, X: Matrix, y: Targets) -> LinearProbe:
+        """Fit on ``X`` ``[n, d]`` and labels ``y`` ``[n]``; returns ``self``.
+
+        Raises:
+            BadInputError: shapes that do not match, or fewer than 2 classes for classification.
+        """
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        x = self._np(X)
-        yy = np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)
+        x = as_matrix(X)
+        yy = as_targets(y)
         if len(yy) != len(x):
             raise BadInputError(f"{len(yy)} labels for {len(x)} examples")
         self.mean_ = x.mean(0, dtype=np.float64) if self.standardize else np.zeros(x.shape[1])
@@ -81,11 +140,13 @@ class LinearProbe:
         xs = (x - self.mean_.astype(x.dtype)) / self.scale_.astype(x.dtype)  # float32 stays float32 (faster, smaller)
         if self.task == "classification":
             if len(np.unique(yy)) < 2:
-                raise BadInputError(f"classification needs at least 2 classes in the training labels, got {np.unique(yy)}")
-            self.model_ = LogisticRegression(C=self.C, class_weight="balanced" if self.balance else None,
-                                             max_iter=self.max_iter)
-            self.model_.fit(xs, yy)
-            self.classes_ = self.model_.classes_
+                raise BadInputError(f"classification needs at least 2 classes in the training labels, got "
+                                    f"{np.unique(yy).tolist()}")
+            clf = LogisticRegression(C=self.C, class_weight="balanced" if self.balance else None,
+                                     max_iter=self.max_iter)
+            clf.fit(xs, yy)
+            self.classes_ = clf.classes_
+            self.model_ = clf
         else:
             self.model_ = Ridge(alpha=self.alpha).fit(xs, yy.astype(np.float64))
         self.coef_ = np.atleast_2d(self.model_.coef_)
@@ -96,20 +157,26 @@ class LinearProbe:
         self.direction_ = d[0] if d.shape[0] == 1 else d
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
-        return self.model_.predict(self._scaled(X))
+    def predict(self, X: Matrix) -> np.ndarray:
+        """``[n]`` predicted classes (classification) or values (regression)."""
+        xs = self._scaled(X)
+        return np.asarray(self.model_.predict(xs))
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Matrix) -> np.ndarray:
         """Logits (classification) or predicted values (regression)."""
         xs = self._scaled(X)
-        return self.model_.decision_function(xs) if self.task == "classification" else self.model_.predict(xs)
+        if self.task == "classification":
+            return np.asarray(self.model_.decision_function(xs))  # type: ignore[union-attr]
+        return np.asarray(self.model_.predict(xs))
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Matrix, y: Targets) -> float:
         """Accuracy (classification) or R² (regression)."""
-        return float(self.model_.score(self._scaled(X), np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)))
+        xs = self._scaled(X)
+        return float(self.model_.score(xs, as_targets(y)))
 
 
-def split_by_sequence(groups: torch.Tensor, test_size: float = 0.25, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_by_sequence(groups: torch.Tensor, *, test_size: float = 0.25, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean train/test masks over examples such that every sequence is on one side only.
 
     Args:
@@ -118,15 +185,16 @@ def split_by_sequence(groups: torch.Tensor, test_size: float = 0.25, seed: int =
         seed: seed of the permutation of the sequences.
 
     Raises:
-        ValueError: ``test_size`` outside (0, 1), or fewer than 2 sequences.
+        BadInputError: ``test_size`` outside (0, 1), or fewer than 2 sequences.
 
     Example:
-        >>> tr, te = split_by_sequence(torch.tensor([0, 0, 1, 1, 2, 3]), test_size=0.5)
-        >>> sorted(set(torch.tensor([0, 0, 1, 1, 2, 3])[te].tolist())) != sorted(set(torch.tensor([0, 0, 1, 1, 2, 3])[tr].tolist()))
-        True
+        >>> groups = torch.tensor([0, 0, 1, 1, 2, 3])
+        >>> train, test = split_by_sequence(groups, test_size=0.5)
+        >>> set(groups[train].tolist()) & set(groups[test].tolist()), int(test.sum() + train.sum())
+        (set(), 6)
     """
     if not 0 < test_size < 1:
-        raise BadInputError(f"test_size must be in (0, 1), got {test_size}")
+        raise bad_value("test_size", test_size, "a fraction in (0, 1)")
     seqs = torch.unique(groups)
     if len(seqs) < 2:
         raise BadInputError(f"a split by sequence needs at least 2 sequences, got {len(seqs)}")
@@ -136,11 +204,17 @@ def split_by_sequence(groups: torch.Tensor, test_size: float = 0.25, seed: int =
     return ~test, test
 
 
-def group_folds(groups: torch.Tensor, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` cross-validation folds (train, validation index arrays) with whole sequences in each fold."""
+def group_folds(groups: torch.Tensor, k: int, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` cross-validation folds (train, validation index arrays) with whole sequences in each fold.
+
+    Example:
+        >>> folds = group_folds(torch.tensor([0, 0, 1, 2, 2, 3]), 2)
+        >>> [len(tr) + len(va) for tr, va in folds]
+        [6, 6]
+    """
     seqs = torch.unique(groups)
-    if k < 2 or k > len(seqs):
-        raise BadInputError(f"cv must be between 2 and the number of sequences ({len(seqs)}), got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2 or k > len(seqs):
+        raise bad_value("cv", k, f"an int from 2 to the number of sequences ({len(seqs)})")
     perm = seqs[torch.randperm(len(seqs), generator=torch.Generator().manual_seed(seed + 1))]
     fold_of = torch.empty(int(seqs.max()) + 1, dtype=torch.long)
     fold_of[perm] = torch.arange(len(perm)) % k
@@ -155,4 +229,5 @@ def f1_macro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, average="macro"))
 
 
-__all__ = ["TASKS", "LinearProbe", "f1_macro", "group_folds", "split_by_sequence"]
+__all__ = ["TASKS", "LinearProbe", "Matrix", "Targets", "Task", "as_matrix", "as_targets", "check_task", "f1_macro",
+           "group_folds", "split_by_sequence"]

@@ -12,33 +12,45 @@ Example:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(300, 20, generator=g); y = (X[:, 7] + 0.1 * X[:, 3] > 0).long()
-    >>> rank_dimensions(X, y, "f_stat")[:1].tolist()
+    >>> rank_dimensions(X, y, method="f_stat")[:1].tolist()
     [7]
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, unknown_name
+from interp.probing.probe import Matrix, Targets, Task, as_matrix, as_targets, check_task
 
-RANKINGS = ("mean_diff", "f_stat", "l1")
-
-
-def _np(X: Any) -> np.ndarray:
-    x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+Ranking = Literal["mean_diff", "f_stat", "l1"]
+RANKINGS: tuple[Ranking, ...] = ("mean_diff", "f_stat", "l1")
 
 
-def scores(X: Any, y: Any, method: str = "f_stat", task: str = "classification") -> np.ndarray:
-    """``[d]`` score of every dimension (higher: more informative); see the module docstring."""
+def check_ranking(method: str, task: str = "classification") -> Ranking:
+    """``method`` if it is a ranking for ``task``; else a :class:`BadInputError` naming it and the valid ones."""
     if method not in RANKINGS:
-        raise BadInputError(f"ranking method must be one of {RANKINGS}, got {method!r}")
-    x, yy = _np(X), np.asarray(y.tolist() if isinstance(y, torch.Tensor) else y)
+        raise unknown_name("ranking", method, RANKINGS)
+    if method == "l1" and task == "regression":
+        raise BadInputError("ranking 'l1' is for classification; use 'f_stat' or 'mean_diff' for regression")
+    return method  # type: ignore[return-value]
+
+
+def scores(X: Matrix, y: Targets, *, method: Ranking = "f_stat", task: Task = "classification") -> np.ndarray:
+    """``[d]`` score of every dimension of ``X`` ``[n, d]`` for labels ``y`` ``[n]`` (higher: more informative);
+    see the module docstring.
+
+    Raises:
+        BadInputError: an unknown ``method`` or ``task``, or shapes that do not match.
+    """
+    check_ranking(method, check_task(task))
+    x, yy = as_matrix(X), as_targets(y)
+    if len(yy) != len(x):
+        raise BadInputError(f"{len(yy)} labels for {len(x)} examples")
     sd = x.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     if task == "regression":
@@ -82,9 +94,18 @@ def _l1_entry(x: np.ndarray, y: np.ndarray, n_steps: int = 12) -> np.ndarray:
     return -(entry - f / (1.0 + f.max()))
 
 
-def rank_dimensions(X: Any, y: Any, method: str = "f_stat", task: str = "classification") -> torch.Tensor:
-    """Dimensions in decreasing order of their score: ``[d]`` long tensor."""
-    s = scores(X, y, method, task)
+def rank_dimensions(X: Matrix, y: Targets, *, method: Ranking = "f_stat", task: Task = "classification"
+                    ) -> torch.Tensor:
+    """Dimensions of ``X`` ``[n, d]`` in decreasing order of their score for labels ``y``: a ``[d]`` long tensor
+    (ties keep index order).
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 5.0], [0.1, -5.0], [1.0, 5.0], [1.1, -5.0]])
+        >>> rank_dimensions(X, [0, 0, 1, 1], method="mean_diff").tolist()
+        [0, 1]
+    """
+    s = scores(X, y, method=method, task=task)
     return torch.from_numpy(np.argsort(-s, kind="stable").copy())
 
 
@@ -98,10 +119,14 @@ def default_ks(d: int, k_max: int = 64) -> tuple[int, ...]:
 
 
 def check_ks(ks: Sequence[int], d: int) -> tuple[int, ...]:
-    out = tuple(int(k) for k in ks)
+    """``ks`` as a tuple if they are increasing ints in ``[1, d]``; else a :class:`BadInputError` naming them."""
+    try:
+        out = tuple(int(k) for k in ks)
+    except (TypeError, ValueError):
+        raise BadInputError(f"bad ks {ks!r}; valid: increasing ints in [1, {d}] (the number of dimensions)") from None
     if not out or any(k < 1 or k > d for k in out) or list(out) != sorted(set(out)):
-        raise BadInputError(f"ks must be increasing ints in [1, {d}] (the number of dimensions), got {list(ks)}")
+        raise BadInputError(f"bad ks {list(ks)}; valid: increasing ints in [1, {d}] (the number of dimensions)")
     return out
 
 
-__all__ = ["RANKINGS", "check_ks", "default_ks", "rank_dimensions", "scores"]
+__all__ = ["RANKINGS", "Ranking", "check_ks", "check_ranking", "default_ks", "rank_dimensions", "scores"]
