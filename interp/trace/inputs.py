@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from interp.trace.trace import Trace
 
 
 def ensure_trace(model: Model, inputs: Inputs, hooks: SiteSpec | Sequence[SiteSpec] = (), *,
-                 max_tokens: int | None = None, prepend_bos: bool = False) -> Trace:
+                 max_tokens: int | None = None, prepend_bos: bool = False, batch_size: int = 16) -> Trace:
     """A trace of ``inputs`` holding every hook in ``hooks`` (any :mod:`interp.sites` spelling).
 
     A :class:`Trace` or :class:`TraceStore` of this model that holds them is used as is (a store is read into
@@ -48,8 +49,26 @@ def ensure_trace(model: Model, inputs: Inputs, hooks: SiteSpec | Sequence[SiteSp
         inputs.check_model(model)
         if all(n in inputs.hooks for n in names):
             return inputs.trace(hooks=names)
-        return model.run(inputs, capture=names, metadata=inputs.metadata()).trace
+        ids, mask = inputs.tokens()
+        meta = inputs.metadata()
+        parts = [model.run((ids[i:i + batch_size], mask[i:i + batch_size]), capture=names,
+                           metadata=meta[i:i + batch_size]).trace for i in range(0, ids.shape[0], batch_size)]
+        return parts[0] if len(parts) == 1 else concat_traces(parts)
     return model.run(inputs, capture=names, max_tokens=max_tokens, prepend_bos=prepend_bos).trace
+
+
+def concat_traces(traces: Sequence[Trace]) -> Trace:
+    """One trace of the sequences of several traces of one model with the same hooks and the same padded length."""
+    first = traces[0]
+    if any(t.names != first.names or t.input_ids.shape[1] != first.input_ids.shape[1] for t in traces):
+        raise BadInputError("traces to concatenate need the same hooks and the same padded length")
+    acts = {n: torch.cat([t.activations[n] for t in traces]) for n in first.names}
+    grads = {n: torch.cat([t.grads[n] for t in traces]) for n in first.grads} if first.grads else {}
+    manifest = replace(first.manifest, hooks={k: list(v.shape) for k, v in acts.items()})
+    return Trace(input_ids=torch.cat([t.input_ids for t in traces]),
+                 attention_mask=torch.cat([t.attention_mask for t in traces]),
+                 tokens=tuple(row for t in traces for row in t.tokens), activations=acts, manifest=manifest,
+                 metadata=tuple(m for t in traces for m in t.metadata), grads=grads)
 
 
 def token_batches(model: Model, inputs: Inputs, batch_size: int, *, max_tokens: int | None = None,
@@ -73,4 +92,4 @@ def _modules(model: Model) -> Any:
     return (n for n, _ in model.hf.named_modules() if n)
 
 
-__all__ = ["ensure_trace", "token_batches"]
+__all__ = ["concat_traces", "ensure_trace", "token_batches"]

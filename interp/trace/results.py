@@ -210,8 +210,8 @@ class Result:
     - ``VIEWS``: plot views, the first the default; each view ``v`` is a method ``_view_v(self, **options)``;
     - ``SCHEMA_VERSION`` and ``UPGRADES`` (``{v: fn(tensors, fields)}`` turning a version-``v`` file into
       ``v + 1``; interp 0.1's files are version 0) when a field changes;
-    - optionally ``labels()`` (per-axis labels), ``headline()`` (the numbers a repr shows) and richer
-      ``to_frame``/``to_dict``.
+    - optionally ``labels()`` (per-axis labels), ``headline()`` (the numbers a repr shows), ``JSON_SKIP``
+      (large per-example tensors that ``to_dict`` leaves out; they are still saved) and a richer ``to_frame``.
     """
 
     AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {}
@@ -219,6 +219,7 @@ class Result:
     SCHEMA_VERSION: ClassVar[int] = 1
     UPGRADES: ClassVar[Mapping[int, Upgrade]] = {}
     SAVED_AS: ClassVar[tuple[str, ...]] = ()  # earlier class names in saved files
+    JSON_SKIP: ClassVar[tuple[str, ...]] = ()  # tensors left out of to_dict() (per-example arrays), still saved
 
     # -- plots ----------------------------------------------------------------------------------
     def plot(self, view: str | None = None, **options: Any) -> Figure:
@@ -248,10 +249,11 @@ class Result:
         """JSON-able: ``{"class", "schema_version", "arrays": {name: {"axes", "labels", "values"}}, "attributes"}``."""
         labels = self.labels()
         arrays = {n: labelled_array(getattr(self, n), axes, labels) for n, axes in self.AXES.items()
-                  if isinstance(getattr(self, n, None), torch.Tensor)}
+                  if isinstance(getattr(self, n, None), torch.Tensor) and n not in self.JSON_SKIP}
         tensors: dict[str, torch.Tensor] = {}
         attrs = {f.name: encode(getattr(self, f.name), f.name, tensors) for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                 if f.name not in arrays and not isinstance(getattr(self, f.name), torch.Tensor)}
+                 if f.name not in arrays and f.name not in self.JSON_SKIP
+                 and not isinstance(getattr(self, f.name), torch.Tensor)}
         attrs = {k: v for k, v in attrs.items() if not _has_tensor(v)}
         return {"class": type(self).__name__, "schema_version": self.SCHEMA_VERSION, "arrays": arrays,
                 "attributes": attrs}
