@@ -50,7 +50,7 @@ def main() -> None:
 
     def score() -> None:
         with torch.no_grad():
-            induction_scores(m, tokens=ids)
+            induction_scores(m, ids, progress=False)
 
     sides = {"forward + capture all patterns": capture, "induction_scores (3 scores + loss)": score,
              "plain HF forward (sdpa)": plain}

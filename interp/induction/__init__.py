@@ -1,15 +1,21 @@
 """Induction heads: scores on repeated random tokens, OV copying, logit attribution, ablation and detection.
 
-Following Olsson et al. (2022), Singh et al. (2024) and Reddy (2023). The toy model that grows induction
-heads lives in :mod:`interp.models.toy` (``interp.load_model("toy-induction")``).
+Following Olsson et al. (2022), Singh et al. (2024) and Reddy (2023). Every tool takes the model first, then
+``inputs`` (optional: by default, repeated random tokens), then keyword options; heads are ``HeadRef`` /
+``"L1H0"`` / ``(1, 0)``. The toy model that grows induction heads lives in :mod:`interp.models.toy`
+(``interp.load_model("toy-induction")``). The guide is ``docs/induction.md``.
 
 Example:
     >>> import interp
-    >>> from interp.induction import classify_heads, induction_scores
-    >>> m = interp.load_model("toy-induction")  # doctest: +SKIP
-    >>> roles = classify_heads(m, induction_scores(m, half=26))  # doctest: +SKIP
-    >>> roles.induction_heads[0][0][0], roles.prev_token_heads[0][0][0]  # doctest: +SKIP
-    (1, 0)
+    >>> from interp.induction import ablate_heads, classify_heads, induction_scores
+    >>> toy = interp.load_model("toy-induction")
+    >>> scores = induction_scores(toy, n_seq=8, half=26)
+    >>> roles = classify_heads(toy, scores)
+    >>> str(roles.induction_heads[0][0]), str(roles.prev_token_heads[0][0])
+    ('L1H2', 'L0H3')
+    >>> r = ablate_heads(toy, heads=[h for h, _ in roles.induction_heads], n_seq=8, half=26)
+    >>> r.repeat_loss_clean < 1 < 3 < r.repeat_loss_ablated
+    True
 """
 
 from interp.induction.ablation import AblationResult, ablate_heads

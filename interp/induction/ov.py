@@ -18,17 +18,25 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 
 from interp.errors import BadInputError
 from interp.induction.data import special_ids_of
+from interp.models import Model
 
 
-def common_token_ids(model: Any, n: int = 512) -> torch.Tensor:
+def common_token_ids(model: Model, n: int = 512) -> torch.Tensor:
     """``n`` token ids for the copying score: every non-special id of a small vocabulary, else the ``n`` ids
-    after the first 1,000 (byte-level BPE vocabularies put bytes and rare merges first)."""
+    after the first 1,000 (byte-level BPE vocabularies put bytes and rare merges first).
+
+    Example:
+        >>> import interp
+        >>> ids = common_token_ids(interp.load_model("toy-induction"))  # 64 ids, BOS (0) left out
+        >>> len(ids), int(ids[0])
+        (63, 1)
+    """
     vocab = model.dims.d_vocab
     banned = set(special_ids_of(model))
     start = 0 if vocab <= n + len(banned) else min(1000, vocab - n - len(banned))
@@ -59,35 +67,62 @@ def copying_from_weights(W_E_c: torch.Tensor, W_V: torch.Tensor, W_O: torch.Tens
     return {"eigen": eigen, "diagonal": diag}
 
 
-def ov_copying_scores(model: Any, token_ids: torch.Tensor | None = None, n_common: int = 512) -> dict[str, torch.Tensor]:
-    """Copying scores of every head's OV circuit on common tokens: ``{"eigen", "diagonal"}``, each ``[layer, head]``.
+def ov_copying_scores(model: Model, *, token_ids: torch.Tensor | None = None,
+                      n_common: int = 512) -> dict[str, torch.Tensor]:
+    """Copying scores of every head's OV circuit on common tokens, from the weights alone.
+
+    Args:
+        model: the model.
+        token_ids: the tokens ``c`` of ``W_E[c] W_OV W_U[:, c]`` (default: :func:`common_token_ids`).
+        n_common: how many common tokens by default.
+
+    Returns:
+        ``{"eigen": [layer, head], "diagonal": [layer, head]}``: ``Σλ / Σ|λ|`` of the full OV circuit, and the
+        fraction of tokens whose own logit is the largest of their row.
+
+    Raises:
+        BadInputError: fewer than two token ids, or ids outside the vocabulary.
 
     Example:
         >>> import interp
-        >>> m = interp.load_model("toy-induction")  # doctest: +SKIP
-        >>> ov_copying_scores(m)["eigen"][1].max() > 0.5  # doctest: +SKIP
-        tensor(True)
+        >>> m = interp.load_model("toy-induction")
+        >>> cop = ov_copying_scores(m)  # the layer-1 induction heads copy, layer 0 mostly does not
+        >>> bool(cop["eigen"][1].min() > 0.9), bool(cop["eigen"][0].min() < 0)
+        (True, True)
     """
     w = model.weights
     ids = common_token_ids(model, n_common) if token_ids is None else torch.as_tensor(token_ids, dtype=torch.long)
     if ids.numel() < 2 or int(ids.min()) < 0 or int(ids.max()) >= model.dims.d_vocab:
-        raise BadInputError(f"token_ids must be at least 2 ids in [0, {model.dims.d_vocab})")
+        raise BadInputError(f"bad token_ids {ids.tolist()[:8]}{'...' if ids.numel() > 8 else ''}; valid: at least "
+                            f"2 ids in 0..{model.dims.d_vocab - 1}")
     W_U, _ = w.folded_unembed()
     W_V = w.ln1_w[:, None, :, None].float() * w.W_V.float()
     return copying_from_weights(w.W_E[ids].cpu(), W_V.cpu(), w.W_O.cpu(), W_U[:, ids].cpu(), w.norm)
 
 
-def logit_attribution_from(model: Any, activations: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+def logit_attribution_from(model: Model, activations: Mapping[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
     """Direct logit attribution ``[batch, pos, layer, head]`` of each head to the true token at ``pos``
     (written at ``pos - 1``; zeros at ``pos = 0``), through the final norm with its scale frozen.
 
     ``activations`` holds ``blocks.*.attn.hook_z`` and the last ``hook_resid_post``. The scale is read
     from the model's own final norm: for ``y = w ⊙ x̂ / s (+ b)``, ``s = Σ w²x̂² / Σ w x̂ (y - b)``.
+
+    Example:
+        >>> import interp, torch
+        >>> from interp.hooks import run_with_hooks
+        >>> toy = interp.load_model("toy-induction")
+        >>> ids = torch.tensor([[0, 5, 9, 7, 5, 9, 7]])
+        >>> out = run_with_hooks(toy, ids, capture=["resid_post.-1", "z"])
+        >>> dla = logit_attribution_from(toy, out.activations, ids)  # [batch, pos, layer, head]
+        >>> dla.shape, bool(dla[0, 5:, 1].sum(-1).min() > 1)  # layer 1 pushes up the repeated tokens
+        (torch.Size([1, 7, 2, 4]), True)
     """
     w = model.weights
     L = model.dims.n_layers
     x = activations[f"blocks.{L - 1}.hook_resid_post"].float()  # [b, pos, d]
     xc = x - x.mean(-1, keepdim=True) if w.norm == "layer" else x
+    if w.ln_final_w is None:
+        raise BadInputError(f"model {model.name!r} has no final norm; the logit attribution reads through it")
     y = model.apply_final_norm(x).float()
     if w.ln_final_b is not None:
         y = y - w.ln_final_b.float()

@@ -20,21 +20,24 @@ from typing import Literal
 
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, bad_value
 
 KINDS = ("induction", "prev_token", "duplicate")
 Normalize = Literal["target_rows", "all_rows"]
 
 
-def detection_patterns(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+def detection_patterns(ids: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Boolean ``[batch, q_pos, k_pos]`` patterns of the three head kinds for token ids ``[batch, pos]``.
 
     ``duplicate[q, k]``: an earlier occurrence ``k < q`` of token ``q``; ``induction[q, k]``: ``k <= q``
     follows an earlier occurrence of token ``q`` (``duplicate`` shifted right by one);
-    ``prev_token[q, k]``: ``k = q - 1``.
+    ``prev_token[q, k]``: ``k = q - 1``. With an attention ``mask`` ``[batch, pos]`` (right padding), padded
+    query rows have no cells (padded keys never precede a real query).
     """
     if ids.dim() != 2:
-        raise BadInputError(f"ids must be [batch, pos], got shape {tuple(ids.shape)}")
+        raise BadInputError(f"bad ids of shape {tuple(ids.shape)}; valid: [batch, pos]")
+    if mask is not None and mask.shape != ids.shape:
+        raise BadInputError(f"bad mask of shape {tuple(mask.shape)}; valid: the ids' shape {tuple(ids.shape)}")
     n = ids.shape[1]
     q = torch.arange(n, device=ids.device)
     earlier = q[None, :] < q[:, None]  # [q, k]: k < q
@@ -43,11 +46,15 @@ def detection_patterns(ids: torch.Tensor) -> dict[str, torch.Tensor]:
     ind[:, :, 1:] = dup[:, :, :-1]
     ind &= (q[None, :] <= q[:, None])
     prev = (q[None, :] == q[:, None] - 1).expand_as(dup)
+    if mask is not None:
+        real = mask.to(ids.device).bool()[:, :, None]
+        dup, ind, prev = dup & real, ind & real, prev & real
     return {"induction": ind, "prev_token": prev, "duplicate": dup}
 
 
 def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *, normalize: Normalize = "target_rows",
-                   exclude_bos: bool = False, exclude_current_token: bool = False) -> dict[str, torch.Tensor]:
+                   exclude_bos: bool = False, exclude_current_token: bool = False,
+                   mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per sequence and head, the attention on each detection pattern: ``{kind: [batch, head]}``.
 
     Args:
@@ -55,6 +62,7 @@ def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *
         detections: from :func:`detection_patterns`.
         normalize: ``"target_rows"`` or ``"all_rows"`` (see the module docstring).
         exclude_bos: ignore attention to position 0; exclude_current_token: ignore the diagonal.
+        mask: ``[batch, pos]`` attention mask: with ``"all_rows"``, only real query rows count.
 
     Example:
         >>> A = torch.eye(3)[None, None].roll(-1, -1).tril()  # every row on its previous token
@@ -63,7 +71,7 @@ def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *
         tensor([[1.]])
     """
     if normalize not in ("target_rows", "all_rows"):
-        raise BadInputError(f"normalize must be 'target_rows' or 'all_rows', got {normalize!r}")
+        raise bad_value("normalize", normalize, "'target_rows' or 'all_rows'")
     a = pattern
     if exclude_bos or exclude_current_token:
         a = a.clone()
@@ -80,8 +88,11 @@ def pattern_scores(pattern: torch.Tensor, detections: dict[str, torch.Tensor], *
         # the patterns are sparse: gather the attention at their cells instead of multiplying everything
         b, q, k = det.nonzero(as_tuple=True)
         num = torch.zeros(B, H, dtype=torch.float32, device=a.device).index_add_(0, b, a[b, :, q, k].float())
-        considered = torch.ones(det.shape[:2], dtype=torch.bool, device=a.device) if normalize == "all_rows" \
-            else det.any(-1)
+        if normalize == "all_rows":
+            considered = (torch.ones(det.shape[:2], dtype=torch.bool, device=a.device) if mask is None
+                          else mask.to(a.device).bool())
+        else:
+            considered = det.any(-1)
         if rows is None:
             den = considered.sum(-1, dtype=torch.float32)[:, None].expand(B, H)
         else:

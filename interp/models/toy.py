@@ -13,32 +13,51 @@ first and on the second repeat; the phase change shows as a sudden drop of the s
 together with a jump of the induction score. ``clamp_heads`` fixes chosen heads' outputs to zero
 during training (Singh et al. 2024), to test which sub-circuits must form.
 
-A trained copy ships in ``data/toy_induction`` (``interp.load_model("toy-induction")``).
+A trained copy ships in ``data/toy_induction`` (``interp.load_model("toy-induction")``). A saved run
+(:meth:`ToyRun.save`) is a Hugging Face model directory plus ``toy_config.json`` and ``training_curves.json``,
+which record the class, their schema version and the interp version; :meth:`ToyRun.load` reads it back
+(runs saved by interp 0.1, without those stamps, load too).
 
 Example:
-    >>> from interp.models.toy import ToyConfig, train_toy
+    >>> import tempfile
+    >>> from interp.models.toy import ToyConfig, ToyRun, train_toy
     >>> run = train_toy(ToyConfig(steps=2, eval_every=1, batch_size=4), progress=False)
     >>> run.history["step"]
     [1, 2]
+    >>> ToyRun.load(run.save(tempfile.mkdtemp())).config == run.config
+    True
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, CorruptStoreError, SchemaVersionError
+from interp.progress import progress as progress_bar
+from interp.sites import HeadSpec, parse_heads
+from interp.version import __version__
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
+
+    from interp.models.model import Model
+
+log = logging.getLogger(__name__)
 
 BOS = 0  # the toy vocabulary's BOS token; random tokens are drawn from 1..vocab-1
+SCHEMA_VERSION = 1  # of toy_config.json / training_curves.json; interp 0.1 wrote them unstamped (version 0)
+CLASS_NAME = "ToyRun"
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,8 @@ class ToyConfig:
         eval_every: steps between measurements; ``checkpoint_every`` steps between saved checkpoints.
         stop_after_phase_change: stop once the induction score has stayed above ``phase_threshold``
             for ``patience`` measurements (``None`` trains every step).
-        clamp_heads: ``(layer, head)`` pairs whose output is clamped to zero throughout training.
+        clamp_heads: heads whose output is clamped to zero throughout training, in any head spelling
+            (``("L0H1", "L0H2")``, ``((0, 1), (0, 2))`` or ``"L0H1,L0H2"``); stored as ``HeadRef``.
         seed: seeds the initialisation and the data.
     """
 
@@ -77,7 +97,7 @@ class ToyConfig:
     stop_after_phase_change: bool = True
     phase_threshold: float = 0.5
     patience: int = 6
-    clamp_heads: tuple[tuple[int, int], ...] = ()
+    clamp_heads: Sequence[HeadSpec] | str = ()  # stored as tuple[HeadRef, ...]
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,13 +111,25 @@ class ToyConfig:
             raise BadInputError(f"d_model={self.d_model} is not a multiple of n_heads={self.n_heads}")
         if self.vocab < 4:
             raise BadInputError(f"vocab must be at least 4, got {self.vocab}")
-        for lh in self.clamp_heads:
-            if len(lh) != 2 or not (0 <= lh[0] < self.n_layers and 0 <= lh[1] < self.n_heads):
-                raise BadInputError(f"clamp_heads entry {lh!r} is not a (layer, head) pair inside "
-                                 f"{self.n_layers} layers x {self.n_heads} heads")
+        heads = parse_heads(self.clamp_heads, n_layers=self.n_layers, n_heads=self.n_heads) if self.clamp_heads else []
+        object.__setattr__(self, "clamp_heads", tuple(dict.fromkeys(heads)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToyConfig:
+        """A config from its JSON form; unknown keys (from another interp version) are ignored.
+
+        Example:
+            >>> ToyConfig.from_dict({"steps": 5, "clamp_heads": [[0, 1]], "gone": 1}).clamp_heads
+            (HeadRef(0, 1),)
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            log.debug("ignoring unknown toy config keys: %s", ", ".join(unknown))
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def build_toy_model(cfg: ToyConfig) -> nn.Module:
+def build_toy_model(cfg: ToyConfig) -> LlamaForCausalLM:
     """A freshly initialised attention-only Llama (MLPs of width 1, zeroed and frozen).
 
     Example:
@@ -110,7 +142,7 @@ def build_toy_model(cfg: ToyConfig) -> nn.Module:
     config = LlamaConfig(
         vocab_size=cfg.vocab, hidden_size=cfg.d_model, intermediate_size=1, num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads, max_position_embeddings=cfg.n_ctx,
-        rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=BOS, eos_token_id=BOS, pad_token_id=BOS,
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"}, tie_word_embeddings=False, bos_token_id=BOS, eos_token_id=BOS, pad_token_id=BOS,
         attention_dropout=0.0,
     )
     torch.manual_seed(cfg.seed)
@@ -150,11 +182,15 @@ def repeated_random_tokens(gen: torch.Generator, batch: int, half: int, vocab: i
     return torch.cat([torch.full((batch, 1), BOS), first, first], dim=1)
 
 
-def _clamp_hooks(model: nn.Module, heads: Sequence[tuple[int, int]], d_head: int) -> list[Any]:
-    """Forward pre-hooks on ``o_proj`` zeroing the chosen heads' outputs (``hook_z``)."""
+def _clamp_hooks(model: nn.Module, heads: Sequence[HeadSpec], d_head: int) -> list[Any]:
+    """Forward pre-hooks on ``o_proj`` zeroing the chosen heads' outputs (``hook_z``) during training.
+
+    The same edit as ``interp.hooks.Ablate("z", heads=heads)`` (a test checks it), on the bare Hugging Face
+    model: ``interp.models`` sits below the hook engine.
+    """
     by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
+    for ref in parse_heads(heads) if heads else []:
+        by_layer.setdefault(ref.layer, []).append(ref.head)
     handles = []
     for layer, hs in by_layer.items():
         def pre(module: nn.Module, args: tuple[Any, ...], hs: list[int] = hs) -> tuple[Any, ...]:
@@ -189,12 +225,39 @@ def measure(model: nn.Module, cfg: ToyConfig, tokens: torch.Tensor) -> dict[str,
     }
 
 
+def _stamp() -> dict[str, Any]:
+    return {"class": CLASS_NAME, "module": "interp.models.toy", "schema_version": SCHEMA_VERSION, "interp_version": __version__}
+
+
+def _read_json(f: Path) -> dict[str, Any]:
+    """A toy run's JSON file, checked: ``{}``-like data of this class and a schema this interp reads
+    (interp 0.1's unstamped files are schema 0)."""
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptStoreError(f"{f} is not valid JSON ({e}); save the toy run again") from None
+    if not isinstance(data, dict):
+        raise CorruptStoreError(f"{f} does not hold a toy run's JSON object")
+    if "schema_version" not in data:  # interp 0.1
+        return data
+    if data.get("class") != CLASS_NAME:
+        raise BadInputError(f"{f} holds a {data.get('class')!r}, not a {CLASS_NAME}")
+    version = data["schema_version"]
+    if not isinstance(version, int) or version < 0:
+        raise CorruptStoreError(f"{f} has a bad schema_version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{f} holds a {CLASS_NAME} of schema version {version}, written by interp "
+                                 f"{data.get('interp_version')}; this interp ({__version__}) reads up to version "
+                                 f"{SCHEMA_VERSION}: upgrade interp to load it")
+    return data
+
+
 @dataclass
 class ToyRun:
     """A finished training run: the model, its config and the measured curves.
 
     Attributes:
-        model: the trained ``LlamaForCausalLM`` (eval mode).
+        model: the trained ``LlamaForCausalLM`` (eval mode); :meth:`to_model` wraps it as an interp ``Model``.
         config: the :class:`ToyConfig`.
         history: lists keyed by ``step``, ``train_loss``, ``induction_max``, ``prev_token_max_l0``,
             ``loss_first``, ``loss_second``, ``induction`` ([layer][head] per step), ``prev_token``.
@@ -202,7 +265,7 @@ class ToyRun:
         seconds: wall time of the training.
     """
 
-    model: nn.Module
+    model: LlamaForCausalLM
     config: ToyConfig
     history: dict[str, list[Any]] = field(default_factory=dict)
     checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -216,34 +279,84 @@ class ToyRun:
                 return int(s)
         return None
 
-    def save(self, path: str | os.PathLike[str], with_checkpoints: bool = True) -> Path:
-        """Save as a Hugging Face directory (``model.safetensors``, ``config.json``) plus
-        ``toy_config.json``, ``training_curves.json`` and ``checkpoints/step_XXXXX.safetensors``."""
+    def to_model(self, name: str = "toy-run") -> Model:
+        """The trained model as an interp :class:`~interp.models.Model` (not copied), for every tool.
+
+        Example:
+            >>> run = train_toy(ToyConfig(steps=1, eval_every=1, batch_size=2), progress=False)
+            >>> run.to_model().dims.n_heads
+            4
+        """
+        from interp.models.registry import from_hf
+
+        return from_hf(self.model, name=name)
+
+    def save(self, path: str | os.PathLike[str], *, with_checkpoints: bool = True) -> Path:
+        """Save as a Hugging Face directory (``model.safetensors``, ``config.json``) plus ``toy_config.json``,
+        ``training_curves.json`` (both stamped with the class, the schema version and the interp version) and
+        ``checkpoints/step_XXXXX.safetensors``; returns the directory (``interp.load_model(path)`` loads the model)."""
         from safetensors.torch import save_file
 
         out = Path(path)
+        if out.exists() and not out.is_dir():
+            raise BadInputError(f"bad path {str(out)!r}: it is a file; valid: a directory for the toy run")
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
-        (out / "toy_config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        (out / "toy_config.json").write_text(json.dumps({**_stamp(), "config": asdict(self.config)}, indent=1))
         (out / "training_curves.json").write_text(json.dumps(
-            {"history": self.history, "phase_change_step": self.phase_change_step, "seconds": self.seconds}))
+            {**_stamp(), "history": self.history, "phase_change_step": self.phase_change_step,
+             "seconds": self.seconds}))
         if with_checkpoints and self.checkpoints:
             (out / "checkpoints").mkdir(exist_ok=True)
             for step, sd in self.checkpoints.items():
                 save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "checkpoints" / f"step_{step:05d}.safetensors"))
         return out
 
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *, checkpoints: bool = False) -> ToyRun:
+        """Read a run saved by :meth:`save`, by this interp or by interp 0.1 (default: the shipped copy).
 
-def train_toy(cfg: ToyConfig | None = None, *, progress: bool = True) -> ToyRun:
+        Args:
+            path: the run's directory (default: ``data/toy_induction``).
+            checkpoints: also read ``checkpoints/*.safetensors`` into :attr:`checkpoints`.
+
+        Raises:
+            BadInputError: no toy run in ``path``. SchemaVersionError: a run saved by a newer interp.
+
+        Example:
+            >>> run = ToyRun.load()  # the shipped model
+            >>> run.config.n_layers, run.phase_change_step
+            (2, 500)
+        """
+        from safetensors.torch import load_file
+        from transformers import LlamaForCausalLM
+
+        src = Path(path) if path is not None else shipped_path()
+        cfg = load_config(src)
+        curves = load_curves(src) if (src / "training_curves.json").is_file() else {}
+        model = LlamaForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+        make_attention_only(model)
+        model.eval()
+        ckpts: dict[int, dict[str, torch.Tensor]] = {}
+        if checkpoints and (src / "checkpoints").is_dir():
+            for f in sorted((src / "checkpoints").glob("step_*.safetensors")):
+                ckpts[int(f.stem.removeprefix("step_"))] = load_file(str(f))
+        return cls(model=model, config=cfg, history=dict(curves.get("history") or {}), checkpoints=ckpts,
+                   seconds=float(curves.get("seconds") or 0.0))
+
+
+def train_toy(cfg: ToyConfig | None = None, *, progress: bool | None = None) -> ToyRun:
     """Train the toy model; returns a :class:`ToyRun` (a few minutes on one CPU core).
+
+    Args:
+        cfg: the settings (default: :class:`ToyConfig`'s, what the shipped model used but 3,000 steps at most).
+        progress: a progress bar over steps (``None``: the library switch, see :mod:`interp.progress`).
 
     Example:
         >>> run = train_toy(ToyConfig(steps=2, eval_every=1, batch_size=4), progress=False)
         >>> sorted(run.history)[:3]
         ['induction', 'induction_max', 'loss_first']
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or ToyConfig()
     model = build_toy_model(cfg)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -260,7 +373,7 @@ def train_toy(cfg: ToyConfig | None = None, *, progress: bool = True) -> ToyRun:
     run = ToyRun(model=model, config=cfg, history=history)
     start, above, running = time.perf_counter(), 0, math.nan
     model.config._attn_implementation = "eager"  # output_attentions in measure()
-    bar = tqdm(range(1, cfg.steps + 1), desc="toy induction", disable=not progress)
+    bar = progress_bar(range(1, cfg.steps + 1), enabled=progress, desc="toy induction")
     try:
         for step in bar:
             model.train()
@@ -302,23 +415,44 @@ def shipped_path() -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "toy_induction"
 
 
-def load_curves(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The training curves saved beside a toy model (default: the shipped copy).
+def load_config(path: str | os.PathLike[str] | None = None) -> ToyConfig:
+    """The :class:`ToyConfig` saved beside a toy model (default: the shipped copy; interp 0.1's files too).
 
     Example:
-        >>> curves = load_curves()  # doctest: +SKIP
-        >>> curves["phase_change_step"]  # doctest: +SKIP
-        850
+        >>> load_config().eval_span
+        26
+    """
+    src = Path(path) if path is not None else shipped_path()
+    f = src / "toy_config.json"
+    if not f.is_file():
+        raise BadInputError(f"bad toy run directory {str(src)!r}: no toy_config.json; valid: a directory written "
+                            "by ToyRun.save (train one with interp.models.toy.train_toy)")
+    data = _read_json(f)
+    return ToyConfig.from_dict(data["config"] if "schema_version" in data else data)
+
+
+def load_curves(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The training curves saved beside a toy model (default: the shipped copy; interp 0.1's files too):
+    ``{"history", "phase_change_step", "seconds"}``.
+
+    Example:
+        >>> curves = load_curves()
+        >>> curves["phase_change_step"], curves["history"]["step"][:3]
+        (500, [50, 100, 150])
     """
     src = Path(path) if path is not None else shipped_path()
     f = src / "training_curves.json"
     if not f.is_file():
-        raise FileNotFoundError(f"no training_curves.json in {str(src)!r}; train one with interp.models.toy.train_toy")
-    return json.loads(f.read_text())
+        raise BadInputError(f"bad toy run directory {str(src)!r}: no training_curves.json; valid: a directory "
+                            "written by ToyRun.save (train one with interp.models.toy.train_toy)")
+    data = _read_json(f)
+    return {"history": data.get("history", {}), "phase_change_step": data.get("phase_change_step"),
+            "seconds": data.get("seconds", 0.0)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m interp.models.toy OUT_DIR [--steps N] [--seed S]``: train and save a toy model."""
+    """``python -m interp.models.toy OUT_DIR [--steps N] [--seed S] [--no-stop] [--clamp-heads L0H1,L0H2]``:
+    train and save a toy model."""
     import argparse
 
     p = argparse.ArgumentParser(description="train the attention-only toy model that grows induction heads")
@@ -326,14 +460,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=ToyConfig.steps)
     p.add_argument("--seed", type=int, default=ToyConfig.seed)
     p.add_argument("--no-stop", action="store_true", help="train every step even after the phase change")
-    p.add_argument("--clamp", default="", help="heads to clamp to zero, e.g. '0.1,0.2'")
+    p.add_argument("--clamp-heads", default="", metavar="L0H1,...", help="heads to clamp to zero, e.g. L0H1,L0H2")
     a = p.parse_args(argv)
-    clamp = tuple(tuple(int(x) for x in s.split(".")) for s in a.clamp.split(",") if s)
-    cfg = ToyConfig(steps=a.steps, seed=a.seed, stop_after_phase_change=not a.no_stop, clamp_heads=clamp)  # type: ignore[arg-type]
+    logging.basicConfig(format="interp: %(message)s", level=logging.INFO)
+    cfg = ToyConfig(steps=a.steps, seed=a.seed, stop_after_phase_change=not a.no_stop,
+                    clamp_heads=tuple(parse_heads(a.clamp_heads)) if a.clamp_heads.strip() else ())
     torch.set_num_threads(1)
     run = train_toy(cfg)
     run.save(a.out)
-    print(f"phase change at step {run.phase_change_step}; {run.seconds:.0f} s; saved to {a.out}")
+    log.info("phase change at step %s; %.0f s; saved to %s", run.phase_change_step, run.seconds, a.out)
 
 
 if __name__ == "__main__":

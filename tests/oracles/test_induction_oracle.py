@@ -29,7 +29,7 @@ def compare(model: interp.Model, tokenizer: object, text: str, exclude_bos: bool
     ids = bridge.to_tokens(text).cpu()
     with torch.no_grad():
         _, cache = bridge.run_with_cache(ids, remove_batch_dim=True)
-        ours = induction_scores(model, tokens=ids, normalize="all_rows", exclude_bos=exclude_bos)
+        ours = induction_scores(model, ids, normalize="all_rows", exclude_bos=exclude_bos, progress=False)
         errs = {}
         for kind, tl_name in KINDS.items():
             theirs = head_detector.detect_head(bridge, text, tl_name, cache=cache, exclude_bos=exclude_bos)
