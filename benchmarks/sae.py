@@ -68,7 +68,7 @@ def capture_rows(n_tokens: int, work: Path) -> tuple[Path, Path]:
     model = interp.load_model("smollm2-135m")
     texts = paragraphs(Path(__file__).resolve().parents[1] / "data" / "corpus" / "english.txt")
     n_seqs = max(16, n_tokens // 120)
-    store = capture(model, texts[:n_seqs], HOOK, work / "store", batch_size=16, max_tokens=128)
+    store = capture(model, texts[:n_seqs], out=work / "store", hooks=HOOK, batch_size=16, max_tokens=128)
     x = torch.cat(list(store.iter_tokens(HOOK, batch_size=8192, dtype=torch.float32)))
     acts = work / "acts.safetensors"
     save_file({"acts": x.contiguous()}, str(acts))
@@ -81,7 +81,7 @@ def time_interp(data: object, args: argparse.Namespace) -> float:
     cfg = SAEConfig(d_sae=args.d_sae, k=args.k, batch_size=args.batch, n_tokens=args.steps * args.batch,
                     lr=args.lr, warmup_steps=args.warmup, dead_after=10**9)
     t = time.perf_counter()
-    SparseAutoencoder(cfg, progress=False).fit(data, HOOK if not isinstance(data, torch.Tensor) else None)
+    SparseAutoencoder(cfg, progress=False).fit(data, hook=HOOK if not isinstance(data, torch.Tensor) else None)
     return args.steps * args.batch / (time.perf_counter() - t)
 
 

@@ -13,7 +13,7 @@ from interp.trace import capture
 
 def test_cli_train_writes_a_loadable_sae(tiny_llama, tmp_path, capsys) -> None:
     texts = [" ".join(f"w{(5 * i + j) % 100}" for j in range(12)) for i in range(16)]
-    capture(tiny_llama, texts, "blocks.1.hook_resid_post", tmp_path / "st", batch_size=8, progress=False)
+    capture(tiny_llama, texts, out=tmp_path / "st", hooks="resid_post.1", batch_size=8, progress=False)
     rc = main(["features", "train", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "sae"), "--d-sae", "64",
                "--k", "4", "--n-tokens", "2048", "--batch-size", "64", "--quiet", "--json", str(tmp_path / "o.json")])
     assert rc == 0
@@ -23,31 +23,41 @@ def test_cli_train_writes_a_loadable_sae(tiny_llama, tmp_path, capsys) -> None:
     assert "SAE training" in json.loads((tmp_path / "o.json").read_text())["sections"]
 
 
-def test_cli_reports_missing_arguments(capsys) -> None:
+def test_cli_reports_missing_arguments(tiny_llama, tmp_path, capsys) -> None:
     assert main(["features", "flow"]) == 2
     assert "needs --hook, --feature" in capsys.readouterr().err
+    capture(tiny_llama, ["w1 w2 w3"], out=tmp_path / "st", hooks="resid_post.1", progress=False)
+    assert main(["features", "train", "--store", str(tmp_path / "st"), "--hook", "resid_post.0", "--out",
+                 str(tmp_path / "sae")]) == 2
+    assert "unknown hook 'blocks.0.hook_resid_post'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_cli_flow_and_steer_on_shipped_saes(tmp_path, capsys) -> None:
     saes = load_saes()
-    rc = main(["features", "flow", "--hook", "blocks.4.hook_resid_post", "--feature", "3", "--threshold", "0.3",
+    rc = main(["features", "flow", "--hook", "resid_post.4", "--feature", "3", "--threshold", "0.3",
                "--json", str(tmp_path / "f.json")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "features of blocks.4.hook_resid_post by origin" in out and "FlowGraph(backward from r5 #3" in out
-    assert "Feature flow" in json.loads((tmp_path / "f.json").read_text())["sections"]
+    flow = json.loads((tmp_path / "f.json").read_text())["sections"]["Feature flow"]
+    assert flow["FlowGraph"]["class"] == "FlowGraph" and flow["FeatureClasses"]["arrays"]["scores"]["axes"] == [
+        "source", "feature"]
     assert main(["features", "steer", "--hook", "blocks.4.hook_resid_post", "--feature", "3", "--scale", "1",
                  "--prompt", "The capital of France is", "--max-new-tokens", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     before = next(x for x in lines if x.startswith("before:"))
     after = next(x for x in lines if x.startswith("after:"))
     assert before.split(":", 1)[1].strip() == after.split(":", 1)[1].strip()  # scale 1 changes nothing
-    assert main(["features", "steer", "--hook", "blocks.4.hook_resid_post", "--feature", "3", "--path",
+    assert main(["features", "steer", "--hook", "resid_post.4", "--feature", "3", "--path",
                  "--threshold", "0.1", "--scale", "0", "--prompt", "The capital of France is",
                  "--max-new-tokens", "2"]) == 0
     assert "steering 2 features on the path" in capsys.readouterr().out
     assert len(saes) == 4
+    assert main(["features", "steer", "--hook", "resid_post.3", "--feature", "5000", "--prompt", "Hi"]) == 2
+    assert "bad feature 5000" in capsys.readouterr().err
+    assert main(["features", "flow", "--hook", "resid_post", "--feature", "3"]) == 2
+    assert "names 30 hook points; an SAE reads one" in capsys.readouterr().err
 
 
 @pytest.mark.slow

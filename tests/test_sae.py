@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from interp.errors import BadInputError, SchemaVersionError, UnknownNameError
 from interp.features import SAEConfig, SparseAutoencoder, evaluate_sae, save_saelens, spliced_ce
 from interp.features.train import _topk_grads
 from interp.trace import capture
@@ -33,7 +34,7 @@ def small(**kw: object) -> SparseAutoencoder:
 def test_topk_recovers_planted_features_and_keeps_unit_decoder() -> None:
     x, D = planted()
     sae = small().fit(x[:16000])
-    ev = evaluate_sae(sae, x[16000:])
+    ev = evaluate_sae(None, x[16000:], sae=sae)
     assert ev.explained_variance > 0.85
     assert ev.l0 <= 4.0 + 1e-6
     assert torch.allclose(sae.W_dec_.norm(dim=-1), torch.ones(sae.d_sae), atol=1e-5)
@@ -52,7 +53,7 @@ def test_relu_l1_trades_sparsity_for_reconstruction() -> None:
     x, _ = planted(n=12000)
     weak = small(activation="relu", l1_coeff=1e-3, n_tokens=40_000).fit(x[:10000])
     strong = small(activation="relu", l1_coeff=3e-2, n_tokens=40_000).fit(x[:10000])
-    ew, es = evaluate_sae(weak, x[10000:]), evaluate_sae(strong, x[10000:])
+    ew, es = evaluate_sae(None, x[10000:], sae=weak), evaluate_sae(None, x[10000:], sae=strong)
     assert es.l0 < ew.l0
     assert ew.explained_variance > es.explained_variance
     assert ew.explained_variance > 0.9
@@ -93,7 +94,7 @@ def test_dead_features_are_tracked_and_fed_to_auxk() -> None:
     sae = small(d_sae=64, k=2, dead_after=512, n_tokens=20_000).fit(x)
     assert max(sae.history_["dead_fraction"]) > 0
     assert max(sae.history_["aux"]) > 0
-    ev = evaluate_sae(sae, x)
+    ev = evaluate_sae(None, x, sae=sae)
     assert ev.dead_fraction == pytest.approx(float((ev.feature_frequency == 0).float().mean()))
 
 
@@ -119,7 +120,7 @@ def test_save_load_roundtrip_and_float16(tmp_path) -> None:
     half = SparseAutoencoder.load(sae.save(tmp_path / "b", dtype=torch.float16))
     assert half.W_enc_.dtype == torch.float32
     assert torch.allclose(half.reconstruct(x[:10]), sae.reconstruct(x[:10]), atol=2e-2)
-    with pytest.raises(FileNotFoundError, match="no SAE"):
+    with pytest.raises(BadInputError, match="no SAE"):
         SparseAutoencoder.load(tmp_path)
 
 
@@ -173,7 +174,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         SAEConfig(activation="jump")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k=40 is larger than d_sae=32"):
         SAEConfig(d_sae=32, k=40)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(BadInputError, match="not fitted"):
         SparseAutoencoder().encode(torch.randn(2, 4))
     with pytest.raises(ValueError, match="fewer token rows"):
         small().fit(torch.randn(10, 4))
@@ -182,40 +183,96 @@ def test_bad_inputs_raise_clear_errors() -> None:
         sae.encode(torch.randn(2, 5))
 
 
-def _raw_ce(model, sae, layer, ids):
-    """Cross-entropy with the SAE spliced in by a raw PyTorch forward hook on the decoder layer (the oracle)."""
+def test_saved_files_record_class_and_versions_and_refuse_newer_ones(tmp_path) -> None:
+    import interp
+
+    sae = small(n_tokens=512).fit(torch.randn(600, 4))
+    meta = json.loads((sae.save(tmp_path / "a") / "sae.json").read_text())
+    assert (meta["class"], meta["schema_version"], meta["interp_version"]) == ("SparseAutoencoder", 1,
+                                                                               interp.__version__)
+    meta["schema_version"] = 2
+    (tmp_path / "a" / "sae.json").write_text(json.dumps(meta))
+    with pytest.raises(SchemaVersionError, match="upgrade interp"):
+        SparseAutoencoder.load(tmp_path / "a")
+    meta["schema_version"], meta["class"] = 1, "TunedLens"
+    (tmp_path / "a" / "sae.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match="holds a TunedLens"):
+        SparseAutoencoder.load(tmp_path / "a")
+    meta["class"], meta["config"]["from_the_future"] = "SparseAutoencoder", 1  # unknown keys are ignored
+    (tmp_path / "a" / "sae.json").write_text(json.dumps(meta))
+    assert SparseAutoencoder.load(tmp_path / "a").config == sae.config
+
+
+def _raw_ce(model, sae, layer, ids, mask=None):
+    """Per-sequence next-token cross-entropies (over real tokens) with the SAE spliced in by a raw PyTorch
+    forward hook on the decoder layer (the oracle); ``sae=None``: the clean model."""
     def hook(mod, args, out):
         h = out[0] if isinstance(out, tuple) else out
         new = sae.reconstruct(h)
         return (new, *out[1:]) if isinstance(out, tuple) else new
-    h = model.hf.model.layers[layer].register_forward_hook(hook)
+    h = model.hf.model.layers[layer].register_forward_hook(hook) if sae is not None else None
+    mask = torch.ones_like(ids) if mask is None else mask
     try:
-        logits = model.hf(input_ids=ids).logits
+        with torch.no_grad():
+            logits = model.hf(input_ids=ids, attention_mask=mask).logits
     finally:
-        h.remove()
-    return float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]))
+        if h is not None:
+            h.remove()
+    out = []
+    for row in range(ids.shape[0]):
+        n = int(mask[row].sum())
+        out.append(torch.nn.functional.cross_entropy(logits[row, : n - 1], ids[row, 1:n], reduction="none"))
+    return out
 
 
 def test_store_training_and_spliced_ce(tiny_llama, tmp_path) -> None:
     g = torch.Generator().manual_seed(0)
     texts = [" ".join(f"w{int(i)}" for i in torch.randint(0, 100, (24,), generator=g)) for _ in range(64)]
-    store = capture(tiny_llama, texts, "blocks.0.hook_resid_post", tmp_path / "st", batch_size=16, progress=False)
+    store = capture(tiny_llama, texts, out=tmp_path / "st", hooks="resid_post.0", batch_size=16, progress=False)
     sae = SparseAutoencoder(SAEConfig(d_sae=128, k=16, batch_size=128, n_tokens=20_000, lr=3e-3),
                             progress=False).fit(store)
     assert sae.hook == "blocks.0.hook_resid_post" and sae.model_id
     ids = tiny_llama.tokenize(texts[0])[0]
-    clean, spliced, zero = spliced_ce(tiny_llama, sae, ids)
-    with torch.no_grad():
-        assert spliced == pytest.approx(_raw_ce(tiny_llama, sae, 0, ids), rel=1e-4)
-    with torch.no_grad():
-        logits = tiny_llama.hf(input_ids=ids).logits
-    assert clean == pytest.approx(float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:])), rel=1e-5)
+    clean, spliced, zero = spliced_ce(tiny_llama, ids, sae=sae)
+    assert spliced == pytest.approx(float(_raw_ce(tiny_llama, sae, 0, ids)[0].mean()), rel=1e-4)
+    assert clean == pytest.approx(float(_raw_ce(tiny_llama, None, 0, ids)[0].mean()), rel=1e-5)
     assert zero != clean
-    ev = evaluate_sae(sae, store, model=tiny_llama, ce_inputs=tiny_llama.tokenize(texts[:4]))
+    ev = evaluate_sae(tiny_llama, store, sae=sae, ce_inputs=texts[:4])
     assert ev.explained_variance > 0.5 and not math.isnan(ev.ce_recovered)
     back = type(ev).load(ev.save(tmp_path / "ev"))
-    assert back.summary() == pytest.approx(ev.summary(), nan_ok=True)
-    assert len(ev.to_frame()) == 128 and ev.plot().data
+    assert back.metrics() == pytest.approx(ev.metrics(), nan_ok=True)
+    assert len(ev.to_frame()) == 128 and ev.plot().data and ev.plot("frequency").data
+    # without a model the store's rows alone: no loss; with texts the model runs and captures the hook
+    rows_only = evaluate_sae(None, store, sae=sae)
+    assert rows_only.explained_variance == pytest.approx(ev.explained_variance) and math.isnan(rows_only.ce_clean)
+    from_texts = evaluate_sae(tiny_llama, texts[:4], sae=sae, hook="resid_post.-2")
+    first4 = evaluate_sae(None, store, sae=sae, max_rows=4 * 24)
+    assert from_texts.n_tokens == first4.n_tokens == 96
+    assert from_texts.explained_variance == pytest.approx(first4.explained_variance, abs=1e-5)
+    assert from_texts.ce_clean == pytest.approx(float(torch.cat(_raw_ce(tiny_llama, None, 0, store.tokens()[0][:4]))
+                                                      .mean()), rel=1e-5)
+    with pytest.raises(BadInputError, match="needs a model"):
+        evaluate_sae(None, texts[:4], sae=sae)
+    with pytest.raises(BadInputError, match="bad max_rows 0"):
+        evaluate_sae(None, store, sae=sae, max_rows=0)
+
+
+def test_spliced_ce_on_a_padded_batch_in_several_forwards(tiny_llama) -> None:
+    """Sequences of different lengths, two per forward: the mean over every real next token (padding never
+    counts), equal to the raw hook's per-sequence losses pooled."""
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(3000, 64, generator=g)
+    sae = SparseAutoencoder(SAEConfig(d_sae=64, k=8, batch_size=256, n_tokens=4096), progress=False).fit(rows)
+    texts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9 w10", "w11 w12 w13 w14 w15", "w16 w17"]
+    loss = spliced_ce(tiny_llama, texts, sae=sae, hook=("resid_post", 1), batch_size=2)
+    ids, mask = tiny_llama.tokenize(texts)
+    for got, sub in ((loss.spliced, sae), (loss.clean, None)):
+        want = torch.cat(_raw_ce(tiny_llama, sub, 1, ids, mask)).mean()
+        assert got == pytest.approx(float(want), rel=1e-5)
+    assert loss.zero != loss.clean and loss.recovered == pytest.approx((loss.zero - loss.spliced) /
+                                                                       (loss.zero - loss.clean))
+    with pytest.raises(BadInputError, match="names no hook"):
+        spliced_ce(tiny_llama, texts, sae=sae)
 
 
 def test_fits_on_an_in_memory_trace(tiny_llama) -> None:
@@ -223,6 +280,19 @@ def test_fits_on_an_in_memory_trace(tiny_llama) -> None:
     trace = tiny_llama.run(texts, capture=["blocks.1.hook_resid_post"]).trace
     sae = SparseAutoencoder(SAEConfig(d_sae=16, k=2, batch_size=3, n_tokens=30), progress=False).fit(trace)
     assert sae.hook == "blocks.1.hook_resid_post"
-    assert len(sae.to_frame()) == 10 and sae.plot().data
+    assert len(sae.to_frame()) == 10 and sae.plot().data and sae.plot("training").data
+    assert "train_ev" in sae.summary() and repr(sae).startswith("SparseAutoencoder(64->16")
+    with pytest.raises(UnknownNameError, match="training"):
+        sae.plot("curves")
     rows = trace["blocks.1.hook_resid_post"][trace.attention_mask.bool()]
-    assert evaluate_sae(sae, rows).n_tokens == 9
+    assert evaluate_sae(None, rows, sae=sae).n_tokens == 9
+    two = tiny_llama.run(texts, capture=["resid_post.0", "resid_post.1"]).trace
+    again = SparseAutoencoder(SAEConfig(d_sae=16, k=2, batch_size=3, n_tokens=30), progress=False)
+    assert again.fit(two, hook=("resid_post", 1)).hook == "blocks.1.hook_resid_post"
+    with pytest.raises(UnknownNameError, match=r"blocks\.0\.hook_resid_post"):
+        SparseAutoencoder(SAEConfig(d_sae=16, k=2, batch_size=3, n_tokens=30)).fit(trace, hook="resid_post.0")
+    with pytest.raises(BadInputError, match="pass hook="):
+        SparseAutoencoder(SAEConfig(d_sae=16, k=2, batch_size=3, n_tokens=30)).fit(two)
+    with pytest.raises(BadInputError, match="TraceStore"):
+        bare = SparseAutoencoder(SAEConfig(d_sae=16, k=2, batch_size=3, n_tokens=30))
+        bare.fit("/tmp/store")  # type: ignore[arg-type]

@@ -41,12 +41,12 @@ def main() -> None:
     model = interp.load_model("smollm2-135m")
     texts = paragraphs(Path(__file__).resolve().parents[1] / "corpus" / "english.txt")
     with tempfile.TemporaryDirectory() as tmp:
-        train = capture(model, texts[:400], HOOKS, Path(tmp) / "train", batch_size=16, max_tokens=128)
-        test = capture(model, texts[-40:], HOOKS, Path(tmp) / "test", batch_size=16, max_tokens=128)
+        train = capture(model, texts[:400], out=Path(tmp) / "train", hooks=HOOKS, batch_size=16, max_tokens=128)
+        test = capture(model, texts[-40:], out=Path(tmp) / "test", hooks=HOOKS, batch_size=16, max_tokens=128)
         for hook in HOOKS:
             cfg = SAEConfig(d_sae=1024, k=32, n_tokens=150_000, batch_size=1024, dead_after=20_000)
-            sae = SparseAutoencoder(cfg).fit(train, hook)
-            ev = evaluate_sae(sae, test, hook)
+            sae = SparseAutoencoder(cfg).fit(train, hook=hook)
+            ev = evaluate_sae(None, test, sae=sae)
             print(f"{hook}: held-out EV {ev.explained_variance:.3f}, L0 {ev.l0:.1f}, dead {ev.dead_fraction:.3f}")
             sae.save(OUT / hook, dtype=torch.float16)
 

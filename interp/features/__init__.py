@@ -1,11 +1,16 @@
 """Sparse features: SAEs trained on stored activations, cross-layer feature flow, steering.
 
-- :class:`SparseAutoencoder` (TopK or ReLU + L1) ``fit`` on a :class:`~interp.trace.TraceStore` hook;
-  saved as safetensors + JSON, loads SAELens' layout too; :func:`evaluate_sae` (EV, L0, dead
-  fraction, spliced cross-entropy); :func:`feature_dashboard`.
+- :class:`SparseAutoencoder` (TopK or ReLU + L1) ``fit`` on a :class:`~interp.trace.TraceStore` hook, a trace or
+  rows; saved as safetensors + JSON (class, schema and interp version), loads interp 0.1's files and SAELens'
+  layout too. :func:`evaluate_sae` (EV, L0, dead fraction, spliced cross-entropy), :func:`spliced_ce`,
+  :func:`feature_dashboard`.
 - :func:`classify_features` / :func:`feature_flow` (Laptev et al. 2025): data-free matching of
   features across layers and sublayers; :func:`validate_flow` checks edges with data.
-- :func:`steer` with :class:`FeatureEdit` (or :func:`path_edits` of a flow graph).
+- :func:`steer` with :mod:`interp.hooks` interventions: ``FeatureEdit(site, sae=..., feature=...)``, or
+  :func:`path_edits` of a flow graph; ``Splice(site, sae=...)`` replaces an activation by its reconstruction.
+
+Every tool takes ``(model, inputs, *, options)`` (weight-only ones ``(model, *, options)``); SAEs come as
+``sae=`` or ``saes={hook: sae}`` with hooks in any :mod:`interp.sites` spelling.
 
 Example:
     >>> import torch
@@ -16,25 +21,26 @@ Example:
 """
 
 from interp.features.dashboard import FeatureDashboard, feature_activations, feature_dashboard
-from interp.features.evaluate import SAEEvaluation, evaluate_sae, spliced_ce
+from interp.features.evaluate import SAEEvaluation, SplicedLoss, evaluate_sae, spliced_ce
 from interp.features.flow import (
     chance_similarity,
     classify_features,
     cosine_matrix,
     feature_flow,
-    point_of,
     promoted_tokens,
     similarity,
 )
 from interp.features.flow_result import FeatureClasses, FlowGraph
+from interp.features.points import canonical_hook, point_of
 from interp.features.sae import SAEConfig, SparseAutoencoder, load_saes
 from interp.features.saelens import load_saelens, save_saelens
-from interp.features.steer import FeatureEdit, SteeringResult, path_edits, steer
+from interp.features.steer import SteeringResult, describe, path_edits, steer
 from interp.features.validate import FlowValidation, validate_flow
 
 __all__ = [
-    "FeatureClasses", "FeatureDashboard", "FeatureEdit", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
-    "SparseAutoencoder", "SteeringResult", "chance_similarity", "classify_features", "cosine_matrix", "evaluate_sae", "feature_activations",
-    "feature_dashboard", "feature_flow", "load_saelens", "load_saes", "path_edits", "point_of", "promoted_tokens", "save_saelens",
-    "similarity", "spliced_ce", "steer", "validate_flow",
+    "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
+    "SparseAutoencoder", "SplicedLoss", "SteeringResult", "canonical_hook", "chance_similarity", "classify_features",
+    "cosine_matrix", "describe", "evaluate_sae", "feature_activations", "feature_dashboard", "feature_flow",
+    "load_saelens", "load_saes", "path_edits", "point_of", "promoted_tokens", "save_saelens", "similarity",
+    "spliced_ce", "steer", "validate_flow",
 ]

@@ -13,6 +13,7 @@ read: SAELens folds its dataset-wide scaling factor into the weights when it sav
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, CorruptStoreError
+from interp.features.points import canonical_hook
 from interp.features.sae import SAEConfig, SparseAutoencoder
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 
+log = logging.getLogger(__name__)
 SUPPORTED = ("standard", "relu", "topk")
 
 
@@ -42,12 +45,21 @@ def load_saelens(cls: type[SparseAutoencoder], path: str | os.PathLike[str],
     """Build a :class:`SparseAutoencoder` from an SAELens directory (``cfg.json`` + ``sae_weights.safetensors``).
 
     Raises:
-        ValueError: an architecture or normalisation interp does not run (JumpReLU, gated,
+        BadInputError: an architecture or normalisation interp does not run (JumpReLU, gated,
             per-token rescaling), or weights whose shapes disagree with the config.
+        CorruptStoreError: a damaged ``cfg.json`` or weights file.
     """
     src = Path(path)
-    cfg = json.loads((src / "cfg.json").read_text(encoding="utf-8"))
-    w = load_file(str(src / "sae_weights.safetensors"), device=str(device))
+    try:
+        cfg = json.loads((src / "cfg.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptStoreError(f"{src / 'cfg.json'} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CorruptStoreError(f"{src / 'cfg.json'} does not hold an SAELens config")
+    try:
+        w = load_file(str(src / "sae_weights.safetensors"), device=str(device))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CorruptStoreError(f"{src / 'sae_weights.safetensors'} cannot be read ({e})") from None
     arch = str(cfg.get("architecture") or "standard")
     act_fn = str(cfg.get("activation_fn_str") or cfg.get("activation_fn") or "")
     if arch == "standard" and act_fn == "topk":
@@ -73,8 +85,13 @@ def load_saelens(cls: type[SparseAutoencoder], path: str | os.PathLike[str],
         raise BadInputError(f"SAELens topk SAE in {src} names no k (cfg 'k' or activation_fn_kwargs.k)")
     config = SAEConfig(d_sae=int(d_sae), activation="topk" if arch == "topk" else "relu", k=int(k or 1),
                        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), normalize_input=False)
-    sae = cls(config, hook=str(_get(cfg, "hook_name", "hook_point") or ""),
-              model_id=str(_get(cfg, "model_name") or ""), input_scale_=1.0, source_=f"saelens:{src}")
+    sae = cls(config, model_id=str(_get(cfg, "model_name") or ""), input_scale_=1.0, source_=f"saelens:{src}")
+    hook = str(_get(cfg, "hook_name", "hook_point") or "")
+    try:
+        sae.hook = canonical_hook(hook) if hook else ""
+    except BadInputError:  # a hook point of another library's naming: kept as SAELens wrote it
+        log.info("SAELens hook %r in %s is no interp hook name; kept as is (key the SAE by an interp name)", hook, src)
+        sae.hook = hook
     w = {n: w[n].float() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
     if cfg.get("rescale_acts_by_decoder_norm"):
         # SAELens: z = act(pre * |W_dec|), x_hat = (z / |W_dec|) @ W_dec + b_dec; fold the norms in

@@ -27,10 +27,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 from torch.nn import functional as F  # noqa: N812
-from tqdm.auto import tqdm
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, unknown_name
+from interp.features.points import canonical_hook
 from interp.features.sae import WEIGHTS, SAEConfig, SparseAutoencoder
+from interp.progress import progress
+from interp.sites import SiteSpec
 from interp.trace import Trace, TraceStore
 from interp.trace.layout import atomic_save_tensors, atomic_write_bytes
 
@@ -39,35 +41,41 @@ CKPT_WEIGHTS, CKPT_META = "checkpoint.safetensors", "checkpoint.json"
 RESUMABLE = ("n_tokens", "checkpoint_every")  # settings a resumed run may change (e.g. to train longer)
 
 
-def as_source(data: Any, hook: str | None) -> tuple[TraceStore | torch.Tensor, str]:
-    """A store (or a store path) with a hook, an in-memory :class:`~interp.trace.Trace` (its real tokens'
-    rows), or a ``[n, d]`` float tensor of rows."""
-    if isinstance(data, (str, os.PathLike)):
+def as_source(data: TraceStore | Trace | torch.Tensor | os.PathLike[str], hook: SiteSpec | None
+              ) -> tuple[TraceStore | torch.Tensor, str]:
+    """Token rows to train or evaluate on: ``(store, hook)`` for a store (or a store path given as a
+    ``pathlib.Path``), ``(rows, hook)`` for an in-memory :class:`~interp.trace.Trace` (its real tokens' rows) or a
+    ``[n, d]`` float tensor of rows (``hook`` as given, or ``""``). Hooks in any :mod:`interp.sites` spelling."""
+    if isinstance(data, str):
+        raise BadInputError(f"a str is read as a text, not a store path ({data[:60]!r}); pass TraceStore(path), "
+                            "a Trace or a [n, d_in] tensor of rows")
+    if isinstance(data, os.PathLike):
         data = TraceStore(data)
+    name = canonical_hook(hook) if hook else None
     if isinstance(data, TraceStore):
-        if hook is None:
+        if name is None:
             if len(data.hooks) != 1:
                 raise BadInputError(f"pass hook=: the store holds several hooks: {', '.join(data.hooks)}")
-            hook = data.hooks[0]
-        if hook not in data.hooks:
-            raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(data.hooks)}")
-        return data, hook
+            name = data.hooks[0]
+        if name not in data.hooks:
+            raise unknown_name("hook", name, data.hooks, hint="(the hooks this store holds)")
+        return data, name
     if isinstance(data, Trace):
-        if hook is None:
+        if name is None:
             if len(data.activations) != 1:
                 raise BadInputError(f"pass hook=: the trace holds several hooks: {', '.join(data.activations)}")
-            hook = next(iter(data.activations))
-        if hook not in data.activations:
-            raise KeyError(f"trace has no hook {hook!r}; it holds: {', '.join(data.activations)}")
-        act = data.activations[hook]
+            name = next(iter(data.activations))
+        if name not in data.activations:
+            raise unknown_name("hook", name, list(data.activations), hint="(the hooks this trace holds)")
+        act = data.activations[name]
         if act.dim() != 3:
-            raise BadInputError(f"{hook} is not a [batch, pos, d] activation (shape {tuple(act.shape)})")
-        return act[data.attention_mask.bool().to(act.device)].float().cpu(), hook
+            raise BadInputError(f"{name} is not a [batch, pos, d] activation (shape {tuple(act.shape)})")
+        return act[data.attention_mask.bool().to(act.device)].float().cpu(), name
     if isinstance(data, torch.Tensor):
         if data.dim() != 2 or not data.is_floating_point():
             raise BadInputError(f"rows must be a float tensor [n_tokens, d_in], got {data.dtype} {tuple(data.shape)}")
-        return data, hook or ""
-    raise TypeError(f"data must be a TraceStore, a store path, a Trace or a [n, d] tensor, got {type(data).__name__}")
+        return data, name or ""
+    raise TypeError(f"inputs must be a TraceStore, a store path, a Trace or a [n, d] tensor, got {type(data).__name__}")
 
 
 def iter_rows(source: TraceStore | torch.Tensor, hook: str, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
@@ -114,7 +122,8 @@ def _init(sae: SparseAutoencoder, first: torch.Tensor) -> dict[str, torch.Tensor
             "b_dec": (first * scale).mean(0) if cfg.apply_b_dec_to_input else torch.zeros(d)}
 
 
-def train_sae(sae: SparseAutoencoder, data: Any, hook: str | None, *, checkpoint_dir: str | os.PathLike[str] | None,
+def train_sae(sae: SparseAutoencoder, data: TraceStore | Trace | torch.Tensor | os.PathLike[str],
+              hook: SiteSpec | None, *, checkpoint_dir: str | os.PathLike[str] | None,
               resume: bool) -> SparseAutoencoder:
     """Fit ``sae`` (see the module docstring); called by :meth:`SparseAutoencoder.fit`."""
     cfg = sae.config
@@ -144,8 +153,8 @@ def train_sae(sae: SparseAutoencoder, data: Any, hook: str | None, *, checkpoint
             opt.state[params[n]] = {"step": adam[f"step.{n}"], "exp_avg": adam[f"exp_avg.{n}"],
                                     "exp_avg_sq": adam[f"exp_avg_sq.{n}"]}
     total = max(1, cfg.n_tokens // cfg.batch_size)
-    bar = tqdm(total=total, initial=state["step"], desc=f"SAE {hook or 'rows'}", disable=not sae.progress,
-               unit="step")
+    bar = progress(total=total, initial=state["step"], desc=f"SAE {hook or 'rows'}", enabled=sae.progress,
+                   unit="step")
     stream = _stream(source, hook, cfg, state["epoch"], state["batch"])
     try:
         while state["step"] < total:

@@ -6,19 +6,22 @@ models it says how to train SAEs instead. About 5 s on SmolLM2 on a CPU (less wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from interp.report.sections.context import ReportContext
 
+if TYPE_CHECKING:
+    from interp.report import Report
+
 ORDER = 60
 TARGET = "blocks.4.hook_resid_post"
 
 
-def add_section(rep: Any, ctx: ReportContext) -> None:
+def add_section(rep: Report, ctx: ReportContext) -> None:
+    from interp.errors import BadInputError
     from interp.features import (
-        FeatureEdit,
         chance_similarity,
         classify_features,
         feature_flow,
@@ -27,15 +30,19 @@ def add_section(rep: Any, ctx: ReportContext) -> None:
         spliced_ce,
         steer,
     )
+    from interp.hooks import FeatureEdit
 
-    sec = rep.section("Features", 'Sparse-autoencoder features of the residual stream and how they carry from layer to layer: each node a feature, each edge a match between layers.')
+    sec = rep.section("Features", "Sparse-autoencoder features of the residual stream after block 4: the most active "
+                                  "ones at the last token, where they come from (each node of the flow graph a "
+                                  "feature, each edge the cosine to a feature one block upstream) and what adding "
+                                  "one does to the continuation.")
     try:
         saes = load_saes()
-    except FileNotFoundError:
+    except BadInputError:
         sec.text("No shipped SAEs found (data/features/). Train some with `interp features train`.")
         return
     sae = saes[TARGET]
-    if sae.model_id != ctx.model.name or sae.d_in != ctx.model.dims.d_model or TARGET not in ctx.trace.activations:
+    if sae.model_id != ctx.model.name or sae.d_in != ctx.model.dims.d_model or TARGET not in ctx.trace:
         sec.text(f"The shipped SAEs were trained on {sae.model_id!r}, not on {ctx.model.name!r}: train SAEs for this "
                  "model with `interp features train --store STORE --hook HOOK --out DIR` and read them with "
                  "`interp features flow --saes DIR`.")
@@ -44,44 +51,43 @@ def add_section(rep: Any, ctx: ReportContext) -> None:
              f"{', '.join(saes)} (trained by data/features/build.py). Feature flow follows Laptev et al. (2025): "
              "a feature of the residual stream after block 4 is matched, by the cosine of decoder directions, "
              "with the features of the residual stream before the block and of the block's attention and MLP outputs.")
-    ids, mask = ctx.trace.input_ids, ctx.trace.attention_mask
-    n = int(mask[0].sum())
+    n = int(ctx.trace.attention_mask[0].sum())
+    acts = ctx.trace[TARGET][0, :n]
     with torch.no_grad():
-        z = sae.encode(ctx.trace[TARGET][0, :n])
-    clean, spliced, zero = spliced_ce(ctx.model, sae, ids[:, :n], mask[:, :n])
+        z = sae.encode(acts)
+    loss = spliced_ce(ctx.model, ctx.trace.select(0), sae=sae, progress=False)
     last = z[-1]
     top = last.topk(5)
     rows = []
     for v, f in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-        toks, _ = promoted_tokens(ctx.model, sae.direction(f), 5)
+        toks, _ = promoted_tokens(ctx.model, direction=sae.direction(f), k=5)
         rows.append((f, round(v, 3), ", ".join(repr(t) for t in toks)))
     sec.table(["feature", f"activation at {ctx.tokens[n - 1]!r}", "tokens its direction promotes"], rows,
               caption=f"The most active features of {TARGET} at the last token.")
-    ev = 1 - float((sae.reconstruct(ctx.trace[TARGET][0, :n]) - ctx.trace[TARGET][0, :n]).pow(2).sum()
-                   / (ctx.trace[TARGET][0, :n] - ctx.trace[TARGET][0, :n].mean(0)).pow(2).sum())
+    ev = 1 - float((sae.reconstruct(acts) - acts).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum())
     sec.table(["metric", "value"], [("explained variance on the prompt", round(ev, 4)),
                                     ("L0 on the prompt", round(float((z > 0).sum(-1).float().mean()), 2)),
-                                    ("next-token CE clean (nats)", round(clean, 4)),
-                                    ("... with the SAE spliced in", round(spliced, 4)),
-                                    ("... with the hook zeroed", round(zero, 4))])
+                                    ("next-token CE clean (nats)", round(loss.clean, 4)),
+                                    ("... with the SAE spliced in", round(loss.spliced, 4)),
+                                    ("... with the hook zeroed", round(loss.zero, 4))])
     sec.numbers("feature_acts_last_token", last, axes=["feature"])
-    cls = classify_features(saes, TARGET, threshold=0.5)
+    cls = classify_features(ctx.model, saes=saes, hook=TARGET, threshold=0.5)
     best = cls.scores.nan_to_num(-1.0).max(0).values
     chance = chance_similarity(sae.d_in, sae.d_sae)
     sec.text(f"Origin of the {sae.d_sae} features of {TARGET} (best predecessor cosine >= 0.5): "
              + ", ".join(f"{k} {v}" for k, v in cls.counts().items())
              + f". The median best cosine is {float(best.median()):.2f} against about {chance:.2f} for random "
              "directions: these small SAEs (48k training tokens) learn few features that line up across layers, so "
-             "most come out 'new'; SAEs trained on more data match far more (Laptev et al. find most features carried).")
-    sec.figure(cls.plot())
+             "most come out 'new'; SAEs trained on more data match far more (Laptev et al. find most features "
+             "carried).")
+    sec.result(cls, views=["counts"])
     f0 = int(top.indices[0])
-    graph = feature_flow(saes, TARGET, f0, threshold=0.2, top_n=2, model=ctx.model)
-    sec.text(f"Feature {f0} is classified {cls.labels[f0]!r}; its backward flow graph (edges: cosine >= 0.2, "
+    graph = feature_flow(ctx.model, saes=saes, hook=TARGET, feature=f0, threshold=0.2, top_n=2)
+    sec.text(f"Feature {f0} is classified {cls.classes[f0]!r}; its backward flow graph (edges: cosine >= 0.2, "
              "the best 2 per predecessor; hover a node for the tokens it promotes):")
-    sec.figure(graph.plot())
-    sec.numbers("flow_edges", [v for _, _, v in graph.edges], axes=["edge"],
-                labels={"edge": [f"{graph.label(a)} -> {graph.label(b)}" for a, b, _ in graph.edges]})
+    sec.result(graph, views=["graph"], name="flow_edges")
     scale = 4.0 * float(top.values[0]) if float(top.values[0]) > 0 else 20.0
-    res = steer(ctx.model, saes, FeatureEdit(TARGET, f0, add=scale), ctx.prompt, max_new_tokens=6 if ctx.fast else 12)
+    res = steer(ctx.model, ctx.prompt, interventions=[FeatureEdit(TARGET, sae=sae, feature=f0, add=scale)],
+                max_new_tokens=6 if ctx.fast else 12)
     sec.table(["run", "greedy continuation"], [("before", res.before), (f"feature {f0} + {scale:.1f}", res.after)],
               caption=f"Steering: feature {f0} of {TARGET} added at every position during generation.")
