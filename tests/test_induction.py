@@ -142,7 +142,7 @@ def test_repeated_tokens_layout_and_bad_input(toy: interp.Model) -> None:
 
 
 def test_toy_detector_finds_the_planted_circuit(toy: interp.Model, toy_scores: InductionScores) -> None:
-    roles = classify_heads(toy, toy_scores, induction_threshold=0.4, prev_token_threshold=0.3)
+    roles = classify_heads(toy, scores=toy_scores, induction_threshold=0.4, prev_token_threshold=0.3)
     assert roles.induction_heads and all(h[0] == 1 for h, _ in roles.induction_heads)
     assert all(isinstance(h, HeadRef) for h, _ in roles.induction_heads + roles.prev_token_heads)
     assert roles.prev_token_heads and roles.prev_token_heads[0][0][0] == 0
@@ -158,7 +158,7 @@ def test_toy_detector_finds_the_planted_circuit(toy: interp.Model, toy_scores: I
     assert float(toy_scores.copying[1].max()) > 0.9 and float(toy_scores.copying_diag[1].max()) > 0.9
     assert float(toy_scores.logit_attribution[1].max()) > 1.0 > float(toy_scores.logit_attribution[0].abs().max())
     with pytest.raises(BadInputError, match=r"induction_threshold 1\.5"):
-        classify_heads(None, toy_scores, induction_threshold=1.5)
+        classify_heads(None, scores=toy_scores, induction_threshold=1.5)
 
 
 def test_logit_attribution_decomposes_the_logit(toy: interp.Model) -> None:
@@ -302,14 +302,14 @@ def test_results_surface_save_load_frame_plot(tmp_path: Path, toy: interp.Model,
     assert r.plot().data and r.plot("loss").data and len(r.to_frame()) == 3 * 21
     assert "repeat_loss_ablated=" in repr(r) and "tensor(" not in repr(r)
 
-    roles = classify_heads(toy, toy_scores, prev_token_threshold=0.3)
+    roles = classify_heads(toy, scores=toy_scores, prev_token_threshold=0.3)
     roles2 = HeadRoles.load(roles.save(tmp_path / "r"))
     assert roles2.feeders == roles.feeders and roles2.induction_heads == roles.induction_heads
     assert all(isinstance(h, HeadRef) for h in roles2.feeders)
     assert roles.plot("feeders").data and set(roles.to_frame()["role"]) == {"induction", "prev_token"}
     assert roles.to_dict()["attributes"]["induction_heads"][0]["fed_by"][0]["head"].startswith("L0H")
     with pytest.raises(BadInputError, match="feeders"):
-        classify_heads(None, toy_scores).plot()
+        classify_heads(None, scores=toy_scores).plot()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ Example:
     >>> from interp.induction import ablate_heads, classify_heads, induction_scores
     >>> toy = interp.load_model("toy-induction")
     >>> scores = induction_scores(toy, n_seq=8, half=26)
-    >>> roles = classify_heads(toy, scores)
+    >>> roles = classify_heads(toy, scores=scores)
     >>> str(roles.induction_heads[0][0]), str(roles.prev_token_heads[0][0])
     ('L1H2', 'L0H3')
     >>> r = ablate_heads(toy, heads=[h for h, _ in roles.induction_heads], n_seq=8, half=26)

@@ -23,7 +23,7 @@ import torch
 
 from interp.errors import BadInputError
 from interp.induction.result import InductionScores
-from interp.models import Model, WeightViews
+from interp.models import Inputs, Model, WeightViews
 from interp.models.circuits import ov_factors, pair_composition, qk_factors
 from interp.plot import heatmap
 from interp.sites import HeadRef, HeadSpec
@@ -122,19 +122,22 @@ def _above(t: torch.Tensor, threshold: float) -> Ranked:
 
 def classify_heads(
     model: Model | None,
-    scores: InductionScores,
+    inputs: Inputs | None = None,
     *,
+    scores: InductionScores | None = None,
     induction_threshold: float = 0.4,
     prev_token_threshold: float = 0.4,
     duplicate_threshold: float = 0.4,
     fold_norm: bool = True,
 ) -> HeadRoles:
-    """Rank and classify heads from :class:`InductionScores`; with ``model``, rank the previous-token heads
-    that feed each induction head by K-composition score.
+    """Rank and classify heads by their induction, previous-token and duplicate-token scores; with ``model``,
+    rank the previous-token heads that feed each induction head by K-composition score.
 
     Args:
-        model: the model the scores came from (``None`` skips the K-composition step).
-        scores: from :func:`~interp.induction.induction_scores`.
+        model: the model (``None`` with ``scores`` given skips the K-composition step).
+        inputs: what to score when ``scores`` is not given (``None``: repeated random tokens, as
+            :func:`~interp.induction.induction_scores`).
+        scores: scores already computed by :func:`~interp.induction.induction_scores`.
         induction_threshold / prev_token_threshold / duplicate_threshold: minimum score, in [0, 1].
         fold_norm: fold the attention-input norm weights into the weights for the composition scores.
 
@@ -145,7 +148,7 @@ def classify_heads(
         >>> import interp
         >>> from interp.induction import induction_scores
         >>> toy = interp.load_model("toy-induction")
-        >>> roles = classify_heads(toy, induction_scores(toy, n_seq=8, half=26), prev_token_threshold=0.3)
+        >>> roles = classify_heads(toy, scores=induction_scores(toy, n_seq=8, half=26), prev_token_threshold=0.3)
         >>> [h.layer for h, _ in roles.induction_heads], roles.prev_token_heads[0][0].layer
         ([1, 1, 1, 1], 0)
         >>> top = roles.induction_heads[0][0]
@@ -156,6 +159,14 @@ def classify_heads(
     for k, v in th.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise BadInputError(f"bad {k}_threshold {v!r}; valid: a number in [0, 1]")
+    if scores is None:
+        if model is None:
+            raise BadInputError("classify_heads needs a model or scores= (from induction_scores)")
+        from interp.induction.scores import induction_scores
+
+        scores = induction_scores(model, inputs)
+    elif inputs is not None:
+        raise BadInputError("give inputs or scores=, not both: the scores already say what was scored")
     ind = _above(scores.induction, induction_threshold)
     prev = _above(scores.prev_token, prev_token_threshold)
     dup = _above(scores.duplicate, duplicate_threshold)

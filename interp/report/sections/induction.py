@@ -51,7 +51,7 @@ def induction_section(sec: Section, model: Model, inputs: Inputs | None = None, 
             half = min(half, (n_ctx - 1) // 2)
         inputs = repeated_tokens(model, n_seq=n_seq, half=half, seed=seed)
     s = induction_scores(model, inputs, attribution=True, copying=True, top_k=top_k)
-    roles = classify_heads(model, s, induction_threshold=induction_threshold,
+    roles = classify_heads(model, scores=s, induction_threshold=induction_threshold,
                            prev_token_threshold=prev_token_threshold, duplicate_threshold=duplicate_threshold)
     what = (f"{s.n_seq} sequences of {'BOS + ' if s.offset else ''}{s.half} random tokens repeated twice" if random
             else f"{s.n_seq} sequences (the repeats are their first and second halves)")
