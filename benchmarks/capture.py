@@ -496,9 +496,10 @@ def store_manifest(n_shards: int, batch: int, seq: int, names: list[str], width:
 def write_writer_loop(root: Path, tensors: dict[str, torch.Tensor], n_shards: int, batch: int, seq: int,
                       fsync: bool) -> int:
     """The body of ``capture``'s writer thread, shard after shard: ``write_shard`` + manifest rewrite."""
-    cap = capture_module()
-    atomic_write_bytes, write_shard = cap.atomic_write_bytes, cap.write_shard
+    from interp.trace.location import StoreLocation
 
+    write_shard = capture_module().write_shard
+    loc = StoreLocation(str(root))
     names = list(tensors)
     width = next(iter(tensors.values())).shape[1]
     root.mkdir(parents=True)
@@ -506,9 +507,9 @@ def write_writer_loop(root: Path, tensors: dict[str, torch.Tensor], n_shards: in
     manifest = store_manifest(n_shards, batch, seq, names, width)
     total = 0
     for i in range(n_shards):
-        info = write_shard(root, i, i * batch, tensors, batch * seq, (i + 1) * batch)
+        info = write_shard(loc, i, i * batch, (i + 1) * batch, tensors, batch * seq)
         manifest = manifest.with_shard(info)
-        atomic_write_bytes(root / "manifest.json", manifest.to_json().encode())
+        loc.write_bytes("manifest.json", manifest.to_json().encode())
         if fsync:
             fsync_path(root / info.file)
             fsync_path(root / "manifest.json")
@@ -546,12 +547,13 @@ def stubbed_capture(acts: dict[str, torch.Tensor], fsync: bool) -> Iterator[None
             state["run"] = self
             return self
 
-    saved = {k: getattr(cap, k) for k in ("HookedRun", "forward", "write_shard", "atomic_write_bytes")}
-    real_write_shard, real_atomic = saved["write_shard"], saved["atomic_write_bytes"]
+    location = importlib.import_module("interp.trace.location")  # every store file write goes through it
+    saved = {k: getattr(cap, k) for k in ("HookedRun", "forward", "write_shard")}
+    real_write_shard, real_atomic = saved["write_shard"], location.atomic_write_bytes
 
-    def write_shard_fsync(root: Path, *a: Any, **kw: Any) -> Any:
-        info = real_write_shard(root, *a, **kw)
-        fsync_path(Path(root) / info.file)
+    def write_shard_fsync(loc: Any, *a: Any, **kw: Any) -> Any:
+        info = real_write_shard(loc, *a, **kw)
+        fsync_path(loc.local_path / info.file)
         return info
 
     def atomic_fsync(path: Path, data: bytes) -> None:
@@ -560,12 +562,13 @@ def stubbed_capture(acts: dict[str, torch.Tensor], fsync: bool) -> Iterator[None
 
     cap.HookedRun, cap.forward = TrackingRun, fake_forward
     if fsync:
-        cap.write_shard, cap.atomic_write_bytes = write_shard_fsync, atomic_fsync
+        cap.write_shard, location.atomic_write_bytes = write_shard_fsync, atomic_fsync
     try:
         yield
     finally:
         for k, v in saved.items():
             setattr(cap, k, v)
+        location.atomic_write_bytes = real_atomic
 
 
 def write_capture(root: Path, m: Any, texts: list[str], acts: dict[str, torch.Tensor], batch: int, seq: int,
@@ -574,7 +577,7 @@ def write_capture(root: Path, m: Any, texts: list[str], acts: dict[str, torch.Te
 
     names = list(acts)
     with stubbed_capture(acts, fsync):
-        store = capture(m, texts, names, root, batch_size=batch, max_tokens=seq, progress=False)
+        store = capture(m, texts, hooks=names, out=root, batch_size=batch, max_tokens=seq, progress=False)
     return sum(s.bytes for s in store.shards())
 
 
@@ -714,7 +717,7 @@ def bench_e2e(args: argparse.Namespace, m: Any, tmp: Path) -> dict[str, Any]:
                 base(b_ids, attention_mask=b_mask, use_cache=False)
 
     def capture_run() -> None:
-        capture(m, texts, HOOK_PATTERN, root, batch_size=args.batch, max_tokens=args.seq, progress=False)
+        capture(m, texts, hooks=HOOK_PATTERN, out=root, batch_size=args.batch, max_tokens=args.seq, progress=False)
 
     sides = {"forward": forward_loop, "base": base_loop, "capture": capture_run}
     times: dict[str, list[float]] = {s: [] for s in sides}

@@ -66,12 +66,12 @@ def main() -> None:
             out = root / f"{name}-{r}"
             t0 = time.perf_counter()
             if name == "serial":
-                store = capture(model, data, args.hooks, out, batch_size=args.batch, max_tokens=args.seq,
+                store = capture(model, data, hooks=args.hooks, out=out, batch_size=args.batch, max_tokens=args.seq,
                                 progress=False)
                 wall = time.perf_counter() - t0
                 n_tokens, rate = store.n_tokens, store.n_tokens / wall
             else:
-                run = distributed.capture(args.model, data, args.hooks, str(out), workers=int(name[-1]),
+                run = distributed.capture(args.model, data, hooks=args.hooks, out=str(out), workers=int(name[-1]),
                                           batch_size=args.batch, max_tokens=args.seq, progress=False)
                 wall = time.perf_counter() - t0
                 n_tokens, rate = run.n_tokens, run.tokens_per_second

@@ -25,10 +25,10 @@ def _interp(*args: str) -> subprocess.CompletedProcess[str]:
 def test_capture_end_to_end(tmp_path: Path, smollm2) -> None:
     store_dir = tmp_path / "store"
     out = _interp("capture", "--model", "smollm2-135m", "--quiet", "--prompt", "The capital of France is",
-                  "--prompt", "Hello world", "--hooks", "blocks.*.hook_resid_post", "-o", str(store_dir),
+                  "--prompt", "Hello world", "--hooks", "resid_post", "-o", str(store_dir),
                   "--json", str(tmp_path / "c.json"), "--html", str(tmp_path / "c.html"))
     assert out.returncode == 0, out.stderr[-2000:]
-    numbers = json.loads((tmp_path / "c.json").read_text())["sections"]["Store"]["hook_resid_post.mean_norm"]
+    numbers = json.loads((tmp_path / "c.json").read_text())["sections"]["Store"]["resid_post.mean_norm"]
     assert numbers["axes"] == ["layer"] and numbers["labels"]["layer"] == list(range(30))
     assert "Plotly.newPlot" in (tmp_path / "c.html").read_text()
     assert "2 sequences" in out.stdout and "blocks.29.hook_resid_post" in out.stdout
@@ -45,3 +45,72 @@ def test_capture_end_to_end(tmp_path: Path, smollm2) -> None:
     assert bad.returncode == 2 and "blocks.0.hook_resid_post" in bad.stderr and "Traceback" not in bad.stderr
 
 
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The char-level Llama of _trace_helpers saved as a directory the CLI loads with --model."""
+    from _trace_helpers import char_llama
+
+    d = tmp_path_factory.mktemp("char-llama")
+    m = char_llama()
+    m.hf.save_pretrained(d)
+    m.tokenizer.save_pretrained(d)
+    return d
+
+
+def test_capture_in_process_with_short_forms_and_hf_sites(model_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from interp.cli import main
+
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat\non the mat\nx\n")
+    argv = ["capture", "--model", str(model_dir), "--dataset", str(data), "--hooks", "resid_post", "--hooks",
+            "hf:model.layers.0.mlp.act_fn", "-o", str(tmp_path / "st"), "--batch-size", "2", "--quiet",
+            "--json", str(tmp_path / "c.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 sequences, 22 tokens" in out and "hf:model.layers.0.mlp.act_fn" in out
+    store = TraceStore(tmp_path / "st", verify="sha256")
+    store.verify()
+    assert store.hooks == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "hf:model.layers.0.mlp.act_fn"]
+    numbers = json.loads((tmp_path / "c.json").read_text())["sections"]["Store"]["resid_post.mean_norm"]
+    rows = torch.cat(list(store.iter_tokens("resid_post.1", batch_size=64)))
+    assert numbers["labels"]["layer"] == [0, 1]
+    assert numbers["values"][1] == pytest.approx(float(rows.norm(dim=-1).mean()), rel=1e-5)
+    assert main(argv) == 0  # a rerun finds the store complete
+    assert main([*argv[:-2], "--verify", "sha256"]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "no/such/file.txt"], "no dataset file at 'no/such/file.txt'"),
+    (["--prompt", "x", "--hooks", "resid_post.9"], "no hook 'blocks.9.hook_resid_post'"),
+    (["--prompt", "x", "--hooks", "hf:model.nope"], "no submodule 'model.nope'"),
+    (["--prompt", "x", "--dtype", "int8"], "bad dtype"),
+    (["--prompt", "x", "--batch-size", "0"], "bad batch_size 0"),
+])
+def test_capture_bad_input_is_one_line_and_status_2(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    args: list[str], message: str) -> None:
+    from interp.cli import main
+
+    assert main(["capture", "--model", str(model_dir), "-o", str(tmp_path / "st"), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interp: error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "st").exists()
+
+
+def test_capture_over_foreign_files_or_another_store(model_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from interp.cli import main
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    base = ["capture", "--model", str(model_dir), "--prompt", "abc", "--quiet"]
+    assert main([*base, "-o", str(tmp_path / "mine")]) == 2
+    assert "not a trace store" in capsys.readouterr().err and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert main([*base, "-o", str(tmp_path / "st"), "--hooks", "resid_post.0"]) == 0
+    capsys.readouterr()
+    assert main([*base, "-o", str(tmp_path / "st"), "--hooks", "resid_post.1"]) == 2
+    assert "captured with different hooks" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "st"), "--hooks", "resid_post.1", "--overwrite"]) == 0
+    assert TraceStore(tmp_path / "st").hooks == ["blocks.1.hook_resid_post"]

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import requires
 from test_distributed import DATA, HOOKS, assert_matches_oracle, model_dir, oracle_resid_post0  # noqa: F401
 
 from interp import distributed
 
-ray = pytest.importorskip("ray")
+ray = requires("ray")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,8 @@ def test_worker_killed_mid_capture_every_sequence_once(local_ray: object, model_
 
     def drive() -> None:
         try:
-            result["run"] = distributed.capture(slow_loader(str(model_dir), 0.2), DATA, HOOKS, str(out), workers=2,
-                                                batch_size=2, progress=False)
+            result["run"] = distributed.capture(slow_loader(str(model_dir), 0.2), DATA, hooks=HOOKS, out=str(out),
+                                                workers=2, batch_size=2, progress=False)
         except BaseException as e:  # surfaced below
             result["error"] = e
 
@@ -99,7 +100,7 @@ def slow_model():
     m.hf.register_forward_pre_hook(lambda *a: t.sleep(0.25))
     return m
 
-distributed.capture(slow_model, {data!r}, {hooks!r}, {out!r}, workers=2, batch_size=2, progress=False,
+distributed.capture(slow_model, {data!r}, hooks={hooks!r}, out={out!r}, workers=2, batch_size=2, progress=False,
                     address={address!r})
 print("finished")
 """
@@ -136,7 +137,7 @@ def test_driver_killed_mid_capture_resumes_from_partial_manifests(local_ray: obj
     before = json.loads((out / "manifest.json").read_text())
     assert not before["complete"]
     kept = {s["index"]: (out / s["file"]).stat().st_ino for s in before["shards"]}
-    run = distributed.capture(str(model_dir), DATA, HOOKS, str(out), backend="local", batch_size=2, progress=False)
+    run = distributed.capture(str(model_dir), DATA, hooks=HOOKS, out=str(out), backend="local", batch_size=2, progress=False)
     assert set(kept) <= set(run.resumed) and len(run.resumed) >= 3
     assert sorted(run.resumed + run.captured) == list(range(11))
     assert {i: (out / f"shards/{i:05d}.safetensors").stat().st_ino for i in kept} == kept  # not re-written
@@ -183,7 +184,7 @@ def hf_patch_oracle(path: Path, cells: list[tuple[int, int]]) -> list[float]:
 
 def test_patching_sweep_split_over_workers(local_ray: object, model_dir: Path) -> None:  # noqa: F811
     cells = [(layer, pos) for layer in range(2) for pos in range(len(CLEAN))]
-    got = distributed.map_items(patch_cell, cells, str(model_dir), workers=2, progress=False)
+    got = distributed.map_items(str(model_dir), cells, fn=patch_cell, workers=2, progress=False)
     want = hf_patch_oracle(model_dir, cells)
     assert len(set(want)) > 3  # the sweep is not trivially constant
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=1e-4)

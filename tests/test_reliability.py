@@ -18,10 +18,11 @@ from _trace_helpers import char_llama
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from interp.errors import CorruptStoreError
 from interp.hooks import Ablate, Add, Patch
-from interp.sites import UnknownHookError
+from interp.sites import Site, UnknownHookError
 from interp.trace import ModelMismatchError, StoreMismatchError, TraceStore, capture
-from interp.trace.layout import CorruptStoreError, store_tmp_files
+from interp.trace.layout import store_tmp_files
 
 FAST = settings(max_examples=int(os.environ.get("INTERP_HYPOTHESIS_EXAMPLES", "30")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
@@ -42,7 +43,7 @@ def other_model():
 @pytest.fixture(scope="module")
 def store_dir(model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("rel") / "st"
-    capture(model, TEXTS, [HOOK, "blocks.0.attn.hook_pattern"], d, batch_size=2, progress=False)
+    capture(model, TEXTS, hooks=[HOOK, "blocks.0.attn.hook_pattern"], out=d, batch_size=2, progress=False)
     return d
 
 
@@ -64,7 +65,7 @@ def test_non_string_prompt_in_a_list_is_a_type_error_naming_it(model, tmp_path: 
         model.run(prompts)
     out = tmp_path / f"st-{abs(hash(repr(prompts)))}"
     with pytest.raises(TypeError, match=f"sequence {at} is a {type(bad).__name__}, not a str"):
-        capture(model, prompts, HOOK, out, progress=False)
+        capture(model, prompts, hooks=HOOK, out=out, progress=False)
     assert not out.exists()  # nothing written for a rejected dataset
 
 
@@ -84,12 +85,12 @@ def test_empty_or_blank_prompts_are_value_errors(model, tmp_path: Path, blank: s
             model.run(prompts)
     out = tmp_path / f"st-{abs(hash(repr(prompts)))}"
     with pytest.raises(ValueError, match=f"sequence {at} is empty or blank"):
-        capture(model, prompts, HOOK, out, progress=False)
+        capture(model, prompts, hooks=HOOK, out=out, progress=False)
     assert not out.exists()
     with pytest.raises(ValueError, match="no input: got an empty list"):
         model.run([])
     with pytest.raises(ValueError, match="the dataset is empty"):
-        capture(model, [], HOOK, out, progress=False)
+        capture(model, [], hooks=HOOK, out=out, progress=False)
 
 
 @FAST
@@ -117,13 +118,39 @@ def test_nan_or_inf_in_a_patch_or_steering_vector_is_rejected(model, value: floa
         Add(HOOK, vec)
 
 
+def valid_spellings(model) -> set[str]:
+    """Every string that names hook points of ``model``, written out from the documented vocabulary."""
+    n = model.dims.n_layers
+    out: set[str] = set()
+    for s in model.sites():
+        out |= {s.name, s.short}
+        if s.layer is not None:
+            out |= {s.component.short, f"{s.component.short}.{s.layer - n}"}
+        else:
+            out.add(s.component.value)
+    for path, _ in model.hf.named_modules():  # any submodule: hf:<path>, its output or its input
+        out |= {f"hf:{path}", f"hf:{path}:output", f"hf:{path}:input"}
+    return out
+
+
+GUIDANCE = ("resid_post", "hook_names()", "named_modules()", "valid:", "hf:<", "alone")  # how each error says what is valid
+
+
 @FAST
 @given(name=st.text(max_size=30))
 def test_wrong_hook_names_raise_unknown_hook_error(model, name: str) -> None:
-    assume(name not in model.hook_names() and "*" not in name and "?" not in name and "[" not in name)
+    assume(name not in valid_spellings(model) and "*" not in name and "?" not in name and "[" not in name)
     with pytest.raises(UnknownHookError) as err:
         model.run("abc", capture=[name])
-    assert repr(name) in str(err.value) and "blocks.0.hook_resid_pre" in str(err.value)
+    msg = str(err.value)
+    try:
+        canonical = Site.parse(name).name
+    except UnknownHookError:
+        canonical = name
+    assert repr(name) in msg or repr(canonical) in msg, msg  # names the bad value...
+    assert any(g in msg for g in GUIDANCE), msg  # ...and what is valid
+    with pytest.raises(UnknownHookError):  # the store writer parses names the same way, before writing anything
+        capture(model, ["abc"], hooks=[name], out=f"/nonexistent-{abs(hash(name))}", progress=False)
 
 
 @FAST
@@ -138,7 +165,7 @@ def test_hook_of_a_layer_the_model_lacks(model, layer: int) -> None:
 def test_mismatched_dtypes_are_value_errors(model, store_dir: Path, tmp_path: Path, dtype) -> None:
     out = tmp_path / f"st-{dtype}"
     with pytest.raises(ValueError, match="dtype"):
-        capture(model, TEXTS, HOOK, out, dtype=dtype, progress=False)
+        capture(model, TEXTS, hooks=HOOK, out=out, dtype=dtype, progress=False)
     assert not out.exists()
     with pytest.raises(ValueError, match="dtype"):
         next(TraceStore(store_dir).iter_tokens(HOOK, dtype=dtype))
@@ -154,7 +181,7 @@ def test_trace_from_another_model(model, other_model, store_dir: Path, tmp_path:
     shutil.copytree(store_dir, copy)
     before = {f: (copy / f).read_bytes() for f in files_under(copy) if (copy / f).is_file()}
     with pytest.raises(StoreMismatchError, match="different model"):
-        capture(other_model, TEXTS, [HOOK, "blocks.0.attn.hook_pattern"], copy, batch_size=2, progress=False)
+        capture(other_model, TEXTS, hooks=[HOOK, "blocks.0.attn.hook_pattern"], out=copy, batch_size=2, progress=False)
     assert {f: (copy / f).read_bytes() for f in files_under(copy) if (copy / f).is_file()} == before
 
 
@@ -258,7 +285,7 @@ def test_capture_that_fails_mid_way_leaves_only_whole_files(model, tmp_path: Pat
     monkeypatch.setattr(writer, "forward", failing)
     out = tmp_path / "st"
     with pytest.raises(MemoryError, match="second batch"):
-        capture(model, TEXTS, HOOK, out, batch_size=2, progress=False)
+        capture(model, TEXTS, hooks=HOOK, out=out, batch_size=2, progress=False)
     assert store_tmp_files(out) == []
     s = TraceStore(out, verify="sha256")
     assert [i.index for i in s.shards()] == [0] and not s.complete
@@ -276,12 +303,12 @@ def test_a_write_failing_at_the_rename_leaves_no_file(model, tmp_path: Path, mon
     out = tmp_path / "st"
     monkeypatch.setattr(layout.os, "replace", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        capture(model, TEXTS, HOOK, out, batch_size=2, progress=False)
+        capture(model, TEXTS, hooks=HOOK, out=out, batch_size=2, progress=False)
     monkeypatch.undo()
     assert store_tmp_files(out) == [] and not (out / "manifest.json").exists()
     assert [f for f in files_under(out) if f != "shards"] == []
     # and the next capture at the same path works
-    assert capture(model, TEXTS, HOOK, out, batch_size=2, progress=False).complete
+    assert capture(model, TEXTS, hooks=HOOK, out=out, batch_size=2, progress=False).complete
     assert os.listdir(out / "shards") == ["00000.safetensors", "00001.safetensors"]
 
 
@@ -305,6 +332,6 @@ def test_distributed_capture_rejects_bad_datasets_before_writing(model, tmp_path
 
     url = str(tmp_path / f"d-{abs(hash(repr(bad)))}") if url_kind == "dir" else f"memory://rel-{abs(hash(repr(bad)))}"
     with pytest.raises((TypeError, ValueError)) as err:
-        distributed.capture(model, bad, HOOK, url, backend="local", progress=False)
+        distributed.capture(model, bad, hooks=HOOK, out=url, backend="local", progress=False)
     assert str(err.value)
     assert StoreLocation(url).listdir() == []

@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
+import interp
+from interp.errors import BadInputError, SchemaVersionError
+from interp.sites import Site, UnknownHookError
 from interp.trace import SCHEMA_VERSION, CorruptShardError, Trace, TraceStore, capture
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.1.attn.hook_pattern",
@@ -32,7 +35,7 @@ def model():
 @pytest.fixture(scope="module")
 def store_path(model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("store") / "st"
-    capture(model, TEXTS, HOOKS, path, batch_size=BATCH, progress=False)
+    capture(model, TEXTS, hooks=HOOKS, out=path, batch_size=BATCH, progress=False)
     return path
 
 
@@ -93,6 +96,8 @@ def test_meta_parquet(store_path, model):
     ids, _ = model.tokenize(TEXTS, max_tokens=128)
     assert [r["__tokens__"] for r in rows] == model.to_str_tokens(ids)
     assert set(rows[0]) == {"text", "__tokens__"}
+    assert TraceStore(store_path).metadata() == rows
+    assert TraceStore(store_path).metadata(tokens=False) == [{"text": t} for t in TEXTS]
 
 
 def test_shard_rows_are_non_padding_tokens(store, direct):
@@ -293,11 +298,26 @@ def test_malformed_manifest(copy, edit, match):
     assert "manifest.json" in str(e.value)
 
 
-def test_other_schema_version(copy):
+def test_newer_schema_version_is_refused_with_upgrade_advice(copy):
     man = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**man, "schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(ValueError, match=f"schema_version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+    (copy / "manifest.json").write_text(json.dumps({**man, "schema_version": SCHEMA_VERSION + 1,
+                                                    "interp_version": "9.0.0"}))
+    with pytest.raises(SchemaVersionError, match=f"schema_version {SCHEMA_VERSION + 1}, written by interp 9.0.0.*"
+                                                 f"reads version {SCHEMA_VERSION}: upgrade interp"):
         TraceStore(copy)
+    with pytest.raises(SchemaVersionError):
+        Trace.load(copy)
+    for bad in (0, "1", None):  # not a newer schema: a damaged file
+        (copy / "manifest.json").write_text(json.dumps({**man, "schema_version": bad}))
+        with pytest.raises(BadInputError, match=r"manifest\.json is malformed \(schema_version") as err:
+            TraceStore(copy)
+        assert not isinstance(err.value, SchemaVersionError)
+
+
+def test_manifest_records_the_interp_version(store_path, tmp_path):
+    man = json.loads((store_path / "manifest.json").read_text())
+    assert man["interp_version"] == interp.__version__
+    assert TraceStore(store_path).manifest.interp_version == interp.__version__
 
 
 def test_not_a_store(tmp_path, copy):
@@ -307,7 +327,7 @@ def test_not_a_store(tmp_path, copy):
     (copy / "manifest.json").write_text(json.dumps({**man, "kind": "something-else"}))
     with pytest.raises(ValueError, match="not an interp trace store"):
         TraceStore(copy)
-    with pytest.raises(ValueError, match="verify must be"):
+    with pytest.raises(BadInputError, match="bad verify 'md5'; valid: 'size', 'sha256', 'none'"):
         TraceStore(copy, verify="md5")
 
 
@@ -339,15 +359,37 @@ def test_iter_tokens_rejects_bad_batch_size(store, batch_size):
         next(store.iter_tokens(TOKEN_HOOK, batch_size=batch_size))
 
 
+# every spelling naming a stored hook (written out by hand: full names, short forms, component names, globs)
+VALID_SPELLINGS = {*HOOKS, "resid_post.0", "resid_post.1", "pattern.1", "z.0", "mlp_post.1", "resid_post", "pattern",
+                   "z", "mlp_post"}
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hook=st.text(max_size=40))
 def test_unknown_hooks_raise_key_error(store, hook):
-    if hook in HOOKS:
+    if hook in VALID_SPELLINGS or any(c in hook for c in "*?["):
         return
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as err:  # an UnknownHookError: also a BadInputError naming the hook
         next(store.iter_tokens(hook))
+    assert isinstance(err.value, BadInputError) and repr(hook) in str(err.value)
     with pytest.raises(KeyError):
         store.trace([0], hooks=[hook])
+
+
+def test_hooks_in_every_spelling(store):
+    rows = torch.cat(list(store.iter_tokens(TOKEN_HOOK, batch_size=64)))
+    for spelling in ("resid_post.1", ("resid_post", 1), Site.parse(TOKEN_HOOK)):
+        assert torch.equal(torch.cat(list(store.iter_tokens(spelling, batch_size=64))), rows)
+    tr = store.trace([0, 1], hooks="resid_post")  # the component at every stored layer
+    assert tr.names == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert store.trace([0], hooks="blocks.*.attn.*").names == ["blocks.0.attn.hook_z", "blocks.1.attn.hook_pattern"]
+    assert store.trace([0], hooks=["z.0", "logits"]).names == ["blocks.0.attn.hook_z", "logits"]
+    with pytest.raises(UnknownHookError, match=r"store has no hook 'resid_pre.0'.*Close matches: .*resid_post\.0"):
+        store.trace([0], hooks="resid_pre.0")
+    with pytest.raises(BadInputError, match=r"negative layer .* does not record"):
+        store.trace([0], hooks="resid_post.-1")
+    with pytest.raises(UnknownHookError, match="store has no hook 'mlp_out'"):
+        store.trace([0], hooks="mlp_out")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -410,3 +452,99 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
     for name in ("m.json", "s.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# -- interp 0.1's files ----------------------------------------------------------------------------------------
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "v0.1"
+
+
+def summarize(t: torch.Tensor) -> dict:
+    """As the fixture README defines it: shape, dtype, NaN-skipping sum (4 decimals), NaN count, first 4 values."""
+    t = t.detach().cpu()
+    if t.is_floating_point():
+        d = t.double()
+        nan = torch.isnan(d)
+        finite = d[~nan].flatten()
+        return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sum": round(float(finite.sum()), 4),
+                "nan_count": int(nan.sum()), "first": [round(float(x), 6) for x in finite[:4].tolist()]}
+    flat = t.flatten().long()
+    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sum": int(flat.sum()),
+            "nan_count": 0, "first": [int(x) for x in flat[:4].tolist()]}
+
+
+def normalize(v: object) -> object:
+    return json.loads(json.dumps(v, default=list))
+
+
+@pytest.mark.parametrize("name", ["Trace", "TraceStore_capture"])
+def test_v01_fixture_loads_with_its_values(name: str) -> None:
+    """interp 0.1's saved trace and captured store read back identically (exact: rel = 0 for both)."""
+    entry = json.loads((FIXTURES / "expected.json").read_text())["fixtures"][name]
+    path = FIXTURES / entry["dir"]
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) == sorted(entry["files"])
+    ns: dict = {"interp": interp, "torch": torch, "path": path}
+    exec(entry["load"], ns)
+    assert entry["tensors"] and entry["values"] and entry["rel"] == 0.0
+    for expr, want in entry["tensors"].items():
+        assert summarize(eval(expr, ns)) == want, expr
+    for expr, want in entry["values"].items():
+        got = normalize(eval(expr, ns))
+        if expr.endswith("manifest.to_dict()"):  # keys a later interp adds to the manifest are fine
+            got = {k: v for k, v in got.items() if k in want}
+        assert got == want, expr
+    store = TraceStore(path, verify="sha256")
+    store.verify()
+    assert store.manifest.interp_version == "" and store.manifest.trace.schema_version == 1
+
+
+def v01_tiny_llama():  # -> interp.Model
+    """The fixtures' tiny Llama, rebuilt from make_fixtures.py's recipe (same weights, same fingerprint)."""
+    import math
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, "[UNK]": 3} | {f"w{i}": 4 + i for i in range(100)}
+    tk = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
+                                  unk_token="[UNK]")
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=128, max_position_embeddings=32, rms_norm_eps=1e-5,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for pname, p in hf.named_parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.1 * noise if pname.endswith("weight") else 0.1 * noise)
+            elif "embed" in pname:
+                p.copy_(noise)
+            else:
+                p.copy_(noise * 1.5 / math.sqrt(p.shape[1]))
+    return interp.from_hf(hf.eval(), tok, name="tiny-llama")
+
+
+def test_v01_store_resumes_and_is_written_the_same_today(tmp_path: Path) -> None:
+    """A capture with interp 0.1's arguments finds the 0.1 store complete (nothing recomputed, nothing
+    rewritten), and a fresh capture today writes the same shard bytes (same sha256) as 0.1 did."""
+    model = v01_tiny_llama()
+    src = FIXTURES / "TraceStore_capture"
+    man = json.loads((src / "manifest.json").read_text())
+    assert model.fingerprint == man["model_fingerprint"]
+    texts = [m["text"] for m in TraceStore(src).metadata()]
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_attn_out"]
+    old = tmp_path / "old"
+    shutil.copytree(src, old)
+    before = {p.name: p.read_bytes() for p in sorted(old.rglob("*")) if p.is_file()}
+    st = capture(model, texts, hooks=hooks, out=old, batch_size=2, progress=False)
+    assert st.complete and {p.name: p.read_bytes() for p in sorted(old.rglob("*")) if p.is_file()} == before
+    new = capture(model, texts, hooks=hooks, out=tmp_path / "new", batch_size=2, progress=False)
+    assert [(s.index, s.n_tokens, s.bytes, s.sha256) for s in new.shards()] == \
+           [(s["index"], s["n_tokens"], s["bytes"], s["sha256"]) for s in man["shards"]]
+    assert (tmp_path / "new" / "tokens.safetensors").read_bytes() == (src / "tokens.safetensors").read_bytes()
+    assert new.manifest.dataset_fingerprint == man["dataset_fingerprint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,9 @@ from _trace_helpers import char_llama
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interp.sites import Component, Site
+import interp
+from interp.errors import BadInputError
+from interp.sites import Component, Site, UnknownHookError
 from interp.trace import SCHEMA_VERSION, Manifest, ModelMismatchError, Trace, TraceStore
 
 TEXTS = ["the cat sat on the mat", "hello", "a b c d e f"]
@@ -48,36 +51,126 @@ def test_unknown_name_lists_close_matches(trace):
         trace["blocks.1.hook_resid_pst"]
 
 
-def test_get_by_layer_pos_head(trace):
+def test_index_by_any_single_site_spelling(trace):
+    t = trace["blocks.1.hook_resid_post"]
+    assert trace["resid_post.1"] is t and trace[("resid_post", 1)] is t
+    assert trace["z.1"] is trace["blocks.1.attn.hook_z"] and trace["pattern.0"] is trace["blocks.0.attn.hook_pattern"]
+    assert "resid_post.0" in trace and "resid_pre.0" not in trace
+    with pytest.raises(KeyError, match=r"resid_post\.7|blocks\.7\.hook_resid_post"):
+        trace["resid_post.7"]
+
+
+def test_get_by_layer_positions_heads(trace):
     z = trace["blocks.1.attn.hook_z"]  # [batch, pos, head, d_head]
     assert z.shape == (3, 22, 4, 16)
-    assert torch.equal(trace.get("hook_resid_post", layer=1), trace["blocks.1.hook_resid_post"])
+    lens = lengths(trace)  # 22, 5, 11: a right-padded batch
+    assert torch.equal(trace.get("resid_post", layer=1), trace["blocks.1.hook_resid_post"])
     assert torch.equal(trace.get(Component.RESID_POST, layer=0), trace["blocks.0.hook_resid_post"])
     assert torch.equal(trace.get("blocks.0.hook_resid_post"), trace["blocks.0.hook_resid_post"])
-    # an int drops the axis
-    assert torch.equal(trace.get("hook_resid_post", layer=1, pos=-1), trace["blocks.1.hook_resid_post"][:, -1])
-    assert torch.equal(trace.get("attn.hook_z", layer=1, head=2), z[:, :, 2])
-    assert torch.equal(trace.get("attn.hook_z", layer=1, pos=3, head=1), z[:, 3, 1])
+    assert torch.equal(trace.get("resid_post.0"), trace["blocks.0.hook_resid_post"])
+    # an int drops the position axis; heads index the head axis
+    assert torch.equal(trace.get("z", layer=1, heads=2), z[:, :, 2])
+    assert torch.equal(trace.get("z", layer=1, positions=3, heads=1), z[:, 3, 1])
     # two lists index their own axes (no zipping together)
-    got = trace.get("attn.hook_z", layer=1, pos=[0, 2, 5], head=[1, 3])
-    assert torch.equal(got, z[:, [0, 2, 5]][:, :, [1, 3]])
+    got = trace.get("z", layer=1, positions=[0, 2, 4], heads=[1, 3])
+    assert torch.equal(got, z[:, [0, 2, 4]][:, :, [1, 3]])
     assert got.shape == (3, 3, 2, 16)
-    assert torch.equal(trace.get("attn.hook_z", layer=1, pos=slice(1, 4)), z[:, 1:4])
-    # the pattern's "pos" is the query position
+    assert torch.equal(trace.get("z", layer=1, positions=slice(1, 4)), z[:, 1:4])
+    # negative positions count from each sequence's last real token
+    want = torch.stack([z[i, n - 2] for i, n in enumerate(lens)])
+    assert torch.equal(trace.get("z", layer=1, positions=-2), want)
+    # the pattern's position is the query position
     pat = trace["blocks.0.attn.hook_pattern"]
-    assert torch.equal(trace.get("attn.hook_pattern", layer=0, pos=4, head=[0, 2]), pat[:, [0, 2], 4])
+    assert torch.equal(trace.get("pattern", layer=0, positions=4, heads=[0, 2]), pat[:, [0, 2], 4])
+    last_q = torch.stack([pat[i, :, n - 1] for i, n in enumerate(lens)])
+    assert torch.equal(trace.get("pattern", layer=0, positions=-1), last_q)
     with pytest.raises(ValueError, match="no head axis"):
-        trace.get("hook_resid_post", layer=0, head=0)
+        trace.get("resid_post", layer=0, heads=0)
+    with pytest.raises(BadInputError, match=r"position 7 is outside .*5"):  # "hello" has 5 real tokens
+        trace.get("resid_post", layer=0, positions=7)
+
+
+def test_get_last_real_token_of_each_row_of_a_padded_batch(model, trace):
+    """``positions=-1`` is each sequence's last real token, not the last padded column: compared with each text
+    run alone (no padding at all)."""
+    got = trace.get("resid_post", layer=1, positions=-1)
+    assert got.shape == (3, 64)
+    for i, text in enumerate(TEXTS):
+        alone = model.run(text, capture="resid_post.1").trace["blocks.1.hook_resid_post"][0, -1]
+        torch.testing.assert_close(got[i], alone, atol=1e-5, rtol=1e-5)
+    padded_last = trace["blocks.1.hook_resid_post"][:, -1]
+    assert not torch.allclose(got[1], padded_last[1])  # "hello" ends long before the padded length
 
 
 def test_stack(trace):
-    s = trace.stack("hook_resid_post")
+    s = trace.stack("resid_post")
     assert s.shape == (2, 3, 22, 64)
     assert torch.equal(s[0], trace["blocks.0.hook_resid_post"])
     assert torch.equal(s[1], trace["blocks.1.hook_resid_post"])
     assert torch.equal(trace.stack(Component.RESID_POST), s)
-    with pytest.raises(KeyError, match="no hook_resid_pre"):
-        trace.stack("hook_resid_pre")
+    with pytest.raises(KeyError, match="resid_pre"):
+        trace.stack("resid_pre")
+    with pytest.raises(UnknownHookError, match="written 'resid_post'"):  # no TransformerLens suffixes
+        trace.stack("hook_resid_post")
+
+
+HF_SITES = {"hf:model.layers.0.mlp.act_fn": ("model.layers.0.mlp.act_fn", "output"),
+            "hf:model.layers.1.mlp.down_proj:input": ("model.layers.1.mlp.down_proj", "input"),
+            "hf:model.norm": ("model.norm", "output")}
+
+
+def raw_hooks(model, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The oracle: plain PyTorch forward (pre-)hooks on the Hugging Face modules, no interp code."""
+    got, handles = {}, []
+    for name, (path, io) in HF_SITES.items():
+        module = model.hf.get_submodule(path)
+        if io == "output":
+            handles.append(module.register_forward_hook(
+                lambda mod, args, out, name=name: got.__setitem__(name, out.detach().clone())))
+        else:
+            handles.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: got.__setitem__(name, args[0].detach().clone())))
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in handles:
+            h.remove()
+    return got
+
+
+def test_hf_module_sites_equal_raw_pytorch_hooks(model, tmp_path):
+    ids, mask = model.tokenize(TEXTS)
+    tr = model.run((ids, mask), capture=[*HF_SITES, "resid_post.1"]).trace
+    want = raw_hooks(model, ids, mask)
+    for name in HF_SITES:
+        assert torch.equal(tr[name], want[name]), name
+    assert sorted(tr.names) == sorted(["blocks.1.hook_resid_post", *HF_SITES])
+    tr.save(tmp_path / "t")  # token rows on disk, like any [batch, pos, ...] hook
+    back = Trace.load(tmp_path / "t")
+    for name in HF_SITES:
+        for i, n in enumerate(lengths(tr)):
+            assert torch.equal(back[name][i, :n], want[name][i, :n]), name
+
+
+@pytest.mark.slow
+def test_smollm2_hf_module_site_equals_raw_pytorch_hook(smollm2):
+    ids, mask = smollm2.tokenize(["The capital of France is", "Hi"])
+    tr = smollm2.run((ids, mask), capture=["hf:model.layers.3.mlp.act_fn", "hf:model.layers.3.mlp.down_proj:input"]
+                     ).trace
+    got: dict[str, torch.Tensor] = {}
+    mlp = smollm2.hf.get_submodule("model.layers.3.mlp")
+    h1 = mlp.act_fn.register_forward_hook(lambda m, a, o: got.__setitem__("act", o.detach().clone()))
+    h2 = mlp.down_proj.register_forward_pre_hook(lambda m, a: got.__setitem__("down_in", a[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            smollm2.hf(input_ids=ids, attention_mask=mask)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert torch.equal(tr["hf:model.layers.3.mlp.act_fn"], got["act"])
+    assert torch.equal(tr["hf:model.layers.3.mlp.down_proj:input"], got["down_in"])
+    assert got["act"].shape == (2, ids.shape[1], 1536) and ids.shape[1] == 5
 
 
 # -- conversion and selection --------------------------------------------------------------------------------
@@ -226,6 +319,8 @@ def test_save_load_round_trip(trace, tmp_path):
     st = TraceStore(tmp_path / "t")
     st.verify()
     assert st.n_tokens == sum(lengths(trace)) and st.complete
+    saved = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert saved["schema_version"] == SCHEMA_VERSION and saved["interp_version"] == interp.__version__
 
 
 def test_save_load_some_hooks_half(trace, tmp_path):
@@ -294,7 +389,7 @@ def test_save_load_without_metadata(trace, tmp_path):
 def test_smollm2_trace_round_trip(smollm2, tmp_path):
     texts = ["The capital of France is", "Hi", "Über café — naïve"]  # padding, multi-byte tokens
     tr = smollm2.run(texts, capture=["blocks.*.hook_resid_post", "blocks.2.attn.hook_pattern"]).trace
-    assert tr.stack("hook_resid_post").shape == (30, 3, tr.input_ids.shape[1], 576)
+    assert tr.stack("resid_post").shape == (30, 3, tr.input_ids.shape[1], 576)
     tr.save(tmp_path / "t")
     loaded = Trace.load(tmp_path / "t")
     assert_same_trace(loaded, tr)

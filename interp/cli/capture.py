@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interp.cli._common import add_command, dataset_args, dataset_of, emit, model_arg, output_args
+
+if TYPE_CHECKING:
+    from interp.report import Report
+    from interp.trace import TraceStore
 
 ORDER = 10
 SUMMARY_ROWS = 65536
@@ -17,7 +21,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     description="Run a model over texts and stream the chosen hooks into a trace store "
                                 "(resumable: rerun the same command after an interruption).",
                     example="interp capture --model smollm2-135m --dataset data/prompts.txt "
-                            "--hooks 'blocks.*.hook_resid_post' -o out/store")
+                            "--hooks resid_post -o out/store")
     model_arg(c)
     dataset_args(c)
     c.add_argument("-o", "--out", required=True, help="store directory")
@@ -25,6 +29,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     c.add_argument("--max-tokens", type=int, default=128)
     c.add_argument("--dtype", default="float32", help="storage dtype (float32, bfloat16, float16)")
     c.add_argument("--prepend-bos", action="store_true")
+    c.add_argument("--verify", default="size", choices=["size", "sha256", "none"],
+                   help="how finished shards are checked when a capture resumes (default: %(default)s)")
     c.add_argument("--overwrite", action="store_true", help="replace a store captured with other settings")
     output_args(c)
     c.set_defaults(func=run)
@@ -36,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     dataset, hooks = dataset_of(args)
     model = interp.load_model(args.model)
-    store = capture(model, dataset, hooks, args.out, batch_size=args.batch_size, dtype=args.dtype,
+    store = capture(model, dataset, hooks=hooks, out=args.out, batch_size=args.batch_size, dtype=args.dtype,
                     max_tokens=args.max_tokens, column=args.column, prepend_bos=args.prepend_bos,
-                    overwrite=args.overwrite, progress=not args.quiet)
+                    overwrite=args.overwrite, verify=args.verify)
     size = sum(s.bytes for s in store.shards())
     print(f"\nstore   {store.path}  ({size / 2**20:.1f} MiB in {len(store.shards())} shards, complete={store.complete})")
     print(f"model   {model!r}  fingerprint {store.manifest.trace.model_fingerprint}")
@@ -53,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_norms(store: Any) -> dict[str, float]:
+def _mean_norms(store: TraceStore) -> dict[str, float]:
     import torch
 
-    from interp.trace.store import is_dense
+    from interp.trace.layout import is_dense
 
     out = {}
     for h in store.hooks:
@@ -72,7 +78,7 @@ def _mean_norms(store: Any) -> dict[str, float]:
     return out
 
 
-def _capture_report(store: Any, norms: dict[str, float]) -> Any:
+def _capture_report(store: TraceStore, norms: dict[str, float]) -> Report:
     from interp.plot import layer_curves
     from interp.report import Report
     from interp.sites import Site
@@ -87,7 +93,7 @@ def _capture_report(store: Any, norms: dict[str, float]) -> Any:
     for h, v in norms.items():
         site = Site.parse(h)
         if site.layer is not None:
-            by_comp.setdefault(site.component.value, {})[site.layer] = v
+            by_comp.setdefault(site.component.short, {})[site.layer] = v
     for comp, vals in by_comp.items():
         layers = sorted(vals)
         sec.figure(layer_curves({comp: [vals[L] for L in layers]}, x=layers, y_title="mean L2 norm per token",

@@ -18,12 +18,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                 "rerun the same command; corrupt shards are found by sha256 and captured again. "
                                 "Connects to RAY_ADDRESS / --address when given, else starts a local Ray.",
                     example="interp capture-ray --model smollm2-135m --dataset data/prompts.txt "
-                            "--hooks 'blocks.*.hook_resid_post' -o out/store --workers 2")
+                            "--hooks resid_post -o out/store --workers 2")
     model_arg(c)
     dataset_args(c)
     c.add_argument("-o", "--out", required=True, help="store directory or fsspec URL (s3://bucket/prefix ...)")
     c.add_argument("--workers", type=int, default=2, help="Ray workers (default: %(default)s)")
-    c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
+    c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray); a cluster "
+                                    "started with `ray start --head` needs RAY_AUTH_MODE=token in this environment")
     c.add_argument("--local", action="store_true", help="no Ray: run the same workers one after another here")
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--max-tokens", type=int, default=128)
@@ -39,13 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from interp import distributed
 
     dataset, hooks = dataset_of(args)
-    res = distributed.capture(args.model, dataset, hooks, args.out, workers=args.workers,
+    res = distributed.capture(args.model, dataset, hooks=hooks, out=args.out, workers=args.workers,
                               backend="local" if args.local else "ray", address=args.address,
                               batch_size=args.batch_size, dtype=args.dtype, max_tokens=args.max_tokens,
                               column=args.column, prepend_bos=args.prepend_bos, overwrite=args.overwrite,
-                              verify=args.verify, progress=not args.quiet)
-    print(f"\nstore     {res.location.url}  ({res.n_shards} shards, {res.n_tokens} tokens)")
-    print(f"this run  {len(res.captured)} shards captured, {len(res.resumed)} found done, "
-          f"{len(res.recaptured)} corrupt and re-captured, {res.worker_failures} worker failures")
-    print(f"speed     {res.tokens_per_second:.0f} tokens/s over {res.seconds:.1f} s")
+                              verify=args.verify)
+    print("\n" + res.summary())
     return 0

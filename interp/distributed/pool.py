@@ -10,11 +10,43 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-log = logging.getLogger("interp.distributed")
+from interp.errors import InterpError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+
+class RayConnectError(InterpError, ConnectionError):
+    """Ray cannot reach the cluster it was pointed at; the message says what to check or set."""
+
+
+def connect_error(address: str | None, err: BaseException) -> RayConnectError:
+    """What to do when ``ray.init(address=...)`` fails: Ray 2.5x clusters started with ``ray start --head`` turn
+    token authentication on, and a driver without ``RAY_AUTH_MODE=token`` is refused with only "Failed to connect".
+
+    Example:
+        >>> str(connect_error("10.0.0.5:6379", ConnectionError("Failed to connect to Ray cluster")))[:60]
+        'cannot connect to the Ray cluster at 10.0.0.5:6379 (Failed t'
+    """
+    where = address or os.environ.get("RAY_ADDRESS") or "the default address"
+    chain: list[str] = []
+    e: BaseException | None = err
+    while e is not None and len(chain) < 5:
+        chain.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        e = e.__cause__ or e.__context__
+    why = "; ".join(dict.fromkeys(chain))
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token":
+        fix = ("RAY_AUTH_MODE=token is set: check that this machine has the head node's token (~/.ray/auth_token, "
+               "or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH), and that the address is right (`ray status` on the head)")
+    else:
+        fix = ("clusters started with `ray start --head` (Ray >= 2.5x) require token authentication: set "
+               "RAY_AUTH_MODE=token in this environment (the token is read from ~/.ray/auth_token, written by "
+               "`ray start --head`; or set RAY_AUTH_TOKEN), and check the address with `ray status` on the head node")
+    return RayConnectError(f"cannot connect to the Ray cluster at {where} ({why}); {fix}")
 
 
 def run_pool(cls: type, init_args: tuple[Any, ...], init_kwargs: dict[str, Any], method: str,
@@ -30,19 +62,26 @@ def run_pool(cls: type, init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
 
     Raises:
         RuntimeError: more than ``max_failures`` actors died.
+        RayConnectError: ``ray.init`` cannot reach the cluster at ``address`` / ``RAY_ADDRESS``.
+        MissingDependencyError: Ray is not installed.
     """
     try:
         import ray
         from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
     except ImportError as e:  # pragma: no cover - the [distributed] extra is missing
-        raise ImportError("backend='ray' needs Ray: pip install 'interp[distributed]'") from e
+        raise MissingDependencyError("ray", "distributed", "backend='ray'") from e
     if not jobs:
         return 0
     lost = (RayActorError, OutOfMemoryError, WorkerCrashedError, NodeDiedError)  # the worker, not the job, failed
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    actor_cls = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(cls)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            if address is None and not os.environ.get("RAY_ADDRESS"):
+                raise  # starting a local Ray failed: not a connection problem
+            raise connect_error(address, e) from e
+    actor_cls: Any = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(cls)
     queue = deque(jobs)
     idle = [actor_cls.remote(*init_args, **init_kwargs) for _ in range(min(workers, len(jobs)))]
     pending: dict[Any, tuple[Any, tuple[Hashable, tuple[Any, ...]]]] = {}

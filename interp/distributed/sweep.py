@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.distributed.pool import run_pool
 from interp.distributed.worker import ModelSpec, build_model
 from interp.errors import BadInputError
 from interp.models import Model
+from interp.progress import progress as progress_bar
 
 
 class ItemWorker:
@@ -36,16 +36,16 @@ class ItemWorker:
             return self.fn(self.model, item)
 
 
-def map_items(fn: Callable[[Model, Any], Any], items: Sequence[Any], model: ModelSpec, *, workers: int = 2,
+def map_items(model: ModelSpec, items: Sequence[Any], *, fn: Callable[[Model, Any], Any], workers: int = 2,
               backend: str = "ray", address: str | None = None, threads_per_worker: int | None = 1,
-              max_worker_failures: int = 8, progress: bool = True) -> list[Any]:
+              max_worker_failures: int = 8, progress: bool | None = None) -> list[Any]:
     """``[fn(model, item) for item in items]``, computed by ``workers`` Ray actors (model loaded once each).
 
     Args:
+        model: a name / path / function building the model (``backend="local"`` also takes a loaded model).
+        items: the work, e.g. ``[(layer, pos) for layer in ... for pos in ...]`` for a patching sweep.
         fn: ``(model, item) -> result``; results must be serialisable (tensors, numbers, dicts...).
             With Ray, define it at module level of an importable module or inline (it is shipped by value).
-        items: the work, e.g. ``[(layer, pos) for layer in ... for pos in ...]`` for a patching sweep.
-        model: a name / path / function building the model (``backend="local"`` also takes a loaded model).
         workers / backend / address / threads_per_worker / max_worker_failures / progress:
             as :func:`interp.distributed.capture`.
 
@@ -57,18 +57,18 @@ def map_items(fn: Callable[[Model, Any], Any], items: Sequence[Any], model: Mode
         >>> from transformers import GPT2Config, GPT2LMHeadModel
         >>> import interp
         >>> m = interp.from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
-        >>> map_items(lambda model, n: model.dims.n_layers * n, [1, 2, 3], m, backend="local", progress=False)
+        >>> map_items(m, [1, 2, 3], fn=lambda model, n: model.dims.n_layers * n, backend="local", progress=False)
         [2, 4, 6]
     """
     if backend not in ("ray", "local"):
-        raise BadInputError(f"backend must be 'ray' or 'local', got {backend!r}")
+        raise BadInputError(f"bad backend {backend!r}; valid: ray, local")
     if not callable(fn):
         raise TypeError(f"fn must be a function (model, item) -> result, got {type(fn).__name__}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise BadInputError(f"workers must be an int >= 1, got {workers!r}")
+        raise BadInputError(f"bad workers {workers!r}; valid: an int >= 1")
     items = list(items)
     out: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=f"map over {workers} workers", unit="item", disable=not progress)
+    bar = progress_bar(total=len(items), enabled=progress, desc=f"map over {workers} workers", unit="item")
 
     def done(i: Any, value: Any) -> None:
         out[i] = value

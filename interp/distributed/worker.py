@@ -8,28 +8,39 @@ rebuild it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 import torch
+from safetensors.torch import save as st_save
 
-from interp.distributed.location import StoreLocation
-from interp.distributed.manifests import part_json, part_name
+from interp.errors import ModelMismatchError
 from interp.hooks import make_plans
 from interp.models import Model
-from interp.trace import ModelMismatchError
 from interp.trace.layout import ShardInfo
+from interp.trace.location import StoreLocation
+from interp.trace.resume import part_json, part_name
 from interp.trace.trace import parse_dtype
 from interp.trace.writer import compute_shard
 
-ModelSpec = str | os.PathLike[str] | Callable[[], Model] | Model
+ModelSpec = Union[str, "os.PathLike[str]", Callable[[], Model], Model]
+"""How a worker gets its model: a name / hub id / local directory, a zero-argument function, or a loaded Model."""
 
 
 def build_model(spec: ModelSpec) -> Model:
     """The model a spec names: a registry name / hub id / local directory, a zero-argument function
-    returning a :class:`Model`, or a :class:`Model` itself."""
+    returning a :class:`Model`, or a :class:`Model` itself.
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> import interp
+        >>> from interp.distributed.worker import build_model
+        >>> build_model(lambda: interp.from_hf(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))).dims.n_layers
+        1
+    """
     if isinstance(spec, Model):
         return spec
     if isinstance(spec, (str, os.PathLike)):
@@ -91,11 +102,7 @@ class ShardWorker:
                                        self.needs_logits)
         info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tok, bytes=0, sha256="")
         if not self.loc.shared:
-            import hashlib
-
-            from safetensors.torch import save
-
-            data = save({k: v.contiguous() for k, v in tensors.items()})
+            data = st_save({k: v.contiguous() for k, v in tensors.items()})
             info = ShardInfo(index, start, stop, n_tok, len(data), hashlib.sha256(data).hexdigest())
             return info.__dict__, data
         size, digest = self.loc.write_tensors(info.file, tensors)

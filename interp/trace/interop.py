@@ -277,8 +277,10 @@ def from_nnsight(
     Args:
         saved: ``{key: value}`` where a key is a Hugging Face module path plus ``.output`` or
             ``.input`` (``"model.layers.3.output"``, ``"model.layers.3.self_attn.o_proj.input"``),
-            or already an interp hook name. A tuple value (an attention module's output) is read
-            at its first element, as interp's hooks do.
+            or already an interp hook name. A module that a named hook point taps becomes that hook
+            (``blocks.3.hook_resid_post``); any other module becomes an ``hf:`` site
+            (``"model.layers.3.mlp.act_fn.output"`` -> ``hf:model.layers.3.mlp.act_fn``). A tuple value
+            (an attention module's output) is read at its first element, as interp's hooks do.
         model: the interp model wrapping the same weights; its adapter maps paths to hooks.
         input_ids: ``[batch, pos]`` token ids of the traced run; ``attention_mask`` likewise.
 
@@ -295,22 +297,27 @@ def from_nnsight(
         >>> m = interp.from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
         >>> ids = torch.tensor([[1, 2, 3]])
         >>> hidden = m.hf(ids, output_hidden_states=True).hidden_states  # stands in for nnsight's saves
-        >>> tr = from_nnsight({"transformer.h.0.output": hidden[1], "transformer.h.0.input": hidden[0]}, m, ids)
+        >>> tr = from_nnsight({"transformer.h.0.output": hidden[1], "transformer.h.0.input": hidden[0],
+        ...                    "transformer.h.1.ln_2.output": torch.zeros(1, 3, 32)}, m, ids)
         >>> tr.names
-        ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post']
+        ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', 'hf:transformer.h.1.ln_2']
     """
     keys = _nnsight_keys(model)
     valid = {s.name for s in model.sites()}
+    modules = {n for n, _ in model.hf.named_modules() if n}
     acts: dict[str, torch.Tensor] = {}
     bad: list[str] = []
     for key, value in saved.items():
         t = value[0] if isinstance(value, (tuple, list)) else value
+        path, _, io = key.rpartition(".")
         if key in keys:
             site, split = keys[key]
             if split:
                 t = t.unflatten(-1, (-1, model.dims.d_head))
-        elif key in valid:
+        elif key in valid or (key.startswith("hf:") and key.split(":")[1] in modules):
             site = Site.parse(key)
+        elif io in ("output", "input") and path in modules:  # a module no named hook point taps: an hf: site
+            site = Site(C.HF, module=path, io=io)  # type: ignore[arg-type]
         else:
             bad.append(key)
             continue

@@ -1,6 +1,12 @@
 """The store's on-disk layout: manifest schema, shard entries, atomic file writes.
 
-See :mod:`interp.trace.store` for the directory layout and the reader.
+See :mod:`interp.trace.store` for the directory layout and the reader, :mod:`interp.trace.resume` for the one
+start/resume/merge logic every writer shares.
+
+Example:
+    >>> from interp.trace.layout import ShardInfo
+    >>> ShardInfo(index=3, start=24, stop=32, n_tokens=250, bytes=1024, sha256="ab").file
+    'shards/00003.safetensors'
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from interp.errors import BadInputError, CorruptStoreError
+from interp.errors import BadInputError, CorruptStoreError, SchemaVersionError
 from interp.sites import Component, Site
 from interp.trace.trace import SCHEMA_VERSION, Manifest
+from interp.version import __version__
 
 STORE_KIND = "interp-trace-store"
 GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
 TOKENS_COLUMN = "__tokens__"  # meta.parquet column of the token strings (the other columns are metadata)
+STORE_FILES = frozenset({"shards", "tokens.safetensors", "meta.parquet"})  # besides manifest.json
+PART_PREFIX = "manifest.part-"  # one writer's partial manifest: manifest.part-<writer>.json
 
 
 class CorruptShardError(CorruptStoreError):
@@ -33,6 +42,14 @@ class CorruptShardError(CorruptStoreError):
 
 class StoreMismatchError(BadInputError):
     """An existing store was captured with other settings than the ones asked for."""
+
+
+class OutputExistsError(BadInputError, FileExistsError):
+    """The output location already holds something interp will not write over (another store, foreign files)."""
+
+
+class MissingFileError(BadInputError, FileNotFoundError):
+    """A file the user named (a dataset, a store) does not exist."""
 
 
 def is_dense(name: str) -> bool:
@@ -66,7 +83,8 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def store_tmp_files(root: Path) -> list[Path]:
     """The temporary files an interrupted store writer leaves (see :func:`atomic_write_bytes`)."""
-    found = [f for name in ("manifest.json", "tokens.safetensors", "meta.parquet") for f in root.glob(f".{name}.*.tmp")]
+    found = [f for name in ("manifest.json", "tokens.safetensors", "meta.parquet", f"{PART_PREFIX}*.json")
+             for f in root.glob(f".{name}.*.tmp")]
     if (root / "shards").is_dir():
         found += list((root / "shards").glob(".[0-9]*.safetensors.*.tmp"))
     return found
@@ -115,6 +133,7 @@ class StoreManifest:
     settings: dict[str, Any] = field(default_factory=dict)
     shards: tuple[ShardInfo, ...] = ()
     grads: dict[str, list[int]] = field(default_factory=dict)
+    interp_version: str = ""  # the interp that last wrote the file ("" for interp 0.1's stores)
 
     @property
     def n_shards(self) -> int:
@@ -125,7 +144,8 @@ class StoreManifest:
         return {s.index for s in self.shards} == set(range(self.n_shards))
 
     def to_json(self) -> str:
-        d = {"kind": STORE_KIND, **self.trace.to_dict(), "n_seqs": self.n_seqs, "seq_len": self.seq_len,
+        d = {"kind": STORE_KIND, **self.trace.to_dict(), "interp_version": __version__, "n_seqs": self.n_seqs,
+             "seq_len": self.seq_len,
              "batch_size": self.batch_size, "dataset_fingerprint": self.dataset_fingerprint,
              "settings": self.settings, "complete": self.complete,
              "shards": [{"file": s.file, **s.__dict__} for s in sorted(self.shards, key=lambda s: s.index)]}
@@ -135,7 +155,12 @@ class StoreManifest:
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest.json") -> StoreManifest:
-        """Parse ``manifest.json``; raises ``ValueError`` naming the problem for a malformed or foreign file."""
+        """Parse ``manifest.json`` (interp 0.1's stores included: same schema, no ``interp_version``).
+
+        Raises:
+            BadInputError: a malformed or foreign file (the message names the problem).
+            SchemaVersionError: a store written by a newer interp (a schema this one cannot read).
+        """
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -145,15 +170,21 @@ class StoreManifest:
         if d.get("kind") != STORE_KIND:
             raise BadInputError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
         version = d.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{where} has trace schema_version {version}, written by interp {d.get('interp_version', '?')}; "
+                f"this interp ({__version__}) reads version {SCHEMA_VERSION}: upgrade interp "
+                "(pip install -U interp) to read it")
         if version != SCHEMA_VERSION:
-            raise BadInputError(f"{where} has trace schema_version {version!r}, but this interp reads version "
-                             f"{SCHEMA_VERSION}; re-capture the store with this version of interp")
+            raise BadInputError(f"{where} is malformed (schema_version {version!r}; this interp reads version "
+                                f"{SCHEMA_VERSION}); was it edited by hand?")
         try:
             shards = tuple(_shard_info(s) for s in d["shards"])
             man = cls(trace=Manifest.from_dict(d), n_seqs=_int(d["n_seqs"], "n_seqs", 0),
                       seq_len=_int(d["seq_len"], "seq_len", 0), batch_size=_int(d["batch_size"], "batch_size", 1),
                       dataset_fingerprint=str(d["dataset_fingerprint"]), settings=dict(d.get("settings", {})),
-                      shards=shards, grads={str(k): [int(x) for x in v] for k, v in d.get("grads", {}).items()})
+                      shards=shards, grads={str(k): [int(x) for x in v] for k, v in d.get("grads", {}).items()},
+                      interp_version=str(d.get("interp_version", "")))
             for h in (*man.trace.hooks, *man.grads):
                 Site.parse(h)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -231,7 +262,7 @@ def stream_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[in
             for t in cpu.values():
                 if t.numel() == 0:
                     continue
-                raw = memoryview(t.view(torch.uint8).reshape(-1).numpy())
+                raw = t.view(torch.uint8).reshape(-1).numpy().data  # a memoryview of the tensor's bytes
                 for i in range(0, len(raw), _CHUNK):
                     piece = raw[i:i + _CHUNK]
                     f.write(piece)
@@ -253,8 +284,9 @@ def write_shard(root: Path, index: int, start: int, tensors: dict[str, torch.Ten
     return replace(info, bytes=size, sha256=digest)
 
 
-def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> None:
-    """Write ``meta.parquet`` atomically: per-sequence metadata and, if given, the token strings."""
+def meta_parquet(metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> bytes | None:
+    """The bytes of ``meta.parquet``: per-sequence metadata and, if given, the token strings (``None``: nothing
+    to store)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -264,10 +296,18 @@ def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[
     if tokens is not None:
         for r, t in zip(rows, tokens, strict=True):
             r[TOKENS_COLUMN] = list(t)
-    if rows:
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(rows), sink)
-        atomic_write_bytes(root / "meta.parquet", sink.getvalue().to_pybytes())
+    if not rows:
+        return None
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def write_meta(root: Path, metadata: Sequence[dict[str, Any]], tokens: Sequence[Sequence[str]] | None) -> None:
+    """Write ``meta.parquet`` atomically: per-sequence metadata and, if given, the token strings."""
+    data = meta_parquet(metadata, tokens)
+    if data is not None:
+        atomic_write_bytes(root / "meta.parquet", data)
 
 
 def tokens_fingerprint(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:

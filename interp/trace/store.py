@@ -17,13 +17,17 @@ longest length. Every shard's sha256 and size are in the manifest. A trace saved
 in the manifest.
 
 Every file is written atomically (a temporary ``.<name>.*.tmp`` file, then a rename); a capture
-that resumes removes the temporary files an interrupted one left.
+that resumes removes the temporary files an interrupted one left. ``manifest.json`` records the trace
+schema version (1, unchanged since interp 0.1, whose stores read as they are) and the interp version
+that wrote it; a store of a newer schema is refused with :class:`~interp.errors.SchemaVersionError`.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,11 +38,14 @@ from safetensors import safe_open
 
 from interp.errors import BadInputError
 from interp.models import Model
+from interp.sites import Site, SiteSpec, UnknownHookError, resolve
 from interp.trace.layout import (
     GRAD_PREFIX,
     TOKENS_COLUMN,
     CorruptShardError,
     CorruptStoreError,
+    MissingFileError,
+    OutputExistsError,
     ShardInfo,
     StoreManifest,
     StoreMismatchError,
@@ -56,32 +63,90 @@ from interp.trace.trace import Trace, parse_dtype
 class TraceStore:
     """A trace on disk: open it, check it, read sequences as :class:`Trace` or stream token rows.
 
+    Hooks are named in any single-site spelling of :mod:`interp.sites` (``"blocks.3.hook_resid_post"``,
+    ``"resid_post.3"``, ``("resid_post", 3)``, ``"hf:model.layers.3.mlp"``); :meth:`trace` also takes globs and
+    short forms that name several (``"resid_post"``: every stored layer).
+
     Args:
         path: the store directory.
         verify: ``"size"`` (default: every shard read is checked against its recorded size, which
             catches truncation), ``"sha256"`` (hash every shard when it is read), or ``"none"``.
 
+    Raises:
+        MissingFileError: no store at ``path`` (no ``manifest.json``).
+        BadInputError / SchemaVersionError: a malformed manifest / one written by a newer interp.
+
     Example:
-        >>> import interp
+        >>> import interp, tempfile
         >>> from interp.trace import TraceStore, capture
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> store = capture(m, ["a b c", "hello world"], "blocks.*.hook_resid_post", "/tmp/st")  # doctest: +SKIP
-        >>> for rows in store.iter_tokens("blocks.3.hook_resid_post", batch_size=4):  # doctest: +SKIP
-        ...     print(rows.shape)
-        torch.Size([4, 576])
-        torch.Size([1, 576])
+        >>> m = interp.load_model("smollm2-135m")
+        >>> path = tempfile.mkdtemp() + "/st"
+        >>> _ = capture(m, ["a b c", "hello world"], hooks="resid_post", out=path, progress=False)
+        >>> store = TraceStore(path)
+        >>> [tuple(rows.shape) for rows in store.iter_tokens("resid_post.3", batch_size=4)]
+        [(4, 576), (1, 576)]
+        >>> store.trace([1], hooks="resid_post.29")["resid_post.29"].shape
+        torch.Size([1, 2, 576])
     """
 
-    def __init__(self, path: str | os.PathLike[str], verify: str = "size") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, verify: str = "size") -> None:
         if verify not in ("size", "sha256", "none"):
-            raise BadInputError(f"verify must be 'size', 'sha256' or 'none', got {verify!r}")
+            raise BadInputError(f"bad verify {verify!r}; valid: 'size', 'sha256', 'none'")
         self.path = Path(path)
         mpath = self.path / "manifest.json"
-        if not mpath.exists():
-            raise FileNotFoundError(f"no trace store at {self.path} (missing manifest.json)")
+        if not mpath.is_file():
+            raise MissingFileError(f"no trace store at {str(self.path)!r} (missing manifest.json)")
         self.manifest = StoreManifest.from_json(mpath.read_text(), str(mpath))
         self.verify_mode = verify
         self._verified: set[int] = set()
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"TraceStore({str(self.path)!r}, {m.n_seqs} seqs, {self.n_tokens} tokens, {len(self.hooks)} hooks, "
+                f"model={m.trace.model_id!r}, dtype={m.trace.dtype}, "
+                f"{'complete' if self.complete else f'{len(m.shards)} of {m.n_shards} shards'})")
+
+    # -- names -----------------------------------------------------------------------------------
+    def _stored(self) -> list[str]:
+        return [*self.manifest.trace.hooks, *(g for g in self.manifest.grads if g not in self.manifest.trace.hooks)]
+
+    def _key(self, name: SiteSpec) -> str:
+        """The stored name of one hook in any single-site spelling; ``UnknownHookError`` (a ``KeyError``) if absent."""
+        stored = self._stored()
+        if isinstance(name, str) and name in stored:
+            return name
+        try:
+            key = Site.parse(name).name
+        except UnknownHookError:
+            key = str(name)
+        if key not in stored:
+            raise self._unknown(str(name))
+        return key
+
+    def _unknown(self, name: str) -> UnknownHookError:
+        stored = self._stored()
+        shorts = [Site.parse(h).short for h in stored]
+        close = difflib.get_close_matches(name, stored + shorts, n=3, cutoff=0.5)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        return UnknownHookError(f"store has no hook {name!r}.{hint} It holds {len(stored)}: "
+                                f"{', '.join(stored[:8])}{'...' if len(stored) > 8 else ''}")
+
+    def _keys(self, hooks: SiteSpec | Sequence[SiteSpec]) -> list[str]:
+        """Stored names for several spellings (globs and short forms naming several stored hooks included)."""
+        out: list[str] = []
+        for item in _spellings(hooks):
+            if isinstance(item, str) and re.search(r"\.-[0-9]+$", item) and item not in self._stored():
+                raise BadInputError(f"bad hook {item!r} for a store: a negative layer counts from the model's last "
+                                    "layer, which a store does not record; name the layer (e.g. resid_post.29)")
+            try:
+                names = [self._key(item)]
+            except UnknownHookError:
+                try:
+                    names = [s.name for s in resolve(item, [Site.parse(h) for h in self._stored()])]
+                except UnknownHookError:
+                    raise self._unknown(str(item)) from None
+            out += [n for n in names if n not in out]
+        return out
 
     # -- metadata --------------------------------------------------------------------------------
     @property
@@ -133,8 +198,10 @@ class TraceStore:
                                     "edited")
         return ids, mask
 
-    def metadata(self) -> list[dict[str, Any]]:
-        """Per-sequence metadata rows (empty when none was stored).
+    def metadata(self, *, tokens: bool = True) -> list[dict[str, Any]]:
+        """Per-sequence metadata rows (empty when none was stored); with ``tokens`` (the default) each row also
+        holds the sequence's token strings under ``"__tokens__"``, without it only the metadata itself
+        (what :meth:`Trace.metadata` holds, and what ``model.run(..., metadata=)`` takes).
 
         Raises:
             CorruptStoreError: ``meta.parquet`` is truncated or holds another number of rows.
@@ -151,7 +218,7 @@ class TraceStore:
                                     "(overwrite=True) to re-create the store") from e
         if len(rows) != self.n_seqs:
             raise CorruptStoreError(f"{p} has {len(rows)} rows, the manifest says {self.n_seqs} sequences")
-        return rows
+        return rows if tokens else [{k: v for k, v in r.items() if k != TOKENS_COLUMN} for r in rows]
 
     # -- shards ----------------------------------------------------------------------------------
     def _check(self, info: ShardInfo) -> Path:
@@ -181,14 +248,14 @@ class TraceStore:
             p = self._check(info)
             self._hash_check(info, p)
 
-    def read_shard(self, info: ShardInfo, hooks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """The raw tensors of one shard (token rows, or dense patterns)."""
+    def read_shard(self, info: ShardInfo, hooks: SiteSpec | Sequence[SiteSpec] | None = None
+                   ) -> dict[str, torch.Tensor]:
+        """The raw tensors of one shard (token rows, or dense patterns), by stored name (gradients of a saved
+        trace under ``grad:<name>``)."""
         p = self._check(info)
-        names = self.hooks if hooks is None else [hooks] if isinstance(hooks, str) else list(hooks)
-        stored = (*self.manifest.trace.hooks, *(GRAD_PREFIX + g for g in self.manifest.grads))
-        for n in names:
-            if n not in stored:
-                raise KeyError(f"store has no hook {n!r}; it holds: {', '.join(self.hooks)}")
+        items: list[SiteSpec] = list(self.hooks) if hooks is None else _spellings(hooks)
+        grads = {GRAD_PREFIX + g for g in self.manifest.grads}
+        names = [n if isinstance(n, str) and n in grads else self._key(n) for n in items]
         try:
             with safe_open(str(p), framework="pt") as f:
                 return {n: f.get_tensor(n) for n in names}
@@ -223,13 +290,14 @@ class TraceStore:
             out.append(j % n)
         return out
 
-    def trace(self, seqs: int | Sequence[int] | slice | None = None, hooks: str | Sequence[str] | None = None) -> Trace:
+    def trace(self, seqs: int | Sequence[int] | slice | None = None, *,
+              hooks: SiteSpec | Sequence[SiteSpec] | None = None) -> Trace:
         """Load sequences as an in-memory :class:`Trace` (padded to their longest length).
 
         Args:
             seqs: sequence indices (int, list of ints, slice; negative ints count from the end); all if ``None``.
-            hooks: hook names to load (activations and, for a saved trace with gradients, gradients);
-                all if ``None``.
+            hooks: hooks to load in any spelling (activations and, for a saved trace with gradients,
+                gradients); all if ``None``.
 
         Token-wise activations are zero at padding positions; attention patterns hold what the
         model computed there.
@@ -240,10 +308,7 @@ class TraceStore:
         if hooks is None:
             names, grad_names = self.hooks, list(self.manifest.grads)
         else:
-            wanted = [hooks] if isinstance(hooks, str) else list(hooks)
-            for n in wanted:
-                if n not in self.manifest.trace.hooks and n not in self.manifest.grads:
-                    raise KeyError(f"store has no hook {n!r}; it holds: {', '.join(self.hooks)}")
+            wanted = self._keys(hooks)
             names = [n for n in wanted if n in self.manifest.trace.hooks]
             grad_names = [n for n in wanted if n in self.manifest.grads]
         keys = [*names, *(GRAD_PREFIX + g for g in grad_names)]
@@ -281,13 +346,13 @@ class TraceStore:
                              for i in idx)
         else:
             tok_strs = tuple(tuple(str(i) for i in row) for row in ids.tolist())
-        rows = tuple({k: v for k, v in meta[i].items() if k != TOKENS_COLUMN} for i in idx) if meta else ()
-        if rows and not any(rows):
-            rows = ()
+        meta_rows = tuple({k: v for k, v in meta[i].items() if k != TOKENS_COLUMN} for i in idx) if meta else ()
+        if meta_rows and not any(meta_rows):
+            meta_rows = ()
         return Trace(input_ids=ids, attention_mask=mask, tokens=tok_strs, activations=acts, manifest=man,
-                     metadata=rows, grads=grads)
+                     metadata=meta_rows, grads=grads)
 
-    def iter_tokens(self, hook: str, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
+    def iter_tokens(self, hook: SiteSpec, *, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
                     dtype: torch.dtype | str | None = None, drop_last: bool = False,
                     allow_incomplete: bool = False) -> Iterator[torch.Tensor]:
         """Stream the non-padding token rows of one hook: ``[batch_size, ...]`` tensors.
@@ -298,20 +363,21 @@ class TraceStore:
         shard before) are permuted, seeded, so runs repeat exactly. Memory stays at about one shard.
 
         Raises:
-            KeyError: the store has no such hook.
-            ValueError: a non-floating ``dtype``, a dense hook (the attention pattern), ``batch_size < 1``, or an incomplete
-                store (an interrupted capture; pass ``allow_incomplete=True`` to read its finished shards).
+            UnknownHookError: the store has no such hook (also a ``KeyError``).
+            BadInputError: a non-floating ``dtype``, a dense hook (the attention pattern), ``batch_size < 1``, or an
+                incomplete store (an interrupted capture; pass ``allow_incomplete=True`` to read its finished shards).
         """
+        hook = self._key(hook)
         if hook not in self.manifest.trace.hooks:
-            raise KeyError(f"store has no hook {hook!r}; it holds: {', '.join(self.hooks)}")
+            raise self._unknown(hook)
         if is_dense(hook):
             raise BadInputError(f"{hook} is stored per sequence, not as token rows; use store.trace()")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+            raise BadInputError(f"bad batch_size {batch_size!r}; valid: an int >= 1")
         if isinstance(dtype, str):
             dtype = parse_dtype(dtype)
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise BadInputError(f"dtype must be a floating torch dtype (float32, bfloat16...) or None, got {dtype!r}")
+            raise BadInputError(f"bad dtype {dtype!r}; valid: a floating torch dtype (float32, bfloat16...) or None")
         if not self.complete and not allow_incomplete:
             raise BadInputError(f"the store at {self.path} is incomplete ({len(self.manifest.shards)} of "
                              f"{self.manifest.n_shards} shards): re-run the capture to finish it, or pass "
@@ -320,6 +386,22 @@ class TraceStore:
         infos = self.shards()
         if shuffle:
             infos = [infos[i] for i in torch.randperm(len(infos), generator=g).tolist()]
+        if not shuffle:  # shards smaller than a batch are joined once per batch, not once per shard
+            pending: list[torch.Tensor] = []
+            n_pending = 0
+            for info in infos:
+                rows = self.read_shard(info, [hook])[hook]
+                pending.append(rows if dtype is None else rows.to(dtype))
+                n_pending += rows.shape[0]
+                if n_pending < batch_size:
+                    continue
+                rows = pending[0] if len(pending) == 1 else torch.cat(pending)
+                n_full = rows.shape[0] // batch_size * batch_size
+                yield from rows[:n_full].split(batch_size)
+                pending, n_pending = ([rows[n_full:]] if rows.shape[0] > n_full else []), rows.shape[0] - n_full
+            if n_pending and not drop_last:
+                yield pending[0] if len(pending) == 1 else torch.cat(pending)
+            return
         carry: torch.Tensor | None = None
         for info in infos:
             rows = self.read_shard(info, [hook])[hook]
@@ -337,13 +419,31 @@ class TraceStore:
             yield carry
 
 
+def _spellings(hooks: SiteSpec | Sequence[SiteSpec]) -> list[SiteSpec]:
+    """One spelling or several, as a list (a ``(short, layer)`` pair is one spelling)."""
+    if isinstance(hooks, (str, Site)):
+        return [hooks]
+    if isinstance(hooks, tuple) and len(hooks) == 2 and isinstance(hooks[0], str) and isinstance(hooks[1], int):
+        return [(hooks[0], hooks[1])]
+    out: list[SiteSpec] = []
+    for h in hooks:
+        if not isinstance(h, (str, Site, tuple)):
+            raise TypeError(f"hooks must be hook names (str), Sites or (short, layer) pairs, got {h!r}")
+        out.append(h)
+    return out
+
+
 def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
     """Save an in-memory trace as a one-shard store (see :meth:`Trace.save`); gradients are kept too."""
     root = Path(path)
     if (root / "manifest.json").exists():
-        raise FileExistsError(f"{root} already holds a trace store; choose another path or delete it")
+        raise OutputExistsError(f"{root} already holds a trace store; choose another path or delete it")
     if trace.n_seqs == 0:
         raise BadInputError("cannot save a trace of 0 sequences")
+    for name, t in [*trace.activations.items(), *trace.grads.items()]:
+        if not is_dense(name) and tuple(t.shape[:2]) != tuple(trace.attention_mask.shape):
+            raise BadInputError(f"bad activation {name!r} of shape {tuple(t.shape)} for a store: it keeps "
+                                "[batch, pos, ...] activations as token rows")
     if not is_right_padded(trace.attention_mask):
         raise BadInputError("the trace's attention mask is not right-padded (real tokens first, then padding); "
                          "stores keep token rows in right-padded order only")
@@ -369,5 +469,5 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
     return TraceStore(root)
 
 
-__all__ = ["GRAD_PREFIX", "CorruptShardError", "CorruptStoreError", "ShardInfo", "StoreManifest", "StoreMismatchError", "TraceStore",
-           "save_trace", "tokens_fingerprint", "write_shard"]
+__all__ = ["GRAD_PREFIX", "CorruptShardError", "CorruptStoreError", "MissingFileError", "OutputExistsError", "ShardInfo",
+           "StoreManifest", "StoreMismatchError", "TraceStore", "save_trace", "tokens_fingerprint", "write_shard"]

@@ -1,110 +1,47 @@
-"""``capture``: stream a dataset through a model into a :class:`TraceStore`, resumably."""
+"""``capture``: stream a dataset through a model into a :class:`TraceStore`, resumably.
+
+The planning (:func:`plan_capture`: hooks, tokens, the manifest a new store starts from), the shard
+computation (:func:`compute_shard`) and the start/resume/merge logic (:mod:`interp.trace.resume`) are the
+ones :func:`interp.distributed.capture` uses too, so both write the same store.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import math
 import os
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.errors import BadInputError
-from interp.hooks import forward, make_plans
-from interp.hooks.engine import HookedRun
+from interp.hooks import HookedRun, forward, make_plans
+from interp.hooks import forward as _probe_forward
 from interp.models import Model
-from interp.sites import Site, resolve
-from interp.trace.layout import (
-    ShardInfo,
-    StoreManifest,
-    StoreMismatchError,
-    atomic_save_tensors,
-    atomic_write_bytes,
-    is_dense,
-    remove_stale_tmp,
-    store_tmp_files,
-    tokens_fingerprint,
-    write_meta,
-    write_shard,
-)
+from interp.sites import Component, Site, SiteSpec, resolve
+from interp.trace.dataset import Dataset, load_texts
+from interp.trace.layout import ShardInfo, StoreManifest, is_dense, is_right_padded, tokens_fingerprint
+from interp.trace.location import StoreLocation
+from interp.trace.resume import StoreInputs, meta_fingerprint, start_or_resume
 from interp.trace.store import TraceStore
-from interp.trace.trace import Manifest, parse_dtype
+from interp.trace.trace import Manifest, Trace, parse_dtype
 
-Dataset = Sequence[str] | str | os.PathLike[str] | Any
+if TYPE_CHECKING:
+    from interp.hooks.engine import _SitePlan
 
-
-def load_texts(dataset: Dataset, column: str = "text") -> tuple[list[str], list[dict[str, Any]]]:
-    """Texts and per-sequence metadata from a dataset.
-
-    ``dataset`` is a list of strings, a ``.txt`` file (one sequence per non-blank line), a
-    ``.parquet`` file or a Hugging Face ``datasets.Dataset``; for the last two the text is in
-    ``column`` and every other column becomes metadata. Each metadata row has the text under ``"text"``.
-
-    Raises:
-        FileNotFoundError: a path that is not an existing ``.txt`` / ``.parquet`` file.
-        ValueError: an empty dataset, a blank sequence, or a missing ``column``.
-        TypeError: a sequence that is not a ``str``, or an unsupported dataset type.
-
-    Example:
-        >>> from interp.trace import load_texts
-        >>> load_texts(["a b", "c"])
-        (['a b', 'c'], [{'text': 'a b'}, {'text': 'c'}])
-    """
-    if isinstance(dataset, os.PathLike) and not (Path(dataset).suffix in (".txt", ".parquet") and Path(dataset).is_file()):
-        raise FileNotFoundError(f"dataset {os.fspath(dataset)!r} is not an existing .txt or .parquet file")
-    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).suffix in (".txt", ".parquet") and Path(dataset).is_file():
-        p = Path(dataset)
-        if p.suffix == ".txt":
-            texts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-            meta: list[dict[str, Any]] = [{} for _ in texts]
-        else:
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(p)
-            if column not in table.column_names:
-                raise BadInputError(f"{p} has no column {column!r}; columns: {', '.join(table.column_names)}")
-            rows = table.to_pylist()
-            texts = [r.pop(column) for r in rows]
-            meta = rows
-    elif isinstance(dataset, str):
-        raise FileNotFoundError(f"dataset {dataset!r} is not an existing .txt or .parquet file; "
-                                "pass a list of strings to capture literal text")
-    elif hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):  # datasets.Dataset
-        if column not in dataset.column_names:
-            raise BadInputError(f"dataset has no column {column!r}; columns: {', '.join(dataset.column_names)}")
-        others = [c for c in dataset.column_names if c != column]
-        texts = list(dataset[column])
-        cols = {c: list(dataset[c]) for c in others}
-        meta = [{c: cols[c][i] for c in others} for i in range(len(texts))]
-    elif isinstance(dataset, Sequence) and not isinstance(dataset, (bytes, bytearray)):
-        texts = list(dataset)
-        meta = [{} for _ in texts]
-    else:
-        raise TypeError(f"unsupported dataset type {type(dataset).__name__}: use a list of str, a .txt/.parquet "
-                        "path or a datasets.Dataset")
-    if not texts:
-        raise BadInputError("the dataset is empty: nothing to capture")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"sequence {i} is a {type(t).__name__}, not a str: {t!r}")
-        if not t.strip():
-            raise BadInputError(f"sequence {i} is empty or blank: {t!r}; every sequence needs text")
-    return texts, [{"text": t, **{k: v for k, v in m.items() if k != "text"}} for t, m in zip(texts, meta, strict=True)]
+log = logging.getLogger(__name__)
 
 
 def capture(
     model: Model,
-    dataset: Dataset,
-    hooks: str | Site | Sequence[str | Site],
-    path: str | os.PathLike[str],
+    inputs: Dataset,
     *,
+    out: str | os.PathLike[str],
+    hooks: SiteSpec | Sequence[SiteSpec] = "resid_post",
     batch_size: int = 8,
     dtype: torch.dtype | str = torch.float32,
     max_tokens: int | None = 128,
@@ -112,50 +49,65 @@ def capture(
     prepend_bos: bool = False,
     memory_budget: int = 2 << 30,
     overwrite: bool = False,
-    progress: bool = True,
+    verify: str = "size",
+    progress: bool | None = None,
 ) -> TraceStore:
     """Capture hooks for every sequence of a dataset into a store on disk.
 
-    Batches are written as shards as soon as they are computed (a writer thread overlaps disk
-    writes with the next forward); the manifest is rewritten atomically after each shard, so an
-    interrupted capture resumes where it stopped when called again with the same arguments.
+    Batches are written as shards as soon as they are computed (a writer thread overlaps disk writes with
+    the next forward); the manifest is rewritten atomically after each shard, so an interrupted capture
+    resumes where it stopped when called again with the same arguments.
 
     Args:
         model: the model to run.
-        dataset: list of str, ``.txt`` / ``.parquet`` path, or ``datasets.Dataset`` (see :func:`load_texts`).
-        hooks: names or glob patterns (``"blocks.*.hook_resid_post"``).
-        path: the store directory.
+        inputs: a text, a list of texts, a ``.txt`` / ``.parquet`` path, a ``datasets.Dataset``, a labelled set
+            (``texts`` + ``metadata``), token ids ``[batch, pos]`` or ``(ids, mask)``, a Trace or a TraceStore
+            (see :mod:`interp.trace.dataset`). Texts keep their metadata (Parquet columns, labels).
+        out: the store directory.
+        hooks: hook points in any :mod:`interp.sites` spelling: ``"resid_post"`` (every layer, the default),
+            ``"blocks.*.hook_z"``, ``"mlp_out.3"``, ``"hf:model.layers.3.mlp.act_fn"`` (any submodule whose
+            activation is ``[batch, pos, ...]``).
         batch_size: sequences per forward and per shard (lowered to fit ``memory_budget``).
         dtype: storage dtype of activations.
         max_tokens: truncate each sequence to this many tokens (``None``: the model's context).
         column: text column for Parquet files and datasets.
-        prepend_bos: put the BOS token first.
+        prepend_bos: put the BOS token first (texts only).
         memory_budget: bytes of captured activations held per batch.
         overwrite: replace an existing store captured with other settings.
-        progress: show a tqdm bar.
+        verify: how finished shards are checked when a capture resumes: ``"size"`` (default), ``"sha256"`` or
+            ``"none"``; a shard that fails is captured again.
+        progress: show a progress bar (``None``: the library switch, see :mod:`interp.progress`).
 
     Returns:
         The opened :class:`TraceStore`.
 
+    Raises:
+        StoreMismatchError: ``out`` holds a store captured with other settings (and not ``overwrite``).
+        OutputExistsError: ``out`` holds files that are not a store's.
+        UnknownHookError / BadInputError / TypeError: bad hooks, inputs or options (nothing is written).
+
     Example:
-        >>> import interp
+        >>> import interp, tempfile
         >>> from interp.trace import capture
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> st = capture(m, ["The cat sat.", "On the mat."], "blocks.*.hook_resid_post", "/tmp/cats")  # doctest: +SKIP
-        >>> st.n_tokens, len(st.hooks)  # doctest: +SKIP
-        (9, 30)
+        >>> m = interp.load_model("smollm2-135m")
+        >>> st = capture(m, ["The cat sat.", "On the mat."], hooks="resid_post", out=tempfile.mkdtemp() + "/st",
+        ...              progress=False)
+        >>> st.n_tokens, len(st.hooks), st.complete
+        (8, 30, True)
     """
-    plan = plan_capture(model, dataset, hooks, batch_size=batch_size, dtype=dtype, max_tokens=max_tokens,
+    plan = plan_capture(model, inputs, hooks=hooks, batch_size=batch_size, dtype=dtype, max_tokens=max_tokens,
                         column=column, prepend_bos=prepend_bos, memory_budget=memory_budget)
-    names, input_ids, attention_mask, dtype = plan.names, plan.input_ids, plan.attention_mask, plan.dtype
-    batch_size, texts, meta, fresh = plan.fresh.batch_size, plan.texts, plan.meta, plan.fresh
-    root = Path(path)
-    manifest = _resume_or_start(root, fresh, overwrite, input_ids, attention_mask, meta, model)
-    done = {s.index for s in manifest.shards if (root / s.file).exists() and (root / s.file).stat().st_size == s.bytes}
-    manifest = replace(manifest, shards=tuple(s for s in manifest.shards if s.index in done))
+    loc = StoreLocation(os.fspath(out)) if isinstance(out, (str, os.PathLike)) else None
+    if loc is None or not loc.is_local:
+        raise BadInputError(f"bad out {out!r}; valid: a local directory (interp.distributed.capture writes to "
+                            "fsspec URLs such as s3://...)")
+    manifest = start_or_resume(loc, plan.fresh, plan.inputs, overwrite=overwrite, verify=verify).manifest
+    done = {s.index for s in manifest.shards}
     todo = [i for i in range(manifest.n_shards) if i not in done]
-    plans = make_plans(model, names)
-    needs_logits = "logits" in names
+    if done and todo:
+        log.info("resuming %s: %d of %d shards already captured", loc.url, len(done), manifest.n_shards)
+    plans = make_plans(model, plan.names)
+    needs_logits = "logits" in plan.names
     state = {"manifest": manifest}  # touched only by the writer thread until it is joined
     errors: list[BaseException] = []
     jobs: queue.Queue[tuple[int, int, int, dict[str, torch.Tensor], int] | None] = queue.Queue(maxsize=2)
@@ -165,23 +117,24 @@ def capture(
             if errors:
                 continue
             try:
-                index, start, stop, tensors, n_tok = job
-                info = write_shard(root, index, start, tensors, n_tok, stop)
+                info = write_shard(loc, *job)
                 state["manifest"] = state["manifest"].with_shard(info)
-                atomic_write_bytes(root / "manifest.json", state["manifest"].to_json().encode())
+                loc.write_bytes("manifest.json", state["manifest"].to_json().encode())
             except BaseException as e:  # surfaced in the main thread
                 errors.append(e)
 
+    from interp.progress import progress as progress_bar
+
     thread = threading.Thread(target=writer, name="interp-shard-writer", daemon=True)
     thread.start()
-    bar = tqdm(total=len(todo), desc=f"capture {len(names)} hooks", unit="shard", disable=not progress)
+    bar = progress_bar(total=len(todo), enabled=progress, desc=f"capture {len(plan.names)} hooks", unit="shard")
     try:
         for index in todo:
             if errors:
                 break
-            start, stop = index * batch_size, min((index + 1) * batch_size, len(texts))
-            tensors, n_tok = compute_shard(model, plans, names, input_ids[start:stop], attention_mask[start:stop],
-                                           dtype, needs_logits)
+            start, stop = manifest.shard_range(index)
+            tensors, n_tok = compute_shard(model, plans, plan.names, plan.input_ids[start:stop],
+                                           plan.attention_mask[start:stop], plan.dtype, needs_logits)
             jobs.put((index, start, stop, tensors, n_tok))
             bar.update(1)
     finally:
@@ -190,7 +143,15 @@ def capture(
         bar.close()
     if errors:
         raise errors[0]
-    return TraceStore(root)
+    return TraceStore(loc.local_path)
+
+
+def write_shard(loc: StoreLocation, index: int, start: int, stop: int, tensors: dict[str, torch.Tensor],
+                n_tokens: int) -> ShardInfo:
+    """Write one shard (atomically) and return its manifest entry with size and sha256."""
+    info = ShardInfo(index=index, start=start, stop=stop, n_tokens=n_tokens, bytes=0, sha256="")
+    size, digest = loc.write_tensors(info.file, tensors)
+    return ShardInfo(index, start, stop, n_tokens, size, digest)
 
 
 @dataclass(frozen=True)
@@ -199,46 +160,96 @@ class CapturePlan:
     manifest a new store starts from (shared by :func:`capture` and :mod:`interp.distributed`)."""
 
     names: list[str]
-    texts: list[str]
-    meta: list[dict[str, Any]]
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    inputs: StoreInputs
     dtype: torch.dtype
     fresh: StoreManifest
 
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.inputs.input_ids
 
-def plan_capture(model: Model, dataset: Dataset, hooks: str | Site | Sequence[str | Site], *,
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self.inputs.attention_mask
+
+
+def plan_capture(model: Model, inputs: Dataset, *, hooks: SiteSpec | Sequence[SiteSpec] = "resid_post",
                  batch_size: int = 8, dtype: torch.dtype | str = torch.float32, max_tokens: int | None = 128,
                  column: str = "text", prepend_bos: bool = False, memory_budget: int = 2 << 30) -> CapturePlan:
     """Check the arguments of a capture, tokenize the dataset and build the new store's manifest.
 
+    ``hf:`` sites are measured by one small forward (their trailing shape is not in the config).
+
     Raises:
-        ValueError / TypeError / KeyError: bad arguments, as :func:`capture` documents.
+        BadInputError / TypeError / UnknownHookError: bad arguments, as :func:`capture` documents.
+
+    Example:
+        >>> import torch, interp
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from interp.trace.writer import plan_capture
+        >>> m = interp.from_hf(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)))
+        >>> plan = plan_capture(m, torch.tensor([[1, 2, 3], [4, 5, 6]]), hooks=["resid_post", "hf:transformer.h.0.mlp.c_fc"],
+        ...                     batch_size=1)
+        >>> plan.fresh.n_shards, plan.fresh.trace.hooks
+        (2, {'blocks.0.hook_resid_post': [32], 'blocks.1.hook_resid_post': [32], 'hf:transformer.h.0.mlp.c_fc': [128]})
     """
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise BadInputError(f"dtype must be a floating torch dtype, got {dtype!r}")
+        raise BadInputError(f"bad dtype {dtype!r}; valid: a floating torch dtype (float32, bfloat16, float16)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise BadInputError(f"bad batch_size {batch_size!r}; valid: an int >= 1")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise BadInputError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
-    sites = resolve(hooks, model.sites())
+        raise BadInputError(f"bad max_tokens {max_tokens!r}; valid: an int >= 1 or None")
+    sites = resolve(hooks, model.sites(), (n for n, _ in model.hf.named_modules() if n))
     names = [s.name for s in sites]
-    texts, meta = load_texts(dataset, column)
-    limit = max_tokens if max_tokens is not None else model.dims.n_ctx
-    input_ids, attention_mask = model.tokenize(texts, max_tokens=limit, prepend_bos=prepend_bos)
+    limit = max_tokens if max_tokens is not None else model.dims.n_ctx  # None: the model has no fixed context
+    store_inputs = _store_inputs(model, inputs, limit, column, prepend_bos)
+    input_ids, attention_mask = store_inputs.input_ids, store_inputs.attention_mask
     seq_len = int(input_ids.shape[1])
-    batch_size = _fit_batch(model, names, batch_size, seq_len, dtype, memory_budget)
+    hook_shapes = {**{s.name: _trailing_shape(model, s, seq_len) for s in sites if s.component is not Component.HF},
+                   **_probe_shapes(model, [s.name for s in sites if s.component is Component.HF], input_ids,
+                                   attention_mask)}
+    hook_shapes = {n: hook_shapes[n] for n in names}
+    batch_size = _fit_batch(hook_shapes, batch_size, seq_len, dtype, memory_budget)
     settings = {"max_tokens": max_tokens, "prepend_bos": prepend_bos, "column": column,
-                "meta_fingerprint": meta_fingerprint(meta)}
-    hook_shapes = {n: _trailing_shape(model, Site.parse(n), seq_len) for n in names}
+                "meta_fingerprint": meta_fingerprint(store_inputs.metadata)}
     fresh = StoreManifest(
-        trace=Manifest.for_model(model, dtype, hook_shapes), n_seqs=len(texts), seq_len=seq_len,
+        trace=Manifest.for_model(model, dtype, hook_shapes), n_seqs=int(input_ids.shape[0]), seq_len=seq_len,
         batch_size=batch_size, dataset_fingerprint=tokens_fingerprint(input_ids, attention_mask), settings=settings)
-    return CapturePlan(names, texts, meta, input_ids, attention_mask, dtype, fresh)
+    return CapturePlan(names, store_inputs, dtype, fresh)
 
 
-def compute_shard(model: Model, plans: Any, names: Sequence[str], input_ids: torch.Tensor,
+def _store_inputs(model: Model, inputs: Dataset, limit: int | None, column: str, prepend_bos: bool) -> StoreInputs:
+    """Token ids, mask, metadata and token strings of a capture's inputs (texts or token ids)."""
+    tokens: list[list[str]] | None
+    if isinstance(inputs, (torch.Tensor, Trace, TraceStore)) or (
+            isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, torch.Tensor) for t in inputs)):
+        ids, mask = (t.cpu() for t in model.encode(inputs))  # type: ignore[arg-type]
+        if ids.is_floating_point() or ids.dim() != 2 or ids.shape[0] == 0:
+            raise BadInputError(f"bad token ids of shape {tuple(ids.shape)} and dtype {ids.dtype}; valid: integer "
+                                "ids [batch, pos] with batch >= 1")
+        if not is_right_padded(mask):
+            raise BadInputError("the attention mask is not right-padded (real tokens first, then padding); "
+                                "stores keep token rows in right-padded order only")
+        empty = (mask.sum(1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise BadInputError(f"sequence {empty[0]} has no real tokens (its attention mask is all zeros)")
+        width = int(mask.sum(1).max()) if limit is None else min(limit, int(mask.sum(1).max()))
+        ids, mask = ids[:, :width].contiguous(), mask[:, :width].contiguous()
+        if isinstance(inputs, Trace):
+            meta = [dict(m) for m in inputs.metadata]
+        elif isinstance(inputs, TraceStore):
+            meta = inputs.metadata(tokens=False)
+        else:
+            meta = []
+        tokens = model.to_str_tokens(ids) if model.tokenizer is not None else None
+        return StoreInputs(ids, mask, meta if any(meta) else [], tokens)
+    texts, meta = load_texts(inputs, column=column)
+    ids, mask = model.tokenize(texts, max_tokens=limit, prepend_bos=prepend_bos)
+    return StoreInputs(ids, mask, meta, model.to_str_tokens(ids))
+
+
+def compute_shard(model: Model, plans: dict[Site, _SitePlan], names: Sequence[str], input_ids: torch.Tensor,
                   attention_mask: torch.Tensor, dtype: torch.dtype, needs_logits: bool
                   ) -> tuple[dict[str, torch.Tensor], int]:
     """One forward over a shard's sequences (right-padded ``[batch, seq_len]`` rows) → the shard's
@@ -253,17 +264,6 @@ def compute_shard(model: Model, plans: Any, names: Sequence[str], input_ids: tor
     return {n: _to_storage(run.activations[n], rows, n, dtype) for n in names}, int(keep.sum())
 
 
-def manifest_diffs(old: StoreManifest, fresh: StoreManifest) -> list[str]:
-    """The capture settings in which an existing store differs from a new one (empty: it can resume)."""
-    return [k for k, a, b in (
-        ("model", old.trace.model_fingerprint, fresh.trace.model_fingerprint),
-        ("hooks", list(old.trace.hooks), list(fresh.trace.hooks)),
-        ("dtype", old.trace.dtype, fresh.trace.dtype),
-        ("dataset", old.dataset_fingerprint, fresh.dataset_fingerprint),
-        ("batch_size", old.batch_size, fresh.batch_size),
-    ) if a != b]
-
-
 def _to_storage(act: torch.Tensor, rows: torch.Tensor | None, name: str, dtype: torch.dtype) -> torch.Tensor:
     """``[batch, pos, ...]`` → token rows ``[n_tokens, ...]`` (``rows``: flat indices of real tokens,
     ``None`` when there is no padding); patterns stay dense."""
@@ -275,82 +275,47 @@ def _to_storage(act: torch.Tensor, rows: torch.Tensor | None, name: str, dtype: 
 
 
 def _trailing_shape(model: Model, site: Site, seq_len: int) -> list[int]:
+    """A named hook's shape after ``[batch, pos]`` (patterns: ``[head, seq_len, seq_len]``, stored dense)."""
     d = model.dims
     per_token = {"d_model": d.d_model, "d_mlp": d.d_mlp, "vocab": d.d_vocab, "head": d.n_heads, "d_head": d.d_head}
-    axes = site.component.axes
     if is_dense(site.name):
         return [d.n_heads, seq_len, seq_len]
-    return [per_token[a] for a in axes[2:]]
+    return [per_token[a] for a in site.component.axes[2:]]
 
 
-def _fit_batch(model: Model, names: list[str], batch_size: int, seq_len: int, dtype: torch.dtype,
-               budget: int) -> int:
-    item = torch.empty((), dtype=dtype).element_size()
-    per_seq = 0
+def _probe_shapes(model: Model, names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor
+                  ) -> dict[str, list[int]]:
+    """The trailing shapes of ``hf:`` sites, from one forward over (at most) the first two sequences.
+
+    Raises:
+        BadInputError: a module whose activation is not ``[batch, pos, ...]`` (a store keeps token rows).
+    """
+    if not names:
+        return {}
+    k = min(2, int(input_ids.shape[0]))
+    length = int(attention_mask[:k].sum(1).max())
+    with torch.no_grad(), HookedRun(model, make_plans(model, names), stop_early=True) as run:
+        _probe_forward(model, input_ids[:k, :length].to(model.device), attention_mask[:k, :length].to(model.device))
+    out = {}
     for n in names:
-        shape = _trailing_shape(model, Site.parse(n), seq_len)
-        per_seq += math.prod(shape) * item * (1 if is_dense(n) else seq_len)
+        t = run.activations[n]
+        if t.dim() < 2 or t.shape[0] != k or t.shape[1] != length:
+            raise BadInputError(f"bad hook {n!r} for a store: its activation has shape {tuple(t.shape)} on a batch of "
+                                f"{k} x {length} tokens; a store keeps [batch, pos, ...] activations as token rows "
+                                "(capture it in memory with model.run instead)")
+        out[n] = list(t.shape[2:])
+    return out
+
+
+def _fit_batch(shapes: dict[str, list[int]], batch_size: int, seq_len: int, dtype: torch.dtype, budget: int) -> int:
+    item = torch.empty((), dtype=dtype).element_size()
+    per_seq = sum(math.prod(shape) * item * (1 if is_dense(n) else seq_len) for n, shape in shapes.items())
     fit = max(1, budget // max(per_seq, 1))
     if fit < batch_size:
-        tqdm.write(f"interp: batch_size {batch_size} -> {fit} to keep captured activations within "
-                   f"{budget / 2**20:.0f} MiB per batch")
+        log.warning("batch_size %d -> %d to keep captured activations within %.0f MiB per batch", batch_size, fit,
+                    budget / 2**20)
         return int(fit)
     return batch_size
 
 
-STORE_FILES = frozenset({"shards", "tokens.safetensors", "meta.parquet"})
-
-
-def meta_fingerprint(meta: list[dict[str, Any]]) -> str:
-    """A short hash of the per-sequence metadata (labels can change while the tokens do not)."""
-    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _resume_or_start(root: Path, fresh: StoreManifest, overwrite: bool, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor, meta: list[dict[str, Any]], model: Model) -> StoreManifest:
-    """The manifest to continue from: the existing one when it matches, else a new store's."""
-    mpath = root / "manifest.json"
-    if mpath.exists():
-        old = StoreManifest.from_json(mpath.read_text(), str(mpath))
-        remove_stale_tmp(root)
-        diffs = manifest_diffs(old, fresh)
-        if not diffs:
-            if old.settings.get("meta_fingerprint") != fresh.settings.get("meta_fingerprint"):
-                # same tokens, new metadata (labels...): the activations stand, the metadata is replaced
-                _write_inputs(root, input_ids, attention_mask, meta, model)
-                old = replace(old, settings={**old.settings, "meta_fingerprint": fresh.settings.get("meta_fingerprint")})
-                atomic_write_bytes(mpath, old.to_json().encode())
-            return old
-        if not overwrite:
-            raise StoreMismatchError(
-                f"{root} already holds a store captured with different {', '.join(diffs)}; "
-                "use another path, or overwrite=True (--overwrite) to replace it")
-        for f in (root / "shards").glob("*.safetensors"):
-            f.unlink()
-        mpath.unlink()
-    elif root.exists():
-        if not root.is_dir():
-            raise FileExistsError(f"{root} exists and is not a directory")
-        # a capture killed before its first manifest leaves only these; anything else is not ours
-        ours = {p.name for p in store_tmp_files(root)} | STORE_FILES
-        foreign = [p.name for p in root.iterdir() if p.name not in ours]
-        shards = list((root / "shards").glob("[!.]*")) if (root / "shards").is_dir() else []
-        if foreign or shards:
-            raise FileExistsError(f"{root} exists and is not a trace store (no manifest.json; holds "
-                                  f"{', '.join((sorted(foreign) + [str(p.relative_to(root)) for p in shards])[:5])}); "
-                                  "choose an empty or new directory")
-        remove_stale_tmp(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "shards").mkdir(exist_ok=True)
-    _write_inputs(root, input_ids, attention_mask, meta, model)
-    atomic_write_bytes(mpath, fresh.to_json().encode())
-    return fresh
-
-
-def _write_inputs(root: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor, meta: list[dict[str, Any]],
-                  model: Model) -> None:
-    atomic_save_tensors(root / "tokens.safetensors", {"input_ids": input_ids, "attention_mask": attention_mask})
-    write_meta(root, meta, model.to_str_tokens(input_ids) if model.tokenizer is not None else None)
-
-
-__all__ = ["CapturePlan", "ShardInfo", "capture", "compute_shard", "load_texts", "manifest_diffs", "plan_capture"]
+__all__ = ["CapturePlan", "capture", "compute_shard", "load_texts", "plan_capture", "write_shard"]

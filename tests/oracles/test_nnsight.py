@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+from conftest import requires
 from tokenizers import Tokenizer, models, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -18,7 +19,7 @@ import interp
 from interp.sites import Component, UnknownHookError
 from interp.trace.interop import from_nnsight
 
-TransformersModel = pytest.importorskip("nnsight.modeling.transformers").TransformersModel
+TransformersModel = requires("nnsight.modeling.transformers").TransformersModel
 
 pytestmark = pytest.mark.oracle
 
@@ -113,3 +114,17 @@ def test_unmappable_keys_are_named(setup: tuple[interp.Model, torch.Tensor, torc
         from_nnsight({good: x, "rotary_emb.output": x, "blocks.0.hook_nope": x}, model, ids)
     with pytest.raises(ValueError, match=r"two saved entries map to .blocks\.0\.hook_resid_post"):
         from_nnsight({good: x, "blocks.0.hook_resid_post": x}, model, ids)
+
+
+def test_untapped_modules_become_hf_sites(setup: tuple[interp.Model, torch.Tensor, torch.Tensor]) -> None:
+    """A module no named hook point taps (the MLP's activation function) comes back as an hf: site, equal to
+    interp's own capture of that site."""
+    model, ids, mask = setup
+    mlp = f"{model.adapter.layers}.1.mlp"
+    act = next(f"{mlp}.{n}" for n in ("act_fn", "act") if hasattr(model.hf.get_submodule(mlp), n))
+    saved = save_with_nnsight(copy.deepcopy(model.hf), [f"{mlp}.input", f"{act}.output"], ids, mask)  # forward order
+    tr = from_nnsight(saved, model, ids, mask)
+    assert tr.names == [f"hf:{mlp}:input", f"hf:{act}"]
+    ref = model.run((ids, mask), capture=tr.names).trace
+    for name in tr.names:
+        assert torch.equal(tr[name], ref[name]), name

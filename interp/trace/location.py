@@ -1,10 +1,11 @@
 """Where a store lives: a local directory or any fsspec URL (``memory://``, ``s3://``, ``gs://``...).
 
-A :class:`StoreLocation` is the small set of file operations the distributed writers need, each
-one atomic from a reader's point of view: on a local disk a file is written to a temporary name
-and renamed; on an object store a single ``PUT`` is atomic by itself (an object is either the old
-one or the new one). Locations are plain picklable values (a URL string), so Ray ships them to
-workers, which reopen the filesystem on their side.
+A :class:`StoreLocation` is the small set of file operations every store writer needs (the local
+:func:`interp.trace.capture` and the Ray workers of :mod:`interp.distributed` alike), each one atomic from
+a reader's point of view: on a local disk a file is written to a temporary name and renamed; on an object
+store a single ``PUT`` is atomic by itself (an object is either the old one or the new one). Locations are
+plain picklable values (a URL string), so Ray ships them to workers, which reopen the filesystem on their
+side.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import BadInputError
-from interp.trace.layout import atomic_write_bytes, stream_safetensors
+from interp.trace.layout import atomic_write_bytes, remove_stale_tmp, store_tmp_files, stream_safetensors
 
 _SHARED_PROTOCOLS_OFF = ("memory",)  # filesystems private to one process
 
@@ -33,7 +34,7 @@ class StoreLocation:
         url: ``/data/st``, ``file:///data/st``, ``memory://st``, ``s3://bucket/st``...
 
     Example:
-        >>> from interp.distributed import StoreLocation
+        >>> from interp.trace.location import StoreLocation
         >>> loc = StoreLocation("memory://doc-example")
         >>> loc.write_bytes("manifest.json", b"{}")
         >>> loc.read_bytes("manifest.json"), loc.is_local, loc.shared
@@ -148,11 +149,33 @@ class StoreLocation:
         return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(full, detail=False))
 
     def remove_all(self) -> None:
-        """Delete the whole store (used by ``overwrite=True`` and by tests)."""
+        """Delete the whole store (used by tests)."""
         if self.is_local:
             shutil.rmtree(self.local_path, ignore_errors=True)
         elif self._fs[0].exists(self._fs[1]):
             self._fs[0].rm(self._fs[1], recursive=True)
+
+    def is_file(self) -> bool:
+        """The location itself is a file (a store is a directory)."""
+        if self.is_local:
+            return self.local_path.exists() and not self.local_path.is_dir()
+        return bool(self._fs[0].isfile(self._fs[1]))
+
+    def mkdir(self) -> None:
+        """Create the store directory and its ``shards/`` (object stores need none)."""
+        if self.is_local:
+            (self.local_path / "shards").mkdir(parents=True, exist_ok=True)
+
+    def tmp_files(self) -> list[str]:
+        """The temporary files an interrupted local writer left (paths relative to the store)."""
+        if not self.is_local or not self.local_path.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.local_path)) for p in store_tmp_files(self.local_path))
+
+    def remove_stale_tmp(self) -> None:
+        """Delete those temporary files (call only when no writer runs)."""
+        if self.is_local and self.local_path.is_dir():
+            remove_stale_tmp(self.local_path)
 
     def download(self, dest: str | os.PathLike[str] | None = None) -> Path:
         """A local copy of the store (the directory itself when it is local) that ``TraceStore`` opens."""
