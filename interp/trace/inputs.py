@@ -50,7 +50,7 @@ def ensure_trace(model: Model, inputs: Inputs, hooks: SiteSpec | Sequence[SiteSp
         if all(n in inputs.hooks for n in names):
             return inputs.trace(hooks=names)
         ids, mask = inputs.tokens()
-        meta = inputs.metadata()
+        meta = inputs.metadata(tokens=False)
         parts = [model.run((ids[i:i + batch_size], mask[i:i + batch_size]), capture=names,
                            metadata=meta[i:i + batch_size]).trace for i in range(0, ids.shape[0], batch_size)]
         return parts[0] if len(parts) == 1 else concat_traces(parts)
