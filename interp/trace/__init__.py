@@ -2,9 +2,9 @@
 versioned files results are saved in (:mod:`interp.trace.results`)."""
 
 from interp.errors import ModelMismatchError
+from interp.trace.layout import MissingFileError, OutputExistsError
 from interp.trace.results import Result, load_result
 from interp.trace.run import RunResult
-from interp.trace.layout import MissingFileError, OutputExistsError
 from interp.trace.store import CorruptShardError, StoreMismatchError, TraceStore
 from interp.trace.trace import SCHEMA_VERSION, Manifest, Trace
 from interp.trace.writer import capture, load_texts
