@@ -15,6 +15,7 @@ from interp.models.circuits import (
     ov_factors,
     pair_composition,
     qk_factors,
+    receiver_factors,
     rotation_baseline,
 )
 
@@ -71,6 +72,21 @@ def test_factors_shapes_and_fill(tiny_llama: Model) -> None:
     assert s[1, :, 0].isnan().all() and s[0, :, 0].isnan().all() and not s[0, :, 1].isnan().any()
 
 
+@pytest.mark.parametrize("fold", [False, True])
+def test_receiver_factors_are_what_each_kind_reads(tiny_llama: Model, fold: bool) -> None:
+    w = tiny_llama.weights
+    OV, QK = dense(w, fold)
+    for kind, Y in {"q": QK, "k": QK.transpose(-1, -2), "v": OV}.items():
+        A, B = receiver_factors(w, kind, fold_norm=fold)
+        assert torch.allclose((A.double() @ B.double()), Y, atol=1e-4), kind
+        a, b = receiver_factors(w, kind, 1, 3, fold_norm=fold)
+        assert torch.equal(a, A[1, 3]) and torch.equal(b, B[1, 3])
+        # the all-pairs scores are the pairwise score of these factors
+        x = ov_factors(w, 0, 2, fold_norm=fold)
+        want = float(pair_composition((x[0].double(), x[1].double()), (a.double(), b.double())))
+        assert float(composition_scores(w, kind, fold_norm=fold)[0, 2, 1, 3]) == pytest.approx(want, abs=1e-5)
+
+
 def test_pair_composition_and_effective_rank() -> None:
     e = torch.eye(8, dtype=torch.float64)
     # X writes into e0; Y reads e0 (aligned) or e1 (orthogonal)
@@ -102,6 +118,8 @@ def test_errors(tiny_llama: Model) -> None:
     w = tiny_llama.weights
     with pytest.raises(ValueError, match="kind='x'"):
         composition_scores(w, "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kind='z'"):
+        receiver_factors(w, "z")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="layer=5 is out of range"):
         ov_factors(w, layer=5)
     with pytest.raises(ValueError, match="head=9 is out of range"):

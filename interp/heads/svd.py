@@ -1,47 +1,74 @@
-"""``head_svd``: singular value decomposition of every head's OV or QK circuit, read in vocabulary space.
+"""``head_svd``: singular value decomposition of heads' OV or QK circuits, read in vocabulary space.
 
 Following Millidge & Black (2022): each head's ``d_model x d_model`` circuit has rank at most ``d_head``;
 its singular directions, projected through the embedding (read side) or the folded unembedding
 (write side), often name what the head moves. The SVD is computed from the thin factors
 (:func:`interp.models.circuits.factored_svd`), never from the full product.
+
+Example:
+    >>> import interp
+    >>> from interp.heads import head_svd
+    >>> m = interp.load_model("smollm2-135m")
+    >>> svd = head_svd(m, heads="L5H1,L17H8", top_components=1, n_tokens=3, progress=False)
+    >>> svd.S.shape, [str(h) for h in svd.heads]  # the [layer, head] grid; heads not analysed are NaN
+    (torch.Size([30, 9, 64]), ['L5H1', 'L17H8'])
+    >>> len(svd.tokens("L17H8", component=0, side="out"))
+    3
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from tqdm.auto import tqdm
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, bad_value
+from interp.heads._common import fit_width, grid, heads_of
+from interp.models import Model
 from interp.models.circuits import effective_rank, factored_svd, ov_factors, qk_factors
 from interp.plot import bar_top_tokens, heatmap, layer_curves
-from interp.trace.results import labelled_frame, read_result, write_result
+from interp.progress import progress as progress_bar
+from interp.sites import HeadRef, HeadSpec
+from interp.trace.results import Result, labelled_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from plotly.graph_objects import Figure
 
 Circuit = Literal["ov", "qk"]
-_TENSORS = ("S", "U", "V", "eff_rank", "in_ids", "in_vals", "out_ids", "out_vals")
+CIRCUITS = ("ov", "qk")
+Side = Literal["in", "out"]
+End = Literal["top", "bottom"]
 
 
-@dataclass(frozen=True)
-class HeadSVD:
+@dataclass(frozen=True, repr=False)
+class HeadSVD(Result):
     """Singular values and vectors of one circuit (OV or QK) of every head, with vocabulary readings.
 
-    The circuit of head ``h`` in layer ``l`` is ``U diag(S) Vᵀ`` in the ``x @ W`` convention:
-    ``U`` are read directions (OV: what the head reads at the attended position; QK: the query side),
-    ``V`` are write directions for OV and key-side read directions for QK. A component's sign is
-    arbitrary (``u`` and ``v`` flip together), so token tables list both ends.
+    The circuit of a head is ``U diag(S) Vᵀ`` in the ``x @ W`` convention: ``U`` are read directions (OV:
+    what the head reads at the attended position; QK: the query side), ``V`` are write directions for OV and
+    key-side read directions for QK. A component's sign is arbitrary (``u`` and ``v`` flip together), so
+    token tables list both ends. Tensors lie on the model's ``[layer, head]`` grid; heads that were not
+    analysed (``head_svd(heads=...)``) hold ``NaN`` (ids ``-1``); :attr:`heads` lists the analysed ones.
+
+    Views (``res.plot(view, ...)``):
+
+    - ``"rank"`` (default): effective rank per head, a layer x head heatmap;
+    - ``"spectrum"``: the singular values of one head (``head=``, default the first analysed) and of the
+      other analysed heads of its layer;
+    - ``"tokens"``: the top and bottom tokens of one component (``head=``, ``component=0``, ``side="out"``).
 
     Attributes:
-        S: ``[layer, head, rank]`` singular values, descending (``rank = d_head``).
-        U: ``[layer, head, d_model, rank]`` input singular vectors.
-        V: ``[layer, head, d_model, rank]`` output (OV) / key-side (QK) singular vectors.
+        S: ``[layer, head, component]`` singular values, descending (``component`` runs over ``d_head``).
+        U: ``[layer, head, d_model, component]`` input singular vectors.
+        V: ``[layer, head, d_model, component]`` output (OV) / key-side (QK) singular vectors.
         eff_rank: ``[layer, head]`` entropy effective rank of ``S``.
-        in_ids: ``[layer, head, comp, 2, n_tokens]`` token ids whose embeddings score highest
-            (``[..., 0, :]``) and lowest (``[..., 1, :]``) on ``U[..., comp]`` (``W_E @ u``).
+        in_ids: ``[layer, head, component, end, n_tokens]`` for the leading ``top_components`` components: token
+            ids whose embeddings score highest (``end`` 0) and lowest (``end`` 1) on ``U`` (``W_E @ u``).
         in_vals: matching scores.
-        out_ids: same for ``V`` (OV: through the folded unembedding ``v @ W_U``; QK: ``W_E @ v``).
+        out_ids: the same for ``V`` (OV: through the folded unembedding ``v @ W_U``; QK: ``W_E @ v``).
         out_vals: matching scores.
         circuit: ``"ov"`` or ``"qk"``.
         id_to_str: token string of every id in the tables.
@@ -50,11 +77,16 @@ class HeadSVD:
     Example:
         >>> import interp
         >>> from interp.heads import head_svd
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> res = head_svd(m, "ov")  # doctest: +SKIP
-        >>> res.S.shape, res.tokens(0, 0, component=0, side="out")[:1]  # doctest: +SKIP
-        (torch.Size([30, 9, 64]), [...])
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = head_svd(m, heads="L5H0,L5H4", top_components=1, n_tokens=5, progress=False)
+        >>> res
+        HeadSVD(S[layer=30, head=9, component=64], eff_rank[layer=30, head=9], circuit='ov', mean_eff_rank=..., lowest_rank=...)
+        >>> res.spectrum("L5H4").shape, res.plot("tokens", head="L5H4").layout.title.text
+        (torch.Size([64]), 'L5H4 OV component 0 (out)')
     """
+
+    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"S": ("layer", "head", "component"), "eff_rank": ("layer", "head")}
+    VIEWS: ClassVar[tuple[str, ...]] = ("rank", "spectrum", "tokens")
 
     S: torch.Tensor
     U: torch.Tensor
@@ -70,90 +102,133 @@ class HeadSVD:
     fold_norm: bool = True
 
     def __post_init__(self) -> None:
-        if self.circuit not in ("ov", "qk"):
-            raise BadInputError(f"circuit={self.circuit!r}; use 'ov' or 'qk'")
+        if self.circuit not in CIRCUITS:
+            raise bad_value("circuit", self.circuit, "'ov' or 'qk'")
+        if self.S.dim() != 3:
+            raise BadInputError(f"S must be [layer, head, component]; got {tuple(self.S.shape)}")
         L, H, r = self.S.shape
-        if self.U.shape[:2] != (L, H) or self.U.shape[-1] != r or self.V.shape != self.U.shape:
+        if self.U.dim() != 4 or self.U.shape[:2] != (L, H) or self.U.shape[-1] != r or self.V.shape != self.U.shape:
             raise BadInputError(f"U {tuple(self.U.shape)} / V {tuple(self.V.shape)} do not match S {tuple(self.S.shape)}")
         if self.eff_rank.shape != (L, H):
             raise BadInputError(f"eff_rank has shape {tuple(self.eff_rank.shape)}, expected {(L, H)}")
         for a, b in (("in_ids", "in_vals"), ("out_ids", "out_vals")):
-            if getattr(self, a).shape != getattr(self, b).shape or getattr(self, a).shape[:2] != (L, H):
-                raise BadInputError(f"{a}/{b} must both be [layer={L}, head={H}, comp, 2, n_tokens]")
+            ids, vals = getattr(self, a), getattr(self, b)
+            if ids.shape != vals.shape or ids.dim() != 5 or ids.shape[:2] != (L, H) or ids.shape[3] != 2:
+                raise BadInputError(f"{a}/{b} must both be [layer={L}, head={H}, component, 2, n_tokens]; got "
+                                    f"{tuple(ids.shape)} and {tuple(vals.shape)}")
 
+    # -- access ---------------------------------------------------------------------------------
     @property
     def n_layers(self) -> int:
-        return self.S.shape[0]
+        return int(self.S.shape[0])
 
     @property
     def n_heads(self) -> int:
-        return self.S.shape[1]
+        return int(self.S.shape[1])
 
-    def _check(self, layer: int, head: int) -> None:
-        if not -self.n_layers <= layer < self.n_layers:
-            raise BadInputError(f"layer={layer} is out of range 0..{self.n_layers - 1}")
-        if not -self.n_heads <= head < self.n_heads:
-            raise BadInputError(f"head={head} is out of range 0..{self.n_heads - 1}")
+    @property
+    def heads(self) -> list[HeadRef]:
+        """The analysed heads, in layer order (every head unless ``head_svd`` was given ``heads=``)."""
+        done = ~self.S.isnan().all(-1)
+        return [HeadRef(int(la), int(h)) for la, h in done.nonzero().tolist()]
 
-    def tokens(self, layer: int, head: int, component: int = 0, side: Literal["in", "out"] = "out",
-               end: Literal["top", "bottom"] = "top") -> list[tuple[str, float]]:
+    def _head(self, head: HeadSpec) -> HeadRef:
+        try:
+            h = HeadRef.parse(head).check(self.n_layers, self.n_heads)
+        except BadInputError as e:
+            raise BadInputError(f"head={head!r}: {e}") from None
+        if bool(self.S[h.layer, h.head].isnan().all()):
+            raise BadInputError(f"head {h} was not analysed; pass it in head_svd(heads=...)")
+        return h
+
+    def spectrum(self, head: HeadSpec) -> torch.Tensor:
+        """``[component]`` singular values of one head (``"L5H1"``, ``(5, 1)``)."""
+        h = self._head(head)
+        return self.S[h.layer, h.head]
+
+    def tokens(self, head: HeadSpec, component: int = 0, side: Side = "out", end: End = "top"
+               ) -> list[tuple[str, float]]:
         """``(token, score)`` pairs at one end of one component's vocabulary reading.
 
+        Args:
+            head: the head, ``"L5H1"`` or ``(5, 1)``.
+            component: which singular component (0 = largest); tables exist for the leading ``top_components``.
+            side: ``"in"`` (what it reads) or ``"out"`` (what it writes, for OV; the key side for QK).
+            end: ``"top"`` or ``"bottom"`` (a component's sign is arbitrary: read both).
+
         Raises:
-            ValueError: for a component beyond those with token tables, or a bad ``side``/``end``.
+            BadInputError: a head not analysed, a component without a table, a bad ``side`` or ``end``.
         """
-        self._check(layer, head)
-        if side not in ("in", "out") or end not in ("top", "bottom"):
-            raise BadInputError(f"side={side!r} must be 'in' or 'out' and end={end!r} 'top' or 'bottom'")
+        h = self._head(head)
+        if side not in ("in", "out"):
+            raise bad_value("side", side, "'in' or 'out'")
+        if end not in ("top", "bottom"):
+            raise bad_value("end", end, "'top' or 'bottom'")
         ids, vals = (self.in_ids, self.in_vals) if side == "in" else (self.out_ids, self.out_vals)
-        if not 0 <= component < ids.shape[2]:
-            raise BadInputError(f"component={component}: token tables exist for components 0..{ids.shape[2] - 1} "
-                             f"(raise top_components= in head_svd)")
+        n = ids.shape[2]
+        if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < n:
+            valid = f"0..{n - 1}" if n else "none (head_svd ran with top_components=0)"
+            raise bad_value("component", component, f"{valid}; raise top_components= in head_svd for more")
         e = 0 if end == "top" else 1
-        return [(self.id_to_str[int(i)], float(v)) for i, v in zip(ids[layer, head, component, e].tolist(),
-                                                                      vals[layer, head, component, e].tolist(),
-                                                                      strict=True)]
+        return [(self.id_to_str[int(t)], float(v))
+                for t, v in zip(ids[h.layer, h.head, component, e].tolist(),
+                                vals[h.layer, h.head, component, e].tolist(), strict=True)]
 
-    def to_frame(self) -> Any:
-        """Long table of singular values: columns ``layer, head, component, singular_value``."""
-        return labelled_frame(self.S, ["layer", "head", "component"], name="singular_value")
+    # -- the result surface -----------------------------------------------------------------------
+    def headline(self) -> dict[str, Any]:
+        if bool(self.eff_rank.isnan().all()):
+            return {"circuit": self.circuit}
+        r = torch.nan_to_num(self.eff_rank.float(), nan=float("inf"))
+        la, h = divmod(int(r.argmin()), self.n_heads)
+        return {"circuit": self.circuit, "mean_eff_rank": float(self.eff_rank.float().nanmean()),
+                "lowest_rank": f"{HeadRef(la, h)} ({float(r[la, h]):.1f})"}
 
-    def plot(self, kind: Literal["spectrum", "rank", "tokens"] = "spectrum", layer: int = 0, head: int = 0,
-             component: int = 0, side: Literal["in", "out"] = "out") -> Any:
-        """A figure: ``"spectrum"`` (one head's singular values, with the layer's other heads),
-        ``"rank"`` (effective rank, layer x head heatmap) or ``"tokens"`` (one component's top and
-        bottom tokens)."""
-        if kind == "spectrum":
-            self._check(layer, head)
-            series = {f"L{layer}H{h}": self.S[layer, h] for h in range(self.n_heads)}
-            return layer_curves(series, x_title="component", y_title="singular value",
-                                title=f"{self.circuit.upper()} singular values, layer {layer} (head {head} and peers)")
-        if kind == "rank":
-            return heatmap(self.eff_rank.T, x_labels=[str(i) for i in range(self.n_layers)],
-                           y_labels=[f"H{h}" for h in range(self.n_heads)], x_title="layer", y_title="head",
-                           colorbar_title="effective rank", title=f"{self.circuit.upper()} effective rank per head")
-        if kind == "tokens":
-            top = self.tokens(layer, head, component, side, "top")
-            bottom = self.tokens(layer, head, component, side, "bottom")
-            pairs = top + bottom[::-1]
-            return bar_top_tokens([t for t, _ in pairs], [v for _, v in pairs], x_title="score",
-                                  title=f"L{layer}H{head} {self.circuit.upper()} component {component} ({side})")
-        raise BadInputError(f"kind={kind!r}; use 'spectrum', 'rank' or 'tokens'")
+    def to_frame(self) -> pd.DataFrame:
+        """Long table of singular values of the analysed heads: columns ``layer, head, component, singular_value``."""
+        df = labelled_frame(self.S, ["layer", "head", "component"], name="singular_value")
+        return df[df["singular_value"].notna()].reset_index(drop=True)
 
-    def save(self, path: str | os.PathLike[str]) -> Any:
-        """Write to a directory (safetensors + JSON)."""
-        tensors = {n: getattr(self, n).contiguous() for n in _TENSORS}
-        meta = {"circuit": self.circuit, "model_id": self.model_id, "fold_norm": self.fold_norm,
-                "id_to_str": {str(k): v for k, v in self.id_to_str.items()}}
-        return write_result(path, "HeadSVD", tensors, meta)
+    def to_dict(self) -> dict[str, Any]:
+        """The labelled arrays ``S`` and ``eff_rank`` (``null`` for heads not analysed) and, under
+        ``attributes.tokens``, the token tables: ``{"L5H1": {"in"|"out": [[top, bottom] per component]}}``."""
+        out = super().to_dict()
+        out["attributes"].pop("id_to_str", None)  # the token strings are in the tables
+        sides: tuple[Side, ...] = ("in", "out")
+        ends: tuple[End, ...] = ("top", "bottom")
+        out["attributes"]["tokens"] = {
+            str(h): {side: [[self.tokens(h, c, side, e) for e in ends] for c in range(self.in_ids.shape[2])]
+                     for side in sides} for h in self.heads}
+        return out
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> HeadSVD:
-        """Read what :meth:`save` wrote."""
-        tensors, meta = read_result(path, "HeadSVD")
-        meta["id_to_str"] = {int(k): v for k, v in meta["id_to_str"].items()}
-        names = {f.name for f in fields(cls)}
-        return cls(**tensors, **{k: v for k, v in meta.items() if k in names})
+    def _view_rank(self) -> Figure:
+        layers = sorted({h.layer for h in self.heads}) or list(range(self.n_layers))
+        fig = heatmap(self.eff_rank[layers].T, x_labels=[str(la) for la in layers],
+                      y_labels=[f"H{h}" for h in range(self.n_heads)], x_title="layer", y_title="head",
+                      colorbar_title="effective rank",
+                      title=f"{self.circuit.upper()} effective rank per head (of {self.S.shape[-1]})")
+        return fit_width(fig)
+
+    def _first(self, head: HeadSpec | None) -> HeadRef:
+        if head is not None:
+            return self._head(head)
+        heads = self.heads
+        if not heads:
+            raise BadInputError("this result holds no analysed head")
+        return heads[0]
+
+    def _view_spectrum(self, head: HeadSpec | None = None) -> Figure:
+        h = self._first(head)
+        series = {str(p): self.S[p.layer, p.head] for p in self.heads if p.layer == h.layer}
+        return layer_curves(series, x_title="component", y_title="singular value",
+                            title=f"{self.circuit.upper()} singular values of {h} and the other heads of layer {h.layer}")
+
+    def _view_tokens(self, head: HeadSpec | None = None, component: int = 0, side: Side = "out") -> Figure:
+        h = self._first(head)
+        top = self.tokens(h, component, side, "top")
+        bottom = self.tokens(h, component, side, "bottom")
+        pairs = top + bottom[::-1]
+        return bar_top_tokens([t for t, _ in pairs], [v for _, v in pairs], x_title="score",
+                              title=f"{h} {self.circuit.upper()} component {component} ({side})")
 
 
 def _vocab_ends(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,62 +238,79 @@ def _vocab_ends(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack([top.indices, bot.indices], -2), torch.stack([top.values, bot.values], -2)
 
 
-def head_svd(model: Any, circuit: Circuit = "ov", *, fold_norm: bool = True, top_components: int = 4,
-             n_tokens: int = 10, progress: bool = True) -> HeadSVD:
-    """SVD of every head's OV or QK circuit and the top/bottom tokens of its leading components.
+def head_svd(model: Model, *, circuit: Circuit = "ov", heads: HeadSpec | Iterable[HeadSpec] | None = None,
+             fold_norm: bool = True, top_components: int = 4, n_tokens: int = 10,
+             progress: bool | None = None) -> HeadSVD:
+    """SVD of heads' OV or QK circuits and the top/bottom tokens of their leading components.
 
     Args:
         model: a loaded model (``interp.load_model``); its tokenizer names the tokens.
         circuit: ``"ov"`` (``W_V W_O``) or ``"qk"`` (``W_Q W_Kᵀ``).
+        heads: which heads (``"L5H1,L6H9"``, ``[(5, 1), "L6H9"]``); ``None``: every head, in layer order.
         fold_norm: fold the attention-input norm weight into the reading weights (see
             :mod:`interp.models.circuits`).
         top_components: how many leading components get vocabulary tables (0 for none).
         n_tokens: tokens at each end of a table.
-        progress: show a tqdm bar over layers.
+        progress: a progress bar over layers (``None``: the library switch, see :mod:`interp.progress`).
 
     Returns:
         :class:`HeadSVD`. Output directions of OV are read through the folded unembedding
         (``ln_final_w * W_U``); all input directions through ``W_E``.
 
+    Raises:
+        BadInputError: a bad circuit, head, ``top_components`` or ``n_tokens``.
+
     Example:
         >>> import interp
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> res = head_svd(m, "qk", top_components=1)  # doctest: +SKIP
-        >>> float(res.eff_rank.mean()) > 1  # doctest: +SKIP
-        True
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = head_svd(m, circuit="qk", heads=[(0, 0), "L29H8"], top_components=1, progress=False)
+        >>> float(res.eff_rank[0, 0]) > 1, float(res.eff_rank[29, 8]) > 1, bool(res.eff_rank[5, 5].isnan())
+        (True, True, True)
     """
-    if circuit not in ("ov", "qk"):
-        raise BadInputError(f"circuit={circuit!r}; use 'ov' or 'qk'")
+    if circuit not in CIRCUITS:
+        raise bad_value("circuit", circuit, "'ov' or 'qk'")
     w = model.weights
+    chosen = heads_of(heads, w)
     d_head = w.W_Q.shape[-1]
-    if not 0 <= top_components <= d_head or n_tokens < 1:
-        raise BadInputError(f"top_components={top_components} must be in 0..{d_head} and n_tokens={n_tokens} >= 1")
-    A, B = (ov_factors if circuit == "ov" else qk_factors)(w, fold_norm=fold_norm)
-    L = A.shape[0]
+    for name, v, lo, hi in (("top_components", top_components, 0, d_head), ("n_tokens", n_tokens, 1, None)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise bad_value(name, v, f"an int in {lo}..{hi}" if hi is not None else f"an int >= {lo}")
+    factors = ov_factors if circuit == "ov" else qk_factors
     W_E = w.W_E.detach().float()
     out_basis = W_E.T
     if circuit == "ov":
         if w.W_U is None:
-            raise BadInputError("this model has no unembedding; OV output directions cannot be read as tokens")
+            raise BadInputError("this model has no unembedding; OV output directions cannot be read as tokens "
+                                "(use circuit='qk')")
         out_basis = w.folded_unembed()[0].detach().float() if w.ln_final_w is not None else w.W_U.detach().float()
-    Us, Ss, Vs, ins, outs = [], [], [], [], []
+    n_tokens = min(n_tokens, W_E.shape[0])
+    n_layers, n_heads = grid(w)
+    d_model, k = W_E.shape[1], top_components
+    nan = float("nan")
+    S_all = torch.full((n_layers, n_heads, d_head), nan)
+    U_all, V_all = torch.full((n_layers, n_heads, d_model, d_head), nan), torch.full((n_layers, n_heads, d_model, d_head), nan)
+    ids_shape = (n_layers, n_heads, k, 2, n_tokens)
+    in_ids, out_ids = torch.full(ids_shape, -1, dtype=torch.long), torch.full(ids_shape, -1, dtype=torch.long)
+    in_vals, out_vals = torch.full(ids_shape, nan), torch.full(ids_shape, nan)
+    by_layer: dict[int, list[int]] = {}
+    for h in chosen:
+        by_layer.setdefault(h.layer, []).append(h.head)
     with torch.no_grad():
-        for layer in tqdm(range(L), desc=f"{circuit.upper()} SVD", disable=not progress, leave=False):
-            U, S, V = factored_svd(A[layer].float(), B[layer].float())
-            Us.append(U)
-            Ss.append(S)
-            Vs.append(V)
-            k = top_components
-            ins.append(_vocab_ends(torch.einsum("hdk,vd->hkv", U[..., :k], W_E), n_tokens))
-            outs.append(_vocab_ends(torch.einsum("hdk,dv->hkv", V[..., :k], out_basis), n_tokens))
-    S_all = torch.stack(Ss)
-    in_ids = torch.stack([i for i, _ in ins])
-    out_ids = torch.stack([i for i, _ in outs])
-    uniq = torch.cat([in_ids.flatten(), out_ids.flatten()]).unique().tolist()
-    tok = getattr(model, "tokenizer", None)
-    strs = tok.batch_decode([[i] for i in uniq]) if tok is not None and uniq else [str(i) for i in uniq]
-    return HeadSVD(S=S_all, U=torch.stack(Us), V=torch.stack(Vs), eff_rank=effective_rank(S_all),
-                   in_ids=in_ids, in_vals=torch.stack([v for _, v in ins]), out_ids=out_ids,
-                   out_vals=torch.stack([v for _, v in outs]), circuit=circuit,
-                   id_to_str=dict(zip(uniq, strs, strict=True)), model_id=getattr(model, "name", ""),
-                   fold_norm=fold_norm)
+        for layer in progress_bar(sorted(by_layer), enabled=progress, desc=f"{circuit.upper()} SVD", leave=False):
+            idx = torch.tensor(by_layer[layer])
+            A, B = factors(w, layer, fold_norm=fold_norm)
+            U, S, V = factored_svd(A[idx].float(), B[idx].float())
+            U_all[layer, idx], S_all[layer, idx], V_all[layer, idx] = U, S, V
+            i_ids, i_vals = _vocab_ends(torch.einsum("hdk,vd->hkv", U[..., :k], W_E), n_tokens)
+            o_ids, o_vals = _vocab_ends(torch.einsum("hdk,dv->hkv", V[..., :k], out_basis), n_tokens)
+            in_ids[layer, idx], in_vals[layer, idx], out_ids[layer, idx], out_vals[layer, idx] = i_ids, i_vals, o_ids, o_vals
+    uniq = torch.cat([in_ids.flatten(), out_ids.flatten()]).unique()
+    uniq_ids = uniq[uniq >= 0].tolist()
+    tok = model.tokenizer
+    strs = tok.batch_decode([[i] for i in uniq_ids]) if tok is not None and uniq_ids else [str(i) for i in uniq_ids]
+    return HeadSVD(S=S_all, U=U_all, V=V_all, eff_rank=effective_rank(S_all), in_ids=in_ids, in_vals=in_vals,
+                   out_ids=out_ids, out_vals=out_vals, circuit=circuit, id_to_str=dict(zip(uniq_ids, strs, strict=True)),
+                   model_id=model.name, fold_norm=fold_norm)
+
+
+__all__ = ["HeadSVD", "head_svd"]

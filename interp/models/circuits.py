@@ -51,11 +51,11 @@ from interp.errors import BadInputError
 from interp.models.adapters import WeightViews
 
 Kind = Literal["q", "k", "v"]
-KINDS: tuple[str, ...] = ("q", "k", "v")
+KINDS: tuple[Kind, ...] = ("q", "k", "v")
 
 __all__ = [
-    "KINDS", "composition_baseline", "composition_scores", "effective_rank", "factored_norm",
-    "factored_svd", "ov_factors", "pair_composition", "qk_factors", "rotation_baseline",
+    "KINDS", "Kind", "composition_baseline", "composition_scores", "effective_rank", "factored_norm",
+    "factored_svd", "ov_factors", "pair_composition", "qk_factors", "receiver_factors", "rotation_baseline",
 ]
 
 
@@ -96,9 +96,9 @@ def ov_factors(weights: WeightViews, layer: int | None = None, head: int | None 
 
     Example:
         >>> import interp
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> A, B = ov_factors(m.weights, layer=3)  # doctest: +SKIP
-        >>> A.shape, B.shape  # doctest: +SKIP
+        >>> m = interp.load_model("smollm2-135m")
+        >>> A, B = ov_factors(m.weights, layer=3)
+        >>> A.shape, B.shape
         (torch.Size([9, 576, 64]), torch.Size([9, 64, 576]))
     """
     n_layers, n_heads = weights.W_V.shape[:2]
@@ -116,10 +116,10 @@ def qk_factors(weights: WeightViews, layer: int | None = None, head: int | None 
 
     Example:
         >>> import interp
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> A, B = qk_factors(m.weights)  # doctest: +SKIP
-        >>> A.shape  # doctest: +SKIP
-        torch.Size([30, 9, 576, 64])
+        >>> m = interp.load_model("smollm2-135m")
+        >>> A, B = qk_factors(m.weights)
+        >>> A.shape, B.shape
+        (torch.Size([30, 9, 576, 64]), torch.Size([30, 9, 64, 576]))
     """
     n_layers, n_heads = weights.W_Q.shape[:2]
     A = _select(_fold(weights, weights.W_Q, fold_norm), layer, head, n_layers, n_heads)
@@ -197,15 +197,34 @@ def _collapsed(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return left, right, torch.linalg.matrix_norm(core)
 
 
-def _factors_for(weights: WeightViews, kind: str, fold_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if kind == "q":
-        return qk_factors(weights, fold_norm=fold_norm)
-    if kind == "k":
-        A, B = qk_factors(weights, fold_norm=fold_norm)
-        return B.transpose(-1, -2), A.transpose(-1, -2)
+def _check_kind(kind: object) -> None:
+    if kind not in KINDS:
+        raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {', '.join(map(repr, KINDS))}")
+
+
+def receiver_factors(weights: WeightViews, kind: Kind, layer: int | None = None, head: int | None = None,
+                     fold_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin factors ``(A, B)`` of what a receiving head reads a sender's output with, by composition kind.
+
+    ``"q"``: its QK circuit ``W_Q @ W_Kᵀ`` (the sender feeds its queries); ``"k"``: the transpose
+    ``W_K @ W_Qᵀ`` (the sender feeds its keys); ``"v"``: its OV circuit ``W_V @ W_O`` (the sender feeds its
+    values). Same selection and shapes as :func:`ov_factors`.
+
+    Example:
+        >>> import interp
+        >>> m = interp.load_model("smollm2-135m")
+        >>> A, B = receiver_factors(m.weights, "k", layer=5, head=1)
+        >>> Q, K = qk_factors(m.weights, layer=5, head=1)
+        >>> torch.equal(A, K.T) and torch.equal(B, Q.T)
+        True
+    """
+    _check_kind(kind)
     if kind == "v":
-        return ov_factors(weights, fold_norm=fold_norm)
-    raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+        return ov_factors(weights, layer, head, fold_norm=fold_norm)
+    A, B = qk_factors(weights, layer, head, fold_norm=fold_norm)
+    if kind == "k":
+        return B.transpose(-1, -2), A.transpose(-1, -2)
+    return A, B
 
 
 def composition_scores(weights: WeightViews, kind: Kind, fold_norm: bool = False,
@@ -232,14 +251,14 @@ def composition_scores(weights: WeightViews, kind: Kind, fold_norm: bool = False
 
     Example:
         >>> import interp
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> composition_scores(m.weights, "k").shape  # doctest: +SKIP
-        torch.Size([30, 9, 30, 9])
+        >>> toy = interp.load_model("toy-induction")  # 2 layers x 4 heads
+        >>> s = composition_scores(toy.weights, "k", fill=float("nan"))
+        >>> s.shape, bool(s[1, 0, 0].isnan().all()), round(float(s[0, 2, 1, 3]), 2)
+        (torch.Size([2, 4, 2, 4]), True, 0.3)
     """
-    if kind not in KINDS:
-        raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+    _check_kind(kind)
     ov_a, ov_b = ov_factors(weights, fold_norm=fold_norm)
-    ya, yb = _factors_for(weights, kind, fold_norm)
+    ya, yb = receiver_factors(weights, kind, fold_norm=fold_norm)
     L, H = ov_a.shape[:2]
     left, _, norm_a = _collapsed(ov_a, ov_b)  # [L, H, r, d], [L, H]
     _, right, norm_b = _collapsed(ya, yb)  # [L, H, d, r], [L, H]
@@ -288,8 +307,7 @@ def composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: 
         >>> 0.05 < mean < 0.5 and std < mean
         True
     """
-    if kind not in KINDS:
-        raise BadInputError(f"kind={kind!r} is not a composition kind; use one of {KINDS}")
+    _check_kind(kind)
     if d_head < 1 or d_model < d_head or n_samples < 2:
         raise BadInputError(f"need 1 <= d_head <= d_model and n_samples >= 2; got d_model={d_model}, "
                          f"d_head={d_head}, n_samples={n_samples}")

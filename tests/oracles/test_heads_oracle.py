@@ -17,6 +17,7 @@ import torch
 from test_transformer_lens import char_tokenizer
 
 import interp
+from interp.heads import composition
 from interp.models.circuits import composition_scores, factored_svd, ov_factors, qk_factors
 
 TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").TransformerBridge
@@ -29,10 +30,14 @@ pytestmark = pytest.mark.oracle
 def test_tiny_llama_composition_matches_bridge(tiny_llama: interp.Model) -> None:
     bridge = TransformerBridge.boot_transformers("tiny-llama-local", hf_model=copy.deepcopy(tiny_llama.hf),
                                                  tokenizer=char_tokenizer(), device="cpu")
-    for kind in ("q", "k", "v"):
+    res = composition(tiny_llama, kinds=("q", "k", "v"), fold_norm=False, baseline_samples=2)
+    for i, kind in enumerate(("q", "k", "v")):
         want = bridge.all_composition_scores(kind.upper()).scores
         got = composition_scores(tiny_llama.weights, kind, fold_norm=False)
         assert torch.allclose(got, want.float(), atol=1e-5), kind
+        # the tool's result: the same scores, NaN (TransformerLens: 0) where the receiver is not later
+        assert torch.allclose(res.scores[i].nan_to_num(0.0), want.float(), atol=1e-5), kind
+        assert res.scores[i][1, :, 0].isnan().all()
 
 
 @pytest.mark.slow
