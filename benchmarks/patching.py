@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m = interp.load_model("smollm2-135m")
-    s = prepare(m, CLEAN, CORRUPT, answer=" Mary", wrong=" John")
+    s = prepare(m, CLEAN, corrupt=CORRUPT, answer=" Mary", wrong=" John")
     ans, wrong = int(s.metric.answer[0]), int(s.metric.wrong[0])
     n_layers, n_pos = m.dims.n_layers, s.n_pos
     print(f"SmolLM2-135M, {n_pos} tokens, {n_layers} x {n_pos} = {n_layers * n_pos} cells; torch {torch.__version__}, "
@@ -83,7 +83,7 @@ def main() -> None:
     def batched(skip: bool = True, pack: bool = True) -> torch.Tensor:
         batched_mod.SKIP_NOOPS, batched_mod.PACK = skip, pack
         try:
-            return activation_patching(s, "resid_pre", progress=False).values
+            return activation_patching(m, s, component="resid_pre", progress=False).values
         finally:
             batched_mod.SKIP_NOOPS = batched_mod.PACK = True
 
@@ -91,7 +91,7 @@ def main() -> None:
                 "batched, full-length rows": lambda: batched(skip=False, pack=False)}
 
     def attribution() -> Any:
-        return attribution_patching(s, "resid_pre", progress=False)
+        return attribution_patching(m, s, component="resid_pre", progress=False)
 
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in (*variants, "attribution", "loop", "TransformerLens")}
     results: dict[str, Any] = {}
@@ -144,14 +144,15 @@ def main() -> None:
         for k in variants:
             print(f"TransformerLens / {k}: {med['TransformerLens'] / med[k]:.1f}x wall, "
                   f"{cpu['TransformerLens'] / cpu[k]:.1f}x CPU")
-    (t, c), _ = timed(lambda: activation_patching(prepare(m, CLEAN, CORRUPT, answer=" Mary", wrong=" John"),
-                                                  "resid_pre", progress=False))
+    (t, c), _ = timed(lambda: activation_patching(m, CLEAN, corrupt=CORRUPT, answer=" Mary", wrong=" John",
+                                                  component="resid_pre", progress=False))
     print(f"batched from a fresh prepare() (both runs, their captures and keys/values included): {t:.2f} s "
           f"(CPU {c:.2f} s), {med['loop'] / t:.1f}x the loop")
-    exact_res = activation_patching(s, "resid_pre", progress=False)
+    exact_res = activation_patching(m, s, component="resid_pre", progress=False)
     for label, kw in (("AtP", {}), ("AtP + q/k softmax fix", {"qk_fix": True}),
                       ("AtP + GradDrop", {"grad_drop": True}), ("AtP* (q/k fix + GradDrop)", {"qk_fix": True, "grad_drop": True})):
-        (t, _), est = timed(lambda kw=kw: attribution_patching(s, "resid_pre", exact=exact_res, progress=False, **kw))
+        (t, _), est = timed(lambda kw=kw: attribution_patching(m, s, component="resid_pre", exact=exact_res,
+                                                               progress=False, **kw))
         if kw.get("grad_drop"):
             x, y = est.values.flatten(), (exact - s.corrupted_value).abs().flatten()
             r = float(torch.corrcoef(torch.stack([x, y]))[0, 1])

@@ -1,12 +1,20 @@
 """Patching: activation patching sweeps, attribution patching (AtP, AtP*), path patching, back-patching.
 
+Every tool is called ``tool(model, inputs, *, corrupt=..., answer=..., wrong=..., metric=..., ...)``:
+``inputs`` are the clean prompt(s), ``corrupt`` the corrupted prompt(s), ``Noise(...)`` or ``Ablation(...)``.
+To run several sweeps on the same runs, :func:`prepare` them once and pass the :class:`PatchingSetup` as
+``inputs``. Components, layers, positions and heads are spelled as everywhere in interp
+(:mod:`interp.sites`); results are :class:`PatchingResult`.
+
 Example:
     >>> import interp
     >>> from interp.patching import activation_patching, prepare
-    >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
+    >>> m = interp.load_model("smollm2-135m")
     >>> s = prepare(m, "When Mary and John went to the store, John gave a drink to",
-    ...             "When Mary and John went to the store, Mary gave a drink to", answer=" Mary", wrong=" John")  # doctest: +SKIP
-    >>> activation_patching(s, "resid_pre").plot()  # doctest: +SKIP
+    ...             corrupt="When Mary and John went to the store, Mary gave a drink to", answer=" Mary", wrong=" John")
+    >>> res = activation_patching(m, s, component="resid_pre", layers=[0, -1], positions=[9, -1], progress=False)
+    >>> res.values.shape, res.labels()["pos"]
+    (torch.Size([2, 2]), ['9:  John', '13:  to'])
 """
 
 from interp.patching.activation import COMPONENTS, activation_patching

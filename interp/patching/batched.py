@@ -5,7 +5,8 @@ A *cell* is one patched run: ``(start, edits)``. ``start`` is the first block th
 layers before it are identical to the target run, so the forward starts there
 (:func:`interp.hooks.partial.forward_from`). An edit replaces, in the target run, the source run's
 values at one site, restricted to a position and a head; an edit whose site is ``None`` patches
-the residual stream entering ``start`` itself.
+the residual stream entering ``start`` itself. A position is one padded index for every sequence, or one
+per sequence (in right-padded batches, ``-1`` is a different index in each row).
 
 Positions before a cell's first edited position are the target run's at every layer (attention is
 causal), so where the model allows it (:func:`_packable`) cells are packed into one sequence of only
@@ -24,18 +25,24 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.errors import BadInputError
 from interp.hooks import Lambda
 from interp.hooks.attention import ATTN_IMPL
 from interp.hooks.partial import forward_from, forward_packed
+from interp.models import Model
+from interp.progress import progress as progress_bar
 from interp.sites import Component, Site
+
+if TYPE_CHECKING:
+    from interp.patching.setup import PatchingSetup
+
+EditFn = Callable[[torch.Tensor, Site], torch.Tensor]
 
 DEFAULT_BUDGET = 1 << 30  # bytes of activations per stacked forward
 SKIP_NOOPS = True  # False runs no-op cells too (benchmarks/patching.py measures both)
@@ -43,15 +50,18 @@ PACK = True  # False: every cell computes all positions (benchmarks/patching.py 
 PACK_FAMILIES = ("llama", "gpt2", "gpt_neox")  # attention reads keys/values through cache.update
 PACK_TOKENS = 512  # packed tokens per forward: past this, masked attention over them costs more than it saves
 
+Pos = int | tuple[int, ...] | None
+"""A cell's position: one padded index for every sequence, one per sequence, or ``None`` (all)."""
+
 
 @dataclass(frozen=True)
 class Edit:
     """Take the source run's values (or those of ``run``) at ``site`` (``None``: the stream entering the
-    cell's start layer), position ``pos`` (``None``: all; query position on ``hook_pattern``) and head
-    ``head`` (``None``: all)."""
+    cell's start layer), position ``pos`` (``None``: all; a tuple: one padded index per sequence; query
+    position on ``pattern``) and head ``head`` (``None``: all)."""
 
     site: Site | None
-    pos: int | None = None
+    pos: Pos = None
     head: int | None = None
     run: str | None = None  # take the values from this run ("clean"/"corrupted") instead of the source
 
@@ -59,7 +69,7 @@ class Edit:
 Cell = tuple[int, tuple[Edit, ...]]
 
 
-def bytes_per_sequence(model: Any, n_pos: int, full_logits: bool) -> int:
+def bytes_per_sequence(model: Model, n_pos: int, full_logits: bool) -> int:
     """A rough upper bound of the live activation bytes of one sequence in a no-grad forward."""
     d = model.dims
     per_pos = 12 * d.d_model + 4 * d.d_mlp + 3 * d.n_heads * n_pos
@@ -77,7 +87,10 @@ def _mask_shape(site: Site, rest: Sequence[int]) -> tuple[list[int], int, int | 
 
 
 def _selection(site: Site | None, e: Edit, ndim: int) -> tuple[Any, ...]:
-    """Index of the values an edit writes in a ``[seqs, ...]`` activation of ``ndim`` dims."""
+    """Index of the values an edit with one position for every sequence writes in a ``[seqs, ...]``
+    activation of ``ndim`` dims."""
+    if isinstance(e.pos, tuple):
+        raise BadInputError("per-sequence positions have no single index; use _edit_mask")
     index: list[Any] = [slice(None)] * ndim
     if site is None:
         if e.pos is not None:
@@ -93,11 +106,25 @@ def _selection(site: Site | None, e: Edit, ndim: int) -> tuple[Any, ...]:
     return tuple(index)
 
 
-def _values(setup: Any, run: str, site: Site | None, start: int) -> torch.Tensor:
+def _edit_mask(site: Site | None, e: Edit, shape: Sequence[int]) -> torch.Tensor:
+    """``[seqs, *shape[1:]]`` (last axis 1) mask of what an edit writes in an activation of ``shape``."""
+    mask_shape = [*shape[:-1], 1]
+    m = torch.zeros(mask_shape, dtype=torch.bool)
+    if not isinstance(e.pos, tuple):
+        m[_selection(site, e, len(shape))] = True
+        return m
+    for row, p in enumerate(e.pos):
+        sel = list(_selection(site, Edit(e.site, p, e.head, e.run), len(shape)))
+        sel[0] = row
+        m[tuple(sel)] = True
+    return m
+
+
+def _values(setup: PatchingSetup, run: str, site: Site | None, start: int) -> torch.Tensor:
     return setup.stream(run, start) if site is None else setup.acts(run, [site])[site.name]
 
 
-def _is_noop(setup: Any, cell: Cell, target: str, source: str) -> bool:
+def _is_noop(setup: PatchingSetup, cell: Cell, target: str, source: str) -> bool:
     """True when every edit of ``cell`` writes exactly what the target run holds there."""
     start, edits = cell
     for e in edits:
@@ -105,13 +132,18 @@ def _is_noop(setup: Any, cell: Cell, target: str, source: str) -> bool:
         if run == target:
             continue
         new, old = _values(setup, run, e.site, start), _values(setup, target, e.site, start)
+        if isinstance(e.pos, tuple):
+            m = _edit_mask(e.site, e, new.shape).to(new.device)
+            if not bool(((new == old) | ~m).all()):
+                return False
+            continue
         sel = _selection(e.site, e, new.dim())
         if not torch.equal(new[sel], old[sel]):
             return False
     return True
 
 
-def _prefetch(setup: Any, cells: Sequence[Cell], target: str, source: str) -> None:
+def _prefetch(setup: PatchingSetup, cells: Sequence[Cell], target: str, source: str) -> None:
     """Capture every site the cells read, one forward per run they read (instead of one per site)."""
     n_layers = setup.model.dims.n_layers
     sites = {e.site for _, edits in cells for e in edits if e.site is not None}
@@ -121,16 +153,16 @@ def _prefetch(setup: Any, cells: Sequence[Cell], target: str, source: str) -> No
         setup.acts(run, sorted(sites, key=lambda s: s.name))
 
 
-def _site_edit(src: torch.Tensor, mask: torch.Tensor, n_runs: int) -> Any:
+def _site_edit(src: torch.Tensor, mask: torch.Tensor, n_runs: int) -> EditFn:
     def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
         view = act.view(n_runs, -1, *act.shape[1:])
-        return torch.where(mask.unsqueeze(1), src.unsqueeze(0), view).view_as(act)
+        return torch.where(mask, src.unsqueeze(0), view).view_as(act)
 
     return fn
 
 
-def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
-              memory_budget: int = DEFAULT_BUDGET, progress: bool = True, desc: str = "patching") -> torch.Tensor:
+def run_cells(setup: PatchingSetup, cells: Sequence[Cell], target: str, source: str, *,
+              memory_budget: int = DEFAULT_BUDGET, progress: bool | None = None, desc: str = "patching") -> torch.Tensor:
     """The metric of every cell's patched run: ``[len(cells)]``.
 
     Args:
@@ -139,7 +171,7 @@ def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
         target: ``"clean"`` or ``"corrupted"``: the run that is patched.
         source: the run whose activations are patched in.
         memory_budget: bytes of activations per stacked forward (runs are chunked to fit).
-        progress: show a progress bar.
+        progress: show a progress bar (``None``: the library switch, :mod:`interp.progress`).
     """
     model, n = setup.model, setup.n
     metric = setup.metric
@@ -155,7 +187,7 @@ def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
         else:
             by_start[cell[0]].append(i)
     ids, mask = setup.ids_for(target), setup.attention_mask
-    bar = tqdm(total=sum(map(len, by_start.values())), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=sum(map(len, by_start.values())), desc=desc, enabled=progress, leave=False)
     if PACK and by_start and _packable(setup, [cells[i] for idx in by_start.values() for i in idx]):
         for part in _packed_chunks(setup, cells, [i for start in sorted(by_start) for i in by_start[start]],
                                    memory_budget):
@@ -173,8 +205,8 @@ def run_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, *,
     return out
 
 
-def capture_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, capture: Sequence[Site], *,
-                  memory_budget: int = DEFAULT_BUDGET, progress: bool = True) -> dict[str, torch.Tensor]:
+def capture_cells(setup: PatchingSetup, cells: Sequence[Cell], target: str, source: str, capture: Sequence[Site], *,
+                  memory_budget: int = DEFAULT_BUDGET, progress: bool | None = None) -> dict[str, torch.Tensor]:
     """The activations at ``capture`` of every cell's patched run: ``{name: [len(cells), seqs, ...]}``
     (each forward stops once they are read)."""
     per_run = setup.n * bytes_per_sequence(setup.model, setup.n_pos, False)
@@ -185,7 +217,7 @@ def capture_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, c
         by_start[start].append(i)
     parts: dict[str, list[tuple[list[int], torch.Tensor]]] = defaultdict(list)
     ids, mask = setup.ids_for(target), setup.attention_mask
-    for start in tqdm(sorted(by_start), desc="recomputing", disable=not progress, leave=False):
+    for start in progress_bar(sorted(by_start), desc="recomputing", enabled=progress, leave=False):
         idx = by_start[start]
         for c0 in range(0, len(idx), chunk):
             part = idx[c0:c0 + chunk]
@@ -202,7 +234,7 @@ def capture_cells(setup: Any, cells: Sequence[Cell], target: str, source: str, c
     return out
 
 
-def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor, mask: torch.Tensor,
+def _run_group(setup: PatchingSetup, cells: Sequence[Cell], start: int, ids: torch.Tensor, mask: torch.Tensor,
                target: str, source: str, capture: Sequence[Site] = ()) -> Any:
     r, n = len(cells), setup.n
     base = setup.stream(target, start)
@@ -212,19 +244,21 @@ def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor,
         for e in edits:
             if e.site is None:
                 src = setup.stream(e.run or source, start)
-                sel = slice(None) if e.pos is None else e.pos
-                resid[ri, :, sel] = src[:, sel]
+                if isinstance(e.pos, tuple):
+                    rows, cols = torch.arange(n), torch.tensor(e.pos)
+                    resid[ri, rows, cols] = src[rows, cols]
+                else:
+                    sel = slice(None) if e.pos is None else e.pos
+                    resid[ri, :, sel] = src[:, sel]
             else:
                 site_edits[(e.site, e.run or source)].append((ri, e))
     ivs = []
-    if site_edits:
-        for (site, run), entries in site_edits.items():
-            src = setup.acts(run, [site])[site.name]
-            shape, _, _ = _mask_shape(site, src.shape[1:])
-            m = torch.zeros(r, *shape, dtype=torch.bool, device=src.device)
-            for ri, e in entries:
-                m[(ri, *_selection(site, e, len(shape) + 1)[1:])] = True
-            ivs.append(Lambda(site, fn=_site_edit(src, m, r)))
+    for (site, run), entries in site_edits.items():
+        src = setup.acts(run, [site])[site.name]
+        m = torch.zeros(r, *src.shape[:-1], 1, dtype=torch.bool)
+        for ri, e in entries:
+            m[ri] |= _edit_mask(site, e, src.shape)
+        ivs.append(Lambda(site, fn=_site_edit(src, m.to(src.device), r)))
     rows_ids = ids.repeat(r, 1)
     rows_mask = mask.repeat(r, 1)
     positions = None if setup.metric.full_logits else setup.answer_pos.repeat(r)
@@ -239,13 +273,14 @@ def _run_group(setup: Any, cells: Sequence[Cell], start: int, ids: torch.Tensor,
 
 def _first_pos(cell: Cell) -> int:
     """The first position a cell changes (every earlier one is the target run's, at every layer)."""
-    return min((e.pos if e.pos is not None else 0) for e in cell[1])
+    return min((min(e.pos) if isinstance(e.pos, tuple) else e.pos if e.pos is not None else 0) for e in cell[1])
 
 
-def _packable(setup: Any, cells: Sequence[Cell]) -> bool:
+def _packable(setup: PatchingSetup, cells: Sequence[Cell]) -> bool:
     """Whether these cells can run packed: a family whose attention takes keys/values through the cache,
     full (not sliding-window) causal attention with a mask the kernel honours, no padding, a metric at
-    one position per sequence, and edits on position-first sites (not the attention pattern)."""
+    one position per sequence, and edits at one position for every sequence on position-first sites (not
+    the attention pattern)."""
     model, cfg = setup.model, setup.model.hf.config
     window = getattr(cfg, "sliding_window", None)
     if (model.adapter.family not in PACK_FAMILIES or setup.metric.full_logits or not bool(setup.attention_mask.all())
@@ -253,10 +288,11 @@ def _packable(setup: Any, cells: Sequence[Cell]) -> bool:
             or (window and getattr(cfg, "use_sliding_window", True) and window < setup.n_pos)
             or not bool((setup.answer_pos >= max(map(_first_pos, cells))).all())):
         return False
-    return all(e.site is None or e.site.component.axes[1] == "pos" for _, edits in cells for e in edits)
+    return all((e.site is None or e.site.component.axes[1] == "pos") and not isinstance(e.pos, tuple)
+               for _, edits in cells for e in edits)
 
 
-def _packed_chunks(setup: Any, cells: Sequence[Cell], idx: Sequence[int], budget: int) -> list[list[int]]:
+def _packed_chunks(setup: PatchingSetup, cells: Sequence[Cell], idx: Sequence[int], budget: int) -> list[list[int]]:
     """Split cells (in start order) into packed forwards of at most :data:`PACK_TOKENS` tokens (attention
     over a packed sequence costs ``T * (K + T)``) whose activations fit ``budget`` bytes."""
     d, n, n_pos = setup.model.dims, setup.n, setup.n_pos
@@ -274,7 +310,7 @@ def _packed_chunks(setup: Any, cells: Sequence[Cell], idx: Sequence[int], budget
     return chunks
 
 
-def _run_packed(setup: Any, cells: Sequence[Cell], target: str, source: str) -> torch.Tensor:
+def _run_packed(setup: PatchingSetup, cells: Sequence[Cell], target: str, source: str) -> torch.Tensor:
     """The metric of each cell (in start order), all packed into one forward of their changed positions."""
     n, n_pos, dev = setup.n, setup.n_pos, setup.model.device
     firsts = torch.tensor([_first_pos(c) for c in cells])
@@ -302,7 +338,9 @@ def _run_packed(setup: Any, cells: Sequence[Cell], target: str, source: str) -> 
         m = torch.zeros(len(tok_cell), *shape[1:], dtype=torch.bool)
         for ri, e in entries:
             sel = (tok_cell == ri) & ((tok_pos == e.pos) if e.pos is not None else True)
-            m[(sel, *_selection(site, e, len(shape) + 1)[2:])] = True
+            index: tuple[Any, ...] = (sel, *_selection(site, e, len(shape) + 1)[2:])
+            m[index] = True
+        assert site.layer is not None
         active = int((tok_start <= site.layer).sum())  # tokens in the stream at this site's block
         ivs.append(Lambda(site, fn=_packed_edit(src[tok_seq, tok_pos][:active], m[:active].to(dev))))
     key_seq = torch.arange(n * n_pos) // n_pos
@@ -317,7 +355,7 @@ def _run_packed(setup: Any, cells: Sequence[Cell], target: str, source: str) -> 
     return setup.metric(logits.view(len(cells), n, -1)).cpu()
 
 
-def _packed_edit(src: torch.Tensor, mask: torch.Tensor) -> Any:
+def _packed_edit(src: torch.Tensor, mask: torch.Tensor) -> EditFn:
     """Replace the packed tokens' values where ``mask`` (keys/values: the last ones, after the prefix)."""
     def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
         off = act.shape[1] - src.shape[0]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, unknown_name
 
 BUILTIN = ("logit_diff", "prob", "logprob", "kl")
 
@@ -54,8 +54,7 @@ class Metric:
         if callable(metric):
             return cls(getattr(metric, "__name__", "metric"), fn=metric)
         if metric not in BUILTIN:
-            raise BadInputError(f"unknown metric {metric!r}; use one of {', '.join(BUILTIN)} or a function "
-                             "logits [seqs, pos, vocab] -> scalar tensor")
+            raise unknown_name("metric", metric, BUILTIN, hint="(or a function logits [seqs, pos, vocab] -> scalar tensor)")
         if metric in ("logit_diff", "prob", "logprob") and answer is None:
             raise BadInputError(f"metric {metric!r} needs answer= (the correct next token)")
         if metric == "logit_diff" and wrong is None:
@@ -72,7 +71,8 @@ class Metric:
             for run in logits:
                 v = self.fn(run)
                 if not isinstance(v, torch.Tensor) or v.numel() != 1:
-                    raise TypeError(f"metric {self.name} must return a scalar tensor, got {v!r}")
+                    what = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else repr(v)
+                    raise BadInputError(f"metric {self.name} must return a scalar tensor, got {what}")
                 vals.append(v.reshape(()).float())
             return torch.stack(vals)
         lp = logits.float()

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import requires
 
 import interp
 from interp.patching import activation_patching, prepare
 
-TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").TransformerBridge
-tl_patching = pytest.importorskip("transformer_lens.patching")
+TransformerBridge = requires("transformer_lens.model_bridge").TransformerBridge
+tl_patching = requires("transformer_lens.patching")
 
 pytestmark = pytest.mark.oracle
 
@@ -44,7 +45,7 @@ def _tl(fn, bridge, corrupt, clean, metric):
 
 def test_tiny_llama_matches_transformer_lens(tiny_llama: interp.Model, tmp_path: Path) -> None:
     bridge = _bridge(tiny_llama, "tiny-llama-local", tmp_path)
-    s = prepare(tiny_llama, CLEAN, CORRUPT, answer=3, wrong=4)
+    s = prepare(tiny_llama, CLEAN, corrupt=CORRUPT, answer=3, wrong=4)
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logits[0, -1, 3] - logits[0, -1, 4]
@@ -53,7 +54,7 @@ def test_tiny_llama_matches_transformer_lens(tiny_llama: interp.Model, tmp_path:
                      ("attn_out", tl_patching.get_act_patch_attn_out),
                      ("mlp_out", tl_patching.get_act_patch_mlp_out)):
         want = _tl(fn, bridge, CORRUPT, CLEAN, metric)
-        got = activation_patching(s, comp, progress=False).values
+        got = activation_patching(tiny_llama, s, component=comp, progress=False).values
         assert got.shape == want.shape
         assert (got - want.float()).abs().max() <= 1e-4, comp
 
@@ -64,7 +65,7 @@ def test_smollm2_resid_pre_matches_transformer_lens(smollm2: interp.Model) -> No
     import pandas as pd
 
     clean, corrupt = "Mary gave a drink to John", "John gave a drink to John"
-    s = prepare(smollm2, clean, corrupt, answer=" Mary", wrong=" John")
+    s = prepare(smollm2, clean, corrupt=corrupt, answer=" Mary", wrong=" John")
     a, w = int(s.metric.answer[0]), int(s.metric.wrong[0])
     layers = [0, 10, 20, 29]
     index = pd.DataFrame([(L, p) for L in layers for p in range(s.n_pos)], columns=["layer", "pos"])
@@ -75,6 +76,6 @@ def test_smollm2_resid_pre_matches_transformer_lens(smollm2: interp.Model) -> No
         want = tl_patching.get_act_patch_resid_pre(bridge, s.corrupt_ids, cache,
                                                    lambda lg: lg[0, -1, a] - lg[0, -1, w], index_df=index,
                                                    index_axis_names=None)
-    got = activation_patching(s, "resid_pre", layers=layers, progress=False).values
+    got = activation_patching(smollm2, s, component="resid_pre", layers=layers, progress=False).values
     assert (got.flatten() - want.float()).abs().max() <= 1e-3
     assert (want - want[0]).abs().max() > 0.1
