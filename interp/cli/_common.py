@@ -1,26 +1,43 @@
-"""Plumbing the subcommands share: the subparser factory, ``--model``, ``--json``/``--html`` and their writer."""
+"""Plumbing the subcommands share: the subparser factory, the shared flags and the ``--json``/``--html`` writer.
+
+The flags every subcommand spells the same way: ``--model``, ``--prompt`` (the main/clean text), ``--corrupt``
+(a corrupted one), ``--hooks``, ``--heads L5H1,L6H9`` (:func:`heads_arg`), ``--positions -1``
+(:func:`positions_arg`), ``--component``, ``--layers``, ``--json PATH`` and ``--html PATH`` (:func:`output_args`).
+
+Example:
+    >>> import argparse
+    >>> from interp.cli._common import heads_arg, positions_arg
+    >>> p = argparse.ArgumentParser()
+    >>> heads_arg(p); positions_arg(p)
+    >>> args = p.parse_args(["--heads", "L5H1,L6H9", "--positions", "-1"])
+    >>> [str(h) for h in args.heads], args.positions
+    (['L5H1', 'L6H9'], -1)
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import BadInputError
 
 if TYPE_CHECKING:
+    from interp.report import Report
     from interp.sites import HeadRef
 
 
 def add_command(sub: Any, common: argparse.ArgumentParser, name: str, *, help: str, description: str,
                 example: str) -> argparse.ArgumentParser:
     """A subparser with the shared ``--debug``/``--quiet`` flags and an ``example:`` epilog."""
-    return sub.add_parser(name, parents=[common], help=help, description=description,
-                          epilog="example:\n  " + example, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, parents=[common], help=help, description=description, epilog="example:\n  " + example,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
 
 
 def model_arg(p: argparse.ArgumentParser) -> None:
+    """``--model``: a known name, a hub id or a local directory (see ``interp models``)."""
     p.add_argument("--model", default="smollm2-135m", help="known name, hub id or local directory (default: %(default)s)")
 
 
@@ -31,34 +48,47 @@ def dataset_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", help=".txt (one sequence per line) or .parquet file")
     p.add_argument("--column", default="text", help="text column of a .parquet dataset (default: %(default)s)")
     p.add_argument("--hooks", action="append", default=None,
-                   help="hook name or glob pattern, repeatable (default: 'blocks.*.hook_resid_post')")
+                   help="hook name, short form or glob, repeatable: resid_post, z.3, 'blocks.*.hook_z' "
+                        "(default: resid_post)")
 
 
 def dataset_of(args: argparse.Namespace) -> tuple[list[str] | str, list[str]]:
     """The texts (or dataset file) and hook patterns of :func:`dataset_args`; a missing file is an error."""
     if args.dataset and not Path(args.dataset).exists():
         raise BadInputError(f"no dataset file at {args.dataset!r}")
-    return (args.prompt if args.prompt else args.dataset), (args.hooks or ["blocks.*.hook_resid_post"])
+    return (args.prompt if args.prompt else args.dataset), (args.hooks or ["resid_post"])
 
 
 def heads_type(text: str) -> list[HeadRef]:
     """``--heads L5H1,L6H9`` → heads; argparse reports a bad value as a usage error (status 2)."""
     from interp.sites import parse_heads
 
-    return parse_heads(text)
+    try:
+        return parse_heads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positions_type(text: str) -> int | list[int] | slice:
-    """``--positions -1``, ``0,3,-1`` or a slice ``2:5`` / ``-3:`` → a position selection (see interp.sites)."""
+    """``--positions -1``, ``0,3,-1`` or a slice ``2:5`` / ``-3:`` → a position selection (see interp.sites).
+
+    Example:
+        >>> positions_type("-1"), positions_type("0,3,-1"), positions_type("2:")
+        (-1, [0, 3, -1], slice(2, None, None))
+    """
     t = text.strip()
-    if ":" in t:
-        parts = t.split(":")
-        if len(parts) > 3:
-            raise BadInputError(f"bad slice {text!r}")
-        return slice(*(int(p) if p.strip() else None for p in parts))
-    items = [int(p) for p in t.split(",") if p.strip()]
+    try:
+        if ":" in t:
+            parts = t.split(":")
+            if len(parts) > 3:
+                raise BadInputError(f"bad slice {text!r}; write start:stop or start:stop:step, e.g. 2:5 or -3:")
+            return slice(*(int(p) if p.strip() else None for p in parts))
+        items = [int(p) for p in t.split(",") if p.strip()]
+    except ValueError as e:
+        msg = str(e) if isinstance(e, BadInputError) else f"bad positions {text!r}; write -1, 0,3,-1 or 2:5"
+        raise argparse.ArgumentTypeError(msg) from None
     if not items:
-        raise BadInputError(f"no positions in {text!r}")
+        raise argparse.ArgumentTypeError(f"no positions in {text!r}; write -1, 0,3,-1 or 2:5")
     return items[0] if len(items) == 1 and "," not in t else items
 
 
@@ -70,24 +100,26 @@ def heads_arg(p: argparse.ArgumentParser, help: str = "heads, e.g. L5H1,L6H9 (la
 
 def positions_arg(p: argparse.ArgumentParser, help: str = "token positions: -1 (each prompt's last token), "
                   "0,3,-1 or a slice like 2:5 (default: every position)", **kw: Any) -> None:
-    """``--positions``: ints (negative from each sequence's end), lists and slices."""
+    """``--positions``: ints (negative from each sequence's last real token), lists and slices."""
     p.add_argument("--positions", type=positions_type, metavar="POS", help=help, **kw)
 
 
 def output_args(p: argparse.ArgumentParser) -> None:
     """``--json`` and ``--html``, shared by every subcommand that computes results."""
     p.add_argument("--json", metavar="PATH",
-                   help='write the numbers as JSON: {"sections": {..: {name: {"axes", "labels", "values"}}}}')
-    p.add_argument("--html", metavar="PATH", help="write the figures as a standalone HTML page")
+                   help='write the numbers as JSON: {"title", "command", "sections": {title: {name: data}}}, '
+                        'data a labelled array {"axes", "labels", "values"} or a result\'s to_dict()')
+    p.add_argument("--html", metavar="PATH", help="write the figures as a self-contained HTML page (works offline)")
 
 
-def emit(args: argparse.Namespace, rep: Any) -> None:
-    """Write ``--json`` (labelled numbers) and ``--html`` (figures as a standalone page) when asked, atomically."""
+def emit(args: argparse.Namespace, rep: Report) -> None:
+    """Write ``--json`` (the report's :meth:`~interp.report.Report.to_dict`) and ``--html`` (its page) when asked,
+    each atomically, and print where."""
+    from interp.trace.layout import atomic_write_bytes
+
     if getattr(args, "json", None):
-        from interp.trace.layout import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.json), json.dumps(rep.to_dict(), indent=1, default=str).encode("utf-8"))
+        atomic_write_bytes(Path(args.json), rep.to_json().encode("utf-8"))
         print(f"json    {args.json}")
     if getattr(args, "html", None):
-        rep.write(args.html, json_path=args.json or Path(args.html).with_suffix(".json"))
+        atomic_write_bytes(Path(args.html), rep.to_html().encode("utf-8"))
         print(f"html    {args.html}")

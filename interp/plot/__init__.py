@@ -1,7 +1,8 @@
 """Generic Plotly figure builders: labelled arrays in, ``plotly.graph_objects.Figure`` out.
 
 ``plot`` knows nothing of models, traces or tools and imports nothing else from interp; it is
-the only package that imports plotly. Every builder applies the interp theme, centres signed
+the only package that imports plotly (other packages name the figure type as ``interp.plot.Figure``, which is
+``plotly.graph_objects.Figure``). Every builder applies the interp theme, centres signed
 data at zero, and HTML-escapes every user string (tokens, labels, titles) so that a prompt
 containing ``<script>`` shows as text.
 
@@ -12,6 +13,8 @@ Example:
     >>> list(fig.layout.xaxis.ticktext)
     ['&lt;b&gt;', '␣x']
 """
+
+from plotly.graph_objects import Figure
 
 from interp.plot.arrays import ArrayLike, as_numpy
 from interp.plot.export import plotlyjs_source
@@ -31,7 +34,7 @@ from interp.plot.theme import (
 )
 
 __all__ = [
-    "DIVERGING", "QUALITATIVE", "SEQUENTIAL", "TEMPLATE_NAME", "ArrayLike", "apply_theme", "as_numpy",
+    "DIVERGING", "QUALITATIVE", "SEQUENTIAL", "TEMPLATE_NAME", "ArrayLike", "Figure", "apply_theme", "as_numpy",
     "attention_pattern", "bar_top_tokens", "colorscale", "escape_label", "heatmap", "interp_template",
     "is_signed", "layer_curves", "layered_graph", "plotlyjs_source", "register_template", "sankey", "scatter", "token_label",
     "token_labels",

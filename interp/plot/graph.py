@@ -22,6 +22,7 @@ from interp.plot.theme import NEGATIVE_COLOR, NEUTRAL_COLOR, POSITIVE_COLOR, app
 
 EDGE_BINS = 4  # edges are drawn in this many width/opacity classes per sign (one trace each)
 NODE_LABEL_CHARS = 18
+DENSE_LAYERS = 10  # more columns than this: node labels alternate above / below the nodes
 
 
 def sankey(
@@ -174,8 +175,8 @@ def layered_graph(
         lines = [f"{node_labels[_flat(layers, a)]} → {node_labels[_flat(layers, b)]}", f"{wname}: {format_value(weights[k])}"]
         lines += hover_lines(edge[3]) if len(edge) == 4 else []
         mid_text.append("<br>".join(lines))
-    for (negative, b), members in sorted(groups.items()):
-        frac = (b + 1) / EDGE_BINS
+    for (negative, width_class), members in sorted(groups.items()):
+        frac = (width_class + 1) / EDGE_BINS
         color = (NEGATIVE_COLOR if negative else POSITIVE_COLOR) if signed else NEUTRAL_COLOR
         xs: list[float | None] = []
         ys: list[float | None] = []
@@ -187,7 +188,9 @@ def layered_graph(
                                  line={"color": _rgba(color, 0.25 + 0.6 * frac), "width": 0.5 + max_edge_width * frac}))
     fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker={"size": 10, "opacity": 0}, hovertext=mid_text,
                              hoverinfo="text", showlegend=False))
-    marker: dict[str, Any] = {"size": 16, "color": NEUTRAL_COLOR, "line": {"width": 1, "color": "#666666"}}
+    dense = len(layers) > DENSE_LAYERS
+    marker: dict[str, Any] = {"size": 11 if dense else 16, "color": NEUTRAL_COLOR,
+                              "line": {"width": 1, "color": "#666666"}}
     if values:
         v = np.array(values)
         div = is_signed(v)
@@ -195,17 +198,22 @@ def layered_graph(
                       colorbar={"title": {"text": escape_label(value_title), "side": "right"}})
         if div:
             marker["cmid"] = 0.0
+    # Many columns get narrow when the figure is drawn at a column's width: labels then go above the nodes of
+    # even columns and below those of odd ones, in a smaller font, so neighbours do not overlap.
+    where = [("bottom center" if dense and li % 2 else "top center") for li, nodes in enumerate(layers) for _ in nodes]
     fig.add_trace(go.Scatter(x=[p[0] for p in node_xy], y=[p[1] for p in node_xy], mode="markers+text",
-                             text=node_labels, textposition="top center", marker=marker, hovertext=node_text,
-                             hoverinfo="text", showlegend=False, cliponaxis=False))
+                             text=node_labels, textposition=where, textfont={"size": 10 if dense else 12},
+                             marker=marker, hovertext=node_text, hoverinfo="text", showlegend=False,
+                             cliponaxis=False))
     apply_theme(fig, title=title)
     tallest = max((len(n) for n in layers), default=1)
+    pad = 0.45 if dense else 0.2
     fig.update_layout(width=int(min(2000, max(500, 180 * len(layers) + 160))),
                       height=int(min(1400, max(320, 48 * tallest + 160))), hovermode="closest")
     ticks = [escape_label(t) for t in layer_names] if layer_names is not None else [str(i) for i in range(len(layers))]
     fig.update_xaxes(tickmode="array", tickvals=list(range(len(layers))), ticktext=ticks, showgrid=False,
                      zeroline=False, range=[-0.5, len(layers) - 0.5])
-    fig.update_yaxes(visible=False, range=[-(tallest / 2) - 0.2, tallest / 2 + 0.2])
+    fig.update_yaxes(visible=False, range=[-(tallest / 2) - pad, tallest / 2 + pad])
     return fig
 
 

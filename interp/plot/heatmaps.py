@@ -126,7 +126,8 @@ def attention_pattern(
         height: Figure height in pixels (default: sized from the number of tokens).
 
     Returns:
-        The figure: square cells, query 0 at the top, sequential colour scale from 0.
+        The figure: square cells (at any width it is drawn at), query 0 at the top, sequential colour scale
+        from 0.
 
     Example:
         >>> import numpy as np
@@ -217,6 +218,9 @@ def _heatmap(z: np.ndarray, x_labels: Sequence[str] | None, y_labels: Sequence[s
                      tickfont={"size": geo.y_font}, showgrid=False, zeroline=False,
                      title={"text": escape_label(y_title)} if y_title else None,
                      range=[rows - 0.5, -0.5] if rows_top_down else [-0.5, rows - 0.5])
+    if square:  # cells stay square at any width the figure is drawn at (a report column, a notebook cell)
+        fig.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+        fig.update_xaxes(constrain="domain")
     return fig
 
 

@@ -90,10 +90,10 @@ def layer_curves(
                 fillcolor=series_color(k, alpha=0.18), line={"width": 0}, hoverinfo="skip", showlegend=False,
                 legendgroup=label, name=label,
             ))
-        xtick = token_labels(x_labels) if x_labels is not None else [format_value(v) for v in xs]
+        xtick = token_labels(x_labels) if x_labels is not None else [format_value(float(v)) for v in xs]
         hover = []
         for i in range(len(y)):
-            text = f"{label}<br>{xname}: {xtick[i] if i < len(xtick) else format_value(xs[i])}<br>"
+            text = f"{label}<br>{xname}: {xtick[i] if i < len(xtick) else format_value(float(xs[i]))}<br>"
             text += f"{yname}: {format_value(y[i])}"
             if band is not None:
                 text += f" [{format_value(band[0][i])}, {format_value(band[1][i])}]"

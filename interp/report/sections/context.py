@@ -1,4 +1,15 @@
-"""What every report section receives: the model, the prompts and the clean run's trace."""
+"""What every report section receives: the model, the prompts and the clean run's trace.
+
+Example:
+    >>> import interp
+    >>> from interp.report.sections.context import ReportContext
+    >>> m = interp.load_model("smollm2-135m")
+    >>> tr = m.run("The capital of France is", capture=["resid_post", "pattern"]).trace
+    >>> ctx = ReportContext(model=m, prompt="The capital of France is", corrupt=None, trace=tr,
+    ...                     tokens=list(tr.tokens[0]), fast=True)
+    >>> ctx.trace.stack("pattern").shape  # [layer, batch, head, q_pos, k_pos]
+    torch.Size([30, 1, 9, 5, 5])
+"""
 
 from __future__ import annotations
 
@@ -14,10 +25,10 @@ class ReportContext:
 
     Attributes:
         model: the loaded model.
-        prompt: the clean prompt.
-        corrupt: the corrupted prompt (same token count), or None.
-        trace: the clean run, with ``blocks.*.hook_resid_post`` and ``blocks.*.attn.hook_pattern``
-            ([batch=1, ...]).
+        prompt: the clean prompt (``--prompt``).
+        corrupt: the corrupted prompt (``--corrupt``; same token count), or None.
+        trace: the clean run, with ``resid_post`` and ``pattern`` of every layer ([batch=1, ...]): read them with
+            ``trace.stack("resid_post")`` or ``trace.get("pattern", layer=3)``.
         tokens: the clean prompt's token strings.
         fast: leave out the slow parts (used by tests); sections stay present with smaller settings.
         skip_layers: include the skip-layer loss (several forwards per layer).
