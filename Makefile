@@ -40,9 +40,9 @@ $(SAELENS):
 # printed summary), then the HTML report of every tool on one prompt.
 report: $(STAMP)
 	$(BIN)/interp capture --model smollm2-135m --dataset data/prompts.txt \
-		--hooks 'blocks.*.hook_resid_post' -o $(OUT)/store --overwrite
+		--hooks resid_post -o $(OUT)/store --overwrite
 	$(BIN)/interp report --model smollm2-135m --prompt "The capital of France is" \
-		--corrupt "The capital of Italy is" -o $(OUT)/report.html
+		--corrupt "The capital of Italy is" --html $(OUT)/report.html --json $(OUT)/report.json
 
 # Lint, the type checker, the API docs, then the whole test suite (slow SmolLM2 and oracle tests included)
 # plus the doctests in interp/. Any failure stops it with a non-zero status.
