@@ -84,7 +84,7 @@ def test_capture_in_process_with_short_forms_and_hf_sites(model_dir: Path, tmp_p
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "no/such/file.txt"], "no dataset file at 'no/such/file.txt'"),
-    (["--prompt", "x", "--hooks", "resid_post.9"], "no hook 'blocks.9.hook_resid_post'"),
+    (["--prompt", "x", "--hooks", "resid_post.9"], "no hook 'resid_post.9' (blocks.9.hook_resid_post)"),
     (["--prompt", "x", "--hooks", "hf:model.nope"], "no submodule 'model.nope'"),
     (["--prompt", "x", "--dtype", "int8"], "bad dtype"),
     (["--prompt", "x", "--batch-size", "0"], "bad batch_size 0"),

@@ -27,7 +27,7 @@ Example:
     Scores(values[layer=2, head=3], max=5)
     >>> Scores.load(r.save(tempfile.mkdtemp())).values.sum().item()
     15.0
-    >>> r.to_frame().iloc[-1].to_dict()
+    >>> r.to_frame().to_dict("records")[-1]
     {'layer': 1, 'head': 2, 'value': 5.0}
 """
 
