@@ -405,9 +405,18 @@ def test_stop_early_returns_the_same_activations_and_skips_the_rest(tiny_llama: 
 
 def test_stop_early_is_ignored_with_interventions(tiny_llama: Model,
                                                   batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-    out = run_with_hooks(tiny_llama, *batch, capture="blocks.0.hook_resid_post", stop_early=True,
-                         interventions=[Scale("blocks.1.hook_mlp_out", factor=1.0)])
-    assert out.logits is not None
+    """With an intervention after the last captured hook, stop_early must not cut the forward short: the
+    run's logits are those of the full edited forward (which differ from the unedited ones) and the capture is
+    the unedited value before the edit."""
+    ivs = [Scale("blocks.1.hook_mlp_out", factor=0.5)]
+    out = run_with_hooks(tiny_llama, *batch, capture="blocks.0.hook_resid_post", stop_early=True, interventions=ivs)
+    full = run_with_hooks(tiny_llama, *batch, capture="blocks.0.hook_resid_post", interventions=ivs)
+    plain = run_with_hooks(tiny_llama, *batch, capture="blocks.0.hook_resid_post")
+    assert out.logits is not None and full.logits is not None and plain.logits is not None
+    torch.testing.assert_close(out.logits, full.logits, rtol=0, atol=0)
+    assert not torch.allclose(out.logits, plain.logits)  # the edit at layer 1 ran
+    torch.testing.assert_close(out.activations["blocks.0.hook_resid_post"],
+                               plain.activations["blocks.0.hook_resid_post"], rtol=0, atol=0)
 
 
 # --- hooks are always removed -----------------------------------------------------------------------
