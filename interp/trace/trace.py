@@ -100,12 +100,14 @@ class Trace:
 
     Example:
         >>> import interp
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> tr = m.run("The capital of France is", capture="blocks.*.hook_resid_post").trace  # doctest: +SKIP
-        >>> tr.stack("resid_post").shape  # doctest: +SKIP
+        >>> m = interp.load_model("smollm2-135m")
+        >>> tr = m.run("The capital of France is", capture="resid_post").trace
+        >>> tr.stack("resid_post").shape
         torch.Size([30, 1, 5, 576])
-        >>> tr.get("resid_post", layer=3, positions=-1).shape  # doctest: +SKIP
+        >>> tr.get("resid_post", layer=3, positions=-1).shape
         torch.Size([1, 576])
+        >>> tr["resid_post.3"] is tr["blocks.3.hook_resid_post"]
+        True
     """
 
     input_ids: torch.Tensor
