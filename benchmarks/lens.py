@@ -19,7 +19,6 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,6 +26,7 @@ import torch
 
 import interp
 from interp.lens import logit_lens
+from interp.models import Model
 
 WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "about", "can", "out"]
 
@@ -43,8 +43,8 @@ def main() -> None:
     m = interp.load_model("smollm2-135m")
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, m.dims.d_vocab, (args.batch, args.seq), generator=g)
-    trace = m.run((ids, torch.ones_like(ids)), capture="blocks.*.hook_resid_post").trace
-    stacked = trace.stack("hook_resid_post")  # [layer, batch, pos, d_model]
+    trace = m.run((ids, torch.ones_like(ids)), capture="resid_post").trace
+    stacked = trace.stack("resid_post")  # [layer, batch, pos, d_model]
     W_U = m.weights.W_U
 
     def baseline() -> None:
@@ -91,18 +91,16 @@ def main() -> None:
         train_throughput(m, args.train_steps, args.train_batch, args.repeats)
 
 
-def train_throughput(m: Any, steps: int, batch: int, repeats: int) -> None:
+def train_throughput(m: Model, steps: int, batch: int, repeats: int) -> None:
     """Tokens/s of tuned-lens training: interp's TunedLens.fit vs the tuned-lens package's module and loop body."""
     import tempfile
 
-    from interp.lens import TunedLens
-    from interp.lens.tuned_lens import fast_matmul_dtype
+    from interp.lens import TunedLens, fast_matmul_dtype
     from interp.trace import capture
 
     texts = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(100)) for i in range(48)]
     tmp = tempfile.mkdtemp()
-    store = capture(m, texts, "blocks.*.hook_resid_post", f"{tmp}/store", batch_size=16, max_tokens=128,
-                    progress=False)
+    store = capture(m, texts, out=f"{tmp}/store", hooks="resid_post", batch_size=16, max_tokens=128, progress=False)
     n = m.dims.n_layers
     # Both sides use the unembedding dtype that is fast here: bf16 (the peer's autocast) only where the CPU has bf16
     # units; on an AVX2-only CPU bf16 is emulated (~100x slower) and both train in float32.
@@ -119,7 +117,7 @@ def train_throughput(m: Any, steps: int, batch: int, repeats: int) -> None:
         print("\ntuned-lens package not installed: its side is skipped (pip install tuned-lens)")
     else:
         tr = store.trace()
-        rows = list(tr.stack("hook_resid_post")[:, tr.attention_mask.bool()])  # [layer][rows, d], aligned tokens
+        rows = list(tr.stack("resid_post")[:, tr.attention_mask.bool()])  # [layer][rows, d], aligned tokens
         import tuned_lens.model_surgery as surgery
 
         # tuned-lens 0.2.0 probes isinstance(model, transformer_lens.HookedTransformer), which TransformerLens 4

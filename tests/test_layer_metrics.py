@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_lens import check_v01_fixture
 
+from interp.errors import BadInputError, ModelMismatchError, UnknownNameError
 from interp.lens import (
+    BLOCK,
     AngularDistanceResult,
     SkipLossResult,
     SublayerSimilarityResult,
@@ -19,11 +22,14 @@ from interp.lens import (
     sublayer_similarity,
 )
 from interp.models import Model
+from interp.sites import UnknownHookError
 
 
 def _layers(model: Model) -> list[torch.nn.Module]:
     hf = model.hf
-    return list(hf.model.layers) if model.adapter.family == "llama" else list(hf.transformer.h)
+    if model.adapter.family == "llama":
+        return list(hf.model.layers)
+    return list(hf.gpt_neox.layers) if hasattr(hf, "gpt_neox") else list(hf.transformer.h)
 
 
 def _first(out: object) -> torch.Tensor:
@@ -70,15 +76,12 @@ def decoder(request: pytest.FixtureRequest, tiny_llama: Model, tiny_gpt2: Model)
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[request.param]
 
 
-def test_angular_distances_match_a_direct_computation(decoder: Model, batch) -> None:
-    ids, mask = batch
-    h = hf_residuals(decoder, ids, mask)
-    states = [h["pre"][0]] + h["post"]
-    res = angular_distances(decoder, batch)
-    n_layers = decoder.dims.n_layers
+def check_angular(res: AngularDistanceResult, states: list[torch.Tensor], mask: torch.Tensor) -> None:
+    """Every entry of ``res`` against the angular distance computed here from the raw residual states."""
+    n_layers = len(states) - 1
     assert res.distance_last.shape == (n_layers + 1, n_layers + 1)
     real = mask.bool()
-    last = [int(mask[b].sum()) - 1 for b in range(ids.shape[0])]  # right padding in the fixture
+    last = [int(mask[b].sum()) - 1 for b in range(mask.shape[0])]  # right padding in the fixture
     for start in range(n_layers + 1):
         for n in range(n_layers + 1):
             if start + n > n_layers:
@@ -94,6 +97,12 @@ def test_angular_distances_match_a_direct_computation(decoder: Model, batch) -> 
     assert res.distance_last[0, 1] > 0.01  # a block does move the stream
     col = res.distance_last[:, 1]
     assert res.best_block(1) == int(col[:n_layers].argmin())
+
+
+def test_angular_distances_match_a_direct_computation(decoder: Model, batch) -> None:
+    ids, mask = batch
+    h = hf_residuals(decoder, ids, mask)
+    check_angular(angular_distances(decoder, batch), [h["pre"][0]] + h["post"], mask)
 
 
 def test_sublayer_similarity_matches_a_direct_computation(decoder: Model, batch) -> None:
@@ -116,7 +125,7 @@ def test_padding_is_excluded(tiny_llama: Model, batch) -> None:
         a, b = fn(tiny_llama, (ids, mask)), fn(tiny_llama, (other, mask))
         for name in a.AXES:
             torch.testing.assert_close(getattr(a, name), getattr(b, name), equal_nan=True, rtol=0, atol=1e-6)
-    a, b = (skip_layer_loss(tiny_llama, (x, mask), components=["mlp"], progress=False) for x in (ids, other))
+    a, b = (skip_layer_loss(tiny_llama, (x, mask), components=["mlp_out"], progress=False) for x in (ids, other))
     torch.testing.assert_close(a.loss, b.loss, rtol=0, atol=1e-5)
     # ... while a real token does move them
     moved = ids.clone()
@@ -128,7 +137,7 @@ def test_padding_is_excluded(tiny_llama: Model, batch) -> None:
 def test_skip_mlp_and_block_match_raw_torch_hooks(decoder: Model, batch) -> None:
     ids, mask = batch
     res = skip_layer_loss(decoder, batch, progress=False)
-    assert res.components == ("block", "attn", "mlp")
+    assert res.components == (BLOCK, "attn_out", "mlp_out") == ("attn_out+mlp_out", "attn_out", "mlp_out")
     base = hf_loss(decoder, ids, mask)
     assert res.baseline_loss == pytest.approx(base, abs=1e-4)
     for L, layer in enumerate(_layers(decoder)):
@@ -143,61 +152,154 @@ def test_skip_mlp_and_block_match_raw_torch_hooks(decoder: Model, batch) -> None
 
 def test_skip_attention_matches_a_raw_torch_hook(tiny_llama: Model, batch) -> None:
     ids, mask = batch
-    res = skip_layer_loss(tiny_llama, batch, components="attn", progress=False)
+    res = skip_layer_loss(tiny_llama, batch, components="attn_out", progress=False)
     for L, layer in enumerate(_layers(tiny_llama)):
         want = hf_loss(tiny_llama, ids, mask, layer.self_attn,
                        lambda m, a, o: (torch.zeros_like(o[0]), *o[1:]))
         assert float(res.loss[0, L]) == pytest.approx(want, abs=1e-4)
 
 
-def test_parallel_residual_has_no_sublayer_similarity(tiny_neox_parallel: Model, batch) -> None:
-    with pytest.raises(ValueError, match="parallel residual"):
-        sublayer_similarity(tiny_neox_parallel, batch)
-    assert torch.isfinite(angular_distances(tiny_neox_parallel, batch).distance_last[:, 0]).all()
+def test_skip_components_and_layers_in_the_one_vocabulary(tiny_llama: Model, batch) -> None:
+    full = skip_layer_loss(tiny_llama, batch, progress=False)
+    some = skip_layer_loss(tiny_llama, batch, components=["mlp_out+attn_out", "mlp_out"], layers=[-1],
+                           progress=False)
+    assert some.components == ("attn_out+mlp_out", "mlp_out") and some.layers == (1,)
+    assert some.labels()["layer"] == [1] and full.layers == () and full.labels()["layer"] == [0, 1]
+    torch.testing.assert_close(some.loss, full.loss[[0, 2]][:, [1]], rtol=0, atol=1e-6)
+    assert some.to_frame().to_dict("records")[0]["layer"] == 1
+    assert skip_layer_loss(tiny_llama, batch, layers=-1, components="attn_out", progress=False).layers == (1,)
+    with pytest.raises(UnknownHookError, match=r"unknown component 'attn'. Did you mean .*attn_out"):
+        skip_layer_loss(tiny_llama, batch, components=["attn"])
+    with pytest.raises(UnknownHookError, match=r"'block'"):
+        skip_layer_loss(tiny_llama, batch, components="block")
+    with pytest.raises(BadInputError, match=r"bad component to skip 'resid_post'; valid: attn_out, mlp_out or a whole "
+                                            r"block, attn_out\+mlp_out"):
+        skip_layer_loss(tiny_llama, batch, components=["resid_post"])
+    with pytest.raises(BadInputError, match=r"bad layer 2; valid: -2\.\.1"):
+        skip_layer_loss(tiny_llama, batch, layers=[0, 2])
+    with pytest.raises(BadInputError, match=r"bad components \[\]"):
+        skip_layer_loss(tiny_llama, batch, components=[])
 
 
-def test_trace_input_and_errors(tiny_llama: Model, tiny_gpt2: Model, tiny_bert: Model,
-                                batch) -> None:
-    trace = tiny_llama.run(batch, capture=["blocks.*.hook_resid_pre", "blocks.*.hook_resid_mid",
-                                           "blocks.*.hook_resid_post"]).trace
+def hf_neox_residuals(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Each GPT-NeoX layer's input, its attention output and its output, via raw torch hooks."""
+    got: dict[str, list[torch.Tensor]] = {"pre": [], "attn": [], "post": []}
+    handles = []
+    for layer in _layers(model):
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, a, k: got["pre"].append((a[0] if a else k["hidden_states"]).detach().clone()), with_kwargs=True))
+        handles.append(layer.attention.register_forward_hook(
+            lambda m, a, o: got["attn"].append(_first(o).detach().clone())))
+        handles.append(layer.register_forward_hook(lambda m, a, o: got["post"].append(_first(o).detach().clone())))
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in handles:
+            h.remove()
+    return got
+
+
+def test_parallel_residual_has_no_sublayer_similarity(tiny_neox_parallel: Model, tiny_neox_sequential: Model,
+                                                      batch) -> None:
+    """Under GPT-NeoX's parallel residual the attention and the MLP both read the layer's input and add to it
+    together: there is no residual between them (no resid_mid), so sublayer similarity is refused, while the
+    whole-block metrics still hold their values (checked against raw hooks here)."""
+    model = tiny_neox_parallel
+    assert not any("hook_resid_mid" in n for n in model.hook_names())
+    with pytest.raises(BadInputError, match=r"'tiny-neox_parallel' \(gpt_neox\) has no resid_mid.*parallel residual.*use angular_distances"):
+        sublayer_similarity(model, batch)
+    ids, mask = batch
+    h = hf_neox_residuals(model, ids, mask)
+    # what the refusal rests on: the layer input plus the attention output is not what the MLP read, and the
+    # layer's output is input + attention + MLP(input) (the MLP reads the input, not input + attention)
+    mlp_in: list[torch.Tensor] = []
+    handle = _layers(model)[0].mlp.register_forward_pre_hook(lambda m, a: mlp_in.append(a[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    ln2 = _layers(model)[0].post_attention_layernorm
+    with torch.no_grad():
+        torch.testing.assert_close(mlp_in[0], ln2(h["pre"][0]), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(mlp_in[0], ln2(h["pre"][0] + h["attn"][0]), atol=1e-3)
+    check_angular(angular_distances(model, batch), [h["pre"][0]] + h["post"], mask)
+    res = skip_layer_loss(model, batch, components=BLOCK, progress=False)
+    for L, layer in enumerate(_layers(model)):
+        assert float(res.loss[0, L]) == pytest.approx(hf_loss(model, ids, mask, layer, lambda m, a, o: a[0]), abs=1e-4)
+    assert sublayer_similarity(tiny_neox_sequential, batch).attn.shape == (model.dims.n_layers,)  # sequential: defined
+
+
+def test_trace_input_and_errors(tiny_llama: Model, tiny_gpt2: Model, tiny_bert: Model, batch) -> None:
+    trace = tiny_llama.run(batch, capture=["resid_pre", "resid_mid", "resid_post"]).trace
     torch.testing.assert_close(angular_distances(tiny_llama, trace).distance_mean,
                                angular_distances(tiny_llama, batch).distance_mean, equal_nan=True)
     torch.testing.assert_close(sublayer_similarity(tiny_llama, trace).attn, sublayer_similarity(tiny_llama, batch).attn)
-    only_post = tiny_llama.run(batch, capture="blocks.*.hook_resid_post").trace
-    with pytest.raises(KeyError, match=r"blocks\.0\.hook_resid_pre"):
-        angular_distances(tiny_llama, only_post)
-    with pytest.raises(ValueError, match="components must be among"):
-        skip_layer_loss(tiny_llama, batch, components=["heads"])
-    with pytest.raises(ValueError, match="not a causal language model"):
+    torch.testing.assert_close(skip_layer_loss(tiny_llama, trace, progress=False).loss,
+                               skip_layer_loss(tiny_llama, batch, progress=False).loss)
+    only_post = tiny_llama.run(batch, capture="resid_post").trace  # lacks resid_pre.0: run again on its tokens
+    torch.testing.assert_close(angular_distances(tiny_llama, only_post).distance_last,
+                               angular_distances(tiny_llama, batch).distance_last, equal_nan=True)
+    with pytest.raises(BadInputError, match="not a causal language model"):
         skip_layer_loss(tiny_bert, batch)
-    with pytest.raises(ValueError, match="captured from"):
-        angular_distances(tiny_gpt2, trace)
+    with pytest.raises(BadInputError, match="two or more real tokens"):
+        skip_layer_loss(tiny_llama, "w1")
+    for fn in (angular_distances, sublayer_similarity, skip_layer_loss):
+        with pytest.raises(ModelMismatchError, match="captured from"):
+            fn(tiny_gpt2, trace)
 
 
-def test_results_check_shapes_plot_and_round_trip(tiny_llama: Model, batch, tmp_path: Path) -> None:
+def test_results_surface_and_round_trip(tiny_llama: Model, batch, tmp_path: Path) -> None:
     results = [angular_distances(tiny_llama, batch), sublayer_similarity(tiny_llama, batch),
-               skip_layer_loss(tiny_llama, batch, components=("attn", "mlp"), progress=False)]
+               skip_layer_loss(tiny_llama, batch, components=("attn_out", "mlp_out"), progress=False)]
     for i, res in enumerate(results):
         back = type(res).load(res.save(tmp_path / str(i)))
         for name in res.AXES:
             torch.testing.assert_close(getattr(back, name), getattr(res, name), equal_nan=True, rtol=0, atol=0)
-        assert repr(back) == repr(res)
-        d = json.loads(json.dumps(res.to_dict()))
-        assert all(set(d[n]) == {"axes", "labels", "values"} for n in res.AXES)
-        assert res.plot().data
+        assert repr(back) == repr(res) and "tensor(" not in repr(res)
+        d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+        assert all(set(d["arrays"][n]) == {"axes", "labels", "values"} for n in res.AXES)
+        for view in res.VIEWS:
+            assert res.plot(view).data
+        with pytest.raises(UnknownNameError, match=res.VIEWS[0]):
+            res.plot("nope")
     ang, sub, skip = results
-    assert ang.to_dict()["distance_last"]["values"][-1][-1] is None and ang.tokens == sub.tokens
-    assert skip.to_dict()["delta"]["labels"]["component"] == ["attn", "mlp"]
-    with pytest.raises(ValueError, match="distance_mean has shape"):
+    assert ang.to_dict()["arrays"]["distance_last"]["values"][-1][-1] is None and ang.tokens == sub.tokens
+    assert skip.to_dict()["arrays"]["delta"]["labels"]["component"] == ["attn_out", "mlp_out"]
+    # tables: one row per defined cell, with the values
+    df = ang.to_frame()
+    assert len(df) == (ang.n_layers + 1) * (ang.n_layers + 2) // 2
+    r = df[(df.layer == 0) & (df.n == 1)].iloc[0]
+    assert r.distance_last == pytest.approx(float(ang.distance_last[0, 1]))
+    assert r.distance_mean == pytest.approx(float(ang.distance_mean[0, 1]))
+    assert sub.to_frame().to_dict("records")[1] == {"layer": 1, "attn": float(sub.attn[1]), "mlp": float(sub.mlp[1])}
+    rec = skip.to_frame().to_dict("records")[3]
+    assert rec == {"component": "mlp_out", "layer": 1, "loss": float(skip.loss[1, 1]), "delta": float(skip.delta[1, 1])}
+    best = ang.plot("best_block").data[0]
+    assert list(best.y) == pytest.approx([float(ang.distance_last[ang.best_block(n), n]) for n in (1, 2)])
+    assert skip.headline()["max_at"] in {f"{c}.{L}" for c in skip.components for L in (0, 1)}
+    with pytest.raises(BadInputError, match="distance_mean has shape"):
         AngularDistanceResult(distance_last=ang.distance_last, distance_mean=ang.distance_mean[:2])
-    with pytest.raises(ValueError, match="mlp has shape"):
+    with pytest.raises(BadInputError, match="mlp has shape"):
         SublayerSimilarityResult(attn=sub.attn, mlp=sub.mlp[:1])
-    with pytest.raises(ValueError, match="loss has shape"):
-        SkipLossResult(loss=skip.loss, baseline_loss=1.0, components=("attn",))
-    with pytest.raises(ValueError, match="a SkipLossResult"):
+    with pytest.raises(BadInputError, match="loss has shape"):
+        SkipLossResult(loss=skip.loss, baseline_loss=1.0, components=("attn_out",))
+    with pytest.raises(BadInputError, match="a SkipLossResult"):
         SkipLossResult.load(tmp_path / "0")
-    with pytest.raises(ValueError, match="n must be in"):
+    with pytest.raises(BadInputError, match=r"bad n 0; valid: 1\.\.2"):
         ang.best_block(0)
+    with pytest.raises(BadInputError, match="bad which 'first'"):
+        ang.plot("heatmap", which="first")
+
+
+def test_v01_fixtures_load() -> None:
+    """interp 0.1 named the skipped components block / attn / mlp; they load under today's names."""
+    check_v01_fixture("AngularDistanceResult")
+    check_v01_fixture("SublayerSimilarityResult")
+    skip = check_v01_fixture("SkipLossResult", rename={
+        "obj.components": ("obj.components", ["attn_out+mlp_out", "attn_out", "mlp_out"])})
+    assert skip.labels()["layer"] == [0, 1]
 
 
 @pytest.mark.slow

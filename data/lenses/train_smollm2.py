@@ -1,6 +1,6 @@
 """Train the tuned lens shipped in ``data/lenses/smollm2-135m`` and measure it on held-out text.
 
-1. Capture ``blocks.*.hook_resid_post`` (bfloat16) of the corpus' train split, packed in 128-token chunks,
+1. Capture every layer's ``resid_post`` (bfloat16) of the corpus' train split, packed in 128-token chunks,
    into a store (resumable: rerun after an interruption).
 2. Fit :class:`interp.lens.TunedLens`: a closed-form least-squares warm start over every stored token,
    then KL steps on shuffled rows streamed from the store.
@@ -45,7 +45,7 @@ def main() -> None:
 
 def fit(model: Model, args: argparse.Namespace) -> None:
     t0 = time.time()
-    store = capture(model, corpus_chunks(model.tokenizer, "train", 128), "blocks.*.hook_resid_post", args.store,
+    store = capture(model, corpus_chunks(model.tokenizer, "train", 128), out=args.store, hooks="resid_post",
                     batch_size=16, dtype="bfloat16", max_tokens=128)
     print(f"store: {store.n_tokens} tokens in {time.time() - t0:.0f} s")
     t0 = time.time()
@@ -56,7 +56,7 @@ def fit(model: Model, args: argparse.Namespace) -> None:
 
 def evaluate(model: Model, out: Path) -> None:
     t0 = time.time()
-    cmp = compare_lenses(model, TunedLens.load(out), corpus_chunks(model.tokenizer, "test", 128))
+    cmp = compare_lenses(model, corpus_chunks(model.tokenizer, "test", 128), lens=TunedLens.load(out))
     cmp.save(out / "held_out")
     print(f"held-out comparison: {time.time() - t0:.0f} s")
     print(f"held-out tokens: {cmp.n_tokens}; tuned better at every layer before the last: {cmp.tuned_better_before_last()}")

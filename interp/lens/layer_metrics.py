@@ -6,8 +6,8 @@
   is the block of ``n`` layers one could drop.
 - :func:`sublayer_similarity`: cosine similarity between each attention / MLP sublayer's input and output
   residual ("What Matters in Transformers? Not All Attention is Needed", He et al. 2024).
-- :func:`skip_layer_loss`: the next-token cross-entropy when a block, an attention or an MLP sublayer is
-  skipped (its output zero-ablated), minus the unedited model's.
+- :func:`skip_layer_loss`: the next-token cross-entropy when a sublayer (``attn_out``, ``mlp_out``) or a whole
+  block (``attn_out+mlp_out``) is skipped, its output zero-ablated, minus the unedited model's.
 """
 
 from __future__ import annotations
@@ -15,151 +15,164 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, bad_value
 from interp.hooks import Ablate, run_with_hooks
 from interp.lens.layer_metrics_result import AngularDistanceResult, SkipLossResult, SublayerSimilarityResult
 from interp.models import Inputs, Model
-from interp.sites import Component
+from interp.progress import progress as progress_bar
+from interp.sites import Component, Site, position_mask
+from interp.trace.inputs import ensure_trace
+from interp.trace.store import TraceStore
 from interp.trace.trace import Trace
 
-SKIPPABLE = {"block": (Component.ATTN_OUT, Component.MLP_OUT), "attn": (Component.ATTN_OUT,),
-             "mlp": (Component.MLP_OUT,)}
+SKIPPABLE = (Component.ATTN_OUT, Component.MLP_OUT)
+BLOCK = "attn_out+mlp_out"
+"""How :func:`skip_layer_loss` names a whole block: both sublayer outputs skipped together."""
+DEFAULT_SKIPS = (BLOCK, "attn_out", "mlp_out")
 
 
-def angular_distances(model: Model, trace_or_text: Trace | Inputs) -> AngularDistanceResult:
+def angular_distances(model: Model, inputs: Inputs) -> AngularDistanceResult:
     """Angular distance between the residual stream before block ``l`` and before block ``l + n``.
 
-    State ``l`` is ``blocks.l.hook_resid_pre`` for ``l = 0`` (the embeddings) and
-    ``blocks.{l-1}.hook_resid_post`` after that, so there are ``n_layers + 1`` states and state
-    ``n_layers`` is the last block's output (before the final norm). The distance
-    ``arccos(cos(x_l, x_{l+n})) / pi`` lies in ``[0, 1]``; it is averaged over the real tokens and,
+    State ``l`` is ``resid_pre.0`` for ``l = 0`` (the embeddings) and ``resid_post.{l-1}`` after that, so there
+    are ``n_layers + 1`` states and state ``n_layers`` is the last block's output (before the final norm). The
+    distance ``arccos(cos(x_l, x_{l+n})) / pi`` lies in ``[0, 1]``; it is averaged over the real tokens and,
     separately, over each sequence's last real token (the paper's choice).
 
     Args:
-        model: the model (that made the trace).
-        trace_or_text: a :class:`~interp.trace.Trace` holding ``blocks.0.hook_resid_pre`` and every
-            ``blocks.*.hook_resid_post``, or inputs for :meth:`Model.run` (text, texts, ids or
-            ``(ids, mask)``), run here.
+        model: the model.
+        inputs: a text, texts, token ids (or ``(ids, mask)``), or a Trace / TraceStore of this model (read as
+            is when it holds ``resid_pre.0`` and every ``resid_post``, else run on its tokens).
 
     Returns:
-        :class:`AngularDistanceResult` with ``[start, n]`` matrices (``NaN`` where ``start + n > n_layers``).
+        :class:`AngularDistanceResult` with ``[layer, n]`` matrices (``NaN`` where ``layer + n > n_layers``).
 
     Raises:
-        KeyError: if the trace lacks the residual hooks. ModelMismatchError: if another model made it.
+        ModelMismatchError: a trace or store made by another model.
 
     Example:
         >>> import interp
         >>> from interp.lens import angular_distances
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> res = angular_distances(m, "The capital of France is")  # doctest: +SKIP
-        >>> res.best_block(8)  # blocks 2..9 change the last token's stream least  # doctest: +SKIP
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = angular_distances(m, "The capital of France is")
+        >>> res.best_block(8)  # blocks 2..9 change the last token's stream least
         2
-        >>> res.plot().write_html("angular.html")  # doctest: +SKIP
+        >>> res.plot("best_block").data[0].name
+        'min over start layers'
     """
     n_layers = model.dims.n_layers
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{L}.hook_resid_post" for L in range(n_layers)]
-    trace = _trace(model, trace_or_text, names)
-    x = torch.stack([trace[n] for n in names]).double()  # [state, batch, pos, d_model]
+    names = [Site(Component.RESID_PRE, 0).name] + [Site(Component.RESID_POST, L).name for L in range(n_layers)]
+    trace = ensure_trace(model, inputs, names)
+    x = torch.stack([trace[n].cpu() for n in names]).double()  # [state, batch, pos, d_model]
     unit = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    mask = trace.attention_mask.bool()
-    last = _last_real(mask)
+    mask = trace.attention_mask.bool().cpu()
+    last = position_mask(-1, trace.lengths, mask.shape[1])  # each sequence's last real token
     n_states = n_layers + 1
     mean = torch.full((n_states, n_states), float("nan"), dtype=torch.float64)
     at_last = mean.clone()
-    rows = torch.arange(mask.shape[0])
     for n in range(n_states):
         cos = (unit[:n_states - n] * unit[n:]).sum(-1).clamp(-1.0, 1.0)  # [start, batch, pos]
         dist = torch.arccos(cos) / torch.pi
         if n == 0:
             dist = torch.zeros_like(dist)  # exactly, not rounding noise of arccos(1 - eps)
         mean[:n_states - n, n] = dist[:, mask].mean(-1)
-        at_last[:n_states - n, n] = dist[:, rows, last].mean(-1)
+        at_last[:n_states - n, n] = dist[:, last].mean(-1)
     return AngularDistanceResult(distance_last=at_last.float(), distance_mean=mean.float(),
                                  n_tokens=int(mask.sum()), tokens=trace.tokens, model_id=model.name)
 
 
-def sublayer_similarity(model: Model, trace_or_text: Trace | Inputs) -> SublayerSimilarityResult:
+def sublayer_similarity(model: Model, inputs: Inputs) -> SublayerSimilarityResult:
     """Cosine similarity between each sublayer's input and output residual, mean over real tokens.
 
     Attention of layer ``L``: ``cos(resid_pre, resid_mid)``; MLP: ``cos(resid_mid, resid_post)``.
     A similarity near 1 means the sublayer hardly turns the residual stream (a candidate to drop).
 
     Args:
-        model: the model (that made the trace); it must have a ``hook_resid_mid`` (sequential blocks).
-        trace_or_text: a :class:`~interp.trace.Trace` holding ``blocks.*.hook_resid_pre``,
-            ``blocks.*.hook_resid_mid`` and ``blocks.*.hook_resid_post``, or inputs run here.
+        model: the model; it must have a ``resid_mid`` (sequential blocks).
+        inputs: a text, texts, token ids, or a Trace / TraceStore of this model (read as is when it holds
+            ``resid_pre``, ``resid_mid`` and ``resid_post`` of every layer, else run on its tokens).
 
     Returns:
         :class:`SublayerSimilarityResult` with ``[layer]`` curves ``attn`` and ``mlp``.
 
     Raises:
-        ValueError: for models whose attention and MLP both read ``resid_pre`` (GPT-NeoX / Pythia with
+        BadInputError: for models whose attention and MLP both read ``resid_pre`` (GPT-NeoX / Pythia with
             the parallel residual): there is no residual between the two sublayers.
-        KeyError: if the trace lacks the residual hooks. ModelMismatchError: if another model made it.
+        ModelMismatchError: a trace or store made by another model.
 
     Example:
         >>> import interp
         >>> from interp.lens import sublayer_similarity
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> sublayer_similarity(m, "The capital of France is").plot().write_html("sublayers.html")  # doctest: +SKIP
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = sublayer_similarity(m, "The capital of France is")
+        >>> res.attn.shape, bool((res.mlp <= 1).all())
+        (torch.Size([30]), True)
     """
     if Component.RESID_MID not in model.adapter.components(model.config):
-        raise BadInputError(f"model {model.name!r} ({model.adapter.family}) has no hook_resid_mid: its attention and "
-                         "MLP both read resid_pre (parallel residual), so sublayer input/output similarity is "
-                         "not defined; use angular_distances (whole blocks) instead")
+        raise BadInputError(f"model {model.name!r} ({model.adapter.family}) has no resid_mid: its attention and "
+                            "MLP both read resid_pre (parallel residual), so sublayer input/output similarity is "
+                            "not defined; use angular_distances (whole blocks) instead")
     n_layers = model.dims.n_layers
-    comps = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
-    trace = _trace(model, trace_or_text, [f"blocks.{L}.{c}" for L in range(n_layers) for c in comps])
-    mask = trace.attention_mask.bool()
+    comps = (Component.RESID_PRE, Component.RESID_MID, Component.RESID_POST)
+    trace = ensure_trace(model, inputs, [c.short for c in comps])
+    mask = trace.attention_mask.bool().cpu()
 
-    def cos(a: str, b: str) -> torch.Tensor:  # [layer] mean over real tokens
-        xa = torch.stack([trace[f"blocks.{L}.{a}"] for L in range(n_layers)]).double()
-        xb = torch.stack([trace[f"blocks.{L}.{b}"] for L in range(n_layers)]).double()
+    def cos(a: Component, b: Component) -> torch.Tensor:  # [layer] mean over real tokens
+        xa = torch.stack([trace[Site(a, L).name].cpu() for L in range(n_layers)]).double()
+        xb = torch.stack([trace[Site(b, L).name].cpu() for L in range(n_layers)]).double()
         return torch.nn.functional.cosine_similarity(xa, xb, dim=-1)[:, mask].mean(-1).float()
 
-    return SublayerSimilarityResult(attn=cos("hook_resid_pre", "hook_resid_mid"),
-                                    mlp=cos("hook_resid_mid", "hook_resid_post"),
+    return SublayerSimilarityResult(attn=cos(Component.RESID_PRE, Component.RESID_MID),
+                                    mlp=cos(Component.RESID_MID, Component.RESID_POST),
                                     n_tokens=int(mask.sum()), tokens=trace.tokens, model_id=model.name)
 
 
-def skip_layer_loss(model: Model, texts: Inputs, components: Sequence[str] = ("block", "attn", "mlp"),
-                    progress: bool = True) -> SkipLossResult:
-    """Next-token cross-entropy with each block / attention / MLP sublayer skipped, against the baseline.
+def skip_layer_loss(model: Model, inputs: Inputs, *, components: str | Sequence[str] = DEFAULT_SKIPS,
+                    layers: int | Sequence[int] | None = None, progress: bool | None = None) -> SkipLossResult:
+    """Next-token cross-entropy with each sublayer or block skipped, against the unedited model.
 
-    Skipping a sublayer zero-ablates its output (``blocks.L.hook_attn_out`` or ``blocks.L.hook_mlp_out``)
-    so the residual stream passes it unchanged; skipping a block zero-ablates both. One forward per
-    component and layer (plus the baseline).
+    Skipping a sublayer zero-ablates its output (``attn_out.L`` or ``mlp_out.L``, an :class:`~interp.hooks.Ablate`)
+    so the residual stream passes it unchanged. A whole block is written ``"attn_out+mlp_out"``: both outputs
+    are ablated together, so the block hands its input on unchanged (any ``+``-joined group is skipped
+    together). One forward per component and layer (plus the baseline).
 
     Args:
         model: a causal language model.
-        texts: inputs for :meth:`Model.run` (text, texts, ids or ``(ids, mask)``).
-        components: any of ``"block"``, ``"attn"``, ``"mlp"`` (rows in this order).
-        progress: show a tqdm bar over the forwards.
+        inputs: a text, texts, token ids (or ``(ids, mask)``), or a Trace / TraceStore (its tokens).
+        components: rows of the result, each ``"attn_out"``, ``"mlp_out"`` or ``"attn_out+mlp_out"`` (the
+            default is all three, the block first).
+        layers: the layers to skip, one at a time (ints, negative from the end; ``None``: every layer).
+        progress: show a progress bar over the forwards (``None``: follow :func:`interp.quiet`).
 
     Returns:
-        :class:`SkipLossResult`: ``loss [component, layer]`` (nats, mean over real next-token
-        predictions) and ``baseline_loss``; ``.delta`` is their difference.
+        :class:`SkipLossResult`: ``loss [component, layer]`` (nats, mean over real next-token predictions)
+        and ``baseline_loss``; ``.delta`` is their difference.
 
     Raises:
-        ValueError: on an unknown component, a model without LM head, or inputs without two real tokens.
+        BadInputError: a component that cannot be skipped, a layer out of range, a model without LM head, or
+            inputs without a sequence of two real tokens.
+        UnknownHookError: an unknown component name (close matches listed).
 
     Example:
         >>> import interp
         >>> from interp.lens import skip_layer_loss
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> res = skip_layer_loss(m, ["The capital of France is Paris."], components=["attn"])  # doctest: +SKIP
-        >>> res.delta.shape  # doctest: +SKIP
-        torch.Size([1, 30])
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = skip_layer_loss(m, "The capital of France is Paris.", components=["attn_out+mlp_out"],
+        ...                       layers=[0, -1], progress=False)
+        >>> res.delta.shape, res.labels()["layer"]
+        (torch.Size([1, 2]), [0, 29])
+        >>> bool(res.delta[0, 0] > res.delta[0, 1])  # skipping the first block costs more than the last
+        True
     """
-    comps = [components] if isinstance(components, str) else list(components)
-    bad = [c for c in comps if c not in SKIPPABLE]
-    if bad or not comps:
-        raise BadInputError(f"components must be among {', '.join(SKIPPABLE)} (got {comps!r})")
+    groups = parse_skips(components)
+    n_layers = model.dims.n_layers
+    chosen = _layers(layers, n_layers)
     if not model.adapter.is_causal or model.weights.W_U is None:
         raise BadInputError(f"model {model.name!r} is not a causal language model: no next-token loss to compare")
-    ids, mask = model.encode(texts)
+    if isinstance(inputs, (Trace, TraceStore)):
+        inputs.check_model(model)
+    ids, mask = model.encode(inputs)
     target = mask[:, 1:].bool() & mask[:, :-1].bool()
     if not target.any():
         raise BadInputError("skip_layer_loss needs at least one sequence of two or more real tokens")
@@ -167,36 +180,64 @@ def skip_layer_loss(model: Model, texts: Inputs, components: Sequence[str] = ("b
     def loss(interventions: list[Ablate]) -> float:
         with torch.no_grad():
             logits = run_with_hooks(model, ids, mask, interventions=interventions).logits
-        assert logits is not None
+        if logits is None:
+            raise RuntimeError("the hooked run returned no logits")
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
         return float(ce[target].mean())
 
-    n_layers = model.dims.n_layers
     baseline = loss([])
-    out = torch.empty(len(comps), n_layers)
-    bar = tqdm(total=len(comps) * n_layers, desc="skip-layer loss", unit="forward", disable=not progress)
-    for i, comp in enumerate(comps):
-        for L in range(n_layers):
-            out[i, L] = loss([Ablate(f"blocks.{L}.{c.value}", method="zero") for c in SKIPPABLE[comp]])
-            bar.update()
-    bar.close()
-    return SkipLossResult(loss=out, baseline_loss=baseline, components=tuple(comps),
-                          n_tokens=int(target.sum()), model_id=model.name)
+    out = torch.empty(len(groups), len(chosen))
+    with progress_bar(total=len(groups) * len(chosen), enabled=progress, desc="skip-layer loss", unit="forward") as bar:
+        for i, group in enumerate(groups):
+            for j, L in enumerate(chosen):
+                out[i, j] = loss([Ablate(Site(c, L).name, method="zero") for c in group])
+                bar.update()
+    return SkipLossResult(loss=out, baseline_loss=baseline, components=tuple("+".join(c.short for c in g) for g in groups),
+                          n_tokens=int(target.sum()), model_id=model.name,
+                          layers=() if chosen == list(range(n_layers)) else tuple(chosen))
 
 
-def _trace(model: Model, trace_or_text: Trace | Inputs, names: list[str]) -> Trace:
-    if isinstance(trace_or_text, Trace):
-        trace_or_text.check_model(model)
-        missing = [n for n in names if n not in trace_or_text]
-        if missing:
-            wanted = sorted({"blocks.*." + n.split(".", 2)[2] for n in names})
-            raise KeyError(f"this trace lacks {len(missing)} residual activations (e.g. {missing[0]!r}): "
-                           f"capture {wanted} (e.g. model.run(text, capture={wanted!r}))")
-        return trace_or_text
-    return model.run(trace_or_text, capture=names).trace
+def parse_skips(components: str | Sequence[str]) -> list[tuple[Component, ...]]:
+    """``"attn_out"``, ``"mlp_out"``, ``"attn_out+mlp_out"`` (or a list of them) → groups of components skipped
+    together, each in forward order, without repeats.
+
+    Example:
+        >>> from interp.lens.layer_metrics import parse_skips
+        >>> [[c.short for c in g] for g in parse_skips(["mlp_out+attn_out", "mlp_out"])]
+        [['attn_out', 'mlp_out'], ['mlp_out']]
+    """
+    items = [components] if isinstance(components, str) else list(components)
+    if not items:
+        raise bad_value("components", components, f"at least one of {', '.join(DEFAULT_SKIPS)}")
+    groups: list[tuple[Component, ...]] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise bad_value("component", item, f"a string: {', '.join(DEFAULT_SKIPS)}")
+        parts = {Component.parse(p.strip()) for p in item.split("+")}
+        bad = [c.short for c in parts if c not in SKIPPABLE]
+        if bad:
+            raise bad_value("component to skip", bad[0] if len(parts) > 1 else item,
+                            f"{', '.join(c.short for c in SKIPPABLE)} or a whole block, {BLOCK} (skipping zero-ablates "
+                            "the output so the residual stream passes unchanged)")
+        group = tuple(c for c in SKIPPABLE if c in parts)
+        if group not in groups:
+            groups.append(group)
+    return groups
 
 
-def _last_real(mask: torch.Tensor) -> torch.Tensor:
-    """``[batch]`` index of each sequence's last real token (left or right padding)."""
-    pos = torch.arange(mask.shape[1]).expand_as(mask)
-    return torch.where(mask, pos, -1).amax(1).clamp_min(0)
+def _layers(layers: int | Sequence[int] | None, n_layers: int) -> list[int]:
+    if layers is None:
+        return list(range(n_layers))
+    items = [layers] if isinstance(layers, int) else list(layers)
+    out: list[int] = []
+    for L in items:
+        if isinstance(L, bool) or not isinstance(L, int) or not -n_layers <= L < n_layers:
+            raise bad_value("layer", L, f"{-n_layers}..{n_layers - 1} (negative counts from the end)")
+        if L % n_layers not in out:
+            out.append(L % n_layers)
+    if not out:
+        raise bad_value("layers", layers, f"at least one layer in {-n_layers}..{n_layers - 1}")
+    return out
+
+
+__all__ = ["BLOCK", "angular_distances", "parse_skips", "skip_layer_loss", "sublayer_similarity"]

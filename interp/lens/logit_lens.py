@@ -2,8 +2,9 @@
 
 Each chosen activation goes through the model's final norm (its own module, so RMSNorm or LayerNorm
 with its eps) and the unembedding (``W_U`` and ``b_U`` if any), as if the remaining layers were
-skipped. The logits are made in cache-sized tiles and reduced at once (an online log-sum-exp), so the
-lens costs little more than the unembedding matmul itself and never holds ``[layer, batch, pos, vocab]``.
+skipped. Only the real tokens asked for are decoded (``positions=``; padding never is). The logits are
+made in cache-sized tiles and reduced at once (an online log-sum-exp), so the lens costs little more than
+the unembedding matmul itself and never holds ``[layer, batch, pos, vocab]``.
 """
 
 from __future__ import annotations
@@ -12,141 +13,180 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, bad_value
 from interp.lens.result import LogitLensResult
 from interp.models import Inputs, Model
-from interp.sites import Component
+from interp.sites import Component, Positions, Site, SiteSpec, position_mask, resolve
+from interp.trace.inputs import ensure_trace
+from interp.trace.store import TraceStore
 from interp.trace.trace import Trace
 
 LENSABLE = (Component.RESID_PRE, Component.ATTN_OUT, Component.RESID_MID, Component.MLP_OUT, Component.RESID_POST)
 TILE_BYTES = 2**24  # logits (and their exponentials) made and reduced at once: a tile that stays in cache
 VOCAB_TILE = 4096  # vocabulary columns per tile
 NORM_CHUNK_BYTES = 2**26  # normalised activations of a chunk of layers, decoded together
+Translate = Callable[[int, torch.Tensor], torch.Tensor]
+"""``(layer, [rows, d_model] activations) -> activations``: what a learned lens does before decoding."""
 
 
 def logit_lens(
     model: Model,
-    trace_or_text: Trace | Inputs,
-    components: Sequence[str] = ("hook_resid_post",),
+    inputs: Inputs,
+    *,
+    hooks: SiteSpec | Sequence[SiteSpec] = "resid_post",
     target: str | int | None = None,
     top_k: int = 5,
+    positions: Positions = None,
     include_final_norm: bool = True,
     chunk_bytes: int = TILE_BYTES,
-    transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> LogitLensResult:
-    """Decode each layer's residual stream (or a block's contribution) into next-token distributions.
+    """Decode each layer's residual stream (or a sublayer's output) into next-token distributions.
 
     Args:
-        model: the model that made the trace (its final norm and unembedding are used).
-        trace_or_text: a :class:`~interp.trace.Trace` holding ``blocks.*.<component>`` for each
-            component, or inputs for :meth:`Model.run` (text, texts, ids or ``(ids, mask)``),
-            which are run here capturing them.
-        components: any of ``hook_resid_post`` (default), ``hook_resid_pre``, ``hook_resid_mid``,
-            ``hook_attn_out``, ``hook_mlp_out``; rows are ordered by layer, then forward order.
-        target: a token (a string that must be exactly one token, or an id) whose rank and
+        model: the model (its final norm and unembedding are used).
+        inputs: a text, texts, token ids (or ``(ids, mask)``), or a :class:`~interp.trace.Trace` /
+            :class:`~interp.trace.TraceStore` of this model; one that lacks the hooks is re-run on its tokens.
+        hooks: the d_model-sized streams to decode, in any :mod:`interp.sites` spelling: a component for every
+            layer (``"resid_post"``, the default; also ``resid_pre``, ``resid_mid``, ``attn_out``, ``mlp_out``),
+            a list of them, or some layers only (``"resid_post.-1"``, ``"blocks.*.hook_resid_mid"``). Rows are
+            ordered by layer, then forward order.
+        target: a token (a string that must be exactly one token, e.g. ``" Paris"``, or an id) whose rank and
             probability are tracked.
         top_k: top tokens kept per layer and position.
+        positions: the real tokens to decode (an int, a list, a slice; ``-1`` is each sequence's last real token;
+            ``None``: all). The others read as padding does (``NaN``, ids ``-1``).
         include_final_norm: apply the final norm before the unembedding (the usual logit lens).
         chunk_bytes: bound on the float32 logits held at once; they are made in tiles of this size and
             reduced while in cache (the full ``[layer, batch, pos, vocab]`` block never exists).
-        transform: ``(hook name, activations) -> activations`` applied to each layer before decoding
-            (the tuned lens passes its translators here); ``None`` decodes the activations as they are.
 
     Returns:
         :class:`LogitLensResult` with ``[layer, batch, pos]`` metrics; ``KL(final || layer)`` is to the
-        model's output distribution (the trace's ``logits``, or its last ``hook_resid_post`` decoded).
+        model's output distribution (its ``logits``, or the last ``resid_post`` decoded when a trace holds
+        no logits).
 
     Raises:
-        ValueError: on an unknown component, a target that is not one token, a model without LM head.
-        KeyError: if the trace lacks the residual hooks (the message says what to capture).
-        ModelMismatchError: if the trace was made by another model.
+        BadInputError: a hook that is not a d_model-sized stream, a target that is not one token, a bad
+            ``top_k`` or position, a model without an unembedding.
+        UnknownHookError: a hook name the model does not have.
+        ModelMismatchError: a trace or store made by another model.
 
     Example:
         >>> import interp
         >>> from interp.lens import logit_lens
-        >>> m = interp.load_model("smollm2-135m")  # doctest: +SKIP
-        >>> res = logit_lens(m, "The capital of France is", target=" Paris")  # doctest: +SKIP
-        >>> res.top_tokens(layer=-1)[0]  # doctest: +SKIP
-        ' Paris'
-        >>> res.plot().write_html("lens.html")  # doctest: +SKIP
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = logit_lens(m, ["The capital of France is", "Hello"], target=" Paris", positions=-1)
+        >>> res.top_tokens(layer=-1, batch=0)[0], int(res.target_rank[-1, 0, -1])
+        (' Paris', 0)
+        >>> res.read_mask().int().tolist()  # the last real token of each prompt
+        [[0, 0, 0, 0, 1], [1, 0, 0, 0, 0]]
+        >>> logit_lens(m, "The capital of France is", hooks=["resid_mid.-1", "resid_post.-1"]).layer_labels
+        ('29 resid_mid', '29 resid_post')
     """
-    comps = _components(components)
-    if top_k < 1:
-        raise BadInputError(f"top_k must be >= 1, got {top_k}")
+    return lens_reading(model, inputs, hooks=hooks, target=target, top_k=top_k, positions=positions,
+                        include_final_norm=include_final_norm, chunk_bytes=chunk_bytes)
+
+
+def lens_reading(
+    model: Model,
+    inputs: Inputs,
+    *,
+    hooks: SiteSpec | Sequence[SiteSpec],
+    target: str | int | None,
+    top_k: int,
+    positions: Positions,
+    include_final_norm: bool = True,
+    chunk_bytes: int = TILE_BYTES,
+    translate: Translate | None = None,
+    lens: str = "logit",
+) -> LogitLensResult:
+    """:func:`logit_lens` with an optional per-layer ``translate`` applied before decoding (the tuned lens)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise bad_value("top_k", top_k, "an int >= 1")
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise bad_value("chunk_bytes", chunk_bytes, "an int >= 1")
     W_U, b_U = model.weights.W_U, model.weights.b_U
     if W_U is None:
         raise BadInputError(f"model {model.name!r} has no unembedding (an encoder without LM head): no logit lens")
+    sites = _sites(model, hooks)
     target_id = _target_id(model, target)
-    final_logits: torch.Tensor | None = None
-    if isinstance(trace_or_text, Trace):
-        trace = trace_or_text
-        trace.check_model(model)
-        if "logits" in trace:
-            final_logits = trace["logits"]
+    n_layers = model.dims.n_layers
+    last = Site(Component.RESID_POST, n_layers - 1).name
+    if isinstance(inputs, Trace):
+        has_logits = "logits" in inputs
+    elif isinstance(inputs, TraceStore):
+        has_logits = "logits" in inputs.hooks
     else:
-        run = model.run(trace_or_text, capture=[f"blocks.*.{c.value}" for c in comps])
-        trace, final_logits = run.trace, run.logits
-    names, labels = _rows(trace, comps, model.dims.n_layers)
-    last = f"blocks.{model.dims.n_layers - 1}.{Component.RESID_POST.value}"
-    if final_logits is None:
-        if last not in trace:
-            raise KeyError(f"the KL to the final distribution needs the model's output: capture 'logits' or {last!r}")
-        final_logits = _decode(model, trace[last][None], W_U, b_U, True)[0]
-    mask = trace.attention_mask.to(model.device).bool()
-    final_z = final_logits.to(model.device).double()
-    final_p = final_z.softmax(-1)
+        has_logits = True  # a new run: capture the model's own output
+    names = [s.name for s in sites]
+    trace = ensure_trace(model, inputs, [*names, "logits" if has_logits else last])
+    mask = trace.attention_mask.bool().cpu()
+    n_seq, n_pos = mask.shape
+    sel = position_mask(positions, trace.lengths, n_pos) & mask  # [batch, pos] the cells decoded
+    dev = model.device
+    sel_d = sel.to(dev)
+    ids = trace.input_ids.to(dev)
+    has_next = torch.zeros_like(mask)
+    has_next[:, :-1] = mask[:, 1:] & mask[:, :-1]
+    next_ids = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)[sel_d]  # [rows]
+    has_next_rows = has_next.to(dev)[sel_d]
+
     # KL(final || layer) = sum p_f (z_f - z) + lse(z) - lse(z_f) for layer logits z. The layer's sum_v p_f[v] z[v],
     # with z = hn @ W_U + b_U, is hn . (W_U p_f) + b_U . p_f: one small float64 matmul here replaces a pass over
     # the layer's logits (float64 because hn . u cancels heavily).
+    if "logits" in trace:
+        final_z = trace["logits"].to(dev)[sel_d].double()  # [rows, vocab]
+    else:
+        final_z = _decode(model, trace[last].to(dev)[sel_d], W_U, b_U, True).double()
+    final_p = final_z.softmax(-1)
     final_const = torch.linalg.vecdot(final_p, final_z) - final_z.logsumexp(-1)  # sum p_f z_f - lse(z_f)
-    W = W_U.to(model.device).float()
-    b = b_U.to(model.device).float() if b_U is not None else None
-    u = final_p @ W.T.double()  # [batch, pos, d_model]
+    W = W_U.to(dev).float()
+    b = b_U.to(dev).float() if b_U is not None else None
+    u = final_p @ W.T.double()  # [rows, d_model]
     pb = final_p @ b.double() if b is not None else 0.0
-    ids = trace.input_ids.to(model.device)
-    n_seq, n_pos = ids.shape
-    has_next = torch.zeros_like(mask)
-    has_next[:, :-1] = mask[:, 1:] & mask[:, :-1]
-    next_ids = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
+    del final_z, final_p
+    n_rows = int(sel.sum())
 
-    per_layer = n_seq * n_pos * W.shape[0] * 4
-    step = max(1, NORM_CHUNK_BYTES // max(per_layer, 1))
+    per_layer = max(n_rows, 1) * W.shape[0] * 4
+    step = max(1, NORM_CHUNK_BYTES // per_layer)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "probs", "ent", "kl", "ce", "rank", "tp")}
-    for i in range(0, len(names), step):
-        x = torch.stack([trace[n] if transform is None else transform(n, trace[n]) for n in names[i:i + step]])
-        hn = (model.apply_final_norm(x) if include_final_norm else x.to(model.device)).float()  # [c, batch, pos, d]
+    for i in range(0, len(sites), step):
+        chunk = sites[i:i + step]
+        rows = []
+        for s in chunk:
+            x = trace[s.name].to(dev)[sel_d]  # [rows, d_model]
+            rows.append(translate(int(s.layer or 0), x) if translate is not None else x)
+        x = torch.stack(rows)
+        hn = (model.apply_final_norm(x) if include_final_norm else x.to(dev)).float()  # [c, rows, d]
         c = hn.shape[0]
-        st = _decode_rows(hn.reshape(-1, hn.shape[-1]), W, b, top_k, target_id,
-                          next_ids.expand(c, -1, -1).reshape(-1), chunk_bytes)
-        shape = (c, n_seq, n_pos)
-        lse = st["lse"].view(shape)
-        out["ids"].append(st["top_ids"].view(*shape, -1))
-        out["probs"].append((st["top_z"].view(*shape, -1) - lse[..., None]).exp())
-        out["ent"].append(st["entropy"].view(shape))
+        st = _decode_rows(hn.reshape(-1, hn.shape[-1]), W, b, top_k, target_id, next_ids.repeat(c), chunk_bytes)
+        lse = st["lse"].view(c, n_rows)
+        out["ids"].append(st["top_ids"].view(c, n_rows, -1))
+        out["probs"].append((st["top_z"].view(c, n_rows, -1) - lse[..., None]).exp())
+        out["ent"].append(st["entropy"].view(c, n_rows))
         dot_f = (hn.double() * u).sum(-1) + pb
         out["kl"].append((final_const - dot_f + lse.double()).float())
-        out["ce"].append(lse - st["z_next"].view(shape))
+        out["ce"].append((lse - st["z_next"].view(c, n_rows)).masked_fill(~has_next_rows, float("nan")))
         if target_id is not None:
-            out["rank"].append(st["rank"].view(shape).long())
-            out["tp"].append((st["z_target"].view(shape) - lse).exp())
+            out["rank"].append(st["rank"].view(c, n_rows).long())
+            out["tp"].append((st["z_target"].view(c, n_rows) - lse).exp())
 
-    def cat(key: str, valid: torch.Tensor, fill: float) -> torch.Tensor:
-        t = torch.cat(out[key])
-        v = valid.reshape(1, n_seq, n_pos, *([1] * (t.dim() - 3)))
-        return t.masked_fill(~v, fill).cpu()
+    def grid(key: str, fill: float) -> torch.Tensor:  # [layer, rows, ...] -> [layer, batch, pos, ...]
+        t = torch.cat(out[key]).cpu()
+        full = torch.full((t.shape[0], n_seq, n_pos, *t.shape[2:]), fill, dtype=t.dtype)
+        full[:, sel] = t
+        return full
 
     nan = float("nan")
-    top_ids_t = cat("ids", mask, -1)
-    uniq = sorted(set(top_ids_t.unique().tolist()) - {-1} | ({target_id} if target_id is not None else set()))
+    top_ids = grid("ids", -1)
+    uniq = sorted(set(top_ids.unique().tolist()) - {-1} | ({target_id} if target_id is not None else set()))
     strs = model.to_str_tokens(torch.tensor([uniq], dtype=torch.long))[0] if uniq else []
     return LogitLensResult(
-        top_ids=top_ids_t, top_probs=cat("probs", mask, nan), entropy=cat("ent", mask, nan),
-        kl_to_final=cat("kl", mask, nan), next_token_ce=cat("ce", has_next, nan),
-        attention_mask=trace.attention_mask.cpu(), layer_labels=tuple(labels), tokens=trace.tokens,
-        id_to_str=dict(zip(uniq, strs, strict=True)),
-        target_rank=cat("rank", mask, -1) if target_id is not None else None,
-        target_prob=cat("tp", mask, nan) if target_id is not None else None,
-        target=target, target_id=target_id, model_id=model.name, include_final_norm=include_final_norm,
+        top_ids=top_ids, top_probs=grid("probs", nan), entropy=grid("ent", nan), kl_to_final=grid("kl", nan),
+        next_token_ce=grid("ce", nan), attention_mask=trace.attention_mask.cpu(), layer_labels=_labels(sites),
+        tokens=trace.tokens, id_to_str=dict(zip(uniq, strs, strict=True)),
+        target_rank=grid("rank", -1) if target_id is not None else None,
+        target_prob=grid("tp", nan) if target_id is not None else None,
+        target=target, target_id=target_id, model_id=model.name, include_final_norm=include_final_norm, lens=lens,
     )
 
 
@@ -177,7 +217,7 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
         starts.remove(first)
         starts.insert(0, first)
     k = min(k, vocab)
-    res = {name: [] for name in ("top_z", "top_ids", "lse", "entropy", "z_next", "z_target", "rank")}
+    res: dict[str, list[torch.Tensor]] = {name: [] for name in ("top_z", "top_ids", "lse", "entropy", "z_next", "z_target", "rank")}
     for r0 in range(0, n, rows):
         h, nxt = hn[r0:r0 + rows], next_ids[r0:r0 + rows]
         r = h.shape[0]
@@ -220,49 +260,34 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
     return {name: torch.cat(v) for name, v in res.items() if v}
 
 
-def _components(components: Sequence[str]) -> list[Component]:
-    if isinstance(components, str):
-        components = [components]
-    comps = []
-    for c in components:
-        try:
-            comp = Component(c.removeprefix("blocks.*.") if isinstance(c, str) else c)
-        except ValueError:
-            comp = None
-        if comp not in LENSABLE:
-            raise BadInputError(f"the logit lens reads d_model-sized streams; {c!r} is not one of "
-                             f"{', '.join(x.value for x in LENSABLE)}")
-        comps.append(comp)
-    if not comps:
-        raise BadInputError("no components to decode")
-    return [c for c in LENSABLE if c in comps]
+def _sites(model: Model, hooks: SiteSpec | Sequence[SiteSpec]) -> list[Site]:
+    """The sites to decode, in forward order; each must be a d_model-sized stream."""
+    if isinstance(hooks, (list, tuple)) and not hooks:
+        raise bad_value("hooks", hooks, "at least one hook, e.g. 'resid_post'")
+    sites = resolve(hooks, model.sites())
+    for s in sites:
+        if s.component not in LENSABLE:
+            raise bad_value("hook for the logit lens", s.short,
+                            f"a d_model-sized stream: {', '.join(c.short for c in LENSABLE)} (any layers)")
+    return sites
 
 
-def _rows(trace: Trace, comps: list[Component], n_layers: int) -> tuple[list[str], list[str]]:
-    names, labels = [], []
-    for comp in comps:
-        if not any(f"blocks.{L}.{comp.value}" in trace for L in range(n_layers)):
-            raise KeyError(f"this trace holds no {comp.value} activations: capture 'blocks.*.{comp.value}' "
-                           f"(e.g. model.run(text, capture='blocks.*.{comp.value}')); it holds: "
-                           f"{', '.join(trace.names[:6])}{'...' if len(trace.names) > 6 else ''}")
-    for L in range(n_layers):
-        for comp in comps:
-            name = f"blocks.{L}.{comp.value}"
-            if name in trace:
-                names.append(name)
-                labels.append(str(L) if len(comps) == 1 else f"{L} {comp.value.removeprefix('hook_')}")
-    return names, labels
+def _labels(sites: Sequence[Site]) -> tuple[str, ...]:
+    """``"3"`` per row when every row reads one component, ``"3 resid_mid"`` otherwise."""
+    one = len({s.component for s in sites}) == 1
+    return tuple(str(s.layer) if one else f"{s.layer} {s.component.short}" for s in sites)
 
 
 def _target_id(model: Model, target: str | int | None) -> int | None:
+    """The token id of ``target`` (one token), checked against the vocabulary."""
     if target is None:
         return None
     vocab = model.weights.W_U.shape[1] if model.weights.W_U is not None else model.dims.d_vocab
     if isinstance(target, bool) or not isinstance(target, (int, str)):
-        raise TypeError(f"target must be a token string or id, got {type(target).__name__}")
+        raise bad_value("target", target, "one token as a string (e.g. ' Paris') or a token id")
     if isinstance(target, int):
         if not 0 <= target < vocab:
-            raise BadInputError(f"target id {target} is outside the vocabulary (0..{vocab - 1})")
+            raise bad_value("target id", target, f"0..{vocab - 1} (it is outside the vocabulary)")
         return target
     if model.tokenizer is None:
         raise BadInputError(f"model {model.name!r} has no tokenizer: pass the target as a token id")
@@ -270,5 +295,5 @@ def _target_id(model: Model, target: str | int | None) -> int | None:
     if len(ids) != 1:
         pieces = model.tokenizer.convert_ids_to_tokens(ids)
         raise BadInputError(f"target {target!r} is {len(ids)} tokens {pieces}, not one; pass a single token "
-                         f"(mind the leading space, e.g. ' Paris') or a token id")
+                            f"(mind the leading space, e.g. ' Paris') or a token id")
     return int(ids[0])

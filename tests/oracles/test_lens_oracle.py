@@ -2,7 +2,7 @@
 
 TransformerLens' ``cache.accumulated_resid(apply_ln=True)`` holds ``[embed / resid_pre 0, ...,
 resid_pre n-1, final resid_post]`` passed through the final norm; entry ``L + 1`` is interp's
-``blocks.L.hook_resid_post``. ``bridge.unembed`` turns them into logits.
+``resid_post.L``. ``bridge.unembed`` turns them into logits.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def lens_vs_bridge(model: interp.Model, tl_tokenizer: object, ids: torch.Tensor,
     with torch.no_grad():
         _, cache = bridge.run_with_cache(ids, attention_mask=mask)
         logp = bridge.unembed(cache.accumulated_resid(apply_ln=True)).float().log_softmax(-1)[1:]
-    res = logit_lens(model, model.run((ids, mask), capture="blocks.*.hook_resid_post").trace, top_k=10)
+    res = logit_lens(model, (ids, mask), top_k=10)  # inputs as (ids, mask): the lens runs the model itself
     real = mask.bool()
     ent = -(logp.exp() * logp).sum(-1)
     kl = (logp[-1].exp() * (logp[-1] - logp)).sum(-1)

@@ -1,12 +1,24 @@
-"""Report sections "Logit lens", "Tuned lens" and "Layer metrics" (decoder models with an unembedding)."""
+"""Report sections "Logit lens", "Tuned lens" and "Layer metrics" (decoder models with an unembedding).
+
+Example:
+    >>> import interp
+    >>> from interp.report import Report
+    >>> from interp.report.sections import lens
+    >>> from interp.report.sections.context import ReportContext
+    >>> m = interp.load_model("smollm2-135m")
+    >>> tr = m.run("The capital of France is", capture=["resid_post", "pattern"]).trace
+    >>> rep = Report("lens")
+    >>> lens.add_section(rep, ReportContext(model=m, prompt="The capital of France is", corrupt=None, trace=tr,
+    ...                                     tokens=list(tr.tokens[0]), fast=True))
+    >>> [s.title for s in rep.sections], sorted(rep.sections[0].data)
+    (['Logit lens', 'Tuned lens', 'Layer metrics'], ['LogitLensResult'])
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
-
+from interp.errors import BadInputError
 from interp.lens import (
+    BLOCK,
     LensComparison,
     angular_distances,
     find_tuned_lens,
@@ -15,7 +27,6 @@ from interp.lens import (
     sublayer_similarity,
 )
 from interp.models import Model
-from interp.plot import layer_curves
 from interp.report.document import Report
 from interp.report.sections.context import ReportContext
 from interp.trace import Trace
@@ -28,75 +39,57 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
     model = ctx.model
     if not model.adapter.is_causal or model.weights.W_U is None:
         return
-    _lens_section(rep, model, ctx.trace, ctx.tokens)
-    _layer_metrics_section(rep, model, ctx.prompt, ctx.skip_layers)
+    _lens_sections(rep, model, ctx.trace)
+    _layer_metrics_section(rep, model, ctx.trace, skip_layers=ctx.skip_layers, fast=ctx.fast)
 
 
-def _lens_section(rep: Report, model: Model, trace: Trace, tokens: Sequence[str]) -> None:
-    res = logit_lens(model, trace, top_k=5)
-    sec = rep.section("Logit lens", "Each layer's residual stream read as a next-token prediction: cells show the top token, colour its probability; hover for the top 5.")
-    sec.text("Each layer's residual stream decoded through the final norm and the unembedding (logit lens). "
-             "Cells show the top token, colour its probability; hover for the top 5. KL(final || layer) "
-             "measures how far each layer's reading is from the model's output.")
-    sec.figure(res.plot(batch=0, color="prob"))
-    sec.figure(res.plot_kl(batch=0))
-    labels = {"layer": list(res.layer_labels), "pos": list(tokens)}
-    n = res.n_real(0)
-    sec.numbers("logit_lens_top1_prob", res.top_probs[:, 0, :n, 0], axes=["layer", "pos"], labels=labels)
-    sec.numbers("logit_lens_top1_token", [[res.id_to_str[i] for i in row] for row in res.top_ids[:, 0, :n, 0].tolist()],
-                axes=["layer", "pos"], labels=labels)
-    sec.numbers("logit_lens_entropy", res.entropy[:, 0, :n], axes=["layer", "pos"], labels=labels)
-    sec.numbers("logit_lens_kl_to_final", res.kl_to_final[:, 0, :n], axes=["layer", "pos"], labels=labels)
+def _lens_sections(rep: Report, model: Model, trace: Trace) -> None:
+    # the model's own prediction at the last token (the last layer's reading is the output): the tracked target
+    last = logit_lens(model, trace, hooks="resid_post.-1", positions=-1, top_k=1)
+    top = int(last.top_ids[0, 0, last.position(0, -1), 0])
+    res = logit_lens(model, trace, target=top, top_k=5)
+    token = res.id_to_str.get(top, str(top))
+    sec = rep.section("Logit lens", "Each layer's residual stream decoded through the final norm and the "
+                      "unembedding as if it were the last layer: cells show the top token coloured by its probability "
+                      f"(hover for the top 5), the curves how far each reading is from the output (KL, nats) and "
+                      f"where the model's prediction {token!r} ranks.")
+    sec.result(res, views=("grid", "kl", "target_rank"), batch=0)
     lens = find_tuned_lens(model)
-    sec = rep.section("Tuned lens", 'The same readings through a tuned lens (one learned affine map per layer), which tracks the output earlier than the logit lens.')
+    sec = rep.section("Tuned lens", "The same residual streams read through a tuned lens (Belrose et al. 2023: one "
+                      "learned affine map per layer), whose readings reach the output earlier and more smoothly than "
+                      "the logit lens': compare the grids, the KL per layer and the prediction's rank.")
     if lens is None:
         sec.text(f"No tuned lens is saved for {model.name!r} (fingerprint {model.fingerprint}); train one with "
-                 "interp.lens.TunedLens(...).fit(model, store) and save it under $INTERP_HOME/lenses/<model name>.")
+                 "interp.lens.TunedLens(...).fit(model, inputs) and save it under $INTERP_HOME/lenses/<model name>.")
         return
-    top = res.top_ids[-1, 0, n - 1, 0].item()  # the model's own next-token prediction is the tracked target
     tuned = lens.apply(model, trace, target=top, top_k=5)
-    res_t = logit_lens(model, trace, target=top, top_k=1)
-    cmp = LensComparison.from_results(res_t, tuned)
-    sec.text(f"The same residual streams read through a tuned lens (Belrose et al. 2023): one affine translator per "
-             f"layer, trained on {lens.n_tokens_init_ + lens.n_tokens_} token rows of English text to minimise the "
-             "KL to the output. Its readings converge to the output earlier and more smoothly than the logit lens.")
-    sec.figure(tuned.plot(batch=0, color="prob"))
-    sec.figure(cmp.plot())
-    ranks = {f"{kind} lens": r.target_rank[:, 0, n - 1].float() + 1 for kind, r in (("logit", res_t), ("tuned", tuned))}
-    sec.figure(layer_curves(ranks, y_title="1 + rank (1 = top token)",
-                            title=f"rank of the prediction {res.id_to_str[top]!r} at the last token, per layer"))
-    sec.numbers("kl_per_layer_logit_vs_tuned", torch.stack([cmp.kl_logit, cmp.kl_tuned]), axes=["lens", "layer"],
-                labels={"lens": ["logit", "tuned"], "layer": list(range(cmp.n_layers))})
-    sec.numbers("tuned_lens_top1_token", [[tuned.id_to_str[i] for i in row] for row in tuned.top_ids[:, 0, :n, 0].tolist()],
-                axes=["layer", "pos"], labels=labels)
+    sec.text(f"The lens was trained on {lens.n_tokens_init_ + lens.n_tokens_} token rows of English text to "
+             "minimise the KL to the output.")
+    sec.result(tuned, views=("grid", "target_rank"), name="tuned LogitLensResult", batch=0)
+    sec.result(LensComparison.from_results(res, tuned), views=("kl",))
 
 
-def _layer_metrics_section(rep: Report, model: Model, prompt: str, skip_layers: bool) -> None:
-    sec = rep.section("Layer metrics", 'How much each layer changes the residual stream: small angular distances and high similarities mark layers one could drop.')
-    ang = angular_distances(model, prompt)
+def _layer_metrics_section(rep: Report, model: Model, trace: Trace, *, skip_layers: bool, fast: bool) -> None:
+    sec = rep.section("Layer metrics", "How much each layer changes the residual stream: small angular distances, "
+                      "similarities near 1 and small loss increases when skipped mark layers one could drop.")
+    ang = angular_distances(model, trace)
     sec.text("Angular distance arccos(cos(x_L, x_L+n))/π between the residual stream entering layer L and "
-             "entering layer L+n, at the last token (Gromov et al. 2024). A small distance for a block of n "
-             "layers marks layers one could drop with little change to the stream.")
-    sec.figure(ang.plot("last"))
+             "entering layer L+n, at the last token (Gromov et al. 2024).")
+    sec.result(ang, views=("heatmap", "best_block"))
     ns = [n for n in (1, 2, 4, 8) if n <= ang.n_layers]
     sec.table(["n (layers dropped)", "best start layer L", "distance"],
               [(n, ang.best_block(n), f"{float(ang.distance_last[ang.best_block(n), n]):.3f}") for n in ns])
-    r = list(range(ang.n_layers + 1))
-    sec.numbers("angular_distance_last_token", ang.distance_last, axes=["layer", "n"], labels={"layer": r, "n": r})
     try:
-        sub = sublayer_similarity(model, prompt)
-    except ValueError as e:  # parallel attention + MLP: no residual between them
+        sub = sublayer_similarity(model, trace)
+    except BadInputError as e:  # parallel attention + MLP: no residual between them
         sec.text(f"No sublayer similarity: {e}.")
     else:
         sec.text("Cosine similarity between each sublayer's input and output residual (mean over tokens): near 1, "
                  "the sublayer barely turns the stream (\"What Matters in Transformers?\", He et al. 2024).")
-        sec.figure(sub.plot())
-        sec.numbers("sublayer_similarity", torch.stack([sub.attn, sub.mlp]), axes=["sublayer", "layer"],
-                    labels={"sublayer": ["attn", "mlp"], "layer": list(range(sub.n_layers))})
-    if skip_layers and model.adapter.is_causal and len(ang.tokens[0]) > 1:  # a loss needs a next token
-        skip = skip_layer_loss(model, prompt, progress=False)
-        sec.text(f"Next-token cross-entropy on the prompt when one block, attention or MLP is skipped (its output "
-                 f"zeroed), minus the unedited model's ({skip.baseline_loss:.3f} nats).")
-        sec.figure(skip.plot())
-        sec.numbers("skip_layer_delta_loss", skip.delta, axes=["component", "layer"],
-                    labels={"component": list(skip.components), "layer": list(range(skip.loss.shape[1]))})
+        sec.result(sub)
+    if skip_layers and int(trace.lengths[0]) > 1:  # a loss needs a next token
+        skip = skip_layer_loss(model, trace, components=(BLOCK,) if fast else (BLOCK, "attn_out", "mlp_out"),
+                               progress=False)
+        sec.text(f"Next-token cross-entropy on the prompt when one block ({BLOCK}), attention or MLP is skipped (its "
+                 f"output zeroed), minus the unedited model's ({skip.baseline_loss:.3f} nats).")
+        sec.result(skip)
