@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 
 def _layers(trace: Trace, comp: Component) -> list[int]:
-    return sorted(Site.parse(n).layer for n in trace.names  # type: ignore[type-var]
-                  if not n.startswith("hf:") and Site.parse(n).component is comp)
+    sites = [Site.parse(n) for n in trace.names if not n.startswith("hf:")]
+    return sorted(s.layer for s in sites if s.component is comp and s.layer is not None)
 
 
 def _n_layers(trace: Trace) -> int:
