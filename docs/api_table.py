@@ -17,12 +17,31 @@ PACKAGES = ("interp", "interp.models", "interp.sites", "interp.hooks", "interp.t
 OUT = Path(__file__).resolve().parent / "api.md"
 
 
+def _annotation(a: object) -> str:
+    return a if isinstance(a, str) else inspect.formatannotation(a)
+
+
 def _signature(obj: object) -> str:
+    """The signature as written in the source (annotations unevaluated, without quotes)."""
     try:
         sig = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "(...)"
-    text = str(sig).replace("|", "\\|")
+    parts, star = [], False
+    for p in sig.parameters.values():
+        if p.kind is p.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        if p.kind is p.VAR_POSITIONAL:
+            star = True
+        if p.annotation is not p.empty:
+            text += f": {_annotation(p.annotation)}"
+        if p.default is not p.empty:
+            text += f" = {p.default!r}"
+        parts.append(text)
+    ret = f" -> {_annotation(sig.return_annotation)}" if sig.return_annotation is not sig.empty else ""
+    text = f"({', '.join(parts)}){ret}".replace("|", "\\|")
     return text if len(text) < 400 else text[:397] + "..."
 
 
