@@ -14,7 +14,8 @@ from interp.sites import Component, Site, UnknownHookError, all_sites, resolve
 PER_LAYER_SUFFIXES = [
     "hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post",
     "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
-    "mlp.hook_pre", "mlp.hook_post",
+    "mlp.hook_pre", "mlp.hook_post", "hook_attn_raw", "hook_mlp_raw", "mlp.hook_router_logits",
+    "mlp.hook_router_weights", "mlp.hook_expert_out",
 ]
 GLOBAL_NAMES = ["hook_embed", "ln_final.hook_normalized", "logits"]
 

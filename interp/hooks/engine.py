@@ -4,13 +4,17 @@ Module-level hook points are read from forward (pre-)hooks on the submodules the
 ``attn.hook_q/k/v/pattern`` live inside the attention kernel: when one is requested, the run
 switches the model to interp's attention function (eager math, grouped-query heads expanded to
 one per query head) for the duration of the run; otherwise the model's own kernel runs untouched,
-so a run without interventions is bit-identical to the plain Hugging Face forward.
+so a run without interventions is bit-identical to the plain Hugging Face forward. Hook points an
+adapter computes in a :class:`~interp.models.adapters.Kernel` (mixture-of-experts routing, the
+attention of models that bypass ``transformers``' attention interface) swap that module's forward
+for the adapter's for the duration of the run, in the layers asked for only.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +26,10 @@ from interp.errors import BadInputError
 from interp.hooks.attention import ATTN_IMPL, register_attention
 from interp.hooks.interventions import Intervention, Lambda
 from interp.models import Model
+from interp.models.adapters import Kernel
 from interp.sites import Component, Site, SiteSpec, resolve
+
+_MISSING = object()
 
 
 class _StopForwardSignal(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -70,6 +77,7 @@ class HookedRun:
         self._saved_impl: Any = None
         self._impl_switched = False  # the saved implementation may itself be None, so keep a flag
         self._mid_delta: dict[int, torch.Tensor] = {}
+        self._kernel_forwards: list[tuple[nn.Module, str, Any]] = []  # (module, attribute, saved instance value)
         self._remaining = {s for s, p in plans.items() if p.capture} if stop_early else set()
         self.lengths: torch.Tensor | None = None  # [batch] real tokens per sequence of the current forward
         self._stop_early = stop_early and not any(p.grad or p.interventions for p in plans.values())
@@ -115,15 +123,23 @@ class HookedRun:
         return t
 
     # -- installation -------------------------------------------------------------------------
-    def _output_hook(self, entries: list[tuple[Site, bool]], delta_layer: int | None) -> Callable[..., Any]:
+    def _output_hook(self, entries: list[tuple[Site, bool]], delta_layer: int | None,
+                     copy: bool = False) -> Callable[..., Any]:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
-            t0 = output[0] if isinstance(output, tuple) else output
+            # a model's output object (the tap of post-processed logits, path "") is read at its logits
+            is_model_output = isinstance(output, Mapping) and "logits" in output
+            t0 = output[0] if isinstance(output, tuple) else output["logits"] if is_model_output else output
             t = self._apply(entries, t0)
             if delta_layer is not None and delta_layer in self._mid_delta:
                 t = t + self._mid_delta.pop(delta_layer)
             self._after([s for s, _ in entries])
+            if copy:  # the model edits this tensor in place next: keep the captured value out of its reach
+                t = t.clone()
             if t is t0:
                 return None
+            if is_model_output:
+                output["logits"] = t
+                return output
             return (t, *output[1:]) if isinstance(output, tuple) else t
 
         return hook
@@ -146,16 +162,8 @@ class HookedRun:
 
         return hook
 
-    def _attn_hook(self, layer: int) -> Callable[[Component, torch.Tensor], torch.Tensor]:
-        def hook(comp: Component, t: torch.Tensor) -> torch.Tensor:
-            site = Site(comp, layer)
-            if site not in self.plans:
-                return t
-            t = self._process(site, t)
-            self._after([site])
-            return t
-
-        return hook
+    def _attn_hook(self, layer: int) -> _LayerHook:
+        return _LayerHook(self, layer)
 
     def _lengths_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Record how many real tokens each sequence of this forward has (for positions counted from the end)."""
@@ -181,6 +189,8 @@ class HookedRun:
         adapter = self.model.adapter
         by_location: dict[tuple[str, str], list[tuple[Site, bool]]] = defaultdict(list)
         attn_layers: set[int] = set()
+        kernel_layers: set[tuple[Kernel, int]] = set()
+        copies: set[tuple[str, str]] = set()
         delta_layers: set[int] = set()
         self._handles.append(self.model.hf.register_forward_pre_hook(self._lengths_hook, with_kwargs=True))
         for site in self.plans:
@@ -189,12 +199,19 @@ class HookedRun:
                 assert site.module is not None
                 by_location[(site.module, "out" if site.io == "output" else "in")].append((site, False))
                 continue
+            kernel = adapter.kernel_for(comp)
+            if kernel is not None:
+                assert site.layer is not None
+                kernel_layers.add((kernel, site.layer))
+                continue
             if comp.inside_attention:
                 assert site.layer is not None
                 attn_layers.add(site.layer)
                 continue
             tap = adapter.taps[comp]
             by_location[(tap.module_path(site.layer), tap.io)].append((site, tap.split_heads))
+            if tap.copy:
+                copies.add((tap.module_path(site.layer), tap.io))
             plan = self.plans[site]
             if comp is Component.RESID_MID and adapter.mid_delta and (plan.interventions or plan.grad):
                 assert site.layer is not None
@@ -207,7 +224,7 @@ class HookedRun:
             module = self.model.module(path)
             if io == "out":
                 delta_layer = next((L for L in delta_layers if adapter.mid_delta.format(L=L) == path), None)  # type: ignore[union-attr]
-                h = module.register_forward_hook(self._output_hook(entries, delta_layer))
+                h = module.register_forward_hook(self._output_hook(entries, delta_layer, (path, io) in copies))
             else:
                 h = module.register_forward_pre_hook(self._input_hook(entries), with_kwargs=True)
             self._handles.append(h)
@@ -221,6 +238,12 @@ class HookedRun:
                 mod = self.model.module(adapter.attn.format(L=layer))
                 mod._interp_attn_hook = self._attn_hook(layer)  # type: ignore[assignment]
                 self._attn_modules.append(mod)
+        for kernel, layer in sorted(kernel_layers, key=lambda kl: (kl[1], kl[0].path)):
+            mod = self.model.module(kernel.module_path(layer))
+            # accelerate's dispatch hooks wrap `forward` and call `_old_forward`: replace that one, keep theirs
+            attr = "_old_forward" if hasattr(mod, "_hf_hook") and "_old_forward" in mod.__dict__ else "forward"
+            self._kernel_forwards.append((mod, attr, mod.__dict__.get(attr, _MISSING)))
+            setattr(mod, attr, functools.partial(kernel.forward, mod, self._attn_hook(layer)))
 
     def _remove(self) -> None:
         for h in self._handles:
@@ -230,6 +253,12 @@ class HookedRun:
             if hasattr(mod, "_interp_attn_hook"):
                 del mod._interp_attn_hook
         self._attn_modules.clear()
+        for mod, attr, saved in reversed(self._kernel_forwards):
+            if saved is _MISSING:
+                delattr(mod, attr)
+            else:
+                setattr(mod, attr, saved)
+        self._kernel_forwards.clear()
         if self._impl_switched:
             self.model.config._attn_implementation = self._saved_impl
             self._saved_impl = None
@@ -239,6 +268,27 @@ class HookedRun:
     def __exit__(self, *exc: Any) -> bool:
         self._remove()
         return exc[0] is _StopForwardSignal
+
+
+class _LayerHook:
+    """The hook of one layer's attention function or adapter kernel: ``hook(component, t)`` returns ``t`` edited
+    by the run's plan for that site (``t`` itself when the run does not ask for it); ``wants`` tells a kernel
+    whether to compute a costly hook point at all."""
+
+    def __init__(self, run: HookedRun, layer: int) -> None:
+        self.run = run
+        self.layer = layer
+
+    def wants(self, component: Component) -> bool:
+        return Site(component, self.layer) in self.run.plans
+
+    def __call__(self, component: Component, t: torch.Tensor) -> torch.Tensor:
+        site = Site(component, self.layer)
+        if site not in self.run.plans:
+            return t
+        t = self.run._process(site, t)
+        self.run._after([site])
+        return t
 
 
 class _ModulePaths:

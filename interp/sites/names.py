@@ -6,7 +6,9 @@ Three spellings name the same hook points everywhere (``model.run``, every tool,
 - a glob over full names: ``blocks.*.hook_resid_post``;
 - the short form: the component alone for every layer (``resid_post``, ``z``), or with a layer after a dot
   (``resid_post.3``; negative layers count from the end: ``resid_post.-1``). The short components are
-  ``embed resid_pre q k v pattern z attn_out resid_mid mlp_pre mlp_post mlp_out resid_post ln_final logits``.
+  ``embed resid_pre q k v pattern z attn_out resid_mid mlp_pre mlp_post mlp_out resid_post ln_final logits``,
+  plus the architecture-specific ``attn_raw mlp_raw`` (sublayer outputs before a post-norm: Gemma 2/3, OLMo 2)
+  and ``router_logits router_weights expert_out`` (mixture-of-experts MLPs); docs/models.md has their shapes.
 
 A fourth spelling reaches any submodule of the Hugging Face model (the escape hatch for what the named
 points do not cover): ``hf:model.layers.3.mlp.act_fn`` (the module's output) or
@@ -56,6 +58,12 @@ class Component(Enum):
     Z = "attn.hook_z"
     MLP_PRE = "mlp.hook_pre"
     MLP_POST = "mlp.hook_post"
+    # architecture-specific points (only models that have the component offer them; see docs/models.md)
+    ATTN_RAW = "hook_attn_raw"  # attention output before a post-attention norm (Gemma 2/3, OLMo 2)
+    MLP_RAW = "hook_mlp_raw"  # MLP output before a post-feed-forward norm (Gemma 2/3, OLMo 2)
+    ROUTER_LOGITS = "mlp.hook_router_logits"  # mixture of experts: the router's logits
+    ROUTER_WEIGHTS = "mlp.hook_router_weights"  # the weight of each expert, zero where not chosen
+    EXPERT_OUT = "mlp.hook_expert_out"  # each expert's weighted output (zero where not chosen)
     LN_FINAL = "ln_final.hook_normalized"
     LOGITS = "logits"
     HF = "hf"  # any submodule of the Hugging Face model, by its path (Site.module)
@@ -113,6 +121,8 @@ _SHORT_OF = {
     Component.Q: "q", Component.K: "k", Component.V: "v", Component.PATTERN: "pattern", Component.Z: "z",
     Component.MLP_PRE: "mlp_pre", Component.MLP_POST: "mlp_post", Component.LN_FINAL: "ln_final",
     Component.LOGITS: "logits", Component.HF: "hf",
+    Component.ATTN_RAW: "attn_raw", Component.MLP_RAW: "mlp_raw", Component.ROUTER_LOGITS: "router_logits",
+    Component.ROUTER_WEIGHTS: "router_weights", Component.EXPERT_OUT: "expert_out",
 }
 _BY_SHORT = {v: k for k, v in _SHORT_OF.items()}
 SHORT_NAMES: tuple[str, ...] = tuple(s for s in _SHORT_OF.values() if s != "hf")
@@ -134,6 +144,11 @@ _AXES: dict[Component, tuple[str, ...]] = {
     Component.LN_FINAL: ("batch", "pos", "d_model"),
     Component.LOGITS: ("batch", "pos", "vocab"),
     Component.HF: ("batch", "pos", "hidden"),
+    Component.ATTN_RAW: ("batch", "pos", "d_model"),
+    Component.MLP_RAW: ("batch", "pos", "d_model"),
+    Component.ROUTER_LOGITS: ("batch", "pos", "expert"),
+    Component.ROUTER_WEIGHTS: ("batch", "pos", "expert"),
+    Component.EXPERT_OUT: ("batch", "pos", "expert", "d_model"),
 }
 
 # ASCII digits only, no leading zeros, nothing after the suffix (not even a newline).
@@ -355,7 +370,7 @@ def resolve(patterns: SiteSpec | Sequence[SiteSpec], available: Sequence[Site],
                 extra.append(site)
             continue
         if site.name not in names:
-            raise _not_available(site.name, names)
+            raise _not_available(pat if isinstance(pat, str) else site.name, names, site.name)
         chosen.add(site)
     order = {s: i for i, s in enumerate(available)}
     return sorted(chosen, key=order.__getitem__) + extra
@@ -368,12 +383,14 @@ def _no_module(site: Site, modules: set[str]) -> UnknownHookError:
                             "List them with [n for n, _ in model.hf.named_modules()].")
 
 
-def _not_available(name: str, names: dict[str, Site]) -> UnknownHookError:
+def _not_available(name: str, names: dict[str, Site], full: str | None = None) -> UnknownHookError:
+    """The error for a well-formed name the model lacks (``full``: its canonical name, when spelled otherwise)."""
     shorts = {s.short: s for s in names.values()}
     close = difflib.get_close_matches(name, list(names) + list(shorts), n=5, cutoff=0.6)
     hint = f" Close matches: {', '.join(close)}." if close else ""
     n_layers = 1 + max((s.layer for s in names.values() if s.layer is not None), default=-1)
+    shown = f"{name!r} ({full})" if full and full != name else repr(name)
     return UnknownHookError(
-        f"this model has no hook {name!r}.{hint} It has {len(names)} hook points over {n_layers} layers; "
+        f"this model has no hook {shown}.{hint} It has {len(names)} hook points over {n_layers} layers; "
         "list them with model.hook_names()."
     )

@@ -2,14 +2,19 @@
 
 An adapter knows, for one model family, which submodule's input or output each hook point reads,
 how to read the model's dimensions from its config, and how to view its weights per head.
-Nothing outside ``interp.models`` knows Hugging Face module names.
+Hook points that no submodule's input or output carries (the q/k/v of an attention module that does
+not use ``transformers``' attention interface, a mixture-of-experts router's choice, each expert's
+output) come from a :class:`Kernel`: a forward the adapter supplies for one module, which calls a hook
+at those points and which replaces the module's own forward only while a run asks for them.
+Nothing outside ``interp.models`` knows Hugging Face module names. docs/models.md says how to add one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, Protocol
 
 import torch
 from torch import nn
@@ -35,6 +40,8 @@ class Dims:
     d_mlp: int
     d_vocab: int
     n_ctx: int | None = None
+    n_experts: int | None = None
+    n_experts_per_tok: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:
@@ -45,21 +52,136 @@ class Dims:
         """Query heads per key/value head (1 without grouped-query attention)."""
         return self.n_heads // self.n_kv_heads
 
+    def size(self, axis: str) -> int:
+        """The length of a named activation axis (the names of :attr:`interp.sites.Component.axes` after
+        ``batch, pos``): ``d_model``, ``d_mlp``, ``vocab``, ``head``, ``d_head``, ``expert``.
+
+        Example:
+            >>> Dims(n_layers=2, n_heads=4, n_kv_heads=4, d_model=64, d_head=16, d_mlp=128, d_vocab=256,
+            ...      n_experts=8).size("expert")
+            8
+        """
+        sizes = {"d_model": self.d_model, "d_mlp": self.d_mlp, "vocab": self.d_vocab, "head": self.n_heads,
+                 "d_head": self.d_head, "expert": self.n_experts}
+        if axis not in sizes:
+            raise BadInputError(f"no axis {axis!r} has a fixed length; valid: {', '.join(sizes)}")
+        size = sizes[axis]
+        if size is None:
+            raise BadInputError(f"this model has no {axis!r} axis (it is not a mixture of experts)")
+        return size
+
 
 @dataclass(frozen=True)
 class Tap:
     """Where a hook point is read: a submodule (path with ``{L}`` for the layer) and which tensor.
 
-    ``io="out"`` reads the module's output (the first element when it returns a tuple);
-    ``io="in"`` reads its first input. ``split_heads`` views the last axis as ``[head, d_head]``.
+    ``io="out"`` reads the module's output (the first element when it returns a tuple; its ``logits``
+    when it returns a model output: ``path=""`` is the whole model, for logits post-processed after the
+    LM head as Gemma 2 soft-caps them); ``io="in"`` reads its first input. ``split_heads`` views the last
+    axis as ``[head, d_head]``. ``copy``: the model edits this output in place after the hook (Falcon's
+    parallel block adds the attention output into the MLP output), so the model is handed a copy and a
+    capture keeps the value the hook saw.
     """
 
     path: str
     io: Literal["in", "out"]
     split_heads: bool = False
+    copy: bool = False
 
     def module_path(self, layer: int | None) -> str:
         return self.path.format(L=layer) if layer is not None else self.path
+
+
+class KernelHook(Protocol):
+    """What a :class:`Kernel`'s forward calls at its hook points (the hook engine makes one per layer)."""
+
+    def __call__(self, component: Component, t: torch.Tensor) -> torch.Tensor:
+        """The activation at ``component`` of this layer, edited by the run's interventions (or ``t`` itself)."""
+        ...
+
+    def wants(self, component: Component) -> bool:
+        """Whether the run reads or edits ``component`` at this layer (skip costly work when it does not)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Hook points computed inside one module by a forward the adapter supplies.
+
+    While a run asks for one of ``components`` at layer ``L``, the module at ``path`` (``{L}`` for the
+    layer) runs ``forward(module, hook, *args, **kwargs)`` in place of its own forward; ``forward``
+    computes what the module computes and passes each of its hook points through ``hook(component, t)``.
+    Runs that ask for none of them never touch the module. When ``hook`` edits nothing, the result must
+    be the module's own, bit for bit where the module's arithmetic allows (the tests check it).
+    """
+
+    path: str
+    components: frozenset[Component]
+    forward: Callable[..., Any]
+
+    def module_path(self, layer: int) -> str:
+        return self.path.format(L=layer)
+
+
+class NotApplicable:
+    """Stands in for a weight view an architecture does not have; any use raises :class:`BadInputError`.
+
+    A mixture-of-experts MLP has no single ``W_in [d_model, d_mlp]``: a tool that reads it (composition
+    scores through the MLP, neuron views) fails with a message naming the model's family and why.
+
+    Example:
+        >>> import torch
+        >>> w = NotApplicable("W_in", "mixtral's MLP is a mixture of 4 experts; see W_in_experts")
+        >>> w[0]
+        Traceback (most recent call last):
+        ...
+        interp.errors.BadInputError: W_in does not apply to this model: mixtral's MLP is a mixture of 4 experts; see W_in_experts
+        >>> torch.einsum("ld,l->d", w, torch.ones(2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        interp.errors.BadInputError: W_in does not apply to this model: ...
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        self._name = name
+        self._reason = reason
+
+    def error(self) -> BadInputError:
+        return BadInputError(f"{self._name} does not apply to this model: {self._reason}")
+
+    def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise self.error()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_name", "_reason"):
+            raise AttributeError(name)
+        raise self.error()
+
+    __getitem__ = __iter__ = __len__ = __matmul__ = __rmatmul__ = __mul__ = __rmul__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __truediv__ = __neg__ = __float__ = __array__ = _fail
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        for x in [*args, *(kwargs or {}).values()]:
+            items = x if isinstance(x, (list, tuple)) else [x]
+            for item in items:
+                if isinstance(item, NotApplicable):
+                    raise item.error()
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"NotApplicable({self._name!r}: {self._reason})"
+
+
+def not_applicable(name: str, reason: str) -> torch.Tensor:
+    """A :class:`NotApplicable` typed as the tensor it stands in for (for :class:`WeightViews` fields).
+
+    Example:
+        >>> w = not_applicable("W_out", "this MLP is a mixture of experts")
+        >>> isinstance(w, NotApplicable)
+        True
+    """
+    return NotApplicable(name, reason)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -73,6 +195,15 @@ class WeightViews:
     ``W_gate`` (gated MLPs only), ``W_out [layer, d_mlp, d_model]``, MLP biases ``b_in [layer, d_mlp]``
     and ``b_out [layer, d_model]`` (zeros where the model has none), norm weights and biases
     ``ln1_w/ln2_w [layer, d_model]``, ``ln_final_w [d_model]``, ``b_U [vocab]``.
+
+    Norm weights are the effective scale (Gemma's ``(1 + w)`` RMSNorm gives ``1 + w``); a block without a
+    norm in front of its attention or MLP (OLMo 2 normalises the sublayer outputs instead) has ones there.
+    ``W_E`` is what ``hook_embed`` reads per token (Gemma's embedding scale ``sqrt(d_model)`` included);
+    ``W_U`` is the LM head. ``logit_softcap``: logits are ``c * tanh(x / c)`` of ``x @ W_U`` (Gemma 2).
+
+    Mixture-of-experts models: ``W_router [layer, d_model, expert]``, ``W_gate_experts`` and
+    ``W_in_experts [layer, expert, d_model, d_mlp]``, ``W_out_experts [layer, expert, d_mlp, d_model]``;
+    ``W_in``/``W_gate``/``W_out`` are :class:`NotApplicable` (using them raises, naming why).
     """
 
     W_E: torch.Tensor
@@ -99,6 +230,11 @@ class WeightViews:
     W_pos: torch.Tensor | None = None
     b_in: torch.Tensor | None = None
     b_out: torch.Tensor | None = None
+    logit_softcap: float | None = None
+    W_router: torch.Tensor | None = None
+    W_gate_experts: torch.Tensor | None = None
+    W_in_experts: torch.Tensor | None = None
+    W_out_experts: torch.Tensor | None = None
 
     @property
     def W_OV(self) -> torch.Tensor:
@@ -134,6 +270,20 @@ class WeightViews:
         return W_U, b_U
 
 
+def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """``cap * tanh(x / cap)`` (Gemma 2's logit soft-capping), in the order of operations Hugging Face uses;
+    ``x`` itself when ``cap`` is ``None``.
+
+    Example:
+        >>> import torch
+        >>> softcap(torch.tensor([0.0, 100.0]), 30.0)
+        tensor([ 0.0000, 29.9237])
+    """
+    if cap is None:
+        return x
+    return torch.tanh(x / cap) * cap
+
+
 def split_heads_in(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """``nn.Linear`` weight ``[n_heads*d_head, d_model]`` → ``[n_heads, d_model, d_head]``."""
     out_features, d_model = weight.shape
@@ -167,6 +317,10 @@ class Adapter:
         is_causal: decoder (causal) or encoder.
         unavailable: reads a config and names the components this particular model lacks
             (e.g. ``hook_resid_mid`` under GPT-NeoX's parallel residual).
+        kernels: hook points read inside a module by an adapter-supplied forward (:class:`Kernel`);
+            a kernel's components take precedence over the attention-interface switch for q/k/v/pattern.
+        lm_head: path of the LM head module (its output before any post-processing).
+        final_softcap: reads a config and returns the final-logit soft-cap (Gemma 2), or ``None``.
     """
 
     family: str
@@ -179,9 +333,156 @@ class Adapter:
     mid_delta: str | None = None
     is_causal: bool = True
     unavailable: Callable[[Any], frozenset[Component]] = field(default=lambda config: frozenset())
+    kernels: tuple[Kernel, ...] = ()
+    lm_head: str = "lm_head"
+    final_softcap: Callable[[Any], float | None] = field(default=lambda config: None)
 
     def components(self, config: Any) -> list[Component]:
         """The components this model offers, in forward order."""
         have = set(self.taps) | {Component.Q, Component.K, Component.V, Component.PATTERN}
+        for k in self.kernels:
+            have |= k.components
         have -= self.unavailable(config)
         return [c for c in Component if c in have]
+
+    def kernel_for(self, component: Component) -> Kernel | None:
+        """The kernel that computes ``component``, or ``None`` (a tap, or interp's attention function).
+
+        Example:
+            >>> from interp.models.adapters import adapter_for
+            >>> adapter_for("falcon").kernel_for(Component.PATTERN).path, adapter_for("llama").kernel_for(Component.Q)
+            ('transformer.h.{L}.self_attention', None)
+        """
+        return next((k for k in self.kernels if component in k.components), None)
+
+    def unembed(self, hf: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """Logits from the final norm's output ``h [..., d_model]``: the LM head, then any soft-cap.
+
+        This is what the model's forward does after its final norm; code that unembeds by itself
+        (partial forwards) should call it rather than the LM head module, or Gemma 2's logits are wrong.
+
+        Example:
+            >>> import torch
+            >>> from transformers import Gemma2Config, Gemma2ForCausalLM
+            >>> from interp.models.adapters import adapter_for
+            >>> hf = Gemma2ForCausalLM(Gemma2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+            ...     num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=64,
+            ...     final_logit_softcapping=5.0))
+            >>> with torch.no_grad():
+            ...     logits = adapter_for("gemma2").unembed(hf, 100 * torch.randn(3, 32))
+            >>> float(logits.abs().max()) <= 5.0
+            True
+        """
+        return softcap(hf.get_submodule(self.lm_head)(h), self.final_softcap(hf.config))
+
+
+def attention_views(attns: list[nn.Module], d: Dims, q: str = "q_proj", k: str = "k_proj", v: str = "v_proj",
+                    o: str = "o_proj") -> dict[str, torch.Tensor]:
+    """``W_Q/W_K/W_V/W_O`` and ``b_Q/b_K/b_V/b_O`` of attention modules with separate ``nn.Linear`` projections
+    (grouped-query key/value heads expanded to one per query head; zeros for missing biases).
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> hf = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        ...     num_attention_heads=4, num_key_value_heads=2, vocab_size=64))
+        >>> d = decoder_dims(hf.config)
+        >>> v = attention_views([b.self_attn for b in hf.model.layers], d)
+        >>> v["W_K"].shape, v["b_O"].shape  # [layer, head, d_model, d_head], [layer, d_model]
+        (torch.Size([2, 4, 32, 8]), torch.Size([2, 32]))
+    """
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")}
+    for a in attns:
+        lq, lk, lv, lo = (getattr(a, n) for n in (q, k, v, o))
+        out["W_Q"].append(split_heads_in(lq.weight.detach(), d.n_heads))
+        out["W_K"].append(expand_kv(split_heads_in(lk.weight.detach(), d.n_kv_heads), d.n_rep))
+        out["W_V"].append(expand_kv(split_heads_in(lv.weight.detach(), d.n_kv_heads), d.n_rep))
+        out["W_O"].append(lo.weight.detach().T.reshape(d.n_heads, d.d_head, d.d_model))
+        out["b_Q"].append(zeros_if_none(lq.bias, d.n_heads * d.d_head, like=lq.weight).reshape(d.n_heads, d.d_head))
+        for lin, name in ((lk, "b_K"), (lv, "b_V")):
+            b = zeros_if_none(lin.bias, d.n_kv_heads * d.d_head, like=lin.weight).reshape(d.n_kv_heads, d.d_head)
+            out[name].append(expand_kv(b, d.n_rep))
+        out["b_O"].append(zeros_if_none(lo.bias, d.d_model, like=lo.weight))
+    return {n: torch.stack(ts) for n, ts in out.items()}
+
+
+def gated_mlp_views(mlps: list[nn.Module], d: Dims) -> dict[str, torch.Tensor]:
+    """``W_gate/W_in/W_out`` and ``b_in/b_out`` of gated MLPs with ``gate_proj``/``up_proj``/``down_proj``.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> hf = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        ...     num_attention_heads=4, vocab_size=64))
+        >>> v = gated_mlp_views([b.mlp for b in hf.model.layers], decoder_dims(hf.config))
+        >>> v["W_in"].shape, v["W_out"].shape
+        (torch.Size([2, 32, 48]), torch.Size([2, 48, 32]))
+    """
+    return {
+        "W_gate": torch.stack([m.gate_proj.weight.detach().T for m in mlps]),
+        "W_in": torch.stack([m.up_proj.weight.detach().T for m in mlps]),
+        "W_out": torch.stack([m.down_proj.weight.detach().T for m in mlps]),
+        "b_in": torch.stack([zeros_if_none(m.up_proj.bias, d.d_mlp, like=m.up_proj.weight) for m in mlps]),
+        "b_out": torch.stack([zeros_if_none(m.down_proj.bias, d.d_model, like=m.down_proj.weight) for m in mlps]),
+    }
+
+
+def decoder_dims(c: Any, d_mlp: int | None = None, **extra: Any) -> Dims:
+    """:class:`Dims` from a Llama-style config (``num_hidden_layers``, ``num_attention_heads``,
+    ``num_key_value_heads``, ``head_dim``, ``intermediate_size``...); ``extra`` sets the other fields.
+
+    Example:
+        >>> from transformers import Gemma2Config
+        >>> d = decoder_dims(Gemma2Config(hidden_size=2304, num_attention_heads=8, num_key_value_heads=4,
+        ...                               head_dim=256, num_hidden_layers=26, intermediate_size=9216))
+        >>> d.d_head, d.n_rep  # the head width is the config's, not d_model / n_heads
+        (256, 2)
+    """
+    d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return Dims(
+        n_layers=c.num_hidden_layers,
+        n_heads=c.num_attention_heads,
+        n_kv_heads=getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+        d_model=c.hidden_size,
+        d_head=d_head,
+        d_mlp=d_mlp if d_mlp is not None else c.intermediate_size,
+        d_vocab=c.vocab_size,
+        n_ctx=getattr(c, "max_position_embeddings", None),
+        **extra,
+    )
+
+
+def ones_like_norm(d: Dims, like: torch.Tensor) -> torch.Tensor:
+    """``[layer, d_model]`` ones: the norm weight of a block that has no norm in that place.
+
+    Example:
+        >>> d = Dims(n_layers=2, n_heads=4, n_kv_heads=4, d_model=8, d_head=2, d_mlp=16, d_vocab=10)
+        >>> ones_like_norm(d, torch.zeros(1, dtype=torch.bfloat16)).shape
+        torch.Size([2, 8])
+    """
+    return torch.ones(d.n_layers, d.d_model, dtype=like.dtype, device=like.device)
+
+
+@contextmanager
+def materialized(module: nn.Module) -> Iterator[None]:
+    """Make ``module``'s own parameters readable for the duration of the block.
+
+    A kernel that reads parameters directly (a fused experts tensor, expert by expert) rather than by calling
+    the module needs this under ``accelerate``'s offloading (``device_map`` with ``"cpu"``/``"disk"`` entries),
+    where parameters live on the ``meta`` device except while the module's hook has loaded them: the module's
+    ``_hf_hook`` is asked to load them (``pre_forward``) and to release them after (``post_forward``).
+    Without such a hook this does nothing.
+
+    Example:
+        >>> lin = nn.Linear(2, 3)
+        >>> with materialized(lin):
+        ...     lin.weight.shape
+        torch.Size([3, 2])
+    """
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        yield
+        return
+    hook.pre_forward(module)
+    try:
+        yield
+    finally:
+        hook.post_forward(module, None)
