@@ -551,6 +551,33 @@ def test_gemma2_soft_capping_is_applied_to_scores_and_logits(models: dict[str, M
     assert torch.equal(run_with_hooks(m, ids, mask, interventions=[Patch("logits", source=src)]).logits, src)
 
 
+def test_logit_lens_reads_through_the_final_soft_cap(models: dict[str, Model],
+                                                     batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The lens decodes the last layer exactly as the model does (soft-capped logits): KL to the output ~ 0,
+    the model's own top tokens and probabilities; an earlier layer's KL equals one computed from its capped
+    logits by hand."""
+    from interp.lens import logit_lens
+
+    m = models["gemma2"]
+    ids, mask = batch
+    cap = m.config.final_logit_softcapping
+    res = logit_lens(m, (ids, mask), hooks="resid_post", top_k=3)
+    logits = run_with_hooks(m, ids, mask).logits
+    assert logits is not None
+    p_final = logits.double().softmax(-1)
+    real_rows = mask.bool()
+    assert float(res.kl_to_final[-1][real_rows].abs().max()) < 1e-4
+    top_p, top_i = p_final.topk(3, dim=-1)
+    assert torch.equal(res.top_ids[-1][real_rows], top_i[real_rows])
+    torch.testing.assert_close(res.top_probs[-1][real_rows].double(), top_p[real_rows], rtol=1e-4, atol=1e-5)
+    h = run_with_hooks(m, ids, mask, capture="resid_post.0").activations["blocks.0.hook_resid_post"]
+    z = m.apply_final_norm(h).double() @ m.weights.W_U.double()
+    z = cap * torch.tanh(z / cap)
+    lp = z.log_softmax(-1)
+    kl = (p_final * (p_final.clamp_min(1e-300).log() - lp)).sum(-1)
+    torch.testing.assert_close(res.kl_to_final[0][real_rows].double(), kl[real_rows], rtol=1e-3, atol=1e-4)
+
+
 # --- editing: each component against a hand-written PyTorch hook ---------------------------------------------
 
 @contextlib.contextmanager
@@ -1148,14 +1175,10 @@ def test_bad_placement_arguments(tmp_path: Any, kw: dict[str, Any], match: str) 
 # --- interp report on a saved tiny model of each family ------------------------------------------------------
 
 REPORT_ARGS = ["--fast", "--prompt", "w1 w2 w3 w4 w5 w6 w1 w2 w3", "--corrupt", "w1 w2 w3 w4 w9 w6 w1 w2 w3"]
-PARTIAL_UNEMBED = pytest.mark.xfail(
-    strict=True, reason="interp/hooks/partial.py unembeds with the LM head module; Gemma 2/3's logits tap is the model "
-                        "output (after soft-capping): it must call model.adapter.unembed (lead's change)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fam", [pytest.param(f, marks=PARTIAL_UNEMBED) if f in ("gemma2", "gemma3") else f
-                                 for f in FAMILIES])
+@pytest.mark.parametrize("fam", FAMILIES)
 def test_interp_report_on_a_saved_model_of_each_family(fam: str, tmp_path: Any) -> None:
     """``interp report --model <dir>`` (the CLI entry, in this process) with the sections that depend most on the
     architecture: logit lens and direct logit attribution (unembedding, norms, soft-caps) and patching (partial

@@ -42,8 +42,9 @@ def _replace_first_input(new: torch.Tensor) -> Any:
     return hook
 
 
-def _lm_head(model: Model) -> nn.Module:
-    return model.module(model.adapter.taps[Component.LOGITS].module_path(None))
+def _lm_head(model: Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The final norm's output → logits, as the model computes them (LM head, and any final soft-cap)."""
+    return lambda h: model.adapter.unembed(model.hf, h)
 
 
 def _run_tail(model: Model, plans: dict[Site, Any], start_layer: int, pre_hooks: dict[int, Any],

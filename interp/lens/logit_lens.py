@@ -141,9 +141,12 @@ def lens_reading(
     final_const = torch.linalg.vecdot(final_p, final_z) - final_z.logsumexp(-1)  # sum p_f z_f - lse(z_f)
     W = W_U.to(dev).float()
     b = b_U.to(dev).float() if b_U is not None else None
-    u = final_p @ W.T.double()  # [rows, d_model]
-    pb = final_p @ b.double() if b is not None else 0.0
-    del final_z, final_p
+    softcap = model.weights.logit_softcap
+    u = final_p @ W.T.double() if not softcap else None  # [rows, d_model]
+    pb = final_p @ b.double() if b is not None and not softcap else 0.0
+    capped_p = final_p if softcap else None  # soft-capped logits are not linear in hn: sum p_f z in the tiles
+    del final_p
+    del final_z
     n_rows = int(sel.sum())
 
     per_layer = max(n_rows, 1) * W.shape[0] * 4
@@ -158,12 +161,13 @@ def lens_reading(
         x = torch.stack(rows)
         hn = (model.apply_final_norm(x) if include_final_norm else x.to(dev)).float()  # [c, rows, d]
         c = hn.shape[0]
-        st = _decode_rows(hn.reshape(-1, hn.shape[-1]), W, b, top_k, target_id, next_ids.repeat(c), chunk_bytes)
+        st = _decode_rows(hn.reshape(-1, hn.shape[-1]), W, b, top_k, target_id, next_ids.repeat(c), chunk_bytes,
+                          softcap=softcap, final_p=capped_p)
         lse = st["lse"].view(c, n_rows)
         out["ids"].append(st["top_ids"].view(c, n_rows, -1))
         out["probs"].append((st["top_z"].view(c, n_rows, -1) - lse[..., None]).exp())
         out["ent"].append(st["entropy"].view(c, n_rows))
-        dot_f = (hn.double() * u).sum(-1) + pb
+        dot_f = st["pf_z"].view(c, n_rows) if u is None else (hn.double() * u).sum(-1) + pb
         out["kl"].append((final_const - dot_f + lse.double()).float())
         out["ce"].append((lse - st["z_next"].view(c, n_rows)).masked_fill(~has_next_rows, float("nan")))
         if target_id is not None:
@@ -195,17 +199,24 @@ def _decode(model: Model, x: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor 
     """``[..., d_model]`` → float32 logits ``[..., vocab]`` through the final norm and unembedding."""
     h = model.apply_final_norm(x) if norm else x.to(model.device)
     logits = h.float() @ W_U.to(model.device).float()
-    return logits + b_U.to(model.device).float() if b_U is not None else logits
+    logits = logits + b_U.to(model.device).float() if b_U is not None else logits
+    cap = model.weights.logit_softcap
+    return cap * torch.tanh(logits / cap) if cap else logits
 
 
 def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: int, target_id: int | None,
-                 next_ids: torch.Tensor, tile_bytes: int) -> dict[str, torch.Tensor]:
+                 next_ids: torch.Tensor, tile_bytes: int, softcap: float | None = None,
+                 final_p: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-row statistics of the logits ``hn @ W + b`` without holding more than one cache-sized tile of them.
 
     The logits are made tile by tile (``rows x VOCAB_TILE`` columns) and reduced at once while the tile is
     in cache, with a running (online) log-sum-exp: per row the top-``k`` logits and ids, the log-partition
     ``lse``, the entropy, the logit of the next token, and with a target its logit and rank (count of
     logits strictly above it). The target's tile goes first so the rank compares values of one matmul.
+
+    With ``softcap`` the logits are ``c * tanh(z / c)`` (Gemma 2's final soft-cap); then the logits are no longer
+    linear in ``hn`` and, given ``final_p`` (``[n_rows, vocab]``, row ``i`` of ``hn`` reading row ``i % n_rows``),
+    the tiles also sum ``E_{p_final}[z]`` per row (``pf_z``) for the KL.
     """
     n, vocab = hn.shape[0], W.shape[1]
     cols = min(VOCAB_TILE, vocab)
@@ -217,7 +228,8 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
         starts.remove(first)
         starts.insert(0, first)
     k = min(k, vocab)
-    res: dict[str, list[torch.Tensor]] = {name: [] for name in ("top_z", "top_ids", "lse", "entropy", "z_next", "z_target", "rank")}
+    res: dict[str, list[torch.Tensor]] = {name: [] for name in ("top_z", "top_ids", "lse", "entropy", "z_next", "z_target",
+                                                                 "rank", "pf_z")}
     for r0 in range(0, n, rows):
         h, nxt = hn[r0:r0 + rows], next_ids[r0:r0 + rows]
         r = h.shape[0]
@@ -225,12 +237,18 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
         s, e, z_next = (torch.zeros(r, device=hn.device) for _ in range(3))
         rank = torch.zeros(r, dtype=torch.int32, device=hn.device)
         z_t = None
+        pf_z = torch.zeros(r, dtype=torch.float64, device=hn.device) if final_p is not None else None
+        pf_rows = (torch.arange(r0, r0 + r, device=hn.device) % final_p.shape[0]) if final_p is not None else None
         cand_z, cand_i = [], []
         for j in starts:
             w = min(cols, vocab - j)
             z = torch.matmul(h, W[:, j:j + w], out=zbuf[:r, :w])
             if b is not None:
                 z += b[j:j + w]
+            if softcap:
+                z.div_(softcap).tanh_().mul_(softcap)
+            if pf_z is not None and final_p is not None:
+                pf_z += torch.linalg.vecdot(final_p[pf_rows, j:j + w], z.double())
             tz, ti = z.topk(min(k, w), dim=-1)
             cand_z.append(tz)
             cand_i.append(ti + j)
@@ -254,6 +272,8 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
         res["lse"].append(lse)
         res["entropy"].append(lse - e / s)  # H = lse - E_p[z]
         res["z_next"].append(z_next)
+        if pf_z is not None:
+            res["pf_z"].append(pf_z)
         if z_t is not None:
             res["z_target"].append(z_t)
             res["rank"].append(rank)

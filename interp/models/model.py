@@ -76,6 +76,16 @@ class Model:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs go: the device the input embedding runs on (its execution device when accelerate
+        offloads it under a ``device_map``), else the first parameter's."""
+        emb = self.hf.get_input_embeddings() if hasattr(self.hf, "get_input_embeddings") else None
+        if emb is not None:
+            dev = getattr(getattr(emb, "_hf_hook", None), "execution_device", None)
+            if dev is not None:
+                return torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+            weight = getattr(emb, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.device.type != "meta":
+                return weight.device
         return next(self.hf.parameters()).device
 
     @property

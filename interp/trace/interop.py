@@ -222,7 +222,9 @@ def to_transformer_lens(trace: Trace, tl_model: Any) -> Any:
         site = Site.parse(name)
         if site.layer is not None and site.layer >= cfg.n_layers:
             raise BadInputError(f"trace hook {name!r} is beyond the {cfg.n_layers} layers of the TransformerLens model")
-        tl_name = _TO_TL[site.component]
+        tl_name = _TO_TL.get(site.component)
+        if tl_name is None:  # a hook point TransformerLens has no name for (hf: modules, post-norms, routers)
+            continue
         if site.component in (C.K, C.V) and t.shape[2] != n_kv:
             folded = t[:, :, :: t.shape[2] // n_kv]
             if not torch.equal(_expand_heads(folded, t.shape[2]), t):

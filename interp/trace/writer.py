@@ -22,6 +22,7 @@ from interp.errors import BadInputError
 from interp.hooks import HookedRun, forward, make_plans
 from interp.hooks import forward as _probe_forward
 from interp.models import Model
+from interp.models.memory import activation_shape
 from interp.sites import Component, Site, SiteSpec, resolve
 from interp.trace.dataset import Dataset, load_texts
 from interp.trace.layout import ShardInfo, StoreManifest, is_dense, is_right_padded, tokens_fingerprint
@@ -276,11 +277,8 @@ def _to_storage(act: torch.Tensor, rows: torch.Tensor | None, name: str, dtype: 
 
 def _trailing_shape(model: Model, site: Site, seq_len: int) -> list[int]:
     """A named hook's shape after ``[batch, pos]`` (patterns: ``[head, seq_len, seq_len]``, stored dense)."""
-    d = model.dims
-    per_token = {"d_model": d.d_model, "d_mlp": d.d_mlp, "vocab": d.d_vocab, "head": d.n_heads, "d_head": d.d_head}
-    if is_dense(site.name):
-        return [d.n_heads, seq_len, seq_len]
-    return [per_token[a] for a in site.component.axes[2:]]
+    shape = activation_shape(model.dims, site, 1, seq_len)
+    return list(shape[1:] if is_dense(site.name) else shape[2:])
 
 
 def _probe_shapes(model: Model, names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor
