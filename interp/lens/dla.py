@@ -6,7 +6,8 @@ stream (the divisor of :meth:`interp.models.Model.final_norm_scale`), the logits
 the logit difference ``logit(answer) - logit(wrong)`` splits exactly into one term per writer plus a constant
 (the final norm's and the unembedding's biases). Each attention layer's term splits further over its heads
 (``z[:, :, h] @ W_O[L, h]``) plus its output bias. This is TransformerLens' ``logit_attrs`` on
-``decompose_resid`` / ``stack_head_results``.
+``decompose_resid`` / ``stack_head_results``. For models with a final logit soft-cap (Gemma 2 and 3) the
+attributed difference, ``logit_diff`` included, is the one before the cap (the cap is not linear).
 
 Example:
     >>> import interp
