@@ -78,7 +78,8 @@ class Model:
     def device(self) -> torch.device:
         """Where inputs go: the device the input embedding runs on (its execution device when accelerate
         offloads it under a ``device_map``), else the first parameter's."""
-        emb = self.hf.get_input_embeddings() if hasattr(self.hf, "get_input_embeddings") else None
+        get = getattr(self.hf, "get_input_embeddings", None)
+        emb = get() if callable(get) else None
         if emb is not None:
             dev = getattr(getattr(emb, "_hf_hook", None), "execution_device", None)
             if dev is not None:

@@ -34,6 +34,7 @@ import torch
 
 from interp.errors import BadInputError, MissingDependencyError, ModelMismatchError
 from interp.models.adapters import ADAPTERS, adapter_for
+from interp.models.adapters.base import HFModule
 from interp.models.model import Model
 from interp.progress import progress_enabled
 
@@ -207,8 +208,8 @@ def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, placement: d
     cls = AutoModel if config.model_type in ENCODER_TYPES else AutoModelForCausalLM
     device = placement.pop("device", None)
     with _hf_progress():
-        hf, info = cls.from_pretrained(path, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True,
-                                       **placement, **kw)
+        hf, info = cls.from_pretrained(path, dtype=dtype, output_loading_info=True,  # type: ignore[misc]
+                                       ignore_mismatched_sizes=True, **placement, **kw)
     check_loading_info(info, path)
     if device is not None:
         hf = hf.to(device)
@@ -249,7 +250,7 @@ def check_loading_info(info: dict[str, Any], path: str) -> None:
             + ". Fix config.json (num_hidden_layers, hidden_size, intermediate_size, vocab_size...) or the checkpoint.")
 
 
-def from_hf(hf_model: torch.nn.Module, tokenizer: object = None, name: str | None = None) -> Model:
+def from_hf(hf_model: HFModule, tokenizer: object = None, name: str | None = None) -> Model:
     """Wrap a ``transformers`` model you already have (it is not copied).
 
     Example:

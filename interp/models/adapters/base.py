@@ -22,6 +22,10 @@ from torch import nn
 from interp.errors import BadInputError
 from interp.sites import Component
 
+HFModule = Any
+"""A Hugging Face module reached through its attributes (``model.model.layers[3].mlp``). Typed ``Any``: PyTorch
+types ``nn.Module.__getattr__`` as ``Tensor | Module``, which says nothing about a model's own structure."""
+
 
 @dataclass(frozen=True)
 class Dims:
@@ -355,7 +359,7 @@ class Adapter:
         """
         return next((k for k in self.kernels if component in k.components), None)
 
-    def unembed(self, hf: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    def unembed(self, hf: HFModule, h: torch.Tensor) -> torch.Tensor:
         """Logits from the final norm's output ``h [..., d_model]``: the LM head, then any soft-cap.
 
         This is what the model's forward does after its final norm; code that unembeds by itself
@@ -376,8 +380,8 @@ class Adapter:
         return softcap(hf.get_submodule(self.lm_head)(h), self.final_softcap(hf.config))
 
 
-def attention_views(attns: list[nn.Module], d: Dims, q: str = "q_proj", k: str = "k_proj", v: str = "v_proj",
-                    o: str = "o_proj") -> dict[str, torch.Tensor]:
+def attention_views(attns: list[HFModule], d: Dims, q: str = "q_proj", k: str = "k_proj", v: str = "v_proj",
+                    o: str = "o_proj") -> dict[str, Any]:
     """``W_Q/W_K/W_V/W_O`` and ``b_Q/b_K/b_V/b_O`` of attention modules with separate ``nn.Linear`` projections
     (grouped-query key/value heads expanded to one per query head; zeros for missing biases).
 
@@ -405,7 +409,7 @@ def attention_views(attns: list[nn.Module], d: Dims, q: str = "q_proj", k: str =
     return {n: torch.stack(ts) for n, ts in out.items()}
 
 
-def gated_mlp_views(mlps: list[nn.Module], d: Dims) -> dict[str, torch.Tensor]:
+def gated_mlp_views(mlps: list[HFModule], d: Dims) -> dict[str, Any]:
     """``W_gate/W_in/W_out`` and ``b_in/b_out`` of gated MLPs with ``gate_proj``/``up_proj``/``down_proj``.
 
     Example:

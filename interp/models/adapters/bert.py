@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, split_heads_in
+from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews, split_heads_in
 from interp.sites import Component
 
 
@@ -29,7 +29,7 @@ def _dims(c: Any) -> Dims:
     )
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.encoder.layer
 
     def heads(lin: nn.Linear) -> torch.Tensor:

@@ -32,9 +32,18 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Kernel, KernelHook, Tap, WeightViews, expand_kv, zeros_if_none
+from interp.models.adapters.base import (
+    Adapter,
+    Dims,
+    HFModule,
+    Kernel,
+    KernelHook,
+    Tap,
+    WeightViews,
+    expand_kv,
+    zeros_if_none,
+)
 from interp.sites import Component
 
 
@@ -74,7 +83,7 @@ def _split_qkv(t: torch.Tensor, c: Any, d: Dims) -> tuple[torch.Tensor, torch.Te
     return g[:, 0], g[:, 1], g[:, 2]
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     c = model.config
     blocks = model.transformer.h
     Ws: dict[str, list[torch.Tensor]] = {n: [] for n in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V")}
@@ -90,7 +99,7 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
         Ws["b_K"].append(expand_kv(bk, d.n_heads // bk.shape[0]))
         Ws["b_V"].append(expand_kv(bv, d.n_heads // bv.shape[0]))
 
-    def norms(b: nn.Module) -> tuple[nn.Module, nn.Module]:
+    def norms(b: HFModule) -> tuple[HFModule, HFModule]:
         if c.new_decoder_architecture and c.num_ln_in_parallel_attn == 2:
             return b.ln_attn, b.ln_mlp
         if _parallel(c):
@@ -103,7 +112,7 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
     return WeightViews(
         W_E=model.transformer.word_embeddings.weight.detach(),
         W_U=model.lm_head.weight.detach().T,
-        **{n: torch.stack(ts) for n, ts in Ws.items()},
+        **{n: torch.stack(ts) for n, ts in Ws.items()},  # type: ignore[arg-type]
         W_O=torch.stack([lin.weight.detach().T.reshape(d.n_heads, d.d_head, d.d_model) for lin in dense]),
         b_O=torch.stack([zeros_if_none(lin.bias, d.d_model, like=lin.weight) for lin in dense]),
         W_in=torch.stack([m.dense_h_to_4h.weight.detach().T for m in mlps]),
@@ -118,7 +127,7 @@ def _weights(model: nn.Module, d: Dims) -> WeightViews:
     )
 
 
-def _attention(module: nn.Module, hook: KernelHook, hidden_states: torch.Tensor, alibi: torch.Tensor | None = None,
+def _attention(module: HFModule, hook: KernelHook, hidden_states: torch.Tensor, alibi: torch.Tensor | None = None,
                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                layer_past: Any = None, use_cache: bool = False, output_attentions: bool = False,
                position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -22,13 +22,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, attention_views, decoder_dims, gated_mlp_views
+from interp.models.adapters.base import (
+    Adapter,
+    Dims,
+    HFModule,
+    Tap,
+    WeightViews,
+    attention_views,
+    decoder_dims,
+    gated_mlp_views,
+)
 from interp.sites import Component
 
 
-def scaled_embedding(embed: nn.Module) -> torch.Tensor:
+def scaled_embedding(embed: HFModule) -> torch.Tensor:
     """What a Gemma ``*ScaledWordEmbedding`` returns per token: ``weight * embed_scale`` (in the weights' dtype)."""
     w = embed.weight.detach()
     scale = getattr(embed, "embed_scale", None)
@@ -37,7 +45,7 @@ def scaled_embedding(embed: nn.Module) -> torch.Tensor:
     return w * scale.to(device=w.device, dtype=w.dtype) if isinstance(scale, torch.Tensor) else w * scale
 
 
-def one_plus(norm: nn.Module) -> torch.Tensor:
+def one_plus(norm: HFModule) -> torch.Tensor:
     """The effective scale ``1 + w`` of a Gemma RMSNorm (computed in float32, as its forward does, then cast)."""
     w = norm.weight.detach()
     return (1.0 + w.float()).to(w.dtype)
@@ -47,7 +55,7 @@ def _dims(c: Any) -> Dims:
     return decoder_dims(c)
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.model.layers
     return WeightViews(
         W_E=scaled_embedding(model.model.embed_tokens),

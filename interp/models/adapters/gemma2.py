@@ -24,9 +24,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, attention_views, decoder_dims, gated_mlp_views
+from interp.models.adapters.base import (
+    Adapter,
+    Dims,
+    HFModule,
+    Tap,
+    WeightViews,
+    attention_views,
+    decoder_dims,
+    gated_mlp_views,
+)
 from interp.models.adapters.gemma import one_plus, scaled_embedding
 from interp.sites import Component
 
@@ -40,7 +48,7 @@ def _softcap(c: Any) -> float | None:
     return float(cap) if cap else None
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.model.layers
     return WeightViews(
         W_E=scaled_embedding(model.model.embed_tokens),

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews
+from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews
 from interp.sites import Component
 
 
@@ -24,7 +23,7 @@ def _dims(c: Any) -> Dims:
     )
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     blocks = model.transformer.h
     qkv_w, qkv_b = [], []
     for b in blocks:

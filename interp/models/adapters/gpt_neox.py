@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, zeros_if_none
+from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews, zeros_if_none
 from interp.sites import Component
 
 
@@ -24,7 +23,7 @@ def _dims(c: Any) -> Dims:
     )
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.gpt_neox.layers
     Ws, Bs = [], []
     for b in layers:

@@ -20,9 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, split_heads_in
+from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews, split_heads_in
 from interp.sites import Component
 
 
@@ -39,7 +38,7 @@ def _dims(c: Any) -> Dims:
     )
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     blocks = model.transformer.h
     like = blocks[0].attn.q_proj.weight
 

@@ -10,9 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, Tap, WeightViews, expand_kv, split_heads_in, zeros_if_none
+from interp.models.adapters.base import (
+    Adapter,
+    Dims,
+    HFModule,
+    Tap,
+    WeightViews,
+    expand_kv,
+    split_heads_in,
+    zeros_if_none,
+)
 from interp.sites import Component
 
 
@@ -30,9 +38,15 @@ def _dims(c: Any) -> Dims:
     )
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.model.layers
-    W_Q, W_K, W_V, W_O, b_Q, b_K, b_V = [], [], [], [], [], [], []
+    W_Q: list[torch.Tensor] = []
+    W_K: list[torch.Tensor] = []
+    W_V: list[torch.Tensor] = []
+    W_O: list[torch.Tensor] = []
+    b_Q: list[torch.Tensor] = []
+    b_K: list[torch.Tensor] = []
+    b_V: list[torch.Tensor] = []
     for blk in layers:
         a = blk.self_attn
         W_Q.append(split_heads_in(a.q_proj.weight.detach(), d.n_heads))

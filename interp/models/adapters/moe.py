@@ -51,13 +51,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 from torch.nn import functional
 
 from interp.errors import BadInputError
 from interp.models.adapters.base import (
     Adapter,
     Dims,
+    HFModule,
     Kernel,
     KernelHook,
     Tap,
@@ -81,11 +81,11 @@ def _dims(c: Any) -> Dims:
     return decoder_dims(c, d_mlp=d_mlp, n_experts=_n_experts(c), n_experts_per_tok=int(c.num_experts_per_tok))
 
 
-def _is_sparse(block_mlp: nn.Module) -> bool:
+def _is_sparse(block_mlp: HFModule) -> bool:
     return hasattr(block_mlp, "gate") and hasattr(block_mlp, "experts") and hasattr(block_mlp.experts, "down_proj")
 
 
-def _route(gate: nn.Module, logits: torch.Tensor, cast_weights: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _route(gate: HFModule, logits: torch.Tensor, cast_weights: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """What the family's router does after its logits: softmax (at least float32), top-k, renormalise the top-k
     (Mixtral always; the others when ``norm_topk_prob``), cast back to the logits' dtype (all but Mixtral).
     Returns ``(weights, indices)``, both ``[tokens, k]``."""
@@ -96,7 +96,7 @@ def _route(gate: nn.Module, logits: torch.Tensor, cast_weights: bool) -> tuple[t
     return (top.to(logits.dtype) if cast_weights else top), idx
 
 
-def _expert_forward(experts: nn.Module, e: int, x: torch.Tensor) -> torch.Tensor:
+def _expert_forward(experts: HFModule, e: int, x: torch.Tensor) -> torch.Tensor:
     """Expert ``e`` of a fused experts module on tokens ``x [n, d_model]`` (unweighted), as its eager forward."""
     transposed = bool(getattr(experts, "is_transposed", False))
     bias = bool(getattr(experts, "has_bias", False))
@@ -118,7 +118,7 @@ def _expert_forward(experts: nn.Module, e: int, x: torch.Tensor) -> torch.Tensor
     return out + experts.down_proj_bias[e] if bias else out
 
 
-def _experts_weighted(experts: nn.Module, x: torch.Tensor, weights: torch.Tensor, keep: bool) -> torch.Tensor:
+def _experts_weighted(experts: HFModule, x: torch.Tensor, weights: torch.Tensor, keep: bool) -> torch.Tensor:
     """Every expert on the tokens that give it a non-zero weight (``weights [n, expert]``), times that weight:
     ``[n, expert, d_model]`` with ``keep``, else their sum ``[n, d_model]``.
 
@@ -150,7 +150,7 @@ def _moe_kernel(cast_weights: bool) -> Callable[..., torch.Tensor]:
     """The MoE block's forward with the router and expert hook points (``cast_weights``: the router casts its
     top-k weights back to the model's dtype, as all but Mixtral's do)."""
 
-    def forward(block: nn.Module, hook: KernelHook, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(block: HFModule, hook: KernelHook, hidden_states: torch.Tensor) -> torch.Tensor:
         if not _is_sparse(block):
             raise BadInputError(
                 f"this layer's MLP is dense ({type(block).__name__}), not a mixture of experts: it has no "
@@ -194,14 +194,14 @@ def _moe_kernel(cast_weights: bool) -> Callable[..., torch.Tensor]:
     return forward
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.model.layers
     family = model.config.model_type
     why = (f"{family}'s MLP is a mixture of {d.n_experts} experts ({d.n_experts_per_tok} per token), which has no "
            "single [d_model, d_mlp] matrix; use W_gate_experts / W_in_experts / W_out_experts (per expert) or "
            "the hook points router_weights / expert_out")
     sparse = [_is_sparse(b.mlp) for b in layers]
-    expert_views: dict[str, torch.Tensor | None] = {}
+    expert_views: dict[str, Any] = {}
     if all(sparse):
         ex = [b.mlp.experts for b in layers]
         gu = [e.gate_up_proj.detach() for e in ex]  # [expert, 2*d_mlp, d_model] (or transposed)

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from interp.models.adapters.base import (
     Adapter,
     Dims,
+    HFModule,
     Tap,
     WeightViews,
     attention_views,
@@ -45,7 +44,7 @@ def _dims(c: Any) -> Dims:
     return decoder_dims(c)
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.model.layers
     like = model.model.norm.weight
     return WeightViews(

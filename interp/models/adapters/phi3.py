@@ -21,11 +21,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from interp.models.adapters.base import (
     Adapter,
     Dims,
+    HFModule,
     Tap,
     WeightViews,
     decoder_dims,
@@ -40,7 +40,7 @@ def _dims(c: Any) -> Dims:
     return decoder_dims(c)
 
 
-def _weights(model: nn.Module, d: Dims) -> WeightViews:
+def _weights(model: HFModule, d: Dims) -> WeightViews:
     layers = model.model.layers
     nq, nkv = d.n_heads * d.d_head, d.n_kv_heads * d.d_head
     W_Q, W_K, W_V, b_Q, b_K, b_V = [], [], [], [], [], []
