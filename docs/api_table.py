@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 
 PACKAGES = ("interp", "interp.models", "interp.sites", "interp.hooks", "interp.trace", "interp.lens",
             "interp.patching", "interp.probing", "interp.heads", "interp.features", "interp.induction",
-            "interp.distributed", "interp.plot", "interp.report", "interp.errors", "interp.progress")
+            "interp.causal", "interp.distributed", "interp.plot", "interp.report", "interp.errors", "interp.progress")
 OUT = Path(__file__).resolve().parent / "api.md"
 
 
@@ -38,7 +39,7 @@ def _signature(obj: object) -> str:
         if p.annotation is not p.empty:
             text += f": {_annotation(p.annotation)}"
         if p.default is not p.empty:
-            text += f" = {p.default!r}"
+            text += " = " + re.sub(r" at 0x[0-9a-fA-F]+", "", repr(p.default))  # no memory addresses
         parts.append(text)
     ret = f" -> {_annotation(sig.return_annotation)}" if sig.return_annotation is not sig.empty else ""
     text = f"({', '.join(parts)}){ret}".replace("|", "\\|")

@@ -26,16 +26,15 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import N_CTX, VOCAB, randomize
+from conftest import N_CTX, VOCAB, randomize, requires
 from torch import nn
 from torch.nn import functional
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import interp
 from interp.errors import BadInputError
-from interp.hooks import Ablate, Patch, Scale, hooks, run_with_hooks
+from interp.hooks import Ablate, AblateExperts, Patch, Scale, hooks, run_with_hooks
 from interp.hooks.attention import ATTN_IMPL, register_attention
-from interp.hooks.experts import AblateExperts
 from interp.models import Model
 from interp.models.adapters import NotApplicable
 from interp.sites import UnknownHookError
@@ -1057,7 +1056,7 @@ def test_half_precision_captures_keep_the_model_dtype(fam: str, dtype: torch.dty
 
 def test_kernels_respect_accelerate_dispatch_hooks(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     """A kernel replaces ``_old_forward`` under accelerate's hooks (keeping their device moves) and restores it."""
-    accelerate = pytest.importorskip("accelerate")
+    accelerate = requires("accelerate")
     hf = make("mixtral")
     hf = accelerate.dispatch_model(hf, device_map={"": "cpu"}, force_hooks=True)
     m = interp.from_hf(hf)
@@ -1136,7 +1135,7 @@ def test_config_that_disagrees_with_its_weights_fails_at_load_naming_the_tensors
 def test_device_map_with_layers_offloaded_to_disk(tmp_path: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     """A model spread by accelerate (here: layer 1 on disk, the rest on the CPU; one CPU, so "two devices" are the
     CPU and the disk): captures, patches, kernels and per-expert ablation equal those of the plain model, bit for bit."""
-    pytest.importorskip("accelerate")
+    requires("accelerate")
     d = _saved("mixtral", tmp_path / "model")
     ref = interp.load_model(d)
     dm = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",

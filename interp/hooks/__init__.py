@@ -14,6 +14,7 @@ Example:
 
 from interp.hooks.attention import interp_attention
 from interp.hooks.engine import HookedRun, RunOutput, forward, hooks, make_plans, run_with_hooks
+from interp.hooks.experts import AblateExperts
 from interp.hooks.interventions import (
     Ablate,
     Add,
@@ -26,11 +27,12 @@ from interp.hooks.interventions import (
     Project,
     Scale,
     Splice,
+    SubspacePatch,
     Transform,
 )
 
 __all__ = [
-    "Ablate", "Add", "Clamp", "Dictionary", "FeatureEdit", "HookedRun", "Intervention", "Lambda", "Patch",
-    "Project", "RunOutput", "Scale", "Splice", "Transform", "forward", "hooks", "interp_attention", "make_plans",
-    "run_with_hooks",
+    "Ablate", "AblateExperts", "Add", "Clamp", "Dictionary", "FeatureEdit", "HookedRun", "Intervention", "Lambda",
+    "Patch", "Project", "RunOutput", "Scale", "Splice", "SubspacePatch", "Transform", "forward", "hooks",
+    "interp_attention", "make_plans", "run_with_hooks",
 ]

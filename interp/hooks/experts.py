@@ -3,7 +3,7 @@
 Example:
     >>> import interp, torch
     >>> from transformers import MixtralConfig, MixtralForCausalLM
-    >>> from interp.hooks.experts import AblateExperts
+    >>> from interp.hooks import AblateExperts
     >>> m = interp.from_hf(MixtralForCausalLM(MixtralConfig(hidden_size=32, intermediate_size=48,
     ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
     ...     num_experts_per_tok=2, vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)))

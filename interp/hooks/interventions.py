@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from interp.errors import BadInputError
-from interp.sites import Component, HeadRef, Positions, Site, normalize_positions, position_mask
+from interp.sites import Component, HeadRef, Positions, Site, SiteSpec, normalize_positions, position_mask
 from interp.sites.names import _BY_SHORT
 from interp.sites.positions import index_list
 
@@ -97,7 +97,7 @@ class Intervention:
             strings, or ``None`` for every head.
     """
 
-    site: Site | str
+    site: SiteSpec
     positions: Positions = field(default=None, kw_only=True)
     heads: Heads = field(default=None, kw_only=True)
 
@@ -548,3 +548,72 @@ class Splice(Intervention):
     def edit(self, act: torch.Tensor, site: Site) -> torch.Tensor:
         rec = self.sae.reconstruct(act).to(act.dtype)
         return rec + (act - rec).detach() if self.keep_error else rec
+
+
+@dataclass(frozen=True)
+class SubspacePatch(Patch):
+    """Interchange a subspace of the last axis with another run: ``act + w * ((source - act) @ Bᵀ) @ B``, where
+    the rows of ``basis`` (``[k, d]``, or one direction ``[d]``) span the subspace (orthonormalised first when
+    they are not orthonormal; a learned orthonormal basis is used as it is, so gradients reach it). Only the
+    part of ``act`` inside the subspace takes the source's values; the rest is kept. ``basis=None`` patches the
+    whole activation (:class:`Patch`). ``weights`` (``[k]``, in ``[0, 1]``) interchange each direction by that
+    fraction (Boundless DAS's soft boundary; ``None``: all of it). ``source``, ``positions`` and ``heads``
+    as in :class:`Patch` (per-head sites: the subspace lies in each selected head's ``d_head``).
+
+    This is the interchange intervention of distributed alignment search (DAS; Geiger et al. 2023): with ``B``
+    the first ``k`` rows of a learned rotation it swaps the top-``k`` rotated dimensions.
+
+    Example:
+        >>> import torch
+        >>> from interp.hooks import SubspacePatch
+        >>> act, src = torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[[7.0, 8.0, 9.0]]])
+        >>> SubspacePatch("resid_post.0", source=src, basis=torch.tensor([0.0, 1.0, 0.0])).apply(act).tolist()
+        [[[1.0, 8.0, 3.0]]]
+        >>> SubspacePatch("resid_post.0", source=src, basis=torch.eye(3)[:2], weights=torch.tensor([1.0, 0.5])
+        ...               ).apply(act).tolist()
+        [[[7.0, 5.0, 3.0]]]
+    """
+
+    basis: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        b = self.basis
+        if b is None:
+            if self.weights is not None:
+                raise BadInputError("SubspacePatch weights= needs basis= (one weight per basis row)")
+            object.__setattr__(self, "_basis", None)
+            return
+        if not isinstance(b, torch.Tensor) or b.dim() not in (1, 2) or b.numel() == 0 or not b.is_floating_point():
+            raise BadInputError(f"SubspacePatch needs basis= as a float [d] or [k, d] tensor, got "
+                                f"{tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}")
+        b = b.reshape(-1, b.shape[-1])
+        if b.shape[0] > b.shape[1]:
+            raise BadInputError(f"SubspacePatch basis has {b.shape[0]} rows but a subspace of a {b.shape[1]}-dim "
+                                f"activation has at most {b.shape[1]} dimensions")
+        _check_finite(b.detach(), f"SubspacePatch basis for {self.site}")
+        gram = b.detach().double() @ b.detach().double().T
+        if not torch.allclose(gram, torch.eye(b.shape[0], dtype=torch.float64), atol=1e-4):
+            b = torch.linalg.qr(b.double().T).Q.T.to(b.dtype)  # orthonormal rows spanning the same subspace
+        object.__setattr__(self, "_basis", b)
+        w = self.weights
+        if w is not None:
+            if not isinstance(w, torch.Tensor) or w.shape != (b.shape[0],):
+                raise BadInputError(f"SubspacePatch weights must be a [{b.shape[0]}] tensor (one per basis row), "
+                                    f"got {tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}")
+            _check_finite(w.detach(), f"SubspacePatch weights for {self.site}")
+
+    def edit(self, act: torch.Tensor, site: Site) -> torch.Tensor:
+        src = super().edit(act, site)
+        basis: torch.Tensor | None = self._basis  # type: ignore[attr-defined]
+        if basis is None:
+            return src
+        if act.shape[-1] != basis.shape[-1]:
+            raise BadInputError(f"SubspacePatch basis has dimension {basis.shape[-1]} but {site.name} has last axis "
+                                f"{act.shape[-1]}")
+        basis = basis.to(act.device, act.dtype)
+        coef = (src.to(act.dtype) - act) @ basis.T  # [..., k]
+        if self.weights is not None:
+            coef = coef * self.weights.to(act.device, act.dtype)
+        return act + coef @ basis

@@ -14,15 +14,16 @@ import copy
 
 import pytest
 import torch
+from conftest import requires
 from test_transformer_lens import char_tokenizer
 
 import interp
 from interp.heads import composition
 from interp.models.circuits import composition_scores, factored_svd, ov_factors, qk_factors
 
-TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").TransformerBridge
-FactoredMatrix = pytest.importorskip("transformer_lens").FactoredMatrix
-tl_utils = pytest.importorskip("transformer_lens.utilities")
+TransformerBridge = requires("transformer_lens.model_bridge").TransformerBridge
+FactoredMatrix = requires("transformer_lens").FactoredMatrix
+tl_utils = requires("transformer_lens.utilities")
 
 pytestmark = pytest.mark.oracle
 

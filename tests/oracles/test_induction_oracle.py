@@ -11,13 +11,14 @@ import copy
 
 import pytest
 import torch
+from conftest import requires
 from test_transformer_lens import char_tokenizer
 
 import interp
 from interp.induction import induction_scores
 
-TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").TransformerBridge
-head_detector = pytest.importorskip("transformer_lens.head_detector")
+TransformerBridge = requires("transformer_lens.model_bridge").TransformerBridge
+head_detector = requires("transformer_lens.head_detector")
 
 pytestmark = pytest.mark.oracle
 KINDS = {"induction": "induction_head", "prev_token": "previous_token_head", "duplicate": "duplicate_token_head"}

@@ -11,12 +11,13 @@ import copy
 
 import pytest
 import torch
+from conftest import requires
 from test_transformer_lens import char_tokenizer
 
 import interp
 from interp.lens import logit_lens
 
-TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").TransformerBridge
+TransformerBridge = requires("transformer_lens.model_bridge").TransformerBridge
 
 pytestmark = pytest.mark.oracle
 

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import requires
 from tokenizers import Tokenizer, models, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -19,7 +20,7 @@ import interp
 from interp.sites import Site
 from interp.trace.interop import from_transformer_lens, to_transformer_lens
 
-TransformerBridge = pytest.importorskip("transformer_lens.model_bridge").TransformerBridge
+TransformerBridge = requires("transformer_lens.model_bridge").TransformerBridge
 
 pytestmark = pytest.mark.oracle
 
