@@ -30,9 +30,11 @@ from interp.hooks.interventions import (
     SubspacePatch,
     Transform,
 )
+from interp.hooks.plans import HeadMask, LayerPlan
 
 __all__ = [
-    "Ablate", "AblateExperts", "Add", "Clamp", "Dictionary", "FeatureEdit", "HookedRun", "Intervention", "Lambda",
+    "Ablate", "AblateExperts", "Add", "Clamp", "Dictionary", "FeatureEdit", "HeadMask", "HookedRun", "Intervention", "Lambda",
+    "LayerPlan",
     "Patch", "Project", "RunOutput", "Scale", "Splice", "SubspacePatch", "Transform", "forward", "hooks",
     "interp_attention", "make_plans", "run_with_hooks",
 ]

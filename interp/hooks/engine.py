@@ -78,6 +78,7 @@ class HookedRun:
         self._impl_switched = False  # the saved implementation may itself be None, so keep a flag
         self._mid_delta: dict[int, torch.Tensor] = {}
         self._kernel_forwards: list[tuple[nn.Module, str, Any]] = []  # (module, attribute, saved instance value)
+        self._restores: list[Callable[[], None]] = []  # undo functions of run plans (interp.hooks.plans)
         self._remaining = {s for s, p in plans.items() if p.capture} if stop_early else set()
         self.lengths: torch.Tensor | None = None  # [batch] real tokens per sequence of the current forward
         self._stop_early = stop_early and not any(p.grad or p.interventions for p in plans.values())
@@ -244,8 +245,15 @@ class HookedRun:
             attr = "_old_forward" if hasattr(mod, "_hf_hook") and "_old_forward" in mod.__dict__ else "forward"
             self._kernel_forwards.append((mod, attr, mod.__dict__.get(attr, _MISSING)))
             setattr(mod, attr, functools.partial(kernel.forward, mod, self._attn_hook(layer)))
+        # run plans (interp.hooks.plans) edit the module structure last, after every hook found its module
+        for iv in {id(iv): iv for p in self.plans.values() for iv in p.interventions}.values():
+            install = getattr(iv, "install", None)
+            if callable(install):
+                self._restores.append(install(self.model))
 
     def _remove(self) -> None:
+        while self._restores:
+            self._restores.pop()()
         for h in self._handles:
             h.remove()
         self._handles.clear()
