@@ -1,0 +1,25 @@
+"""Circuit discovery: a model's graph of heads, MLPs and the edges between them, exact edge interventions,
+edge scores (exact patching, EAP, EAP-IG, ACDC; node-level variants), faithfulness curves (CPR / CMD), and
+models whose circuits are known.
+
+Example:
+    >>> import interp
+    >>> from interp.circuits import discover, faithfulness, induction_task, load_toy
+    >>> m = load_toy()
+    >>> task = induction_task(m)
+    >>> c = discover(m, task, method="eap-ig", progress=False)
+    >>> curve = faithfulness(m, task, c)
+    >>> float(curve.faithfulness[0]), float(curve.faithfulness[-1])  # no edge kept, every edge kept
+    (0.0, 1.0)
+"""
+
+from interp.circuits.engine import EdgeRunner
+from interp.circuits.graph import Graph, build_graph
+from interp.circuits.known import induction_heads, induction_task, load_toy, toy_truth, truth_circuit
+from interp.circuits.methods import METHODS, MIB_FRACTIONS, circuit_metric, discover, edge_auroc, faithfulness
+from interp.circuits.result import Circuit, FaithfulnessCurve
+from interp.circuits.task import CircuitTask, make_task
+
+__all__ = ["METHODS", "MIB_FRACTIONS", "Circuit", "CircuitTask", "EdgeRunner", "FaithfulnessCurve", "Graph",
+           "build_graph", "circuit_metric", "discover", "edge_auroc", "faithfulness", "induction_heads", "induction_task",
+           "load_toy", "make_task", "toy_truth", "truth_circuit"]
