@@ -18,6 +18,8 @@ Example:
 
 from interp.lens.comparison import LensComparison, compare_lenses
 from interp.lens.dla import LogitAttribution, logit_attrs
+from interp.lens.latent_language import LanguageItem, language_token_sets, latent_language, load_language_prompts
+from interp.lens.latent_language_result import LatentLanguageResult
 from interp.lens.layer_metrics import BLOCK, angular_distances, skip_layer_loss, sublayer_similarity
 from interp.lens.layer_metrics_result import AngularDistanceResult, SkipLossResult, SublayerSimilarityResult
 from interp.lens.logit_lens import logit_lens
@@ -25,7 +27,8 @@ from interp.lens.result import LogitLensResult
 from interp.lens.tuned_lens import TunedLens, fast_matmul_dtype, find_tuned_lens
 
 __all__ = [
-    "BLOCK", "AngularDistanceResult", "LensComparison", "LogitAttribution", "LogitLensResult", "SkipLossResult",
-    "SublayerSimilarityResult", "TunedLens", "angular_distances", "compare_lenses", "fast_matmul_dtype",
-    "find_tuned_lens", "logit_attrs", "logit_lens", "skip_layer_loss", "sublayer_similarity",
+    "BLOCK", "AngularDistanceResult", "LanguageItem", "LatentLanguageResult", "LensComparison", "LogitAttribution",
+    "LogitLensResult", "SkipLossResult", "SublayerSimilarityResult", "TunedLens", "angular_distances",
+    "compare_lenses", "fast_matmul_dtype", "find_tuned_lens", "language_token_sets", "latent_language",
+    "load_language_prompts", "logit_attrs", "logit_lens", "skip_layer_loss", "sublayer_similarity",
 ]
