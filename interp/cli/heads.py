@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from interp.cli._common import add_command, emit, heads_arg, model_arg, output_args
+from interp.cli._common import add_command, emit, heads_arg, heads_type, model_arg, output_args
 from interp.errors import BadInputError
 
 ORDER = 45
@@ -38,6 +38,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--sender", type=head_type, metavar="L3H2", help="sender head of the channel, e.g. L3H2")
     p.add_argument("--receiver", type=head_type, metavar="L5H1", help="receiver head of the channel, e.g. L5H1")
     p.add_argument("--no-fold", action="store_true", help="use raw weights (do not fold the attention norm weight)")
+    register_decompose(p)
     output_args(p)
     p.set_defaults(func=run)
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from interp.report import Report
     from interp.trace.trace import command_line
 
+    if getattr(args, "action", None) == "decompose":
+        return run_decompose(args)
     if (args.sender is None) != (args.receiver is None):
         raise BadInputError("give both --sender and --receiver, or neither")
     if args.top < 1:
@@ -90,5 +93,64 @@ def run(args: argparse.Namespace) -> int:
                                                f"of {head} and the tokens its first component reads and writes."
                 ).result(svd, views=["rank"]).figure(svd.plot("spectrum", head=head)).figure(
                     svd.plot("tokens", head=head))
+    emit(args, rep)
+    return 0
+
+
+# -- `interp heads decompose` (added for the sparse attention decomposition) --------------------------------
+def register_decompose(p: argparse.ArgumentParser) -> None:
+    """Options of ``interp heads decompose`` (on the ``heads`` parser: its first word selects the action)."""
+    p.add_argument("action", nargs="?", choices=["decompose"], default=None,
+                   help="'decompose': split attention scores over singular QK components (Franco & Crovella "
+                        "2024) and build the communication graph on --prompt")
+    p.add_argument("--prompt", action="append", help="decompose: a prompt (repeatable)")
+    p.add_argument("--share", type=float, default=0.9, help="decompose: share of the score the sparse set reaches "
+                                                            "(default: %(default)s)")
+    p.add_argument("--receivers", type=heads_type, default=None,
+                   help="decompose: receiving heads of the graph, e.g. L9H1,L10H5 (default: the --heads, else every "
+                        "head of the last layer)")
+    p.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="decompose: validate the N strongest edges by subspace removal (default: %(default)s)")
+
+
+def run_decompose(args: argparse.Namespace) -> int:
+    import interp
+    from interp.heads import attention_decomposition, communication_graph, subspace_removal
+    from interp.report import Report
+    from interp.sites import HeadRef
+    from interp.trace.trace import command_line
+
+    if not args.prompt:
+        raise BadInputError("interp heads decompose needs --prompt TEXT (repeatable)")
+    if not 0 < args.share <= 1:
+        raise BadInputError(f"bad --share {args.share}; valid: a number in (0, 1]")
+    model = interp.load_model(args.model)
+    L, H = model.dims.n_layers, model.dims.n_heads
+    heads = args.heads or [HeadRef(L - 1, h) for h in range(H)]
+    receivers = args.receivers or [h for h in heads if h.layer > 0]
+    dec = attention_decomposition(model, args.prompt, heads=heads, share=args.share)
+    sp = dec.sparsity(0.1)
+    print(f"{model.name}: {len(dec.heads)} heads decomposed; terms sum to the scores within {dec.max_error:.2e}")
+    print(f"{'head':>6} {'n_sparse (att>=0.1)':>20}")
+    for h, v in zip(dec.heads, sp.tolist(), strict=True):
+        print(f"{h:>6} {v:20.2f}")
+    rep = Report(f"interp heads decompose — {model.name}", command=command_line(),
+                 subtitle=f"share={args.share}, {len(args.prompt)} prompt(s)")
+    sec = rep.section("Attention decomposition", "Scores split over singular components of each head's QK matrix.")
+    sec.result(dec, views=["pair", "sparsity"])
+    if receivers:
+        g = communication_graph(model, args.prompt, receivers=receivers, share=args.share)
+        print(f"{'sender':>8} {'receiver':>9} {'side':>4} {'weight':>9}")
+        for s, r, side, w in g.top_edges(args.top):
+            print(f"{s:>8} {r:>9} {side:>4} {w:+9.3f}")
+        rep.section("Communication graph", "Earlier heads writing the sparse components a head reads "
+                                           "(q: at the destination, k: at the source).").result(g, views=["graph"])
+        if args.validate > 0:
+            v = subspace_removal(model, args.prompt, g, n_edges=args.validate)
+            for e, s, r, p in zip(v.edges, v.sparse_drop.tolist(), v.random_drop.mean(1).tolist(),
+                                  v.p_values().tolist(), strict=True):
+                print(f"validate {e}: score drop {s:+.3f} (random subspaces {r:+.3f}, p {p:.3f})")
+            rep.section("Subspace removal", "Removing the sparse subspace from the sender vs random subspaces."
+                        ).result(v)
     emit(args, rep)
     return 0

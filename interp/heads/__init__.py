@@ -22,10 +22,14 @@ Example:
 
 from interp.heads.channels import ChannelActivity, ChannelResult, channel, channel_activity
 from interp.heads.composition import CompositionResult, Pair, composition
+from interp.heads.decompose import AttentionDecomposition, attention_decomposition
 from interp.heads.edits import edited_weights, ov_component_edit, ov_component_maps
+from interp.heads.graph import CommunicationGraph, SubspaceValidation, communication_graph, subspace_removal
 from interp.heads.svd import HeadSVD, head_svd
 
 __all__ = [
     "ChannelActivity", "ChannelResult", "CompositionResult", "HeadSVD", "Pair", "channel", "channel_activity",
     "composition", "edited_weights", "head_svd", "ov_component_edit", "ov_component_maps",
+    "AttentionDecomposition", "CommunicationGraph", "SubspaceValidation", "attention_decomposition",
+    "communication_graph", "subspace_removal",
 ]

@@ -43,12 +43,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from interp.errors import BadInputError
 from interp.models.adapters import WeightViews
+
+if TYPE_CHECKING:
+    from interp.models.model import Model
 
 Kind = Literal["q", "k", "v"]
 KINDS: tuple[Kind, ...] = ("q", "k", "v")
@@ -360,3 +363,104 @@ def rotation_baseline(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tenso
         parts.append(pair_composition((xa[ik].double(), xb[ik].double()), (ra, rb)))
     s = torch.cat(parts)
     return float(s.mean()), float(s.std())
+
+
+# -- attention scores taken apart (Franco & Crovella 2024; used by interp.heads.decompose) -----------------
+def augmented_qk_factors(weights: WeightViews, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bias-augmented, norm-folded query and key weights of every head of one layer.
+
+    The attention input of layer ``layer`` is ``n(x) = γ ⊙ P x / σ(x) + β`` (``P`` centres for LayerNorm and is
+    the identity for RMSNorm; ``σ`` is the per-token scale). With ``x̂ = P x / σ(x)`` and the augmented row
+    ``x̃ = [x̂, 1]`` the pre-rotary query is ``q = x̃ @ W̃_Q`` with ``W̃_Q = [diag(γ) W_Q ; β W_Q + b_Q]``, and
+    likewise the key; the paper's augmented QK matrix (GPT-2, no rotary) is ``W̃_Q @ W̃_Kᵀ``.
+
+    Returns:
+        ``(W̃_Q, W̃_K)``, each ``[head, d_model + 1, d_head]`` (grouped-query keys expanded per query head).
+
+    Example:
+        >>> import interp
+        >>> toy = interp.load_model("toy-induction")
+        >>> WQ, WK = augmented_qk_factors(toy.weights, 1)
+        >>> WQ.shape[1] == toy.weights.W_Q.shape[2] + 1
+        True
+    """
+    n_layers = weights.W_Q.shape[0]
+    if not isinstance(layer, int) or not -n_layers <= layer < n_layers:
+        raise BadInputError(f"layer={layer!r} is out of range; valid layers are 0..{n_layers - 1}")
+    g = weights.ln1_w[layer].detach().double()
+    beta = weights.ln1_b[layer].detach().double() if weights.ln1_b is not None else torch.zeros_like(g)
+    out = []
+    for W, b in ((weights.W_Q[layer], weights.b_Q[layer]), (weights.W_K[layer], weights.b_K[layer])):
+        W = W.detach().double()  # [head, d_model, d_head]
+        top = g[None, :, None] * W
+        bottom = (beta @ W) + b.detach().double()  # [head, d_head]
+        out.append(torch.cat([top, bottom[:, None, :]], dim=1))
+    return out[0], out[1]
+
+
+def rotary_rotations(model: Model, n_positions: int, layer: int = 0) -> torch.Tensor | None:
+    """Row-vector rotary maps ``R [n_positions, d_head, d_head]`` with ``q_rot(p) = q @ R[p]``, or ``None``.
+
+    Found from the model's own rotary-embedding module (a submodule whose name ends in ``rotary_emb``; the
+    ``rotate_half`` convention of Llama, Mistral, Qwen, GPT-NeoX; a partial rotary leaves the remaining
+    dimensions unrotated). ``None`` when the model has no such module (learned or no positions: GPT-2).
+    Callers must check the result against the model's own ``hook_q``/``hook_k`` (other conventions exist:
+    GPT-J rotates neighbouring pairs): :func:`interp.heads.attention_decomposition` does and says when not.
+
+    For the standard rotary embedding ``R[i] R[j]ᵀ = R[i - j] R[0]ᵀ``, so the score of a query at ``i`` and
+    a key at ``j`` reads ``q R[i] R[j]ᵀ kᵀ``: the QK matrix depends on the offset ``i - j`` only.
+
+    Example:
+        >>> import interp
+        >>> m = interp.load_model("smollm2-135m")
+        >>> R = rotary_rotations(m, 4)
+        >>> R.shape, bool(torch.allclose(R[2] @ R[1].T, R[1] @ R[0].T, atol=1e-5))
+        (torch.Size([4, 64, 64]), True)
+    """
+    hf = model.hf
+    mods = [(n, mod) for n, mod in hf.named_modules() if n.endswith("rotary_emb")]
+    if not mods:
+        return None
+    mods.sort(key=lambda nm: (f"layers.{layer}." not in nm[0], len(nm[0])))  # a per-layer one first, else the model's
+    rot = mods[0][1]
+    w = model.weights
+    d_head = int(w.W_Q.shape[-1])
+    dev = next(hf.parameters()).device
+    pos = torch.arange(n_positions, device=dev)[None]
+    with torch.no_grad():
+        cos, sin = rot(torch.zeros(1, device=dev, dtype=torch.float32), pos)
+    cos, sin = cos[0].double().cpu(), sin[0].double().cpu()  # [pos, rot_dim]
+    rd = cos.shape[-1]
+    half = rd // 2
+    R = torch.eye(d_head, dtype=torch.float64).repeat(n_positions, 1, 1)
+    R[:, :rd, :rd] = torch.diag_embed(cos)
+    idx = torch.arange(half)
+    # q @ Rh = rotate_half(q) = [-q[half:], q[:half]]: column m < half reads -q[m + half], column m >= half reads q[m - half]
+    R[:, idx + half, idx] -= sin[:, idx]
+    R[:, idx, idx + half] += sin[:, idx + half]
+    return R
+
+
+def attention_scaling(model: Model, layer: int) -> float:
+    """The factor the scores ``q · k`` are multiplied by (the attention module's ``scaling``, else ``d_head^-½``).
+
+    Example:
+        >>> import interp
+        >>> attention_scaling(interp.load_model("smollm2-135m"), 0)
+        0.125
+    """
+    w = model.weights
+    d_head = int(w.W_Q.shape[-1])
+    mod = model.module(model.adapter.attn.format(L=layer))
+    s = getattr(mod, "scaling", None)
+    if isinstance(s, (int, float)) and not isinstance(s, bool):
+        return float(s)
+    if getattr(mod, "scale_attn_weights", True) is False:
+        return 1.0
+    scale = float(d_head) ** -0.5
+    if getattr(mod, "scale_attn_by_inverse_layer_idx", False):
+        scale /= float(layer + 1)
+    return scale
+
+
+__all__ += ["attention_scaling", "augmented_qk_factors", "rotary_rotations"]
