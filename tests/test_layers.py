@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
-from conftest import randomize
+from conftest import make_tokenizer, randomize
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -22,9 +22,10 @@ from interp.models import Model
 @pytest.fixture(scope="module")
 def llama5() -> Model:
     cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=64, max_position_embeddings=32, rms_norm_eps=1e-5,
+                      num_key_value_heads=2, vocab_size=104, max_position_embeddings=32, rms_norm_eps=1e-5,
                       pad_token_id=0, tie_word_embeddings=False)
-    return interp.from_hf(randomize(LlamaForCausalLM(cfg), 7).eval(), name="llama5")
+    cfg._attn_implementation = "eager"
+    return interp.from_hf(randomize(LlamaForCausalLM(cfg), 7).eval(), tokenizer=make_tokenizer(), name="llama5")
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +94,11 @@ def _llama_by_hand(model: Model, ids: torch.Tensor,
         x = hf.model.embed_tokens(ids)
         pos = torch.arange(ids.shape[1])[None]
         pe = hf.model.rotary_emb(x, pos)
+        T = ids.shape[1]
+        causal = torch.full((T, T), torch.finfo(x.dtype).min).triu(1)[None, None]  # eager attention adds it
 
         def call(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            out = block(h, attention_mask=None, position_embeddings=pe, position_ids=pos)
+            out = block(h, attention_mask=causal, position_embeddings=pe, position_ids=pos)
             return out[0] if isinstance(out, tuple) else out
 
         x = step(list(hf.model.layers), x, call)
@@ -120,6 +123,7 @@ def test_parallel_span_equals_blocks_called_by_hand(llama5: Model, combine: str)
 def test_sublayer_skips_equal_blocks_without_that_sublayer_by_hand(llama5: Model) -> None:
     ids = IDS[:1]
     pos = torch.arange(ids.shape[1])[None]
+    causal = torch.full((8, 8), torch.finfo(torch.float32).min).triu(1)[None, None]
 
     def step(blocks: list[nn.Module], x: torch.Tensor, call: Callable) -> torch.Tensor:
         pe = llama5.hf.model.rotary_emb(x, pos)
@@ -127,7 +131,7 @@ def test_sublayer_skips_equal_blocks_without_that_sublayer_by_hand(llama5: Model
             if i == 1:  # no attention: x + mlp(ln2(x))
                 x = x + b.mlp(b.post_attention_layernorm(x))
             elif i == 3:  # no MLP: x + attn(ln1(x))
-                x = x + b.self_attn(b.input_layernorm(x), attention_mask=None, position_embeddings=pe)[0]
+                x = x + b.self_attn(b.input_layernorm(x), attention_mask=causal, position_embeddings=pe)[0]
             elif i != 4:  # block 4 skipped
                 x = call(b, x)
         return x
@@ -210,3 +214,180 @@ def test_bad_plans_raise_clear_errors(llama5: Model) -> None:
     with torch.no_grad():
         plain = llama5.hf(input_ids=IDS, attention_mask=MASK, use_cache=False).logits
     torch.testing.assert_close(_real(_run(llama5, [])), _real(plain))
+
+
+# -- task suites -------------------------------------------------------------------------------------------------
+
+def _task() -> "interp.layers.Task":
+    from interp.layers import Task
+    g = torch.Generator().manual_seed(3)
+    items = []
+    for k in range(12):
+        words = [f"w{int(i)}" for i in torch.randint(0, 100, (5,), generator=g)]
+        items.append({"prompt": " ".join(words), "choices": [f" w{k}", f" w{k + 1} w{k + 2}", f" w{k + 3}"],
+                      "answer": k % 3})
+    return Task.from_items("tiny", items)
+
+
+def _hf_choice_ll(hf: nn.Module, tok: object, prompt: str, choice: str) -> float:
+    """Oracle: the summed log-probability of the choice's tokens after the prompt, one plain HF forward."""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    c = tok(choice, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    with torch.no_grad():
+        logits = hf(input_ids=torch.tensor([p + c]), use_cache=False).logits[0]
+    lp = logits.log_softmax(-1)
+    return float(sum(lp[len(p) - 1 + j, t] for j, t in enumerate(c)))
+
+
+def test_score_equals_per_item_hf_log_likelihoods(llama5: Model) -> None:
+    from interp.layers import score
+    task = _task()
+    res = score(llama5, task, batch_size=5, progress=False)
+    lls = [[_hf_choice_ll(llama5.hf, llama5.tokenizer, it.prompt, c) for c in it.choices] for it in task.items]
+    right = [max(range(len(r)), key=r.__getitem__) == it.answer for r, it in zip(lls, task.items, strict=True)]
+    assert res.correct.tolist() == right
+    assert res.accuracy == pytest.approx(sum(right) / len(right))
+    assert res.loglik == pytest.approx(sum(r[it.answer] for r, it in zip(lls, task.items, strict=True)) / 12, abs=1e-4)
+    assert res.chance == pytest.approx(1 / 3)
+
+
+def test_next_token_score_equals_hf_by_hand(llama5: Model) -> None:
+    from interp.layers import Task, score
+    texts = ["w1 w2 w3 w4 w5 w6", "w9 w8 w7", "w3 w3 w3 w3 w3 w3 w3 w3"]
+    res = score(llama5, Task.from_texts("t", texts), batch_size=2, progress=False)
+    right, lls = 0, []
+    for t in texts:
+        ids = llama5.tokenizer(t, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = llama5.hf(input_ids=torch.tensor([ids]), use_cache=False).logits[0, :-1].log_softmax(-1)
+        right += int((lp.argmax(-1) == torch.tensor(ids[1:])).sum())
+        lls += lp.gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+    assert res.accuracy == pytest.approx(right / len(lls))
+    assert res.loglik == pytest.approx(sum(lls) / len(lls), abs=1e-5)
+
+
+def test_shipped_suites_load_and_bad_tasks_raise(tmp_path: object) -> None:
+    from interp.errors import UnknownNameError
+    from interp.layers import SHIPPED, Task, load_task
+    sizes = {n: len(load_task(n)) for n in SHIPPED}
+    assert sizes == {"capitals": 40, "arithmetic": 200, "copying": 500, "heldout": 64}
+    for it in load_task("arithmetic").items[:20]:  # the right choice is the sum of the question
+        a, b = it.prompt.rsplit("\n", 1)[1].rstrip(" =").split(" + ")
+        assert it.choices[it.answer] == f" {int(a) + int(b)}"
+    with pytest.raises(BadInputError, match="has no answer"):
+        Task.from_items("x", [{"prompt": "a", "choices": [" b", " c"]}])
+    with pytest.raises(BadInputError, match="not one of its choices"):
+        Task.from_items("x", [{"prompt": "a", "choices": [" b", " c"], "answer": " d"}])
+    with pytest.raises(BadInputError, match="choice index"):
+        Task.from_items("x", [{"prompt": "a", "choices": [" b", " c"], "answer": 2}])
+    with pytest.raises(UnknownNameError, match="capitals"):
+        load_task("capitals2")
+
+
+# -- studies -----------------------------------------------------------------------------------------------------
+
+def test_drop_layers_scores_equal_hand_edited_models(llama5: Model) -> None:
+    import numpy as np
+
+    from interp.layers import drop_layers, score
+    task = _task()
+    res = drop_layers(llama5, task, methods=("angular", "random", "skip_loss", "attn"), max_drop=2, progress=False)
+    assert res.accuracy.shape == (4, 3) and res.dropped[0][0] == ()
+    base = score(llama5, task, progress=False)
+    assert (res.accuracy[:, 0] == base.accuracy).all()
+    # angular choice by hand: numpy angles between block inputs/outputs at the last token of each prompt
+    ids, mask = llama5.encode([it.prompt for it in task.items])
+    hf = llama5.hf
+    states: list[np.ndarray] = []
+    hs = [hf.model.layers[i].register_forward_pre_hook(lambda m, a: states.append(a[0].numpy().copy()))
+          for i in range(5)]
+    hs.append(hf.model.layers[4].register_forward_hook(lambda m, a, o: states.append(o[0].numpy().copy()
+                                                                                    if isinstance(o, tuple) else o.numpy().copy())))
+    with torch.no_grad():
+        hf(input_ids=ids, attention_mask=mask, use_cache=False)
+    for h in hs:
+        h.remove()
+    last = mask.sum(-1).numpy() - 1
+    x = [s[np.arange(len(last)), last].astype(np.float64) for s in states]
+    for n in (1, 2):
+        d = []
+        for i in range(6 - n):
+            a, b = x[i], x[i + n]
+            cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+            d.append(np.mean(np.arccos(np.clip(cos, -1, 1)) / np.pi))
+        start = int(np.argmin(d))
+        assert res.dropped[0][n] == tuple(str(i) for i in range(start, start + n))
+    # each cell's accuracy equals the score of a deep copy whose block list is edited by hand
+    for row in (0, 1):
+        blocks = [int(b) for b in res.dropped[row][2]]
+        hf2 = copy.deepcopy(hf)
+        hf2.model.layers = nn.ModuleList([hf2.model.layers[i] for i in range(5) if i not in blocks])
+        hf2.config.num_hidden_layers = 3
+        oracle = score(interp.from_hf(hf2, tokenizer=llama5.tokenizer, name="edited"), task, progress=False)
+        assert float(res.accuracy[row, 2]) == pytest.approx(oracle.accuracy)
+        assert float(res.loglik[row, 2]) == pytest.approx(oracle.loglik, abs=1e-4)
+    assert all(n.startswith("attn.") for n in res.dropped[3][2])
+    with pytest.raises(BadInputError, match="max_drop"):
+        drop_layers(llama5, task, max_drop=5)
+
+
+def test_painters_rows_and_widths(llama5: Model) -> None:
+    from interp.layers import painters, painters_plan
+    task = _task()
+    res = painters(llama5, task, widths=[0, 1, 3], progress=False)
+    assert res.spans == ((2, 2), (2, 3), (1, 4))
+    assert (res.accuracy[:, 0] == res.accuracy[0, 0]).all()  # width 0: the unmodified model for every variant
+    assert painters_plan(llama5, "repeat", 1, 4)[0].steps(5) == [(0,), (2,), (2,), (2,), (4,)]
+    assert painters_plan(llama5, "parallel", 1, 4)[0].steps(5) == [(0,), (1, 2, 3), (4,)]
+    assert painters_plan(llama5, "reverse", 1, 4)[0].steps(5) == [(0,), (3,), (2,), (1,), (4,)]
+    res.plot()
+    assert "skip_at_widest" in res.headline()
+
+
+def test_head_importance_equals_per_sequence_hand_gradients(llama5: Model) -> None:
+    """One backward per batch with a per-sequence mask equals a separate backward per sequence (plain hooks)."""
+    from interp.layers import head_importance
+    texts = ["w1 w2 w3 w4 w5", "w7 w7 w8", "w20 w30 w40 w50 w60 w70", "w5 w4"]
+    res = head_importance(llama5, texts, batch_size=3, progress=False)
+    hf = copy.deepcopy(llama5.hf)
+    total = torch.zeros(5, 4)
+    for t in texts:
+        ids = torch.tensor([llama5.tokenizer(t, add_special_tokens=False)["input_ids"]])
+        leaf = torch.ones(5, 4, requires_grad=True)
+        hs = [layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda m, a, L=L: ((a[0].unflatten(-1, (4, 8)) * leaf[L][:, None]).flatten(-2),))
+            for L, layer in enumerate(hf.model.layers)]
+        lp = hf(input_ids=ids, use_cache=False).logits[0, :-1].log_softmax(-1)
+        loss = -lp.gather(-1, ids[0, 1:, None]).mean()
+        loss.backward()
+        for h in hs:
+            h.remove()
+        assert leaf.grad is not None
+        total += leaf.grad.abs()
+    torch.testing.assert_close(res.importance, total / 4, rtol=1e-4, atol=1e-6)
+    assert res.n_sequences == 4 and len(res.ranking()) == 20
+    torch.testing.assert_close(res.normalized.norm(dim=1), torch.ones(5))  # type: ignore[union-attr]
+
+
+def test_attention_entropy_and_pruning(llama5: Model) -> None:
+    from interp.layers import attention_entropy, head_mask, prune_heads, score
+    texts = ["w1 w2 w3 w4 w5", "w7 w7 w8 w9"]
+    ent = attention_entropy(llama5, texts)
+    ids, mask = llama5.encode(texts)
+    with torch.no_grad():
+        att = llama5.hf(input_ids=ids, attention_mask=mask, output_attentions=True, use_cache=False).attentions
+    m = mask.bool()
+    for L in range(5):
+        p = att[L].double()
+        e = -(p * p.clamp_min(1e-30).log()).sum(-1)
+        torch.testing.assert_close(ent[L], ((e * m[:, None]).sum((0, 2)) / m.sum()).float(), rtol=1e-4, atol=1e-5)
+    task = _task()
+    res = prune_heads(llama5, task, shares=[0.0, 0.25, 0.5], calibration=texts, progress=False)
+    assert res.accuracy.shape == (3, 3) and len(res.pruned[1][2]) == 10
+    # the entropy order prunes the most diffuse heads first
+    top = ent.flatten().argsort(descending=True)[:5]
+    assert set(res.pruned[2][1]) == {f"L{int(i) // 4}H{int(i) % 4}" for i in top}
+    again = score(llama5, task, interventions=head_mask(llama5, heads=list(res.pruned[1][2])), progress=False)
+    assert float(res.accuracy[1, 2]) == pytest.approx(again.accuracy)
+    with pytest.raises(BadInputError, match="shares"):
+        prune_heads(llama5, task, shares=[0.0, 1.0])

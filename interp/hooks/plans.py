@@ -199,8 +199,10 @@ class HeadMask(Intervention):
     """Multiply each attention head's output (``hook_z``) by ``scales[layer, head]``; gradients reach ``scales``.
 
     Args:
-        scales: the mask, ``[n_layers, n_heads]`` (1 keeps a head, 0 removes it; any value scales it). Give it
-            ``requires_grad=True`` and take a gradient to get every head's importance from one backward pass.
+        scales: the mask, ``[n_layers, n_heads]`` (1 keeps a head, 0 removes it; any value scales it), or
+            ``[batch, n_layers, n_heads]``: one mask per sequence of the batch (a backward pass of a loss summed
+            over sequences then gives each sequence's own gradient). Give it ``requires_grad=True`` and take a
+            gradient to get every head's importance from one backward pass.
 
     Example:
         >>> import torch
@@ -215,28 +217,35 @@ class HeadMask(Intervention):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.scales, torch.Tensor) or self.scales.dim() != 2:
+        if not isinstance(self.scales, torch.Tensor) or self.scales.dim() not in (2, 3):
             shape = tuple(self.scales.shape) if isinstance(self.scales, torch.Tensor) else type(self.scales).__name__
-            raise BadInputError(f"scales must be a [n_layers, n_heads] tensor, got {shape}")
+            raise BadInputError(f"scales must be a [n_layers, n_heads] (or [batch, n_layers, n_heads]) tensor, "
+                                f"got {shape}")
 
     def __repr__(self) -> str:
         assert self.scales is not None
-        return f"HeadMask(scales=[{self.scales.shape[0]}, {self.scales.shape[1]}])"
+        return f"HeadMask(scales={list(self.scales.shape)})"
 
     def install(self, model: Any) -> Callable[[], None]:
         """Check the mask's shape against ``model`` (called by the hook engine before a run)."""
         assert self.scales is not None
         want = (model.dims.n_layers, model.dims.n_heads)
-        if tuple(self.scales.shape) != want:
+        if tuple(self.scales.shape[-2:]) != want:
             raise BadInputError(f"head mask has shape {tuple(self.scales.shape)}; {model.name} needs "
                                 f"[n_layers, n_heads] = {list(want)}")
         return lambda: None
 
     def edit(self, act: torch.Tensor, site: Site) -> torch.Tensor:
         assert self.scales is not None and site.layer is not None
-        if site.layer >= self.scales.shape[0] or act.shape[-2] != self.scales.shape[1]:
+        n_layers, n_heads = self.scales.shape[-2:]
+        if site.layer >= n_layers or act.shape[-2] != n_heads:
             raise BadInputError(f"head mask of shape {tuple(self.scales.shape)} does not fit {site.name} "
                                 f"({act.shape[-2]} heads)")
+        if self.scales.dim() == 3:
+            if self.scales.shape[0] != act.shape[0]:
+                raise BadInputError(f"a per-sequence head mask has {self.scales.shape[0]} rows but the batch has "
+                                    f"{act.shape[0]} sequences")
+            return act * self.scales[:, site.layer].to(act.device, act.dtype)[:, None, :, None]
         return act * self.scales[site.layer].to(act.device, act.dtype)[:, None]
 
 

@@ -1,0 +1,267 @@
+"""Results of the layer and head studies (each a :class:`~interp.trace.results.Result`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from interp.errors import BadInputError
+from interp.plot import heatmap, layer_curves
+from interp.trace.results import Result
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+
+def _rows(t: torch.Tensor, names: tuple[str, ...], what: str) -> None:
+    if t.dim() != 2 or t.shape[0] != len(names):
+        raise BadInputError(f"{what} must be [{len(names)} methods, n], got {tuple(t.shape)}")
+
+
+@dataclass(frozen=True, repr=False)
+class LayerDropResult(Result):
+    """Task accuracy and log-likelihood against the number of blocks (or sublayers) dropped, per way of choosing.
+
+    Methods: ``angular`` (the ``n`` consecutive blocks whose input and output are closest in angle, Gromov et al.
+    2024), ``attn`` / ``mlp`` (the ``n`` attention / MLP sublayers whose output is most similar to their input,
+    He et al. 2024), ``skip_loss`` (the ``n`` blocks whose single removal raises the loss least), ``random``
+    (seeded; the baseline).
+
+    Views: ``"accuracy"`` (default), ``"loglik"``.
+
+    Attributes:
+        accuracy: ``[method, n_dropped]`` task accuracy (column 0: the unmodified model).
+        loglik: ``[method, n_dropped]`` mean log-likelihood of the right answer (or per token).
+        dropped: per method, per ``n``, the blocks (or sublayers) dropped, as ``"3"`` / ``"attn.3"`` strings.
+        methods: the method names (rows); task: the task's name; chance: the accuracy of guessing.
+
+    Example:
+        >>> import torch
+        >>> r = LayerDropResult(accuracy=torch.tensor([[0.9, 0.8, 0.2]]), loglik=torch.zeros(1, 3),
+        ...                     methods=("random",), task="t")
+        >>> r
+        LayerDropResult(accuracy[method=1, n_dropped=3], loglik[method=1, n_dropped=3], task='t', baseline=0.9, ...)
+    """
+
+    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"accuracy": ("method", "n_dropped"),
+                                                     "loglik": ("method", "n_dropped")}
+    VIEWS = ("accuracy", "loglik")
+
+    accuracy: torch.Tensor
+    loglik: torch.Tensor
+    methods: tuple[str, ...] = ()
+    dropped: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    task: str = ""
+    chance: float = 0.0
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        _rows(self.accuracy, self.methods, "accuracy")
+        if self.loglik.shape != self.accuracy.shape:
+            raise BadInputError(f"loglik has shape {tuple(self.loglik.shape)}, accuracy {tuple(self.accuracy.shape)}")
+
+    def labels(self) -> dict[str, list[Any]]:
+        return {"method": list(self.methods), "n_dropped": list(range(self.accuracy.shape[1]))}
+
+    def _curves(self, t: torch.Tensor, y: str) -> Figure:
+        fig = layer_curves({m: t[i] for i, m in enumerate(self.methods)}, x_title="blocks (or sublayers) dropped",
+                           y_title=y, title=f"{y} on {self.task} as layers are dropped")
+        return fig
+
+    def _view_accuracy(self) -> Figure:
+        """Accuracy per method against the number dropped."""
+        return self._curves(self.accuracy, "accuracy")
+
+    def _view_loglik(self) -> Figure:
+        """Mean log-likelihood of the right answer per method against the number dropped."""
+        return self._curves(self.loglik, "log-likelihood")
+
+    def headline(self) -> dict[str, Any]:
+        base = float(self.accuracy[0, 0]) if self.accuracy.numel() else float("nan")
+        out: dict[str, Any] = {"task": self.task, "baseline": base, "chance": self.chance}
+        for i, m in enumerate(self.methods):  # how many can go before accuracy falls below halfway to chance
+            ok = (self.accuracy[i] >= self.chance + 0.5 * (base - self.chance)).tolist()
+            out[f"{m}_n_at_half"] = next((n - 1 for n, v in enumerate(ok) if not v), len(ok) - 1)
+        return out
+
+
+@dataclass(frozen=True, repr=False)
+class PaintersResult(Result):
+    """The Painters experiments (Sun et al. 2024): task accuracy when a middle span of blocks is skipped,
+    shuffled, reversed, replaced by repeats of its middle block, or run in parallel, against the span's width.
+
+    Views: ``"accuracy"`` (default), ``"loglik"``.
+
+    Attributes:
+        accuracy: ``[variant, width]`` (width 0: the unmodified model); loglik: likewise.
+        spans: per width, the ``(start, stop)`` of the span (centred in the model).
+        variants: row names; task; chance.
+
+    Example:
+        >>> import torch
+        >>> PaintersResult(accuracy=torch.ones(2, 2), loglik=torch.zeros(2, 2), variants=("skip", "reverse"),
+        ...                spans=((0, 0), (1, 2)), task="t").headline()["skip_at_widest"]
+        1.0
+    """
+
+    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"accuracy": ("variant", "width"), "loglik": ("variant", "width")}
+    VIEWS = ("accuracy", "loglik")
+
+    accuracy: torch.Tensor
+    loglik: torch.Tensor
+    variants: tuple[str, ...] = ()
+    spans: tuple[tuple[int, int], ...] = ()
+    task: str = ""
+    chance: float = 0.0
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        _rows(self.accuracy, self.variants, "accuracy")
+        if len(self.spans) != self.accuracy.shape[1]:
+            raise BadInputError(f"{len(self.spans)} spans for {self.accuracy.shape[1]} widths")
+
+    def labels(self) -> dict[str, list[Any]]:
+        return {"variant": list(self.variants), "width": [b - a for a, b in self.spans]}
+
+    def _curves(self, t: torch.Tensor, y: str) -> Figure:
+        widths = [b - a for a, b in self.spans]
+        return layer_curves({v: t[i] for i, v in enumerate(self.variants)}, x=widths,
+                            x_title="width of the middle span", y_title=y, title=f"Painters experiments on {self.task}")
+
+    def _view_accuracy(self) -> Figure:
+        """Accuracy per variant against the width of the edited middle span."""
+        return self._curves(self.accuracy, "accuracy")
+
+    def _view_loglik(self) -> Figure:
+        """Mean log-likelihood per variant against the span's width."""
+        return self._curves(self.loglik, "log-likelihood")
+
+    def headline(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task, "baseline": float(self.accuracy[0, 0])}
+        for i, v in enumerate(self.variants):
+            out[f"{v}_at_widest"] = float(self.accuracy[i, -1])
+        return out
+
+
+@dataclass(frozen=True, repr=False)
+class HeadImportanceResult(Result):
+    """Head importance (Michel et al. 2019): ``I_h = E_x |dL(x)/dxi_h|``, the expected absolute gradient of each
+    sequence's loss with respect to a mask ``xi_h`` scaling head ``h``'s output, from one backward per batch.
+
+    Views: ``"heatmap"`` (default; layer x head), ``"ranked"`` (sorted importance).
+
+    Attributes:
+        importance: ``[layer, head]`` mean over sequences of ``|dL/dxi|``.
+        normalized: ``[layer, head]`` importance divided by its layer's L2 norm (as Michel et al. prune by).
+        n_sequences: sequences averaged over; n_tokens: tokens in the loss; model_id.
+
+    Example:
+        >>> import torch
+        >>> r = HeadImportanceResult(importance=torch.tensor([[0.1, 0.3], [0.2, 0.0]]))
+        >>> r.ranking()[:2]
+        ['L0H1', 'L1H0']
+    """
+
+    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"importance": ("layer", "head"), "normalized": ("layer", "head")}
+    VIEWS = ("heatmap", "ranked")
+
+    importance: torch.Tensor
+    normalized: torch.Tensor | None = None
+    n_sequences: int = 0
+    n_tokens: int = 0
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.importance.dim() != 2:
+            raise BadInputError(f"importance must be [layer, head], got {tuple(self.importance.shape)}")
+        if self.normalized is None:
+            norm = self.importance.norm(dim=1, keepdim=True).clamp_min(1e-20)
+            object.__setattr__(self, "normalized", self.importance / norm)
+
+    def labels(self) -> dict[str, list[Any]]:
+        return {"layer": list(range(self.importance.shape[0])), "head": list(range(self.importance.shape[1]))}
+
+    def ranking(self, normalized: bool = False) -> list[str]:
+        """Heads as ``"L5H1"`` from most to least important."""
+        t = self.normalized if normalized and self.normalized is not None else self.importance
+        n_heads = t.shape[1]
+        return [f"L{int(i) // n_heads}H{int(i) % n_heads}" for i in t.flatten().argsort(descending=True, stable=True)]
+
+    def _view_heatmap(self) -> Figure:
+        """Importance per layer and head."""
+        t = self.importance
+        return heatmap(t, x_labels=[str(h) for h in range(t.shape[1])], y_labels=[str(L) for L in range(t.shape[0])],
+                       title="head importance |dL/dξ|", x_title="head", y_title="layer", signed=False, zmin=0.0,
+                       rows_top_down=False)
+
+    def _view_ranked(self, top: int = 40) -> Figure:
+        """The ``top`` heads by importance."""
+        heads = self.ranking()[:top]
+        n_heads = self.importance.shape[1]
+        vals = [float(self.importance.flatten()[int(h[1:].split("H")[0]) * n_heads + int(h.split("H")[1])]) for h in heads]
+        return layer_curves({"importance": torch.tensor(vals)}, x_labels=heads, x_title="head",
+                            y_title="|dL/dξ|", title="heads ranked by importance")
+
+    def headline(self) -> dict[str, Any]:
+        return {"n_heads": self.importance.numel(), "top": self.ranking()[0], "n_sequences": self.n_sequences}
+
+
+@dataclass(frozen=True, repr=False)
+class PruningResult(Result):
+    """Task accuracy as heads are pruned (masked to zero), per order of pruning: by importance (least important
+    first; ``iterative``: importance recomputed after each step), at random (seeded), by attention entropy
+    (most diffuse first).
+
+    Views: ``"accuracy"`` (default), ``"loglik"``.
+
+    Attributes:
+        accuracy: ``[method, step]``; loglik: likewise; shares: the share of heads pruned at each step.
+        pruned: per method, per step, the heads pruned so far (``"L5H1"``); methods; task; chance.
+
+    Example:
+        >>> import torch
+        >>> PruningResult(accuracy=torch.ones(1, 2), loglik=torch.zeros(1, 2), methods=("random",),
+        ...               shares=(0.0, 0.5)).headline()["random_at_max"]
+        1.0
+    """
+
+    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"accuracy": ("method", "step"), "loglik": ("method", "step")}
+    VIEWS = ("accuracy", "loglik")
+
+    accuracy: torch.Tensor
+    loglik: torch.Tensor
+    methods: tuple[str, ...] = ()
+    shares: tuple[float, ...] = ()
+    pruned: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    task: str = ""
+    chance: float = 0.0
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        _rows(self.accuracy, self.methods, "accuracy")
+        if len(self.shares) != self.accuracy.shape[1]:
+            raise BadInputError(f"{len(self.shares)} shares for {self.accuracy.shape[1]} steps")
+
+    def labels(self) -> dict[str, list[Any]]:
+        return {"method": list(self.methods), "step": list(self.shares)}
+
+    def _curves(self, t: torch.Tensor, y: str) -> Figure:
+        return layer_curves({m: t[i] for i, m in enumerate(self.methods)}, x=list(self.shares),
+                            x_title="share of heads pruned", y_title=y, title=f"head pruning on {self.task}")
+
+    def _view_accuracy(self) -> Figure:
+        """Accuracy per pruning order against the share of heads pruned."""
+        return self._curves(self.accuracy, "accuracy")
+
+    def _view_loglik(self) -> Figure:
+        """Mean log-likelihood per pruning order against the share pruned."""
+        return self._curves(self.loglik, "log-likelihood")
+
+    def headline(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task, "baseline": float(self.accuracy[0, 0])}
+        for i, m in enumerate(self.methods):
+            out[f"{m}_at_max"] = float(self.accuracy[i, -1])
+        return out
