@@ -270,3 +270,28 @@ def test_bad_inputs(tiny_llama: Model, tiny_gpt2: Model) -> None:
         build_graph(tiny_gpt2)
     with pytest.raises(BadInputError, match="lengths"):
         make_task(tiny_llama, torch.ones(1, 3, dtype=torch.long), corrupt=torch.ones(1, 4, dtype=torch.long), answer=1)
+
+
+def test_cli_circuit(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from interp.cli import main
+
+    out = tmp_path / "c.json"  # type: ignore[operator]
+    rc = main(["circuit", "--model", "toy-induction", "--task", "induction", "--method", "eap", "--top", "5",
+               "--json", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "CPR" in text and "L1H" in text
+    data = json.loads(out.read_text())
+    assert "Circuit" in json.dumps(data)
+    assert main(["circuit", "--model", "toy-induction", "--task", "nope", "--quiet"]) == 2
+    assert main(["circuit", "--model", "toy-induction", "--quiet"]) == 2
+
+
+def test_report_section(tiny_llama: Model) -> None:
+    from interp.report import build_report
+
+    rep = build_report(tiny_llama, "w1 w2 w3 w4 w5 w6", corrupt="w1 w2 w9 w4 w5 w6", sections=["circuit"], fast=True)
+    assert "Circuit" in [s.title for s in rep.sections]
+    assert "Circuit" not in [s.title for s in build_report(tiny_llama, "w1 w2 w3", sections=["circuit"], fast=True).sections]

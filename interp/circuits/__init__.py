@@ -15,11 +15,21 @@ Example:
 
 from interp.circuits.engine import EdgeRunner
 from interp.circuits.graph import Graph, build_graph
-from interp.circuits.known import induction_heads, induction_task, load_toy, toy_truth, truth_circuit
+from interp.circuits.known import (
+    IOI_PAIRS,
+    TASKS,
+    induction_heads,
+    induction_task,
+    ioi_task,
+    load_toy,
+    named_task,
+    toy_truth,
+    truth_circuit,
+)
 from interp.circuits.methods import METHODS, MIB_FRACTIONS, circuit_metric, discover, edge_auroc, faithfulness
 from interp.circuits.result import Circuit, FaithfulnessCurve
 from interp.circuits.task import CircuitTask, make_task
 
-__all__ = ["METHODS", "MIB_FRACTIONS", "Circuit", "CircuitTask", "EdgeRunner", "FaithfulnessCurve", "Graph",
+__all__ = ["IOI_PAIRS", "METHODS", "TASKS", "MIB_FRACTIONS", "Circuit", "CircuitTask", "EdgeRunner", "FaithfulnessCurve", "Graph",
            "build_graph", "circuit_metric", "discover", "edge_auroc", "faithfulness", "induction_heads", "induction_task",
-           "load_toy", "make_task", "toy_truth", "truth_circuit"]
+           "ioi_task", "load_toy", "make_task", "named_task", "toy_truth", "truth_circuit"]

@@ -57,6 +57,44 @@ def induction_task(model: Model, *, batch: int = 16, half: int = 12, query: int 
                        "logit_diff", "corrupted", "induction")
 
 
+IOI_PAIRS = (
+    ("When Mary and John went to the store, John gave a drink to", "When Mary and John went to the store, Mary gave a drink to",
+     " Mary", " John"),
+    ("When John and Mary went to the store, Mary gave a drink to", "When John and Mary went to the store, John gave a drink to",
+     " John", " Mary"),
+    ("When Mary and John went to the park, John gave a ball to", "When Mary and John went to the park, Mary gave a ball to",
+     " Mary", " John"),
+    ("When John and Mary went to the park, Mary gave a ball to", "When John and Mary went to the park, John gave a ball to",
+     " John", " Mary"),
+)
+"""Indirect-object prompts with their corrupted twins (the subject's second mention swapped), answer and wrong name."""
+
+
+def ioi_task(model: Model, *, n: int = 2) -> CircuitTask:
+    """The first ``n`` (1-4) of :data:`IOI_PAIRS` as a task (metric: answer minus wrong logit)."""
+    from interp.circuits.task import make_task
+
+    if not 1 <= n <= len(IOI_PAIRS):
+        raise BadInputError(f"n must be in 1..{len(IOI_PAIRS)}, got {n}")
+    pairs = IOI_PAIRS[:n]
+    return make_task(model, [p[0] for p in pairs], corrupt=[p[1] for p in pairs], answer=[p[2] for p in pairs],
+                     wrong=[p[3] for p in pairs], name="ioi")
+
+
+TASKS = ("induction", "ioi")
+
+
+def named_task(model: Model, name: str) -> CircuitTask:
+    """A shipped task by name: ``"induction"`` (:func:`induction_task`, for the toy model) or ``"ioi"`` (:func:`ioi_task`)."""
+    if name == "induction":
+        return induction_task(model)
+    if name == "ioi":
+        return ioi_task(model)
+    from interp.errors import unknown_name
+
+    raise unknown_name("task", name, TASKS)
+
+
 def _pattern_scores(model: Model, half: int = 12, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     a = torch.randint(1, model.dims.d_vocab, (batch, half), generator=gen)
@@ -111,4 +149,5 @@ def toy_truth(model: Model) -> Circuit:
     return truth_circuit(build_graph(model), edges, model=model.name)
 
 
-__all__ = ["induction_heads", "induction_task", "load_toy", "toy_truth", "truth_circuit"]
+__all__ = ["IOI_PAIRS", "TASKS", "induction_heads", "induction_task", "ioi_task", "load_toy", "named_task", "toy_truth",
+           "truth_circuit"]
