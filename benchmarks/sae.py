@@ -10,7 +10,12 @@ process (rows from a tensor, and streamed from the TraceStore), SAELens 6 in a s
 (``TopKTrainingSAE`` + ``SAETrainer`` fed the same rows, dense and with ``use_sparse_activations``).
 Rounds are interleaved and medians reported; every side runs on one thread.
 
-    .venv/bin/python benchmarks/sae.py [--tokens 20000] [--steps 40] [--rounds 3] [--d-sae 4608] [--k 32]
+The bound: a TopK SAE cannot avoid the encoder's dense product ``[batch, d_in] @ [d_in, d_sae]``; each round also
+times that one product with ``torch.mm`` (same process, same thread, interleaved with the training rounds), and the
+script prints interp's training rate as a fraction of it (1.0 would mean the rest of the step is free). Several
+sizes run with ``--sizes 4096:32,16384:64``.
+
+    .venv/bin/python benchmarks/sae.py [--tokens 20000] [--steps 40] [--rounds 3] [--sizes 4096:32] [--no-saelens]
 """
 
 from __future__ import annotations
@@ -75,6 +80,16 @@ def capture_rows(n_tokens: int, work: Path) -> tuple[Path, Path]:
     return work / "store", acts
 
 
+def time_mm(args: argparse.Namespace) -> float:
+    """Rows per second of the one dense product: ``[batch, d_in] @ [d_in, d_sae]`` with torch.mm."""
+    x, w = torch.randn(args.batch, 576), torch.randn(576, args.d_sae)
+    torch.mm(x, w)
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        torch.mm(x, w)
+    return args.steps * args.batch / (time.perf_counter() - t)
+
+
 def time_interp(data: object, args: argparse.Namespace) -> float:
     from interp.features import SAEConfig, SparseAutoencoder
 
@@ -101,14 +116,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=20_000)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--d-sae", type=int, default=4608)
-    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--sizes", default="4096:32", help="d_sae:k pairs, comma-separated (e.g. 4096:32,16384:64)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--no-saelens", action="store_true", help="skip the SAELens side")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    have_saelens = Path(SAELENS_PY).exists()
+    have_saelens = Path(SAELENS_PY).exists() and not args.no_saelens
+    sizes = [tuple(int(v) for v in s.split(":")) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         store_path, acts = capture_rows(args.tokens, Path(tmp))
         from interp.trace import TraceStore
@@ -117,30 +133,37 @@ def main() -> None:
         from safetensors.torch import load_file
 
         x = load_file(str(acts))["acts"]
-        print(f"{x.shape[0]} rows of {HOOK} (d_in {x.shape[1]}); TopK SAE d_sae {args.d_sae}, k {args.k}, batch "
-              f"{args.batch}, {args.steps} steps per round, {args.rounds} rounds, 1 thread per side")
-        res: dict[str, list[float]] = {"interp (tensor)": [], "interp (TraceStore)": [], "SAELens dense": [],
-                                       "SAELens sparse": []}
-        for r in range(args.rounds):
-            res["interp (tensor)"].append(time_interp(x, args))
-            res["interp (TraceStore)"].append(time_interp(store, args))
-            if have_saelens:
-                for name, sparse in (("SAELens dense", False), ("SAELens sparse", True)):
-                    v = time_saelens(acts, args, sparse)
-                    if v is not None:
-                        res[name].append(v)
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in res.items() if v))
-    med = {k: statistics.median(v) for k, v in res.items() if v}
-    print("\nmedian tokens/s:")
-    for k, v in med.items():
-        print(f"  {k:<22} {v:10.0f}")
-    peers = [v for k, v in med.items() if k.startswith("SAELens")]
-    if peers:
-        best = max(peers)
-        for k in ("interp (tensor)", "interp (TraceStore)"):
-            print(f"ratio {k} / best SAELens: {med[k] / best:.2f}x")
-    else:
-        print("no SAELens timing (not installed in .venv-saelens: make saelens, or it failed: see above): no ratio")
+        for d_sae, k in sizes:
+            args.d_sae, args.k = d_sae, k
+            print(f"\n{x.shape[0]} rows of {HOOK} (d_in {x.shape[1]}); TopK SAE d_sae {d_sae}, k {k}, batch "
+                  f"{args.batch}, {args.steps} steps per round, {args.rounds} rounds, 1 thread per side")
+            res: dict[str, list[float]] = {"matmul bound": [], "interp (tensor)": [], "interp (TraceStore)": [],
+                                           "SAELens dense": [], "SAELens sparse": []}
+            for r in range(args.rounds):
+                res["matmul bound"].append(time_mm(args))
+                res["interp (tensor)"].append(time_interp(x, args))
+                res["matmul bound"].append(time_mm(args))
+                res["interp (TraceStore)"].append(time_interp(store, args))
+                if have_saelens:
+                    for name, sparse in (("SAELens dense", False), ("SAELens sparse", True)):
+                        v = time_saelens(acts, args, sparse)
+                        if v is not None:
+                            res[name].append(v)
+                print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in res.items() if v), flush=True)
+            med = {k: statistics.median(v) for k, v in res.items() if v}
+            print("median tokens/s:")
+            for name, v in med.items():
+                print(f"  {name:<22} {v:10.0f}")
+            for name in ("interp (tensor)", "interp (TraceStore)"):
+                print(f"ratio {name} / matmul bound: {med[name] / med['matmul bound']:.2f}")
+            peers = [v for name, v in med.items() if name.startswith("SAELens")]
+            if peers:
+                best = max(peers)
+                for name in ("interp (tensor)", "interp (TraceStore)"):
+                    print(f"ratio {name} / best SAELens: {med[name] / best:.2f}x")
+            else:
+                print("no SAELens timing (skipped, not installed in .venv-saelens: make saelens, or it failed: see "
+                      "above): no SAELens ratio")
 
 
 if __name__ == "__main__":

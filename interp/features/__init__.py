@@ -6,6 +6,9 @@
   :func:`feature_dashboard`.
 - :func:`classify_features` / :func:`feature_flow` (Laptev et al. 2025): data-free matching of
   features across layers and sublayers; :func:`validate_flow` checks edges with data.
+- :class:`Transcoder` (MLP input → MLP output, optional skip) trained by the same step;
+  :func:`train_on_model` trains SAEs and transcoders together on the fly from forwards of the model
+  (stopped after the last needed layer, rows shuffled across a buffer of many batches).
 - :func:`steer` with :mod:`interp.hooks` interventions: ``FeatureEdit(site, sae=..., feature=...)``, or
   :func:`path_edits` of a flow graph; ``Splice(site, sae=...)`` replaces an activation by its reconstruction.
 
@@ -35,12 +38,21 @@ from interp.features.points import canonical_hook, point_of
 from interp.features.sae import SAEConfig, SparseAutoencoder, load_saes
 from interp.features.saelens import load_saelens, save_saelens
 from interp.features.steer import SteeringResult, describe, path_edits, steer
+from interp.features.stream import activation_stream, pack_tokens, train_on_model
+from interp.features.transcoder import (
+    Transcoder,
+    TranscoderEvaluation,
+    evaluate_transcoder,
+    mlp_in_hook,
+    transcoder_ce,
+)
 from interp.features.validate import FlowValidation, validate_flow
 
 __all__ = [
     "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
-    "SparseAutoencoder", "SplicedLoss", "SteeringResult", "canonical_hook", "chance_similarity", "classify_features",
-    "cosine_matrix", "describe", "evaluate_sae", "feature_activations", "feature_dashboard", "feature_flow",
-    "load_saelens", "load_saes", "path_edits", "point_of", "promoted_tokens", "save_saelens", "similarity",
-    "spliced_ce", "steer", "validate_flow",
+    "SparseAutoencoder", "SplicedLoss", "SteeringResult", "Transcoder", "TranscoderEvaluation",
+    "activation_stream", "canonical_hook", "chance_similarity", "classify_features", "cosine_matrix", "describe",
+    "evaluate_sae", "evaluate_transcoder", "feature_activations", "feature_dashboard", "feature_flow",
+    "load_saelens", "load_saes", "mlp_in_hook", "pack_tokens", "path_edits", "point_of", "promoted_tokens",
+    "save_saelens", "similarity", "spliced_ce", "steer", "train_on_model", "transcoder_ce", "validate_flow",
 ]

@@ -108,18 +108,105 @@ def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) ->
     return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
 
 
-def _init(sae: SparseAutoencoder, first: torch.Tensor) -> dict[str, torch.Tensor]:
+def _init(sae: SparseAutoencoder, first: torch.Tensor, first_out: torch.Tensor | None = None
+          ) -> dict[str, torch.Tensor]:
     """Tied initialisation. The directions are drawn from a seed mixed with the hook name: SAEs at different
-    hooks must not start from the same random directions, or feature flow would match feature i to feature i."""
+    hooks must not start from the same random directions, or feature flow would match feature i to feature i.
+    A transcoder (``first_out``: its target rows) gets its own output scale and ``b_dec`` at the target's mean."""
     cfg = sae.config
     d = first.shape[1]
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(sae.hook.encode()))
-    scale = math.sqrt(d) / float(first.norm(dim=-1).mean().clamp_min(1e-12)) if cfg.normalize_input else 1.0
-    sae.input_scale_ = scale
-    W_dec = torch.randn(cfg.d_sae, d, generator=g)
+
+    def scale_of(rows: torch.Tensor) -> float:
+        return math.sqrt(rows.shape[1]) / float(rows.norm(dim=-1).mean().clamp_min(1e-12)) if cfg.normalize_input \
+            else 1.0
+
+    sae.input_scale_ = scale_of(first)
+    d_out = d if first_out is None else first_out.shape[1]
+    W_dec = torch.randn(cfg.d_sae, d_out, generator=g)
     W_dec /= W_dec.norm(dim=-1, keepdim=True)
-    return {"W_enc": W_dec.T.contiguous().clone(), "b_enc": torch.zeros(cfg.d_sae), "W_dec": W_dec,
-            "b_dec": (first * scale).mean(0) if cfg.apply_b_dec_to_input else torch.zeros(d)}
+    if first_out is None:
+        W_enc = W_dec.T.contiguous().clone()
+        b_dec = (first * sae.input_scale_).mean(0) if cfg.apply_b_dec_to_input else torch.zeros(d)
+        return {"W_enc": W_enc, "b_enc": torch.zeros(cfg.d_sae), "W_dec": W_dec, "b_dec": b_dec}
+    out_scale = scale_of(first_out)
+    sae.output_scale_ = out_scale  # type: ignore[attr-defined]
+    W_enc = torch.randn(d, cfg.d_sae, generator=g) / math.sqrt(d)
+    p = {"W_enc": W_enc, "b_enc": torch.zeros(cfg.d_sae), "W_dec": W_dec, "b_dec": (first_out * out_scale).mean(0)}
+    if getattr(sae, "skip", False):
+        p["W_skip"] = torch.zeros(d, d_out)
+    return p
+
+
+class Fitter:
+    """One dictionary's training state (weights, Adam, dead-feature counters, history): :meth:`step` takes one
+    batch of input rows (and, for a transcoder, target rows) in the model's units. :func:`train_sae` drives one;
+    :func:`interp.features.stream.train_on_model` drives several from one forward of the model.
+
+    The encoder is kept transposed (``[d_sae, d_in]``, like the decoder) so that its gradient, a sparse product
+    over the active features, is contiguous; Adam runs fused."""
+
+    def __init__(self, sae: SparseAutoencoder, first: torch.Tensor, first_out: torch.Tensor | None = None,
+                 checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> None:
+        cfg = sae.config
+        self.sae, self.cfg = sae, cfg
+        self.ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
+        self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        adam: dict[str, torch.Tensor] = {}
+        if resume and self.ckpt is not None and (self.ckpt / CKPT_META).is_file():
+            params, adam, self.since_fired, self.state, self.history = _read_checkpoint(sae, self.ckpt)
+        else:
+            params = _init(sae, first, first_out)
+        # internal layout: W_enc transposed
+        self.p = {n: (t.T.contiguous() if n == "W_enc" else t.contiguous()) for n, t in params.items()}
+        self.order = [n for n in (*WEIGHTS, "W_skip") if n in self.p]
+        for t in self.p.values():
+            t.requires_grad_(True)
+        self.opt = torch.optim.Adam([self.p[n] for n in self.order], lr=cfg.lr, fused=True)
+        if adam:
+            for n in self.order:
+                tr = (lambda t: t.T.contiguous()) if n == "W_enc" else (lambda t: t)
+                self.opt.state[self.p[n]] = {"step": adam[f"step.{n}"], "exp_avg": tr(adam[f"exp_avg.{n}"]),
+                                             "exp_avg_sq": tr(adam[f"exp_avg_sq.{n}"])}
+        self.transcoder = first_out is not None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.state["step"] >= max(1, self.cfg.n_tokens // self.cfg.batch_size))
+
+    def step(self, x: torch.Tensor, y: torch.Tensor | None = None, *, epoch: int = 0, batch: int = 0
+             ) -> dict[str, float]:
+        """One Adam step on rows ``x`` (targets ``y`` for a transcoder), in the model's units."""
+        cfg, st = self.cfg, self.state
+        lr = cfg.lr * min(1.0, (st["step"] + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        xs = x.float() * self.sae.input_scale_
+        ys = None if y is None else y.float() * float(getattr(self.sae, "output_scale_", 1.0))
+        stats = _step(self.p, self.opt, xs, cfg, self.since_fired, ys)
+        st.update(step=st["step"] + 1, epoch=epoch, batch=batch)
+        stats.update(step=st["step"], tokens=st["step"] * x.shape[0], lr=lr)
+        for k in HISTORY_KEYS:
+            self.history[k].append(float(stats[k]))
+        if self.ckpt is not None and (st["step"] % cfg.checkpoint_every == 0 or self.done):
+            self.checkpoint()
+        return stats
+
+    def params_standard(self) -> dict[str, torch.Tensor]:
+        """The weights in the saved layout (``W_enc [d_in, d_sae]``)."""
+        return {n: (t.detach().T.contiguous() if n == "W_enc" else t.detach().clone()) for n, t in self.p.items()}
+
+    def checkpoint(self) -> None:
+        assert self.ckpt is not None
+        _write_checkpoint(self.sae, self.ckpt, self, self.since_fired, self.state, self.history)
+
+    def finish(self) -> SparseAutoencoder:
+        for n, t in self.params_standard().items():
+            setattr(self.sae, n + "_", t)
+        self.sae.history_ = self.history
+        return self.sae
 
 
 def train_sae(sae: SparseAutoencoder, data: TraceStore | Trace | torch.Tensor | os.PathLike[str],
@@ -131,82 +218,61 @@ def train_sae(sae: SparseAutoencoder, data: TraceStore | Trace | torch.Tensor | 
     sae.hook = sae.hook or hook
     if not sae.model_id and isinstance(source, TraceStore):
         sae.model_id = source.manifest.trace.model_id
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    params: dict[str, torch.Tensor]
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
-    since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    adam: dict[str, torch.Tensor] = {}
-    if resume and ckpt is not None and (ckpt / CKPT_META).is_file():
-        params, adam, since_fired, state, history = _read_checkpoint(sae, ckpt)
-    else:
+    first = None
+    if not (resume and checkpoint_dir is not None and (Path(checkpoint_dir) / CKPT_META).is_file()):
         first = next(iter_rows(source, hook, cfg.batch_size, cfg.seed), None)
         if first is None:
             raise BadInputError(f"fewer token rows than batch_size={cfg.batch_size}: lower batch_size or add data")
-        params = _init(sae, first)
-    for p in params.values():
-        p.requires_grad_(True)
-    order = list(WEIGHTS)
-    opt = torch.optim.Adam([params[n] for n in order], lr=cfg.lr)
-    if adam:
-        for n in order:
-            opt.state[params[n]] = {"step": adam[f"step.{n}"], "exp_avg": adam[f"exp_avg.{n}"],
-                                    "exp_avg_sq": adam[f"exp_avg_sq.{n}"]}
+    fit = Fitter(sae, first if first is not None else torch.zeros(0), checkpoint_dir=checkpoint_dir, resume=resume)
     total = max(1, cfg.n_tokens // cfg.batch_size)
-    bar = progress(total=total, initial=state["step"], desc=f"SAE {hook or 'rows'}", enabled=sae.progress,
+    bar = progress(total=total, initial=fit.state["step"], desc=f"SAE {hook or 'rows'}", enabled=sae.progress,
                    unit="step")
-    stream = _stream(source, hook, cfg, state["epoch"], state["batch"])
+    stream = _stream(source, hook, cfg, fit.state["epoch"], fit.state["batch"])
     try:
-        while state["step"] < total:
+        while not fit.done:
             epoch, i, rows = next(stream)
-            lr = cfg.lr * min(1.0, (state["step"] + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            stats = _step(params, opt, rows * sae.input_scale_, cfg, since_fired)
-            state.update(step=state["step"] + 1, epoch=epoch, batch=i + 1)
-            stats.update(step=state["step"], tokens=state["step"] * cfg.batch_size, lr=lr)
-            for k in HISTORY_KEYS:
-                history[k].append(float(stats[k]))
+            stats = fit.step(rows, epoch=epoch, batch=i + 1)
             bar.update(1)
-            if state["step"] % 10 == 0 or state["step"] == total:
+            if fit.state["step"] % 10 == 0 or fit.done:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", L0=f"{stats['l0']:.1f}", EV=f"{stats['ev']:.3f}",
                                 dead=f"{stats['dead_fraction']:.2f}")
-            if ckpt is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == total):
-                _write_checkpoint(sae, ckpt, params, opt, order, since_fired, state, history)
     finally:
         bar.close()
-    for n in order:
-        setattr(sae, n + "_", params[n].detach().clone())
-    sae.history_ = history
-    return sae
+    return fit.finish()
 
 
 def _step(p: dict[str, torch.Tensor], opt: torch.optim.Optimizer, x: torch.Tensor, cfg: SAEConfig,
-          since_fired: torch.Tensor) -> dict[str, float]:
+          since_fired: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
+    """One step on internal-layout parameters (``p["W_enc"]`` is ``[d_sae, d_in]``)."""
     if cfg.activation == "topk":
-        stats, fired = _topk_grads(p, x, cfg, since_fired)
+        stats, fired = _topk_backward(p, x, cfg, since_fired, y)
     else:
-        stats, fired = _relu_grads(p, x, cfg)
+        stats, fired = _relu_grads(p, x, cfg, y)
     with torch.no_grad():
         W, g = p["W_dec"], p["W_dec"].grad
         if g is not None:  # keep the update tangent to the unit sphere of each row
-            g -= (g * W).sum(-1, keepdim=True) * W
+            g.addcmul_(torch.linalg.vecdot(g, W).unsqueeze(-1), W, value=-1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
     with torch.no_grad():
-        p["W_dec"] /= p["W_dec"].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        p["W_dec"].div_(torch.linalg.vector_norm(p["W_dec"], dim=-1, keepdim=True).clamp_min_(1e-12))
     since_fired += x.shape[0]
     since_fired[fired] = 0
     stats["dead_fraction"] = float((since_fired >= cfg.dead_after).float().mean())
     return stats
 
 
-def _relu_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig) -> tuple[dict[str, float], torch.Tensor]:
+def _relu_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, y: torch.Tensor | None = None
+                ) -> tuple[dict[str, float], torch.Tensor]:
     """ReLU + L1: autograd (every feature can be active, so the products are dense anyway)."""
-    u = x - p["b_dec"] if cfg.apply_b_dec_to_input else x
-    z = torch.relu(u @ p["W_enc"] + p["b_enc"])
-    err = x - (z @ p["W_dec"] + p["b_dec"])
-    total_var = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    t = x if y is None else y
+    u = x - p["b_dec"] if (cfg.apply_b_dec_to_input and y is None) else x
+    z = torch.relu(u @ p["W_enc"].T + p["b_enc"])
+    out = z @ p["W_dec"] + p["b_dec"]
+    if "W_skip" in p:
+        out = out + x @ p["W_skip"]
+    err = t - out
+    total_var = (t - t.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     fvu = err.pow(2).sum(-1).mean() / total_var
     loss = fvu + cfg.l1_coeff * (z * p["W_dec"].norm(dim=-1)).sum(-1).mean()
     loss.backward()
@@ -223,50 +289,79 @@ def _sorted_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     return vals.gather(-1, order), idx
 
 
-@torch.no_grad()
+def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
 def _topk_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, since_fired: torch.Tensor
                 ) -> tuple[dict[str, float], torch.Tensor]:
-    """TopK with AuxK, gradients by hand: only ``k`` (and ``aux_k``) features per row carry gradient, so
-    only the encoder's forward product is dense; the rest are sparse products over the active features."""
+    """:func:`_topk_backward` on weights in the saved layout (``W_enc [d_in, d_sae]``); sets their ``.grad``."""
+    q = {n: (t.detach().T.contiguous() if n == "W_enc" else t.detach()) for n, t in p.items()}
+    out = _topk_backward(q, x, cfg, since_fired)
+    for n, t in p.items():
+        g = q[n].grad
+        assert g is not None
+        t.grad = g.T.contiguous() if n == "W_enc" else g
+    return out
+
+
+@torch.no_grad()
+def _topk_backward(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, since_fired: torch.Tensor,
+                   y: torch.Tensor | None = None) -> tuple[dict[str, float], torch.Tensor]:
+    """TopK with AuxK, gradients by hand (``p["W_enc"]`` transposed, ``[d_sae, d_in]``): only ``k`` (and ``aux_k``)
+    features per row carry gradient, so only the encoder's forward product is dense. The rest are sparse: the
+    decode is an ``embedding_bag`` over the active rows, ``d act`` an SDDMM on the active pattern, and the two
+    weight gradients are CSR products (the pattern transposed by one sort of the active indices). ``y``: a
+    transcoder's targets (then the encoder reads ``x`` as it is and ``p`` may hold a skip ``W_skip [d_in, d_out]``).
+    """
     W_enc, b_enc, W_dec, b_dec = p["W_enc"], p["b_enc"], p["W_dec"], p["b_dec"]
+    S = W_dec.shape[0]
     B = x.shape[0]
-    u = x - b_dec if cfg.apply_b_dec_to_input else x
-    pre = torch.addmm(b_enc, u, W_enc)
+    t = x if y is None else y
+    u = x - b_dec if (cfg.apply_b_dec_to_input and y is None) else x
+    pre = torch.addmm(b_enc, u, W_enc.T)
     vals, idx = _sorted_topk(pre, cfg.k)
     a = vals.clamp_min(0)
-    err = sparse_decode(idx, a, W_dec) + b_dec - x  # x_hat - x
-    total_var = float((x - x.mean(0)).pow(2).sum()) / B
+    out = sparse_decode(idx, a, W_dec) + b_dec
+    if "W_skip" in p:
+        out.addmm_(x, p["W_skip"])
+    err = out - t  # x_hat - x
+    total_var = float((t - t.mean(0)).pow(2).sum()) / B
     fvu = float(err.pow(2).sum()) / B / max(total_var, 1e-12)
-    g_enc_t = torch.zeros_like(W_dec)  # gradient of W_enc, transposed: [d_sae, d_in]
-    g_dec = torch.zeros_like(W_dec)
-    g_benc = torch.zeros_like(b_enc)
+    grads: dict[str, torch.Tensor] = {}
 
     def back(ix: torch.Tensor, v: torch.Tensor, act: torch.Tensor, g_out: torch.Tensor) -> None:
         """Accumulate gradients of ``sum_j act_j W_dec[ix_j]`` (act = ReLU(v), ``ix`` sorted per row) given
-        ``d loss / d out``, with sparse products: SDDMM for ``d act``, SpMM for the weight gradients."""
+        ``d loss / d out``: SDDMM for ``d act``, then the transposed pattern's CSR times ``g_out`` and ``u``."""
         n, kk = ix.shape
         flat = ix.reshape(-1)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            pattern = torch.sparse_csr_tensor(torch.arange(0, n * kk + 1, kk), flat, torch.ones(n * kk, dtype=g_out.dtype),
-                                              (n, W_dec.shape[0]), check_invariants=False)
+        pattern = _csr(torch.arange(0, n * kk + 1, kk), flat, torch.ones(n * kk, dtype=g_out.dtype), (n, S))
         g_act = torch.sparse.sampled_addmm(pattern, g_out, W_dec.T, beta=0.0).values().view(n, kk)
-        rows = torch.arange(n).repeat_interleave(kk)
-        at = torch.stack([flat, rows])
-        g_dec.add_(torch.sparse.mm(torch.sparse_coo_tensor(at, act.reshape(-1), (W_dec.shape[0], n),
-                                                              check_invariants=False), g_out))
-        g_pre = g_act * (v > 0)
-        g_enc_t.add_(torch.sparse.mm(torch.sparse_coo_tensor(at, g_pre.reshape(-1), (W_dec.shape[0], n),
-                                                                  check_invariants=False), u))
-        g_benc.index_add_(0, flat, g_pre.reshape(-1))
+        g_pre = (g_act * (v > 0)).reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        rows = torch.div(order, kk, rounding_mode="floor").to(torch.int32)
+        crow = torch.zeros(S + 1, dtype=torch.int32)
+        crow[1:] = torch.bincount(flat, minlength=S).cumsum(0)
+        for name, val, dense in (("W_dec", act.reshape(-1)[order], g_out), ("W_enc", g_pre[order], u)):
+            first = name not in grads
+            acc = torch.empty(S, dense.shape[1]) if first else grads[name]
+            grads[name] = torch.addmm(acc, _csr(crow, rows, val, (S, n)), dense, beta=0.0 if first else 1.0, out=acc)
+        gb = torch.zeros(S).index_add_(0, flat, g_pre)
+        grads["b_enc"] = gb if "b_enc" not in grads else grads["b_enc"].add_(gb)
 
-    back(idx, vals, a, err * (2.0 / (B * max(total_var, 1e-12))))
-    g_bdec = err.sum(0) * (2.0 / (B * max(total_var, 1e-12)))
+    c = 2.0 / (B * max(total_var, 1e-12))
+    g_out = err * c
+    back(idx, vals, a, g_out)
+    g_bdec = g_out.sum(0)
+    if "W_skip" in p:
+        grads["W_skip"] = x.T @ g_out
     aux = 0.0
     dead = since_fired >= cfg.dead_after
     n_dead = int(dead.sum())
     if cfg.aux_k and n_dead and cfg.aux_coeff:
-        dvals, didx = _sorted_topk(pre.masked_fill(~dead, float("-inf")), min(cfg.aux_k, n_dead))
+        dvals, didx = _sorted_topk(pre.masked_fill_(~dead, float("-inf")), min(cfg.aux_k, n_dead))
         da = dvals.clamp_min(0)
         e = -err  # the residual the dead features should explain
         e_var = float((e - e.mean(0)).pow(2).sum()) / B
@@ -274,30 +369,32 @@ def _topk_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, sin
             r = sparse_decode(didx, da, W_dec) - e
             aux = float(r.pow(2).sum()) / B / e_var
             back(didx, dvals, da, r * (cfg.aux_coeff * 2.0 / (B * e_var)))
-    if cfg.apply_b_dec_to_input:
-        g_bdec -= W_enc @ g_benc  # pre = (x - b_dec) W_enc + b_enc
-    W_enc.grad, b_enc.grad, W_dec.grad, b_dec.grad = g_enc_t.T, g_benc, g_dec, g_bdec
-    fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+    if cfg.apply_b_dec_to_input and y is None:
+        g_bdec -= grads["b_enc"] @ W_enc  # pre = (x - b_dec) W_enc + b_enc
+    grads["b_dec"] = g_bdec
+    for n, g in grads.items():
+        p[n].grad = g
+    fired = torch.zeros(S, dtype=torch.bool)
     fired[idx[a > 0]] = True
     return ({"loss": fvu + cfg.aux_coeff * aux, "fvu": fvu, "aux": aux, "l0": float((a > 0).sum(-1).float().mean()),
              "ev": 1.0 - fvu}, fired)
 
 
-def _write_checkpoint(sae: SparseAutoencoder, ckpt: Path, params: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
-                      order: list[str], since_fired: torch.Tensor, state: dict[str, Any],
-                      history: dict[str, list[float]]) -> None:
+def _write_checkpoint(sae: SparseAutoencoder, ckpt: Path, fit: Fitter, since_fired: torch.Tensor,
+                      state: dict[str, Any], history: dict[str, list[float]]) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
-    tensors = {n: params[n].detach().contiguous() for n in order}
-    for n in order:
-        st = opt.state.get(params[n], {})
+    tensors = fit.params_standard()
+    for n in fit.order:
+        st = fit.opt.state.get(fit.p[n], {})
         if st:
-            tensors[f"exp_avg.{n}"] = st["exp_avg"].contiguous()
-            tensors[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous()
+            tr = (lambda t: t.T.contiguous()) if n == "W_enc" else (lambda t: t.contiguous())
+            tensors[f"exp_avg.{n}"] = tr(st["exp_avg"])
+            tensors[f"exp_avg_sq.{n}"] = tr(st["exp_avg_sq"])
             tensors[f"step.{n}"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(())
     tensors["since_fired"] = since_fired.clone()
     atomic_save_tensors(ckpt / CKPT_WEIGHTS, tensors)
     meta = {"config": asdict(sae.config), "hook": sae.hook, "model_id": sae.model_id, "input_scale": sae.input_scale_,
-            "state": state, "history": history}
+            "output_scale": getattr(sae, "output_scale_", None), "state": state, "history": history}
     atomic_write_bytes(ckpt / CKPT_META, json.dumps(meta).encode("utf-8"))
 
 
@@ -310,9 +407,11 @@ def _read_checkpoint(sae: SparseAutoencoder, ckpt: Path) -> tuple[dict[str, torc
         raise BadInputError(f"checkpoint in {ckpt} was made with another config (checkpoint, now): {diff}")
     t = load_file(str(ckpt / CKPT_WEIGHTS))
     sae.input_scale_ = float(meta["input_scale"])
-    params = {n: t[n].clone() for n in WEIGHTS}
+    if meta.get("output_scale") is not None:
+        sae.output_scale_ = float(meta["output_scale"])  # type: ignore[attr-defined]
+    params = {n: t[n].clone() for n in (*WEIGHTS, "W_skip") if n in t}
     adam = {k: v.clone() for k, v in t.items() if k.startswith(("exp_avg", "step."))}
     return params, adam, t["since_fired"].clone(), dict(meta["state"]), meta["history"]
 
 
-__all__ = ["as_source", "iter_rows", "sparse_decode", "train_sae"]
+__all__ = ["Fitter", "as_source", "iter_rows", "sparse_decode", "train_sae"]
