@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from interp.causal.alignment import AlignedSite, Alignment
 from interp.causal.task import CausalTask
 from interp.causal.tasks import get_task
 from interp.errors import BadInputError, CorruptStoreError, SchemaVersionError, unknown_name
+from interp.fileio import atomic_save_file, atomic_write_text
 from interp.models import Model, from_hf
 from interp.version import __version__
 
@@ -77,17 +78,17 @@ class IITModel:
         """Write ``config.json``, ``model.safetensors`` (weights in ``dtype``) and ``causal.json`` to ``path``."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.config.to_json_file(str(out / "config.json"))
+        atomic_write_text(out / "config.json", self.model.config.to_json_string())
         state = {k: v.detach().to(dtype).contiguous().clone() for k, v in self.model.hf.state_dict().items()
                  if not k.endswith("attn.bias") and not k.endswith("masked_bias")}
         if getattr(self.model.config, "tie_word_embeddings", True):
             state.pop("lm_head.weight", None)
-        save_file(state, str(out / "model.safetensors"))
+        atomic_save_file(out / "model.safetensors", state)
         meta = {"class": CLASS_NAME, "schema_version": SCHEMA_VERSION, "interp_version": __version__,
                 "task": {"name": self.task.name, "args": self.task_args}, "alignment": self.alignment.to_dict(),
                 "non_aligned": Alignment({"_": list(self.non_aligned)}).to_dict()["_"] if self.non_aligned else [],
                 "circuit": self.circuit, "metrics": self.metrics, "training": self.training}
-        (out / "causal.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        atomic_write_text(out / "causal.json", json.dumps(meta, indent=1))
         return out
 
     @classmethod

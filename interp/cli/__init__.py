@@ -12,7 +12,8 @@ Each subcommand is one module of this package with ``ORDER`` (its place in ``--h
 ``func``. Flags use the one vocabulary of :mod:`interp.sites` (``--hooks resid_post``, ``--heads L5H1,L6H9``,
 ``--positions -1``); subcommands that compute results take ``--json PATH`` and ``--html PATH``.
 
-interp's errors (:class:`interp.InterpError`) print one line and exit with status 2; anything else is a bug:
+interp's errors (:class:`interp.InterpError`) and errors about a path the user named (missing, a directory, no
+permission, a full disk) print one line and exit with status 2; anything else is a bug:
 one line saying so and status 1; ``--debug`` shows the traceback. ``--quiet`` hides progress bars.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import pkgutil
@@ -30,6 +32,9 @@ from types import ModuleType
 EXIT_BAD_INPUT = 2  # interp's own errors (and argparse's usage errors)
 EXIT_BUG = 1  # anything else
 EXIT_INTERRUPTED = 130
+# errors about a path the user named (not found, a directory, not a directory, no permission, disk full, read-only)
+USER_ERRNOS = frozenset({errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOSPC,
+                         errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EEXIST, errno.EFBIG})
 # Flags whose values may start with "-" (``--positions -3:``, ``--layers -2,-1``): argparse would read such a value
 # as an unknown flag, so main() glues it to its flag (``--positions=-3:``) first.
 SIGNED_VALUE_FLAGS = ("--positions", "--layers")
@@ -126,6 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InterpError as e:
         if args.debug:
             raise
+        print(f"interp: error: {_first_line(e) or type(e).__name__}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:  # a path the user gave: missing, a directory, no permission, disk full -- bad input too
+        if args.debug or e.errno not in USER_ERRNOS:
+            if args.debug:
+                raise
+            print(f"interp: internal error (a bug in interp; rerun with --debug for the traceback and report it): "
+                  f"{type(e).__name__}: {_first_line(e)}", file=sys.stderr)
+            return EXIT_BUG
         print(f"interp: error: {_first_line(e) or type(e).__name__}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:

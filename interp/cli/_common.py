@@ -56,6 +56,9 @@ def dataset_of(args: argparse.Namespace) -> tuple[list[str] | str, list[str]]:
     """The texts (or dataset file) and hook patterns of :func:`dataset_args`; a missing file is an error."""
     if args.dataset and not Path(args.dataset).exists():
         raise BadInputError(f"no dataset file at {args.dataset!r}")
+    if args.dataset and Path(args.dataset).is_dir():
+        raise BadInputError(f"--dataset {args.dataset!r} is a directory; valid: a .txt (one sequence per line) or "
+                            ".parquet file")
     return (args.prompt if args.prompt else args.dataset), (args.hooks or ["resid_post"])
 
 
@@ -90,6 +93,31 @@ def positions_type(text: str) -> int | list[int] | slice:
     if not items:
         raise argparse.ArgumentTypeError(f"no positions in {text!r}; write -1, 0,3,-1 or 2:5")
     return items[0] if len(items) == 1 and "," not in t else items
+
+
+def positive_int(text: str) -> int:
+    """``--top 5``: an int >= 1; argparse reports anything else as a usage error (status 2).
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    return _int_at_least(text, 1)
+
+
+def nonneg_int(text: str) -> int:
+    """``--feature 0``: an int >= 0 (an index; negative indices are refused, not read from the end)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad value {text!r}; valid: an integer >= {low}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"bad value {value}; valid: an integer >= {low}")
+    return value
 
 
 def heads_arg(p: argparse.ArgumentParser, help: str = "heads, e.g. L5H1,L6H9 (layer 5 head 1, layer 6 head 9)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from interp.cli._common import add_command, emit, model_arg, output_args
+from interp.cli._common import add_command, emit, model_arg, nonneg_int, output_args
 from interp.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="train: continue from --checkpoint-dir")
     p.add_argument("--saes",
                    help="flow/steer: directory with one sub-directory per SAE (default: shipped SmolLM2 SAEs)")
-    p.add_argument("--feature", type=int, help="flow/steer: the feature index")
+    p.add_argument("--feature", type=nonneg_int, help="flow/steer: the feature index (0 ... d_sae - 1)")
     p.add_argument("--direction", choices=["backward", "forward"], default="backward",
                    help="flow: where the feature comes from, or where it goes (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.5, help="flow: cosine a link needs (default: %(default)s)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from interp.cli._common import add_command, emit, heads_arg, model_arg, output_args, positions_arg
+from interp.cli._common import add_command, emit, heads_arg, model_arg, output_args, positions_arg, positive_int
 
 ORDER = 30
 COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
@@ -56,7 +56,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", default="denoising", choices=["denoising", "noising"], help="(default: %(default)s)")
     p.add_argument("--method", default="exact", choices=["exact", "attribution", "atp*"],
                    help="exact patching, attribution patching, or AtP* (q/k softmax fix; default: %(default)s)")
-    p.add_argument("--top", type=int, default=10, help="cells printed (default: %(default)s)")
+    p.add_argument("--top", type=positive_int, default=10, help="cells printed (default: %(default)s)")
     output_args(p)
     p.set_defaults(func=run)
 

@@ -33,6 +33,7 @@ from interp.sites import SiteSpec
 from interp.trace.dataset import Dataset
 from interp.trace.layout import ShardInfo, StoreManifest
 from interp.trace.location import StoreLocation, as_location
+from interp.trace.lock import store_lock
 from interp.trace.resume import merge_parts, start_or_resume
 from interp.trace.store import TraceStore
 from interp.trace.trace import dtype_name
@@ -140,6 +141,8 @@ def capture(
 
     Raises:
         StoreMismatchError: ``out`` holds a store captured with other settings (and not ``overwrite``).
+        StoreLockedError: another writer is capturing into ``out`` (a local store; the driver holds the lock
+            for its workers).
         RayConnectError: Ray cannot reach the cluster at ``address`` (the message says what to set).
         RuntimeError: more than ``max_worker_failures`` workers died.
 
@@ -174,50 +177,52 @@ def capture(
     driver_model = build_model(model)
     plan = plan_capture(driver_model, inputs, hooks=hooks, batch_size=batch_size, dtype=dtype,
                         max_tokens=max_tokens, column=column, prepend_bos=prepend_bos)
-    report = start_or_resume(loc, plan.fresh, plan.inputs, overwrite=overwrite, verify=verify)
-    manifest = report.manifest
-    done = {s.index for s in manifest.shards}
-    todo = [i for i in range(manifest.n_shards) if i not in done]
-    if done and todo:
-        log.info("resuming %s: %d of %d shards already captured", loc.url, len(done), manifest.n_shards)
-    spec: ModelSpec = driver_model if backend == "local" else model
-    args = (loc.url, plan.names, dtype_name(plan.dtype), manifest.dataset_fingerprint,
-            manifest.trace.model_fingerprint)
-    bar = progress_bar(total=len(todo), enabled=progress, desc=f"capture {len(plan.names)} hooks on {workers} workers",
-                       unit="shard")
-    state: dict[str, Any] = {"manifest": manifest, "t0": time.perf_counter()}
+    # the driver holds the store's writer lock for its workers (they write shards and partial manifests only)
+    with store_lock(loc.local_path if loc.is_local else None):
+        report = start_or_resume(loc, plan.fresh, plan.inputs, overwrite=overwrite, verify=verify)
+        manifest = report.manifest
+        done = {s.index for s in manifest.shards}
+        todo = [i for i in range(manifest.n_shards) if i not in done]
+        if done and todo:
+            log.info("resuming %s: %d of %d shards already captured", loc.url, len(done), manifest.n_shards)
+        spec: ModelSpec = driver_model if backend == "local" else model
+        args = (loc.url, plan.names, dtype_name(plan.dtype), manifest.dataset_fingerprint,
+                manifest.trace.model_fingerprint)
+        bar = progress_bar(total=len(todo), enabled=progress, desc=f"capture {len(plan.names)} hooks on {workers} workers",
+                           unit="shard")
+        state: dict[str, Any] = {"manifest": manifest, "t0": time.perf_counter()}
 
-    def restart_clock() -> None:  # the clock measures capturing, not starting workers and loading models
-        state["t0"] = time.perf_counter()
+        def restart_clock() -> None:  # the clock measures capturing, not starting workers and loading models
+            state["t0"] = time.perf_counter()
 
-    def finished(entry: dict[str, Any], data: bytes | None) -> None:
-        info = ShardInfo(**entry)
-        if data is not None:  # the store is private to this process: the driver writes the shard
-            loc.write_bytes(info.file, data)
-        state["manifest"] = state["manifest"].with_shard(info)
-        loc.write_bytes("manifest.json", state["manifest"].to_json().encode())
-        bar.update(1)
+        def finished(entry: dict[str, Any], data: bytes | None) -> None:
+            info = ShardInfo(**entry)
+            if data is not None:  # the store is private to this process: the driver writes the shard
+                loc.write_bytes(info.file, data)
+            state["manifest"] = state["manifest"].with_shard(info)
+            loc.write_bytes("manifest.json", state["manifest"].to_json().encode())
+            bar.update(1)
 
-    try:
-        if backend == "local":
-            worker = ShardWorker(spec, *args, threads=None)
-            restart_clock()
-            for i in todo:
-                finished(*worker.run(i, *_shard_inputs(plan, manifest, i)))
-            failures = 0
-        else:
-            jobs = [(i, (i, *_shard_inputs(plan, manifest, i))) for i in todo]
-            failures = run_pool(ShardWorker, (spec, *args), {"threads": threads_per_worker}, "run", jobs,
-                                lambda _, value: finished(*value), workers=workers,
-                                max_failures=max_worker_failures, address=address, on_ready=restart_clock)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - state["t0"]
-    final = merge_parts(loc, state["manifest"], "none").manifest  # fold in (and remove) the parts
-    n_new = sum(s.n_tokens for s in final.shards if s.index in set(todo))
-    return CaptureRun(location=loc, n_shards=final.n_shards, n_tokens=sum(s.n_tokens for s in final.shards),
-                      resumed=tuple(sorted(done)), captured=tuple(todo), recaptured=report.corrupt,
-                      worker_failures=failures, seconds=seconds, captured_tokens=n_new)
+        try:
+            if backend == "local":
+                worker = ShardWorker(spec, *args, threads=None)
+                restart_clock()
+                for i in todo:
+                    finished(*worker.run(i, *_shard_inputs(plan, manifest, i)))
+                failures = 0
+            else:
+                jobs = [(i, (i, *_shard_inputs(plan, manifest, i))) for i in todo]
+                failures = run_pool(ShardWorker, (spec, *args), {"threads": threads_per_worker}, "run", jobs,
+                                    lambda _, value: finished(*value), workers=workers,
+                                    max_failures=max_worker_failures, address=address, on_ready=restart_clock)
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - state["t0"]
+        final = merge_parts(loc, state["manifest"], "none").manifest  # fold in (and remove) the parts
+        n_new = sum(s.n_tokens for s in final.shards if s.index in set(todo))
+        return CaptureRun(location=loc, n_shards=final.n_shards, n_tokens=sum(s.n_tokens for s in final.shards),
+                          resumed=tuple(sorted(done)), captured=tuple(todo), recaptured=report.corrupt,
+                          worker_failures=failures, seconds=seconds, captured_tokens=n_new)
 
 
 def _shard_inputs(plan: CapturePlan, manifest: StoreManifest, index: int

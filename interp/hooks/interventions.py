@@ -267,8 +267,10 @@ class Ablate(Intervention):
     """Zero, mean or resample ablation.
 
     Args:
-        method: ``"zero"``; ``"mean"`` (mean over the batch of ``reference`` — or of the current
-            run without one — at each position; ``over="tokens"`` averages positions too);
+        method: ``"zero"``; ``"mean"``: the mean over the sequences (the batch axis) of ``reference`` — a
+            reference dataset's activations — at each position, or, without ``reference``, over the sequences of
+            the current batch, which then needs at least 2 (the mean of one sequence is itself: a silent no-op,
+            refused); ``over="tokens"`` averages the positions too (allowed on one sequence);
             ``"resample"`` (each sequence takes the activation of a random other sequence of
             ``reference`` or of the current batch, seeded).
         reference: a tensor or ``Trace`` with this hook, from a reference dataset.
@@ -293,6 +295,11 @@ class Ablate(Intervention):
             return torch.zeros_like(act)
         ref = act.detach() if self.reference is None else _source_tensor(self.reference, site).to(act.device)
         if self.method == "mean":
+            if self.reference is None and self.over == "batch" and ref.shape[0] < 2:
+                raise BadInputError(f"mean ablation of {site.name} without reference= takes the mean over the batch, "
+                                    "and a batch of 1 sequence is its own mean (the ablation would change nothing); "
+                                    "pass reference= (a Trace or tensor from reference inputs), run a batch of >= 2 "
+                                    "sequences, or use over='tokens'")
             mean = ref.mean(0, keepdim=True)
             if self.over == "tokens":
                 axes = site.component.axes

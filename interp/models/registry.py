@@ -10,7 +10,11 @@ Known names:
   ``data/toy_induction`` (no tokenizer: token ids only).
 
 Anything else is a Hugging Face hub id or a local directory, loaded with ``transformers``; its
-``config.model_type`` picks the adapter (docs/models.md lists them and says how to add one).
+``config.model_type`` picks the adapter (docs/models.md lists them and says how to add one). A name that is
+none of these (not a known name, not an existing directory, not a plausible hub id ``owner/name``, one of the
+few legacy ids without an owner such as ``gpt2``, or a model in the local hub cache) fails at once with the
+known names. The hub is asked once (no retries): when it cannot be reached the error says
+"could not reach the hub for 'x' (offline?)"; a model already in the local cache then loads from it.
 
 Models larger than one device load with ``device_map="auto"`` (or a dict from module paths to devices) and
 ``max_memory``, through ``accelerate``: the layers are spread over the GPUs (then the CPU, then disk), and
@@ -22,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +37,7 @@ from typing import Any
 
 import torch
 
-from interp.errors import BadInputError, MissingDependencyError, ModelMismatchError
+from interp.errors import BadInputError, InterpError, MissingDependencyError, ModelMismatchError, unknown_name
 from interp.models.adapters import ADAPTERS, adapter_for
 from interp.models.adapters.base import HFModule
 from interp.models.model import Model
@@ -61,6 +66,78 @@ ENCODER_TYPES = frozenset({"bert"})
 
 DeviceMap = str | dict[str, Any]
 """``"auto"``/``"balanced"``/``"sequential"``, or ``{module path: device}`` (``"cpu"``, ``0``, ``"cuda:1"``, ``"disk"``)."""
+
+
+class HubUnreachableError(InterpError, ConnectionError):
+    """The Hugging Face hub could not be reached for a model that is not in the local cache (offline?)."""
+
+
+# hub ids from before owners existed (the only plausible ids without a "/"); anything else needs "owner/name"
+LEGACY_HUB_IDS = frozenset({"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bert-base-uncased",
+                            "bert-base-cased", "bert-large-uncased", "distilbert-base-uncased", "roberta-base",
+                            "roberta-large", "xlm-roberta-base", "t5-small", "t5-base"})
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def _in_hub_cache(name: str, revision: str | None) -> bool:
+    hub = os.environ.get("HF_HUB_CACHE") or str(Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+                                                 / "hub")
+    if not (Path(hub) / f"models--{name.replace('/', '--')}").is_dir():  # no import of the hub library needed
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    except Exception:  # an id the hub library rejects
+        return False
+
+
+def hub_source(name: str, revision: str | None = None) -> dict[str, Any]:
+    """Check a name that is not a known model nor an existing directory before ``transformers`` sees it: the
+    ``from_pretrained`` keywords to load it with (``{"local_files_only": True}`` when the hub cannot be reached
+    but the model is cached).
+
+    Raises:
+        UnknownNameError: not a plausible hub id (the message lists the known names).
+        HubUnreachableError: the hub could not be reached (one try) and the model is not cached.
+        BadInputError: the hub has no such model.
+
+    Example:
+        >>> hub_source("nosuchmodel")
+        Traceback (most recent call last):
+        ...
+        interp.errors.UnknownNameError: unknown model 'nosuchmodel'. ...
+    """
+    cached = _in_hub_cache(name, revision)
+    plausible = (_HUB_ID.match(name) is not None and ".." not in name) or name in LEGACY_HUB_IDS
+    if not (plausible or cached):
+        raise unknown_name("model", name, [*KNOWN_MODELS, "toy-induction"],
+                           hint="or a hub id 'owner/name' or an existing local directory")
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return {"local_files_only": True}
+        raise HubUnreachableError(f"could not reach the hub for {name!r} (offline? HF_HUB_OFFLINE is set) and it is "
+                                  "not in the local cache; download it where the hub is reachable, or pass a local "
+                                  "directory")
+    try:
+        from huggingface_hub import get_session, hf_hub_url
+
+        r = get_session().head(hf_hub_url(name, "config.json", revision=revision), timeout=10,
+                               follow_redirects=True)
+        status = int(r.status_code)
+    except Exception as e:  # httpx's transport errors, DNS failures...: one try, no retries
+        if cached:
+            log.warning("could not reach the hub for %r (offline?); loading it from the local cache", name)
+            return {"local_files_only": True}
+        raise HubUnreachableError(f"could not reach the hub for {name!r} (offline?): {type(e).__name__}: {e}; "
+                                  "pass a known name, a local directory, or set HF_HUB_OFFLINE=1 to use the "
+                                  "local cache only") from None
+    if status in (401, 403, 404):
+        raise BadInputError(f"the hub has no model {name!r} (HTTP {status}); known names: "
+                            f"{', '.join([*KNOWN_MODELS, 'toy-induction'])}, or a hub id / local directory")
+    return {}
 
 
 class ConfigWeightsMismatchError(ModelMismatchError):
@@ -168,6 +245,9 @@ def load_model(
         path, source = Path(name_or_path), name_or_path
         if not path.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
             raise BadInputError(f"no model directory at {name_or_path!r}")
+        if not path.exists():
+            return _load_hf(name_or_path, name_or_path, source, dtype, placement, trust_remote_code, revision,
+                            hub_source(name_or_path, revision))
     return _load_hf(str(path), name_or_path, source, dtype, placement, trust_remote_code, revision)
 
 
@@ -199,10 +279,10 @@ def _placement(device: str | torch.device | None, device_map: DeviceMap | None,
 
 
 def _load_hf(path: str, name: str, source: str, dtype: torch.dtype, placement: dict[str, Any],
-             trust_remote_code: bool, revision: str | None) -> Model:
+             trust_remote_code: bool, revision: str | None, extra: dict[str, Any] | None = None) -> Model:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    kw = {"trust_remote_code": trust_remote_code, "revision": revision}
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision, **(extra or {})}
     config = AutoConfig.from_pretrained(path, **kw)
     adapter = adapter_for(config.model_type)  # fails early, naming the supported types
     cls = AutoModel if config.model_type in ENCODER_TYPES else AutoModelForCausalLM

@@ -295,21 +295,21 @@ class ToyRun:
         """Save as a Hugging Face directory (``model.safetensors``, ``config.json``) plus ``toy_config.json``,
         ``training_curves.json`` (both stamped with the class, the schema version and the interp version) and
         ``checkpoints/step_XXXXX.safetensors``; returns the directory (``interp.load_model(path)`` loads the model)."""
-        from safetensors.torch import save_file
+        from interp.fileio import atomic_save_file, atomic_write_text
 
         out = Path(path)
         if out.exists() and not out.is_dir():
             raise BadInputError(f"bad path {str(out)!r}: it is a file; valid: a directory for the toy run")
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
-        (out / "toy_config.json").write_text(json.dumps({**_stamp(), "config": asdict(self.config)}, indent=1))
-        (out / "training_curves.json").write_text(json.dumps(
+        atomic_write_text(out / "toy_config.json", json.dumps({**_stamp(), "config": asdict(self.config)}, indent=1))
+        atomic_write_text(out / "training_curves.json", json.dumps(
             {**_stamp(), "history": self.history, "phase_change_step": self.phase_change_step,
              "seconds": self.seconds}))
         if with_checkpoints and self.checkpoints:
             (out / "checkpoints").mkdir(exist_ok=True)
             for step, sd in self.checkpoints.items():
-                save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "checkpoints" / f"step_{step:05d}.safetensors"))
+                atomic_save_file(out / "checkpoints" / f"step_{step:05d}.safetensors", sd)
         return out
 
     @classmethod

@@ -247,6 +247,21 @@ class Section:
         return self
 
 
+# bidirectional controls (they reorder the text around them) and invisible characters (zero-width, soft hyphen, BOM)
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\u206a-\u206f\ufeff]")
+
+
+def visible(text: str) -> str:
+    r"""``text`` with bidirectional controls and zero-width characters written as escapes (``\u202e``), so that a
+    prompt shows what it holds and cannot reorder the page around it.
+
+    Example:
+        >>> visible("abc\u202edef\u200b")
+        'abc\\u202edef\\u200b'
+    """
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 class Report:
     """An HTML report built from sections.
 
@@ -292,14 +307,14 @@ class Report:
         body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>'
                        f'<p class="intro">{html.escape(s.intro)}</p>{"".join(s.blocks)}</section>'
                        for s in self.sections)
-        sub = html.escape(self.subtitle)
-        cmd = f"<p>command: <code>{html.escape(self.command)}</code> · {created}</p>" if self.command else ""
+        sub = html.escape(visible(self.subtitle))
+        cmd = f"<p>command: <code>{html.escape(visible(self.command))}</code> · {created}</p>" if self.command else ""
         js = plotlyjs_source().replace("</script", "<\\/script")
         return (
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style><script>{js}\n{_JS}</script></head>"
-            f"<body><header><h1>{html.escape(self.title)}</h1><p>{sub}</p>{cmd}</header>"
+            f"<title>{html.escape(visible(self.title))}</title><style>{_CSS}</style><script>{js}\n{_JS}</script></head>"
+            f"<body><header><h1>{html.escape(visible(self.title))}</h1><p>{sub}</p>{cmd}</header>"
             f"<div class='wrap'><nav><b>Contents</b>{toc}</nav><main>{body}</main></div></body></html>"
         )
 
@@ -324,4 +339,4 @@ class Report:
         return out
 
 
-__all__ = ["Report", "Section", "figure_spec", "jsonable"]
+__all__ = ["Report", "Section", "figure_spec", "jsonable", "visible"]

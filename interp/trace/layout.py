@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,12 @@ import torch
 from safetensors.torch import save as st_save
 
 from interp.errors import BadInputError, CorruptStoreError, SchemaVersionError
+from interp.fileio import (  # the one atomic-write helper (re-exported here, where interp 0.2.0 had it)
+    _fsync_dir,
+    _open_tmp,
+    atomic_write_bytes,
+    write_failed,
+)
 from interp.sites import Component, Site
 from interp.trace.trace import SCHEMA_VERSION, Manifest
 from interp.version import __version__
@@ -32,12 +37,23 @@ from interp.version import __version__
 STORE_KIND = "interp-trace-store"
 GRAD_PREFIX = "grad:"  # shard key prefix of the gradients a saved trace carries
 TOKENS_COLUMN = "__tokens__"  # meta.parquet column of the token strings (the other columns are metadata)
-STORE_FILES = frozenset({"shards", "tokens.safetensors", "meta.parquet"})  # besides manifest.json
+LOCK_FILE = "writer.lock"  # see interp.trace.lock
+VERIFY_FAILED = "verify-failed.json"  # left by a failed TraceStore.verify(): the next resume checks sha256
+STORE_FILES = frozenset({"shards", "tokens.safetensors", "meta.parquet", LOCK_FILE, VERIFY_FAILED})  # + manifest
 PART_PREFIX = "manifest.part-"  # one writer's partial manifest: manifest.part-<writer>.json
 
 
 class CorruptShardError(CorruptStoreError):
     """A shard's bytes do not match the manifest (truncated, edited or missing)."""
+
+
+class ManifestError(CorruptStoreError, BadInputError):
+    """``manifest.json`` is malformed or disagrees with the files it describes (a ``CorruptStoreError``; also a
+    ``BadInputError``, as interp 0.2.0 raised for a malformed manifest)."""
+
+
+class UnsafePathError(CorruptStoreError, BadInputError):
+    """A path inside a store leads outside it (a symbolic link): refused on read and on write."""
 
 
 class StoreMismatchError(BadInputError):
@@ -55,25 +71,6 @@ class MissingFileError(BadInputError, FileNotFoundError):
 def is_dense(name: str) -> bool:
     """Hooks stored per sequence (not as token rows): the attention pattern."""
     return Site.parse(name).component is Component.PATTERN
-
-
-def _open_tmp(path: Path) -> tuple[int, Path]:
-    """A new ``.<name>.<random>.tmp`` beside ``path``, created with the umask's permissions (not mkstemp's 0600)."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_tmp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -134,6 +131,8 @@ class StoreManifest:
     shards: tuple[ShardInfo, ...] = ()
     grads: dict[str, list[int]] = field(default_factory=dict)
     interp_version: str = ""  # the interp that last wrote the file ("" for interp 0.1's stores)
+    tokens_sha256: str = ""  # sha256 of tokens.safetensors ("" in stores written before interp 0.2.1)
+    meta_sha256: str = ""  # sha256 of meta.parquet ("" when there is none, or in older stores)
 
     @property
     def n_shards(self) -> int:
@@ -151,6 +150,10 @@ class StoreManifest:
              "shards": [{"file": s.file, **s.__dict__} for s in sorted(self.shards, key=lambda s: s.index)]}
         if self.grads:
             d["grads"] = self.grads
+        if self.tokens_sha256:
+            d["tokens_sha256"] = self.tokens_sha256
+        if self.meta_sha256:
+            d["meta_sha256"] = self.meta_sha256
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -158,17 +161,18 @@ class StoreManifest:
         """Parse ``manifest.json`` (interp 0.1's stores included: same schema, no ``interp_version``).
 
         Raises:
-            BadInputError: a malformed or foreign file (the message names the problem).
+            ManifestError: a malformed or foreign file (the message names the problem; a ``CorruptStoreError``
+                and a ``BadInputError``).
             SchemaVersionError: a store written by a newer interp (a schema this one cannot read).
         """
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise BadInputError(f"{where} is malformed (not valid JSON: {e}); was it edited by hand?") from e
+            raise ManifestError(f"{where} is malformed (not valid JSON: {e}); was it edited by hand?") from e
         if not isinstance(d, dict):
-            raise BadInputError(f"{where} is malformed (a JSON {type(d).__name__}, not an object); was it edited by hand?")
+            raise ManifestError(f"{where} is malformed (a JSON {type(d).__name__}, not an object); was it edited by hand?")
         if d.get("kind") != STORE_KIND:
-            raise BadInputError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
+            raise ManifestError(f"{where} is not an interp trace store manifest (kind={d.get('kind')!r})")
         version = d.get("schema_version")
         if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
             raise SchemaVersionError(
@@ -176,7 +180,7 @@ class StoreManifest:
                 f"this interp ({__version__}) reads version {SCHEMA_VERSION}: upgrade interp "
                 "(pip install -U interp) to read it")
         if version != SCHEMA_VERSION:
-            raise BadInputError(f"{where} is malformed (schema_version {version!r}; this interp reads version "
+            raise ManifestError(f"{where} is malformed (schema_version {version!r}; this interp reads version "
                                 f"{SCHEMA_VERSION}); was it edited by hand?")
         try:
             shards = tuple(_shard_info(s) for s in d["shards"])
@@ -184,19 +188,26 @@ class StoreManifest:
                       seq_len=_int(d["seq_len"], "seq_len", 0), batch_size=_int(d["batch_size"], "batch_size", 1),
                       dataset_fingerprint=str(d["dataset_fingerprint"]), settings=dict(d.get("settings", {})),
                       shards=shards, grads={str(k): [int(x) for x in v] for k, v in d.get("grads", {}).items()},
-                      interp_version=str(d.get("interp_version", "")))
+                      interp_version=str(d.get("interp_version", "")),
+                      tokens_sha256=_hex(d.get("tokens_sha256", ""), "tokens_sha256"),
+                      meta_sha256=_hex(d.get("meta_sha256", ""), "meta_sha256"))
             for h in (*man.trace.hooks, *man.grads):
                 Site.parse(h)
+            for h, shape in (*man.trace.hooks.items(), *man.grads.items()):
+                if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape):
+                    raise ValueError(f"hook {h!r} has shape {shape!r}")
+            if man.seq_len < 1 and man.n_seqs:
+                raise ValueError(f"seq_len {man.seq_len} for {man.n_seqs} sequences")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-            raise BadInputError(f"{where} is malformed ({what}); was it edited by hand?") from e
+            raise ManifestError(f"{where} is malformed ({what}); was it edited by hand?") from e
         indices = [s.index for s in shards]
         if len(set(indices)) != len(indices) or any(not 0 <= i < man.n_shards for i in indices):
-            raise BadInputError(f"{where} is malformed (shard indices {sorted(indices)} for {man.n_shards} shards); "
+            raise ManifestError(f"{where} is malformed (shard indices {sorted(indices)} for {man.n_shards} shards); "
                              "was it edited by hand?")
         for s in shards:
             if (s.start, s.stop) != man.shard_range(s.index):
-                raise BadInputError(f"{where} is malformed (shard {s.index} covers sequences [{s.start}, {s.stop}), "
+                raise ManifestError(f"{where} is malformed (shard {s.index} covers sequences [{s.start}, {s.stop}), "
                                  f"expected {list(man.shard_range(s.index))}); was it edited by hand?")
         return man
 
@@ -214,6 +225,47 @@ def _int(x: Any, name: str, low: int) -> int:
     if isinstance(x, bool) or not isinstance(x, int) or x < low:
         raise BadInputError(f"{name} must be an integer >= {low}, got {x!r}")
     return x
+
+
+def _hex(x: Any, name: str) -> str:
+    if not isinstance(x, str) or (x and (len(x) != 64 or any(c not in "0123456789abcdef" for c in x))):
+        raise ValueError(f"{name} {x!r} is not a sha256 hex digest")
+    return x
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 16 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def confined(root: Path, rel: str) -> Path:
+    """``root / rel``, refused when it leads outside ``root`` (a symbolic link to elsewhere, ``..``).
+
+    Raises:
+        UnsafePathError: the resolved path is not inside the resolved ``root``.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> confined(root, "shards/00000.safetensors").name
+        '00000.safetensors'
+        >>> (root / "shards").symlink_to("/tmp")
+        >>> confined(root, "shards/00000.safetensors")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        interp.trace.layout.UnsafePathError: ...shards/00000.safetensors leads outside the store ... (to /tmp/00000.safetensors); ...
+    """
+    p = root / rel
+    base = root.resolve()
+    target = p.resolve()
+    if target != base and not target.is_relative_to(base):
+        raise UnsafePathError(f"{p} leads outside the store {base} (to {target}); a store's files must be inside its "
+                              "directory (a symbolic link?): refusing to read or write it")
+    return p
 
 
 def _shard_info(d: Any) -> ShardInfo:
@@ -253,8 +305,11 @@ def stream_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[in
     head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     prefix = len(head).to_bytes(8, "little") + head
     h = hashlib.sha256()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_tmp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _open_tmp(path)
+    except OSError as e:
+        raise write_failed(path, e) from e
     try:
         with os.fdopen(fd, "wb", buffering=0) as f, ThreadPoolExecutor(1, thread_name_prefix="interp-sha") as pool:
             pending = pool.submit(h.update, prefix)
@@ -269,10 +324,14 @@ def stream_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[in
                     pending.result()
                     pending = pool.submit(h.update, piece)
             pending.result()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_failed(path, e) from e
         raise
+    _fsync_dir(path.parent)
     return len(prefix) + offset, h.hexdigest()
 
 

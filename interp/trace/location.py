@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import BadInputError
-from interp.trace.layout import atomic_write_bytes, remove_stale_tmp, store_tmp_files, stream_safetensors
+from interp.trace.layout import atomic_write_bytes, confined, remove_stale_tmp, store_tmp_files, stream_safetensors
 
 _SHARED_PROTOCOLS_OFF = ("memory",)  # filesystems private to one process
 
@@ -80,32 +80,37 @@ class StoreLocation:
         """Other processes (Ray workers) see the same files; ``memory://`` is private to one process."""
         return self.url.split("://", 1)[0] not in _SHARED_PROTOCOLS_OFF if "://" in self.url else True
 
+    def _local(self, rel: str) -> Path:
+        """The local path of ``rel``, refused (:class:`~interp.trace.layout.UnsafePathError`) when it leads outside
+        the store (a symbolic link)."""
+        return confined(self.local_path, rel) if rel else self.local_path
+
     def _full(self, rel: str) -> str:
         return posixpath.join(self._fs[1], rel)
 
     # -- file operations -------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
         if self.is_local:
-            return (self.local_path / rel).exists()
+            return (self._local(rel)).exists()
         return bool(self._fs[0].exists(self._full(rel)))
 
     def size(self, rel: str) -> int | None:
         """Size in bytes, ``None`` when the file is missing."""
         if self.is_local:
-            p = self.local_path / rel
+            p = self._local(rel)
             return p.stat().st_size if p.exists() else None
         fs = self._fs[0]
         return int(fs.size(self._full(rel))) if fs.exists(self._full(rel)) else None
 
     def read_bytes(self, rel: str) -> bytes:
         if self.is_local:
-            return (self.local_path / rel).read_bytes()
+            return (self._local(rel)).read_bytes()
         return bytes(self._fs[0].cat_file(self._full(rel)))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole file atomically (tmp + rename locally; one PUT on an object store)."""
         if self.is_local:
-            atomic_write_bytes(self.local_path / rel, data)
+            atomic_write_bytes(self._local(rel), data)
         else:
             self._fs[0].makedirs(posixpath.dirname(self._full(rel)), exist_ok=True)
             self._fs[0].pipe_file(self._full(rel), data)
@@ -113,7 +118,7 @@ class StoreLocation:
     def write_tensors(self, rel: str, tensors: dict[str, Any]) -> tuple[int, str]:
         """Write a safetensors file atomically; return ``(bytes, sha256)``."""
         if self.is_local:
-            return stream_safetensors(self.local_path / rel, tensors)
+            return stream_safetensors(self._local(rel), tensors)
         from safetensors.torch import save
 
         data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
@@ -123,7 +128,7 @@ class StoreLocation:
     def sha256(self, rel: str) -> str:
         h = hashlib.sha256()
         if self.is_local:
-            with open(self.local_path / rel, "rb") as f:
+            with open(self._local(rel), "rb") as f:
                 while chunk := f.read(1 << 24):
                     h.update(chunk)
         else:
@@ -134,14 +139,14 @@ class StoreLocation:
 
     def remove(self, rel: str) -> None:
         if self.is_local:
-            (self.local_path / rel).unlink(missing_ok=True)
+            (self._local(rel)).unlink(missing_ok=True)
         elif self._fs[0].exists(self._full(rel)):
             self._fs[0].rm_file(self._full(rel))
 
     def listdir(self, rel: str = "") -> list[str]:
         """Names of the files directly under ``rel`` (empty when it does not exist)."""
         if self.is_local:
-            d = self.local_path / rel
+            d = self._local(rel)
             return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
         fs, full = self._fs[0], self._full(rel) if rel else self._fs[1]
         if not fs.exists(full):

@@ -6,12 +6,18 @@ from, it either
 
 - **starts** a store: checks that the location is empty or a store's leftovers (an interrupted writer's
   temporary files), writes ``tokens.safetensors``, ``meta.parquet`` and ``manifest.json``;
-- **resumes** one captured with the same model, hooks, dtype, tokens and batch size: removes stale
-  temporary files, replaces the metadata if only the metadata changed (new labels), folds in the partial
-  manifests of writers that died before the driver merged them, and checks every finished shard (its size,
-  or its sha256); a shard that fails is dropped and its file deleted, so the capture computes it again;
+- **resumes** one captured with the same model, hooks (and their shapes), dtype, tokens and batch size: removes
+  stale temporary files, re-writes ``tokens.safetensors`` / ``meta.parquet`` when their bytes differ from what
+  the inputs give (edited, corrupt, or new labels), folds in the partial manifests of writers that died before
+  the driver merged them, and checks every finished shard (its size and token count always; its sha256 with
+  ``verify="sha256"`` or when a previous :meth:`TraceStore.verify` failed, which leaves ``verify-failed.json``);
+  a shard that fails is dropped and its file deleted, so the capture computes it again;
 - **refuses** a store captured with other settings (:class:`StoreMismatchError`), or replaces it with
-  ``overwrite=True``.
+  ``overwrite=True``, which removes only the files the old manifest (and the partial manifests) list.
+
+Every path is resolved inside the store first: a symbolic link that leads outside it (``shards/`` pointing to
+another directory...) is refused with :class:`~interp.trace.layout.UnsafePathError` before anything is written
+or deleted.
 
 Partial manifests: each worker of a distributed capture owns ``manifest.part-<worker>.json``, listing the
 shards it has finished (rewritten atomically after every shard). Only the driver writes ``manifest.json``.
@@ -59,6 +65,7 @@ from interp.errors import BadInputError
 from interp.trace.layout import (
     PART_PREFIX,
     STORE_FILES,
+    VERIFY_FAILED,
     OutputExistsError,
     ShardInfo,
     StoreManifest,
@@ -108,19 +115,52 @@ def manifest_diffs(old: StoreManifest, fresh: StoreManifest) -> list[str]:
     return [k for k, a, b in (
         ("model", old.trace.model_fingerprint, fresh.trace.model_fingerprint),
         ("hooks", list(old.trace.hooks), list(fresh.trace.hooks)),
+        ("hook shapes", old.trace.hooks, fresh.trace.hooks),
         ("dtype", old.trace.dtype, fresh.trace.dtype),
         ("dataset", old.dataset_fingerprint, fresh.dataset_fingerprint),
         ("batch_size", old.batch_size, fresh.batch_size),
     ) if a != b]
 
 
-def write_inputs(loc: StoreLocation, inputs: StoreInputs) -> None:
-    """Write ``tokens.safetensors`` and ``meta.parquet`` (each atomically); the metadata is checked first."""
+def input_files(inputs: StoreInputs) -> tuple[bytes, bytes | None]:
+    """The bytes of ``tokens.safetensors`` and of ``meta.parquet`` (``None``: no metadata file); the metadata is
+    checked."""
     meta = meta_parquet(inputs.metadata, inputs.tokens)
-    loc.write_bytes("tokens.safetensors", st_save({"input_ids": inputs.input_ids.detach().cpu().contiguous(),
-                                                   "attention_mask": inputs.attention_mask.detach().cpu().contiguous()}))
+    tokens = st_save({"input_ids": inputs.input_ids.detach().cpu().contiguous(),
+                      "attention_mask": inputs.attention_mask.detach().cpu().contiguous()})
+    return tokens, meta
+
+
+def write_inputs(loc: StoreLocation, inputs: StoreInputs) -> tuple[str, str]:
+    """Write ``tokens.safetensors`` and ``meta.parquet`` (each atomically; the metadata is checked first); returns
+    their sha256 (``""`` for no ``meta.parquet``)."""
+    tokens, meta = input_files(inputs)
+    loc.write_bytes("tokens.safetensors", tokens)
     if meta is not None:
         loc.write_bytes("meta.parquet", meta)
+    return hashlib.sha256(tokens).hexdigest(), (hashlib.sha256(meta).hexdigest() if meta is not None else "")
+
+
+def _refresh_inputs(loc: StoreLocation, old: StoreManifest, inputs: StoreInputs) -> StoreManifest:
+    """Re-write ``tokens.safetensors`` / ``meta.parquet`` of a resumed store when their bytes are not what
+    ``inputs`` give (a damaged or edited file, new metadata); the manifest records their hashes."""
+    tokens, meta = input_files(inputs)
+    t_sha = hashlib.sha256(tokens).hexdigest()
+    m_sha = hashlib.sha256(meta).hexdigest() if meta is not None else ""
+    rewrote = False
+    if not loc.exists("tokens.safetensors") or loc.sha256("tokens.safetensors") != t_sha:
+        log.warning("re-writing %s/tokens.safetensors (missing or not what the inputs give)", loc.url)
+        loc.write_bytes("tokens.safetensors", tokens)
+        rewrote = True
+    if meta is not None and (not loc.exists("meta.parquet") or loc.sha256("meta.parquet") != m_sha):
+        loc.write_bytes("meta.parquet", meta)
+        rewrote = True
+    elif meta is None and loc.exists("meta.parquet"):
+        loc.remove("meta.parquet")
+        rewrote = True
+    if rewrote or old.tokens_sha256 or old.meta_sha256:  # an untouched older store keeps its manifest as it is
+        return replace(old, tokens_sha256=t_sha, meta_sha256=m_sha)
+    return old
 
 
 def start_or_resume(loc: StoreLocation, fresh: StoreManifest, inputs: StoreInputs, *, overwrite: bool = False,
@@ -133,7 +173,9 @@ def start_or_resume(loc: StoreLocation, fresh: StoreManifest, inputs: StoreInput
         fresh: the manifest a new store starts from (with no shards).
         inputs: the store's token ids, mask, metadata and token strings.
         overwrite: replace a store captured with other settings.
-        verify: how finished shards are checked: ``"size"``, ``"sha256"`` or ``"none"`` (present only).
+        verify: how finished shards are checked: ``"size"`` (their size and token count), ``"sha256"`` (and their
+            hash) or ``"none"`` (as ``"size"``: sizes are always checked). A failed :meth:`TraceStore.verify`
+            makes the next resume check sha256 whatever this says.
 
     Raises:
         StoreMismatchError: the location holds a store captured with other settings (and not ``overwrite``).
@@ -144,22 +186,29 @@ def start_or_resume(loc: StoreLocation, fresh: StoreManifest, inputs: StoreInput
         raise BadInputError(f"bad verify {verify!r}; valid: {', '.join(VERIFY)}")
     if loc.is_file():
         raise OutputExistsError(f"{loc.url} exists and is a file, not a trace store directory")
+    for name in ("manifest.json", "tokens.safetensors", "meta.parquet", "shards", VERIFY_FAILED):
+        loc.exists(name)  # resolves each path: a symbolic link out of the store is refused before any write
     if loc.exists("manifest.json"):
-        old = StoreManifest.from_json(loc.read_bytes("manifest.json").decode(), f"{loc.url}/manifest.json")
+        old = StoreManifest.from_json(loc.read_bytes("manifest.json").decode(errors="replace"),
+                                      f"{loc.url}/manifest.json")
         loc.remove_stale_tmp()
         diffs = manifest_diffs(old, fresh)
         if not diffs:
             meta_fp = fresh.settings.get("meta_fingerprint")
-            if old.settings.get("meta_fingerprint") != meta_fp:
-                # same tokens, new metadata (labels...): the activations stand, the metadata is replaced
-                write_inputs(loc, inputs)
-                old = replace(old, settings={**old.settings, "meta_fingerprint": meta_fp})
-                loc.write_bytes("manifest.json", old.to_json().encode())
-            return merge_parts(loc, old, verify)
+            on_disk = old.to_json()
+            old = _refresh_inputs(loc, replace(old, settings={**old.settings, "meta_fingerprint": meta_fp}), inputs)
+            if loc.exists(VERIFY_FAILED):
+                log.warning("a previous verify() of %s failed: checking every shard's sha256", loc.url)
+                verify = "sha256"
+            lens = inputs.attention_mask.sum(1)
+            counts = [int(lens[slice(*old.shard_range(i))].sum()) for i in range(old.n_shards)]
+            report = merge_parts(loc, old, verify, token_counts=counts, force_write=old.to_json() != on_disk)
+            loc.remove(VERIFY_FAILED)
+            return report
         if not overwrite:
             raise StoreMismatchError(f"{loc.url} already holds a store captured with different {', '.join(diffs)}; "
                                      "use another path, or overwrite=True (--overwrite) to replace it")
-        _clear(loc)
+        _clear(loc, old)
     else:
         ours = set(STORE_FILES) | set(loc.tmp_files())
         foreign = [n for n in loc.listdir() if n not in ours and not _is_part(n)]
@@ -171,20 +220,29 @@ def start_or_resume(loc: StoreLocation, fresh: StoreManifest, inputs: StoreInput
         for name in [n for n in loc.listdir() if _is_part(n)]:  # parts of a capture that never wrote a manifest
             loc.remove(name)
     loc.mkdir()
-    write_inputs(loc, inputs)
+    t_sha, m_sha = write_inputs(loc, inputs)
+    fresh = replace(fresh, tokens_sha256=t_sha, meta_sha256=m_sha)
     loc.write_bytes("manifest.json", fresh.to_json().encode())
     return MergeReport(fresh)
 
 
-def _clear(loc: StoreLocation) -> None:
-    """Remove a store's shards, partial manifests and manifest (in that order: a crash midway leaves a
-    manifest that still refuses to resume, never shards without one)."""
+def _clear(loc: StoreLocation, old: StoreManifest) -> None:
+    """Remove the files a store's manifest and partial manifests list (its shards), the partial manifests and the
+    manifest, in that order (a crash midway leaves a manifest that still refuses to resume, never shards without
+    one). Nothing else is deleted: a file the manifest does not list is left where it is."""
     loc.remove_stale_tmp()
-    for name in loc.listdir("shards"):
-        loc.remove(f"shards/{name}")
+    files = {s.file for s in old.shards}
+    for d in read_parts(loc).values():
+        for entry in d.get("shards", []):
+            index = entry.get("index") if isinstance(entry, dict) else None
+            if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < old.n_shards:
+                files.add(ShardInfo(index, 0, 0, 0, 0, "").file)
+    for rel in sorted(files):
+        loc.remove(rel)
     for name in loc.listdir():
         if _is_part(name):
             loc.remove(name)
+    loc.remove(VERIFY_FAILED)
     loc.remove("manifest.json")
 
 
@@ -225,7 +283,8 @@ def read_parts(loc: StoreLocation) -> dict[str, dict[str, Any]]:
     return out
 
 
-def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha256") -> MergeReport:
+def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha256", *,
+                token_counts: Sequence[int] | None = None, force_write: bool = False) -> MergeReport:
     """Fold the partial manifests into ``manifest`` and check every shard (see the module docs).
 
     Writes the merged ``manifest.json`` when it changed, then deletes the merged part files (a crash in
@@ -234,7 +293,9 @@ def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha2
     Args:
         loc: the store.
         manifest: its current ``manifest.json``.
-        verify: ``"sha256"`` (hash every shard), ``"size"`` (sizes only) or ``"none"`` (present only).
+        verify: ``"sha256"`` (hash every shard), ``"size"`` or ``"none"`` (sizes only).
+        token_counts: each shard's token count as the inputs give it (a shard recorded with another is dropped).
+        force_write: write ``manifest.json`` even when nothing changed.
     """
     if verify not in VERIFY:
         raise BadInputError(f"bad verify {verify!r}; valid: {', '.join(VERIFY)}")
@@ -260,7 +321,8 @@ def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha2
     good: list[ShardInfo] = []
     corrupt: list[int] = []
     for index in sorted(candidates):
-        ok = next((c for c in candidates[index] if _shard_ok(loc, c, verify)), None)
+        ok = next((c for c in candidates[index] if _shard_ok(loc, c, verify)
+                   and (token_counts is None or c.n_tokens == token_counts[index])), None)
         if ok is None:
             corrupt.append(index)
             log.warning("shard %d of %s is missing or fails its %s check; it will be captured again", index,
@@ -269,7 +331,7 @@ def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha2
         else:
             good.append(ok)
     merged = replace(manifest, shards=tuple(sorted(good, key=lambda s: s.index)))
-    if merged.to_json() != manifest.to_json() or parts:
+    if force_write or merged.to_json() != manifest.to_json() or parts:
         loc.write_bytes("manifest.json", merged.to_json().encode())
     for name in parts:
         loc.remove(name)
@@ -277,9 +339,7 @@ def merge_parts(loc: StoreLocation, manifest: StoreManifest, verify: str = "sha2
 
 
 def _shard_ok(loc: StoreLocation, info: ShardInfo, verify: str) -> bool:
-    if verify == "none":
-        return loc.exists(info.file)
-    if loc.size(info.file) != info.bytes:
+    if loc.size(info.file) != info.bytes:  # the size always ("none" included: a stat is free)
         return False
     return verify != "sha256" or loc.sha256(info.file) == info.sha256
 

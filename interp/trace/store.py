@@ -16,16 +16,25 @@ longest length. Every shard's sha256 and size are in the manifest. A trace saved
 (:meth:`Trace.save`) keeps them in its shard under ``grad:<hook name>``, listed under ``grads``
 in the manifest.
 
-Every file is written atomically (a temporary ``.<name>.*.tmp`` file, then a rename); a capture
-that resumes removes the temporary files an interrupted one left. ``manifest.json`` records the trace
+Every file is written atomically (a temporary ``.<name>.*.tmp`` file, fsync, then a rename); a capture
+that resumes removes the temporary files an interrupted one left. One writer at a time holds
+``writer.lock`` (:mod:`interp.trace.lock`).
+
+Safety: every path the store reads is resolved inside its directory (a symbolic link leading out is refused
+with :class:`~interp.trace.layout.UnsafePathError`). The manifest holds the sha256 of every shard and (since
+interp 0.2.1) of ``tokens.safetensors`` and ``meta.parquet``; the token ids are checked against the dataset
+fingerprint, each shard's header (tensor names, dtypes, shapes) against the manifest's hooks and token counts
+when it is first read, and :meth:`TraceStore.verify` checks everything. Any disagreement raises
+:class:`~interp.errors.CorruptStoreError`, whose message says what to run. ``manifest.json`` records the trace
 schema version (1, unchanged since interp 0.1, whose stores read as they are) and the interp version
 that wrote it; a store of a newer schema is refused with :class:`~interp.errors.SchemaVersionError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -36,12 +45,13 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, InterpError
 from interp.models import Model
 from interp.sites import Site, SiteSpec, UnknownHookError, resolve
 from interp.trace.layout import (
     GRAD_PREFIX,
     TOKENS_COLUMN,
+    VERIFY_FAILED,
     CorruptShardError,
     CorruptStoreError,
     MissingFileError,
@@ -49,14 +59,15 @@ from interp.trace.layout import (
     ShardInfo,
     StoreManifest,
     StoreMismatchError,
-    atomic_save_tensors,
     atomic_write_bytes,
+    confined,
     is_dense,
     is_right_padded,
+    sha256_file,
     tokens_fingerprint,
-    write_meta,
     write_shard,
 )
+from interp.trace.location import StoreLocation
 from interp.trace.trace import Trace, parse_dtype
 
 
@@ -72,9 +83,16 @@ class TraceStore:
         verify: ``"size"`` (default: every shard read is checked against its recorded size, which
             catches truncation), ``"sha256"`` (hash every shard when it is read), or ``"none"``.
 
+    Opening reads the manifest and checks the first shard's header against it (cheap); each file is checked
+    when first read (the token ids against their hash and the dataset fingerprint, each shard's header against
+    the hooks, dtype and token counts); :meth:`verify` checks everything.
+
     Raises:
         MissingFileError: no store at ``path`` (no ``manifest.json``).
-        BadInputError / SchemaVersionError: a malformed manifest / one written by a newer interp.
+        ManifestError / SchemaVersionError: a malformed manifest (a ``CorruptStoreError``) / one written by a newer
+            interp.
+        UnsafePathError: a file of the store is a symbolic link that leads outside it.
+        CorruptShardError: the first shard disagrees with the manifest.
 
     Example:
         >>> import interp, tempfile
@@ -96,9 +114,18 @@ class TraceStore:
         mpath = self.path / "manifest.json"
         if not mpath.is_file():
             raise MissingFileError(f"no trace store at {str(self.path)!r} (missing manifest.json)")
-        self.manifest = StoreManifest.from_json(mpath.read_text(), str(mpath))
+        mpath = self._file("manifest.json")
+        self.manifest = StoreManifest.from_json(mpath.read_bytes().decode(errors="replace"), str(mpath))
         self.verify_mode = verify
         self._verified: set[int] = set()
+        self._headers: set[int] = set()
+        self._tokens: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.manifest.shards:
+            self._check_header(self.shards()[0])
+
+    def _file(self, rel: str) -> Path:
+        """``self.path / rel``, refused when it leads outside the store."""
+        return confined(self.path, rel)
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -179,23 +206,43 @@ class TraceStore:
     def tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask)`` of every sequence, ``[n_seqs, seq_len]``.
 
+        Checked on first read: the file's sha256 (stores written since interp 0.2.1), the ids and mask against
+        the manifest's dataset fingerprint, the mask's layout and every finished shard's token count.
+
         Raises:
-            CorruptStoreError: ``tokens.safetensors`` is missing, truncated or of the wrong shape.
+            CorruptStoreError: ``tokens.safetensors`` is missing, truncated, of the wrong shape, or its ids or mask
+                are not the ones captured.
         """
-        p = self.path / "tokens.safetensors"
-        if not p.exists():
-            raise CorruptStoreError(f"{p} is missing; re-run the capture (overwrite=True) to re-create the store")
+        if self._tokens is not None:
+            return self._tokens
+        p = self._file("tokens.safetensors")
+        fix = self._repair_hint()
+        if not p.is_file():
+            raise CorruptStoreError(f"{p} is missing; {fix}")
+        if self.manifest.tokens_sha256 and sha256_file(p) != self.manifest.tokens_sha256:
+            raise CorruptStoreError(f"{p} fails its sha256 check (the token ids or mask were edited or damaged); {fix}")
         try:
             with safe_open(str(p), framework="pt") as f:
                 ids, mask = f.get_tensor("input_ids"), f.get_tensor("attention_mask")
         except Exception as e:  # safetensors raises its own error types for bad headers
-            raise CorruptStoreError(f"{p} is unreadable (truncated or corrupt: {e}); re-run the capture "
-                                    "(overwrite=True) to re-create the store") from e
+            raise CorruptStoreError(f"{p} is unreadable (truncated or corrupt: {e}); {fix}") from e
         want = (self.n_seqs, self.manifest.seq_len)
-        if tuple(ids.shape) != want or tuple(mask.shape) != want or ids.is_floating_point():
+        if tuple(ids.shape) != want or tuple(mask.shape) != want or ids.is_floating_point() or mask.is_floating_point():
             raise CorruptStoreError(f"{p} holds input_ids {tuple(ids.shape)} / attention_mask {tuple(mask.shape)}, "
                                     f"the manifest says {list(want)}: the file or manifest.json was replaced or "
-                                    "edited")
+                                    f"edited; {fix}")
+        if tokens_fingerprint(ids, mask) != self.manifest.dataset_fingerprint:
+            raise CorruptStoreError(f"{p} holds other token ids or mask than the ones captured (its fingerprint is "
+                                    f"not the manifest's dataset_fingerprint); {fix}")
+        if not bool(((mask == 0) | (mask == 1)).all()) or not is_right_padded(mask):
+            raise CorruptStoreError(f"{p} has an attention mask that is not right-padded ones and zeros; {fix}")
+        lens = mask.sum(1)
+        for info in self.manifest.shards:
+            n = int(lens[info.start:info.stop].sum())
+            if n != info.n_tokens:
+                raise CorruptStoreError(f"shard {info.index} is recorded with {info.n_tokens} tokens but its sequences "
+                                        f"have {n} (manifest.json or tokens.safetensors was edited); {fix}")
+        self._tokens = (ids, mask)
         return ids, mask
 
     def metadata(self, *, tokens: bool = True) -> list[dict[str, Any]]:
@@ -206,53 +253,133 @@ class TraceStore:
         Raises:
             CorruptStoreError: ``meta.parquet`` is truncated or holds another number of rows.
         """
-        p = self.path / "meta.parquet"
+        p = self._file("meta.parquet")
+        fix = self._repair_hint()
         if not p.exists():
+            if self.manifest.meta_sha256:
+                raise CorruptStoreError(f"{p} is missing (the manifest records its sha256); {fix}")
             return []
+        if self.manifest.meta_sha256 and sha256_file(p) != self.manifest.meta_sha256:
+            raise CorruptStoreError(f"{p} fails its sha256 check (edited or damaged); {fix}")
         import pyarrow.parquet as pq
 
         try:
             rows = pq.read_table(p).to_pylist()
         except Exception as e:  # pyarrow's ArrowInvalid and friends
-            raise CorruptStoreError(f"{p} is unreadable (truncated or corrupt: {e}); re-run the capture "
-                                    "(overwrite=True) to re-create the store") from e
+            raise CorruptStoreError(f"{p} is unreadable (truncated or corrupt: {e}); {fix}") from e
         if len(rows) != self.n_seqs:
-            raise CorruptStoreError(f"{p} has {len(rows)} rows, the manifest says {self.n_seqs} sequences")
+            raise CorruptStoreError(f"{p} has {len(rows)} rows, the manifest says {self.n_seqs} sequences; {fix}")
         return rows if tokens else [{k: v for k, v in r.items() if k != TOKENS_COLUMN} for r in rows]
 
     # -- shards ----------------------------------------------------------------------------------
+    def _repair_hint(self, shards: Sequence[int] = ()) -> str:
+        """What to run to repair this store (the capture that made it, again; or save the trace again)."""
+        cmd = self.manifest.trace.command
+        which = f" (and captures shard{'s' if len(shards) > 1 else ''} {', '.join(map(str, shards))} again)" if shards else ""
+        if not self.manifest.settings:  # a saved trace (Trace.save), not a capture
+            return f"save the trace again to a new path (trace.save(...)); this copy at {self.path} cannot be repaired"
+        if " capture " in f" {cmd} " and ("-o" in cmd.split() or "--out" in cmd):
+            how = f"run the capture again: {cmd}"
+        else:
+            how = (f"run the same capture again: interp.trace.capture(model, inputs, out={str(self.path)!r}, ...) with "
+                   "the arguments that made it")
+        return f"to repair it, {how} -- it checks every file's sha256, re-writes what is damaged{which}"
+
     def _check(self, info: ShardInfo) -> Path:
-        p = self.path / info.file
+        p = self._file(info.file)
         if not p.exists():
-            raise CorruptShardError(f"shard {info.index} is missing: {p}")
+            raise CorruptShardError(f"shard {info.index} is missing: {p}; {self._repair_hint([info.index])}")
         size = p.stat().st_size
         if size != info.bytes:
             raise CorruptShardError(f"shard {p} is {size} bytes, the manifest says {info.bytes}: truncated or "
-                                    "replaced; re-run the capture to re-create it")
+                                    f"replaced; {self._repair_hint([info.index])}")
+        if info.index not in self._headers:
+            self._check_header(info, p)
         if self.verify_mode == "sha256" and info.index not in self._verified:
             self._hash_check(info, p)
         return p
 
+    def _check_header(self, info: ShardInfo, p: Path | None = None) -> None:
+        """The shard's safetensors header against the manifest: exactly the stored hooks (and gradients), the
+        store's dtype, ``[n_tokens, *shape]`` token rows and ``[n_seqs, *shape]`` patterns."""
+        p = self._file(info.file) if p is None else p
+        fix = self._repair_hint([info.index])
+        try:
+            with open(p, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if n > min(p.stat().st_size, 100 << 20):
+                    raise ValueError(f"header of {n} bytes")
+                header = json.loads(f.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not an object")
+        except (OSError, ValueError) as e:
+            raise CorruptShardError(f"cannot read shard {p}: bad header ({e}); {fix}") from e
+        if not p.exists():
+            raise CorruptShardError(f"shard {info.index} is missing: {p}; {fix}")
+        header.pop("__metadata__", None)
+        man = self.manifest
+        want = {**man.trace.hooks, **{GRAD_PREFIX + g: s for g, s in man.grads.items()}}
+        if set(header) != set(want):
+            raise CorruptShardError(f"shard {p} holds {sorted(header)[:6]}, the manifest lists {sorted(want)[:6]}; {fix}")
+        dtype = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}.get(man.trace.dtype)
+        for name, shape in want.items():
+            entry = header[name]
+            raw = entry.get("shape") if isinstance(entry, dict) else None
+            got: list[Any] = list(raw) if isinstance(raw, list) and all(type(g) is int for g in raw) else []
+            dense = is_dense(name.removeprefix(GRAD_PREFIX))
+            lead = (info.stop - info.start) if dense else info.n_tokens
+            ok = len(got) == len(shape) + 1 and got[0] == lead
+            if ok and dense:  # [seqs, head, q, k]: q, k up to the stored length
+                ok = got[1:2] == shape[:1] and all(g <= s for g, s in zip(got[2:], shape[1:], strict=True))
+            elif ok:
+                ok = got[1:] == list(shape)
+            if ok and not name.startswith(GRAD_PREFIX) and dtype is not None:
+                ok = entry.get("dtype") == dtype
+            if not ok:
+                raise CorruptShardError(f"shard {p} holds {name} as {entry.get('dtype') if isinstance(entry, dict) else '?'}"
+                                        f" {got}, the manifest says {man.trace.dtype} {[lead, *shape]}; {fix}")
+        self._headers.add(info.index)
+
     def _hash_check(self, info: ShardInfo, p: Path) -> None:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 24):
-                h.update(chunk)
-        if h.hexdigest() != info.sha256:
-            raise CorruptShardError(f"shard {p} fails its sha256 check (corrupt); re-run the capture to re-create it")
+        if sha256_file(p) != info.sha256:
+            raise CorruptShardError(f"shard {p} fails its sha256 check (corrupt); {self._repair_hint([info.index])}")
         self._verified.add(info.index)
 
     def verify(self) -> None:
-        """Hash every shard and compare with the manifest; raises :class:`CorruptShardError`."""
-        for info in self.shards():
-            p = self._check(info)
-            self._hash_check(info, p)
+        """Check everything against the manifest: every shard's size, header and sha256, the token ids (hash,
+        dataset fingerprint, token counts) and the metadata (hash, row count).
+
+        A failure raises :class:`~interp.errors.CorruptStoreError` (:class:`CorruptShardError` for a shard) whose
+        message says what to run, and leaves ``verify-failed.json`` in the store (when it is writable), so that
+        running the capture again checks every shard's sha256 and captures the damaged ones again.
+        """
+        bad: list[int] = []
+        first: CorruptStoreError | None = None
+        checks: list[tuple[int | None, Any]] = [(None, self.tokens), (None, lambda: self.metadata())]
+        checks += [(info.index, lambda info=info: self._hash_check(info, self._check(info))) for info in self.shards()]
+        self._tokens = None
+        for index, check in checks:
+            try:
+                check()
+            except CorruptStoreError as e:
+                first = first or e
+                if index is not None:
+                    bad.append(index)
+        if first is None:
+            return
+        with contextlib.suppress(OSError, InterpError):  # a read-only store: the message still says what to run
+            atomic_write_bytes(self._file(VERIFY_FAILED), json.dumps({"corrupt_shards": bad, "error": str(first)}).encode())
+        if len(bad) > 1 and isinstance(first, CorruptShardError):
+            raise CorruptShardError(f"{len(bad)} shards fail their check (shards {', '.join(map(str, bad))}); first: "
+                                    f"{first}") from first
+        raise first
 
     def read_shard(self, info: ShardInfo, hooks: SiteSpec | Sequence[SiteSpec] | None = None
                    ) -> dict[str, torch.Tensor]:
         """The raw tensors of one shard (token rows, or dense patterns), by stored name (gradients of a saved
         trace under ``grad:<name>``)."""
         p = self._check(info)
+        self.tokens()  # the token counts the rows are cut by
         items: list[SiteSpec] = list(self.hooks) if hooks is None else _spellings(hooks)
         grads = {GRAD_PREFIX + g for g in self.manifest.grads}
         names = [n if isinstance(n, str) and n in grads else self._key(n) for n in items]
@@ -260,7 +387,7 @@ class TraceStore:
             with safe_open(str(p), framework="pt") as f:
                 return {n: f.get_tensor(n) for n in names}
         except Exception as e:  # safetensors raises its own error types for bad headers
-            raise CorruptShardError(f"cannot read shard {p}: {e}") from e
+            raise CorruptShardError(f"cannot read shard {p}: {e}; {self._repair_hint([info.index])}") from e
 
     def _shard_for(self, seq: int) -> ShardInfo:
         for s in self.manifest.shards:
@@ -457,15 +584,23 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
 
     tensors = {n: rows(n, t) for n, t in trace.activations.items()}
     tensors.update({GRAD_PREFIX + n: rows(n, t) for n, t in trace.grads.items()})
-    root.mkdir(parents=True, exist_ok=True)
-    write_meta(root, trace.metadata, trace.tokens)  # first: it checks the metadata
-    atomic_save_tensors(root / "tokens.safetensors", {"input_ids": trace.input_ids, "attention_mask": trace.attention_mask})
-    info = write_shard(root, 0, 0, tensors, int(mask.sum()), trace.n_seqs)
-    man = StoreManifest(trace=replace(trace.manifest, hooks={n: trailing(n, t) for n, t in trace.activations.items()}),
-                        n_seqs=trace.n_seqs, seq_len=int(trace.input_ids.shape[1]), batch_size=trace.n_seqs,
-                        dataset_fingerprint=tokens_fingerprint(trace.input_ids, trace.attention_mask),
-                        shards=(info,), grads={n: trailing(n, t) for n, t in trace.grads.items()})
-    atomic_write_bytes(root / "manifest.json", man.to_json().encode())
+    from interp.trace.lock import store_lock
+    from interp.trace.resume import StoreInputs, write_inputs
+
+    with store_lock(root):
+        if (root / "manifest.json").exists():
+            raise OutputExistsError(f"{root} already holds a trace store; choose another path or delete it")
+        loc = StoreLocation(os.fspath(root))
+        t_sha, m_sha = write_inputs(loc, StoreInputs(trace.input_ids, trace.attention_mask, trace.metadata,
+                                                     trace.tokens))
+        size, digest = loc.write_tensors(ShardInfo(0, 0, 0, 0, 0, "").file, tensors)
+        info = ShardInfo(index=0, start=0, stop=trace.n_seqs, n_tokens=int(mask.sum()), bytes=size, sha256=digest)
+        man = StoreManifest(trace=replace(trace.manifest, hooks={n: trailing(n, t) for n, t in trace.activations.items()}),
+                            n_seqs=trace.n_seqs, seq_len=int(trace.input_ids.shape[1]), batch_size=trace.n_seqs,
+                            dataset_fingerprint=tokens_fingerprint(trace.input_ids, trace.attention_mask),
+                            shards=(info,), grads={n: trailing(n, t) for n, t in trace.grads.items()},
+                            tokens_sha256=t_sha, meta_sha256=m_sha)
+        loc.write_bytes("manifest.json", man.to_json().encode())
     return TraceStore(root)
 
 

@@ -27,6 +27,7 @@ from interp.sites import Component, Site, SiteSpec, resolve
 from interp.trace.dataset import Dataset, load_texts
 from interp.trace.layout import ShardInfo, StoreManifest, is_dense, is_right_padded, tokens_fingerprint
 from interp.trace.location import StoreLocation
+from interp.trace.lock import store_lock
 from interp.trace.resume import StoreInputs, meta_fingerprint, start_or_resume
 from interp.trace.store import TraceStore
 from interp.trace.trace import Manifest, Trace, parse_dtype
@@ -75,8 +76,9 @@ def capture(
         prepend_bos: put the BOS token first (texts only).
         memory_budget: bytes of captured activations held per batch.
         overwrite: replace an existing store captured with other settings.
-        verify: how finished shards are checked when a capture resumes: ``"size"`` (default), ``"sha256"`` or
-            ``"none"``; a shard that fails is captured again.
+        verify: how finished shards are checked when a capture resumes: ``"size"`` (default: size and token
+            count), ``"sha256"`` (and hash) or ``"none"`` (as ``"size"``); a shard that fails is captured again.
+            After a failed :meth:`TraceStore.verify` the next resume checks sha256 anyway.
         progress: show a progress bar (``None``: the library switch, see :mod:`interp.progress`).
 
     Returns:
@@ -85,6 +87,8 @@ def capture(
     Raises:
         StoreMismatchError: ``out`` holds a store captured with other settings (and not ``overwrite``).
         OutputExistsError: ``out`` holds files that are not a store's.
+        StoreLockedError: another writer is capturing into ``out`` (the message names it).
+        UnsafePathError: a path of the store leads outside it (a symbolic link); nothing is written or deleted.
         UnknownHookError / BadInputError / TypeError: bad hooks, inputs or options (nothing is written).
 
     Example:
@@ -102,6 +106,13 @@ def capture(
     if loc is None or not loc.is_local:
         raise BadInputError(f"bad out {out!r}; valid: a local directory (interp.distributed.capture writes to "
                             "fsspec URLs such as s3://...)")
+    with store_lock(loc.local_path):
+        return _capture_locked(model, loc, plan, overwrite=overwrite, verify=verify, progress=progress)
+
+
+def _capture_locked(model: Model, loc: StoreLocation, plan: CapturePlan, *, overwrite: bool, verify: str,
+                    progress: bool | None) -> TraceStore:
+    """The body of :func:`capture`, run while it holds the store's writer lock."""
     manifest = start_or_resume(loc, plan.fresh, plan.inputs, overwrite=overwrite, verify=verify).manifest
     done = {s.index for s in manifest.shards}
     todo = [i for i in range(manifest.n_shards) if i not in done]
