@@ -218,7 +218,7 @@ def test_bad_plans_raise_clear_errors(llama5: Model) -> None:
 
 # -- task suites -------------------------------------------------------------------------------------------------
 
-def _task() -> "interp.layers.Task":
+def _task() -> interp.layers.Task:
     from interp.layers import Task
     g = torch.Generator().manual_seed(3)
     items = []
@@ -355,7 +355,7 @@ def test_head_importance_equals_per_sequence_hand_gradients(llama5: Model) -> No
         ids = torch.tensor([llama5.tokenizer(t, add_special_tokens=False)["input_ids"]])
         leaf = torch.ones(5, 4, requires_grad=True)
         hs = [layer.self_attn.o_proj.register_forward_pre_hook(
-            lambda m, a, L=L: ((a[0].unflatten(-1, (4, 8)) * leaf[L][:, None]).flatten(-2),))
+            lambda m, a, L=L, leaf=leaf: ((a[0].unflatten(-1, (4, 8)) * leaf[L][:, None]).flatten(-2),))
             for L, layer in enumerate(hf.model.layers)]
         lp = hf(input_ids=ids, use_cache=False).logits[0, :-1].log_softmax(-1)
         loss = -lp.gather(-1, ids[0, 1:, None]).mean()

@@ -4,11 +4,23 @@
   :func:`swap`, :func:`repeat`, :func:`parallel`, :func:`head_mask` return :mod:`interp.hooks` interventions.
 - Task suites (:mod:`interp.layers.tasks`): :func:`load_task`, :class:`Task`, :func:`score`.
 - Studies: :func:`drop_layers`, :func:`painters` (:mod:`interp.layers.studies`); :func:`head_importance`,
-  :func:`prune_heads`, :func:`attention_entropy` (:mod:`interp.layers.importance`).
+  :func:`prune_heads`, :func:`attention_entropy` (:mod:`interp.layers.importance`);
+  :func:`representation_quality` (:mod:`interp.layers.metrics`: prompt and dataset entropy, curvature,
+  InfoNCE, LiDAR, DiME per layer).
 """
 
 from interp.layers.edits import head_mask, parallel, reorder, repeat, reverse, shuffle, skip, swap
 from interp.layers.importance import attention_entropy, head_importance, prune_heads
+from interp.layers.metrics import (
+    METRICS,
+    RepresentationResult,
+    curvature,
+    dime,
+    infonce,
+    lidar,
+    matrix_entropy,
+    representation_quality,
+)
 from interp.layers.results import HeadImportanceResult, LayerDropResult, PaintersResult, PruningResult
 from interp.layers.studies import (
     angular_choice,
@@ -21,7 +33,8 @@ from interp.layers.studies import (
 from interp.layers.tasks import SHIPPED, ChoiceItem, Task, TaskScore, load_task, score
 
 __all__ = [
-    "SHIPPED", "ChoiceItem", "HeadImportanceResult", "LayerDropResult", "PaintersResult", "PruningResult", "Task",
+    "METRICS", "SHIPPED", "ChoiceItem", "HeadImportanceResult", "RepresentationResult", "curvature", "dime",
+    "infonce", "lidar", "matrix_entropy", "representation_quality", "LayerDropResult", "PaintersResult", "PruningResult", "Task",
     "TaskScore", "angular_choice", "attention_entropy", "drop_layers", "head_importance", "head_mask", "load_task",
     "painters", "painters_plan", "parallel", "prune_heads", "reorder", "repeat", "reverse", "score", "shuffle",
     "skip", "skip_losses", "sublayer_similarity", "swap",
