@@ -175,17 +175,29 @@ class EdgeRunner:
                     cur[s] = head_out[:, :, h]
             return fn
 
-        def on_proj(kind: str, L: int) -> Callable[[torch.Tensor, Site], torch.Tensor]:
+        def proj_delta(kind: str, L: int) -> torch.Tensor | None:
+            dl = delta((kind, L))
+            if dl is None:
+                return None
             ln1 = model.module(self.layout["ln1"].format(L=L))
+            x = stream[f"resid_pre{L}"]
+            dln = ln1(x[:, :, None, :] + dl) - ln1(x)[:, :, None, :]  # [R*b, pos, heads, d]
+            return torch.einsum("bphd,hde->bphe", dln, self.W[kind][L]).flatten(-2)
 
+        def on_proj(kind: str, L: int) -> Callable[[torch.Tensor, Site], torch.Tensor]:
             def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
-                dl = delta((kind, L))
-                if dl is None:
+                add = proj_delta(kind, L)
+                return act if add is None else act + add.to(act.dtype)
+            return fn
+
+        def on_fused(L: int) -> Callable[[torch.Tensor, Site], torch.Tensor]:
+            def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
+                parts = [proj_delta(kind, L) for kind in ("q", "k", "v")]
+                if all(p is None for p in parts):
                     return act
-                x = stream[f"resid_pre{L}"]
-                dln = ln1(x[:, :, None, :] + dl) - ln1(x)[:, :, None, :]  # [R*b, pos, heads, d]
-                add = torch.einsum("bphd,hde->bphe", dln, self.W[kind][L])
-                return act + add.flatten(-2).to(act.dtype)
+                width = act.shape[-1] // 3
+                full = [torch.zeros_like(act[..., :width]) if p is None else p.to(act.dtype) for p in parts]
+                return act + torch.cat(full, -1)
             return fn
 
         def on_mlp_in(L: int) -> Callable[[torch.Tensor, Site], torch.Tensor]:
@@ -210,8 +222,11 @@ class EdgeRunner:
         ivs: list[Any] = [Lambda("embed", fn=on_embed)]
         for L in range(d.n_layers):
             ivs.append(Lambda(f"resid_pre.{L}", fn=keep(f"resid_pre{L}")))
-            for kind in ("q", "k", "v"):
-                ivs.append(Lambda(f"hf:{self.layout[kind].format(L=L)}", fn=on_proj(kind, L)))
+            if "qkv" in self.layout:
+                ivs.append(Lambda(f"hf:{self.layout['qkv'].format(L=L)}", fn=on_fused(L)))
+            else:
+                for kind in ("q", "k", "v"):
+                    ivs.append(Lambda(f"hf:{self.layout[kind].format(L=L)}", fn=on_proj(kind, L)))
             ivs.append(Lambda(f"z.{L}", fn=on_z(L)))
             s = self.mlp_sender[L]
             if s is not None:

@@ -37,6 +37,8 @@ from interp.models import Model
 LAYOUTS: dict[str, dict[str, str]] = {
     "llama": {"ln1": "model.layers.{L}.input_layernorm", "q": "model.layers.{L}.self_attn.q_proj",
               "k": "model.layers.{L}.self_attn.k_proj", "v": "model.layers.{L}.self_attn.v_proj"},
+    # one fused projection whose output is [q | k | v] along the last axis
+    "gpt2": {"ln1": "transformer.h.{L}.ln_1", "qkv": "transformer.h.{L}.attn.c_attn"},
 }
 
 
@@ -105,7 +107,9 @@ def build_graph(model: Model, *, mlps: bool | None = None) -> Graph:
     """The graph of ``model`` (see the module docs).
 
     Args:
-        model: a decoder of a supported family (``llama``: Llama, Mistral, Qwen, SmolLM and interp's toy models).
+        model: a decoder of a supported family (``llama``: Llama, Mistral, Qwen, SmolLM and interp's toy models;
+            ``gpt2``: GPT-2 and the IIT-trained models of :mod:`interp.causal`). GPT-2's position embeddings are
+            the same in every run and are not a node: ``input`` is the token embedding.
         mlps: include MLP nodes (default: unless every MLP output weight is zero).
 
     Raises:
