@@ -642,3 +642,11 @@ def test_lock_is_released_when_the_capture_fails(model, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         capture(model, DATA, hooks=HOOKS, out=tmp_path / "st", progress=False)
     assert holder(tmp_path / "st") is None and not (tmp_path / "st" / LOCK_FILE).exists()
+
+
+def test_sequence_out_of_range_is_bad_input(clean):
+    from interp.trace.store import SequenceRangeError
+
+    with pytest.raises(SequenceRangeError, match="out of range") as e:
+        TraceStore(clean).trace([99])
+    assert isinstance(e.value, BadInputError) and isinstance(e.value, IndexError)

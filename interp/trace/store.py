@@ -71,6 +71,10 @@ from interp.trace.location import StoreLocation
 from interp.trace.trace import Trace, parse_dtype
 
 
+class SequenceRangeError(BadInputError, IndexError):
+    """A sequence index outside the store (or in a shard an interrupted capture has not written)."""
+
+
 class TraceStore:
     """A trace on disk: open it, check it, read sequences as :class:`Trace` or stream token rows.
 
@@ -304,6 +308,8 @@ class TraceStore:
         store's dtype, ``[n_tokens, *shape]`` token rows and ``[n_seqs, *shape]`` patterns."""
         p = self._file(info.file) if p is None else p
         fix = self._repair_hint([info.index])
+        if not p.exists():
+            raise CorruptShardError(f"shard {info.index} is missing: {p}; {fix}")
         try:
             with open(p, "rb") as f:
                 n = int.from_bytes(f.read(8), "little")
@@ -314,8 +320,6 @@ class TraceStore:
                 raise ValueError("the header is not an object")
         except (OSError, ValueError) as e:
             raise CorruptShardError(f"cannot read shard {p}: bad header ({e}); {fix}") from e
-        if not p.exists():
-            raise CorruptShardError(f"shard {info.index} is missing: {p}; {fix}")
         header.pop("__metadata__", None)
         man = self.manifest
         want = {**man.trace.hooks, **{GRAD_PREFIX + g: s for g, s in man.grads.items()}}
@@ -357,7 +361,7 @@ class TraceStore:
         first: CorruptStoreError | None = None
         checks: list[tuple[int | None, Any]] = [(None, self.tokens), (None, lambda: self.metadata())]
         checks += [(info.index, lambda info=info: self._hash_check(info, self._check(info))) for info in self.shards()]
-        self._tokens = None
+        self._tokens, self._headers = None, set()
         for index, check in checks:
             try:
                 check()
@@ -393,7 +397,7 @@ class TraceStore:
         for s in self.manifest.shards:
             if s.start <= seq < s.stop:
                 return s
-        raise IndexError(f"sequence {seq} is not in any finished shard (store has {self.n_seqs} sequences, "
+        raise SequenceRangeError(f"sequence {seq} is not in any finished shard (store has {self.n_seqs} sequences, "
                          f"complete={self.complete})")
 
     def _seq_indices(self, seqs: int | Sequence[int] | slice | range | None) -> list[int]:
@@ -413,7 +417,7 @@ class TraceStore:
                 raise TypeError(f"sequence indices must be ints, got {type(i).__name__}: {i!r}")
             j = int(i)
             if not -n <= j < n:
-                raise IndexError(f"sequence {j} out of range: the store has {n} sequences")
+                raise SequenceRangeError(f"sequence {j} out of range: the store has {n} sequences")
             out.append(j % n)
         return out
 
@@ -605,4 +609,4 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> TraceStore:
 
 
 __all__ = ["GRAD_PREFIX", "CorruptShardError", "CorruptStoreError", "MissingFileError", "OutputExistsError", "ShardInfo",
-           "StoreManifest", "StoreMismatchError", "TraceStore", "save_trace", "tokens_fingerprint", "write_shard"]
+           "SequenceRangeError", "StoreManifest", "StoreMismatchError", "TraceStore", "save_trace", "tokens_fingerprint", "write_shard"]
