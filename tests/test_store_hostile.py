@@ -391,6 +391,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(model, tmp_path, caplog):
         capture(model, DATA[:2], hooks=HOOKS[:1], out=out, batch_size=2, progress=False)
 
 
+@pytest.mark.slow
 def test_ray_driver_holds_the_lock_for_its_workers(model_dir, tmp_path):
     ray = pytest.importorskip("ray")
     from interp import distributed
