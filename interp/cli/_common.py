@@ -143,7 +143,7 @@ def output_args(p: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, rep: Report) -> None:
     """Write ``--json`` (the report's :meth:`~interp.report.Report.to_dict`) and ``--html`` (its page) when asked,
     each atomically, and print where."""
-    from interp.trace.layout import atomic_write_bytes
+    from interp.fileio import atomic_write_bytes
 
     if getattr(args, "json", None):
         atomic_write_bytes(Path(args.json), rep.to_json().encode("utf-8"))

@@ -330,7 +330,7 @@ class Report:
 
     def write(self, path: str | Path, json_path: str | Path | None = None) -> Path:
         """Write the HTML file and the JSON dump (default: same name with ``.json``); returns the HTML path."""
-        from interp.trace.layout import atomic_write_bytes
+        from interp.fileio import atomic_write_bytes
 
         out = Path(path)
         atomic_write_bytes(out, self.to_html().encode("utf-8"))
