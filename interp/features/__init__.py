@@ -9,6 +9,8 @@
 - :class:`Transcoder` (MLP input → MLP output, optional skip) trained by the same step;
   :func:`train_on_model` trains SAEs and transcoders together on the fly from forwards of the model
   (stopped after the last needed layer, rows shuffled across a buffer of many batches).
+- :func:`attribution_graph`: per-layer transcoders, frozen attention and norms, direct effects between
+  active features, token embeddings, error nodes and the top logits, pruned by influence (:class:`AttributionGraph`).
 - :func:`steer` with :mod:`interp.hooks` interventions: ``FeatureEdit(site, sae=..., feature=...)``, or
   :func:`path_edits` of a flow graph; ``Splice(site, sae=...)`` replaces an activation by its reconstruction.
 
@@ -34,6 +36,7 @@ from interp.features.flow import (
     similarity,
 )
 from interp.features.flow_result import FeatureClasses, FlowGraph
+from interp.features.graph import AttributionGraph, attribution_graph
 from interp.features.points import canonical_hook, point_of
 from interp.features.sae import SAEConfig, SparseAutoencoder, load_saes
 from interp.features.saelens import load_saelens, save_saelens
@@ -49,7 +52,7 @@ from interp.features.transcoder import (
 from interp.features.validate import FlowValidation, validate_flow
 
 __all__ = [
-    "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
+    "AttributionGraph", "attribution_graph", "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
     "SparseAutoencoder", "SplicedLoss", "SteeringResult", "Transcoder", "TranscoderEvaluation",
     "activation_stream", "canonical_hook", "chance_similarity", "classify_features", "cosine_matrix", "describe",
     "evaluate_sae", "evaluate_transcoder", "feature_activations", "feature_dashboard", "feature_flow",

@@ -102,8 +102,10 @@ class Transcoder(SparseAutoencoder):
         """The skip connection's part of the output (zeros without one)."""
         self._fitted()
         if self.W_skip_ is None:
-            return torch.zeros(*x.shape[:-1], self.d_out, dtype=torch.float32, device=x.device)
-        return (x.float() * self.input_scale_) @ self.W_skip_.to(x.device) / self.output_scale_
+            assert self.W_dec_ is not None
+            return torch.zeros(*x.shape[:-1], self.d_out, dtype=self.W_dec_.dtype, device=x.device)
+        W = self.W_skip_.to(x.device)
+        return (x.to(W.dtype) * self.input_scale_) @ W / self.output_scale_
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., d_in]`` MLP input → ``[..., d_out]`` predicted MLP output, in the dtype of ``x``."""

@@ -1,0 +1,529 @@
+"""Attribution graphs (Ameisen et al. 2025, circuit-tracer): which transcoder features drive the model's output.
+
+For one prompt and per-layer :class:`~interp.features.Transcoder` s, the model is *linearised* around its own
+forward: attention patterns and the norms' scales are frozen at their recorded values, each MLP is replaced by its
+transcoder (active features' decoder rows, the skip connection) plus an **error node** per (layer, position) that
+holds what the transcoder misses, so the replacement reproduces the recorded forward exactly. In that linear model
+the **direct effect** of a source node on a target node is exact: ``edge = activation(source) * d target /
+d activation(source)`` with every other feature's activation held fixed. Sources are active features, error nodes
+and token embeddings (per position); targets are active features (their encoder pre-activation) and the top logits
+at the last position (each the logit minus the mean logit, as circuit-tracer does; up to ``logit_probability`` of
+the probability mass, at most ``max_logits``). A layer without a transcoder has its whole MLP output as error.
+
+Rows are computed by batched backward passes (``batch_size`` targets per backward: the linear model runs on a
+batch of copies, one target each, truncated after the target's layer). With ``max_feature_nodes`` only the
+features of largest estimated influence on the logits get rows (circuit-tracer's greedy order).
+
+Pruning follows circuit-tracer: with ``A`` the adjacency (target, source) taken in absolute value and normalised
+so each target's row sums to 1, a node's influence is its total weight on the logits through all paths (``w (A +
+A^2 + ...)``, ``w`` the logit probabilities); features and error nodes are kept in order of influence until
+``node_threshold`` of the total is covered, and edges (scored by ``A`` times their target's influence) until
+``edge_threshold``. Tokens and logits are always kept.
+
+Works for models whose blocks are pre-norm ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (Llama, Mistral,
+Qwen, SmolLM2, GPT-2, ...), with RMSNorm or LayerNorm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from interp.errors import BadInputError
+from interp.features.transcoder import Transcoder
+from interp.progress import progress as progress_bar
+from interp.trace.results import Result
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from plotly.graph_objects import Figure
+
+    from interp.models import Model
+
+KINDS = ("embedding", "feature", "error", "logit")
+
+
+@dataclass(frozen=True, repr=False)
+class AttributionGraph(Result):
+    """A pruned attribution graph of one prompt.
+
+    Attributes:
+        prompt: the prompt text.
+        tokens: its tokens.
+        kind: per node, ``embedding`` / ``feature`` / ``error`` / ``logit``.
+        layer: per node (embeddings ``-1``, logits ``n_layers``).
+        pos: per node, the token position.
+        feature: per node, the feature index (``-1`` for other kinds; for a logit its token id).
+        value: per node: a feature's activation, an error node's norm, a logit's probability, 0 for embeddings.
+        adjacency: ``[target, source]`` direct effects (pruned edges and nodes are 0).
+        influence: per node, its influence on the logits (before pruning).
+        kept: per node, whether pruning kept it.
+        hover: per node, a short text (a feature's top promoted tokens, a logit's token).
+        model_id: the model.
+
+    Views: ``graph`` (positions across, layers up; hover shows each feature's top tokens and activation, edge
+    widths by weight).
+
+    Example:
+        >>> import torch
+        >>> g = AttributionGraph("a b", ("a", " b"), ("embedding", "feature", "logit"), torch.tensor([-1, 0, 2]),
+        ...                      torch.tensor([0, 1, 1]), torch.tensor([-1, 5, 7]), torch.tensor([0.0, 2.0, 0.9]),
+        ...                      torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0.0, 3.0, 0]]), torch.tensor([1.0, 1, 1]),
+        ...                      torch.tensor([True, True, True]), ("a", "f5", "tok 7"))
+        >>> g.to_frame()[["source", "target", "weight"]].values.tolist()
+        [['emb@0 a', 'L0@1 f5', 1.0], ['L0@1 f5', 'logit tok 7', 3.0]]
+    """
+
+    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"adjacency": ("target", "source")}
+    VIEWS: ClassVar[tuple[str, ...]] = ("graph",)
+
+    prompt: str
+    tokens: tuple[str, ...]
+    kind: tuple[str, ...]
+    layer: torch.Tensor
+    pos: torch.Tensor
+    feature: torch.Tensor
+    value: torch.Tensor
+    adjacency: torch.Tensor
+    influence: torch.Tensor
+    kept: torch.Tensor
+    hover: tuple[str, ...]
+    model_id: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.kind)
+        if self.adjacency.shape != (n, n):
+            raise BadInputError(f"adjacency must be [{n}, {n}], got {tuple(self.adjacency.shape)}")
+        for name in ("layer", "pos", "feature", "value", "influence", "kept"):
+            if getattr(self, name).shape != (n,):
+                raise BadInputError(f"{name} must have one entry per node ({n})")
+        bad = set(self.kind) - set(KINDS)
+        if bad:
+            raise BadInputError(f"unknown node kinds {sorted(bad)}; valid: {', '.join(KINDS)}")
+
+    def node_name(self, i: int) -> str:
+        """A short unique name of node ``i`` (``L3@5 f120``, ``err L3@5``, ``emb@0 The``, ``logit Paris``)."""
+        k, p = self.kind[i], int(self.pos[i])
+        if k == "feature":
+            return f"L{int(self.layer[i])}@{p} f{int(self.feature[i])}"
+        if k == "error":
+            return f"err L{int(self.layer[i])}@{p}"
+        if k == "embedding":
+            return f"emb@{p} {self.tokens[p] if p < len(self.tokens) else ''}"
+        return f"logit {self.hover[i]}"
+
+    def labels(self) -> dict[str, list[Any]]:
+        names = [self.node_name(i) for i in range(len(self.kind))]
+        return {"target": names, "source": names}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per kept edge: source, target (names), weight, and both nodes' kind, layer and position."""
+        import pandas as pd
+
+        t, s = torch.nonzero(self.adjacency, as_tuple=True)
+        rows = []
+        for ti, si in zip(t.tolist(), s.tolist(), strict=True):
+            rows.append({"source": self.node_name(si), "target": self.node_name(ti),
+                         "weight": float(self.adjacency[ti, si]), "source_kind": self.kind[si],
+                         "target_kind": self.kind[ti], "source_layer": int(self.layer[si]),
+                         "target_layer": int(self.layer[ti]), "source_pos": int(self.pos[si]),
+                         "target_pos": int(self.pos[ti])})
+        return pd.DataFrame(rows, columns=["source", "target", "weight", "source_kind", "target_kind", "source_layer",
+                                           "target_layer", "source_pos", "target_pos"])
+
+    def nodes_frame(self) -> pd.DataFrame:
+        """One row per node: name, kind, layer, position, feature, value, influence, kept, hover."""
+        import pandas as pd
+
+        return pd.DataFrame({"name": [self.node_name(i) for i in range(len(self.kind))], "kind": list(self.kind),
+                             "layer": self.layer.tolist(), "pos": self.pos.tolist(), "feature": self.feature.tolist(),
+                             "value": self.value.tolist(), "influence": self.influence.tolist(),
+                             "kept": self.kept.tolist(), "hover": list(self.hover)})
+
+    def headline(self) -> dict[str, Any]:
+        kept = self.kept
+        feats = sum(1 for i, k in enumerate(self.kind) if k == "feature" and bool(kept[i]))
+        return {"nodes": int(kept.sum()), "features": feats, "edges": int((self.adjacency != 0).sum())}
+
+    def _view_graph(self, max_edges: int = 400) -> Figure:
+        import plotly.graph_objects as go
+
+        from interp.plot.labels import escape_label as escape
+
+        keep = [i for i in range(len(self.kind)) if bool(self.kept[i])]
+        n_layers = int(self.layer.max()) if len(self.kind) else 0
+        # nodes at (position, layer); several features at one cell are spread sideways
+        cell: dict[tuple[int, int], int] = {}
+        xy: dict[int, tuple[float, float]] = {}
+        for i in keep:
+            key = (int(self.pos[i]), int(self.layer[i]))
+            cell[key] = cell.get(key, 0) + 1
+        seen: dict[tuple[int, int], int] = {}
+        for i in keep:
+            key = (int(self.pos[i]), int(self.layer[i]))
+            j = seen.get(key, 0)
+            seen[key] = j + 1
+            m = cell[key]
+            xy[i] = (key[0] + (0.0 if m == 1 else 0.7 * (j / (m - 1) - 0.5)), float(key[1]))
+        t, s = torch.nonzero(self.adjacency, as_tuple=True)
+        w = self.adjacency[t, s]
+        order = w.abs().argsort(descending=True)[:max_edges]
+        top = float(w.abs().max()) if w.numel() else 1.0
+        fig = go.Figure()
+        for o in order.tolist():
+            ti, si, wt = int(t[o]), int(s[o]), float(w[o])
+            if ti not in xy or si not in xy:
+                continue
+            fig.add_trace(go.Scatter(x=[xy[si][0], xy[ti][0]], y=[xy[si][1], xy[ti][1]], mode="lines",
+                                     line={"width": 0.5 + 6 * abs(wt) / top, "color": "#c0392b" if wt > 0 else "#2e86c1"},
+                                     opacity=0.25 + 0.6 * abs(wt) / top, hoverinfo="text", showlegend=False,
+                                     text=escape(f"{self.node_name(si)} → {self.node_name(ti)}: {wt:.3g}")))
+        colors = {"embedding": "#7f8c8d", "feature": "#e67e22", "error": "#95a5a6", "logit": "#27ae60"}
+        for kind in KINDS:
+            idx = [i for i in keep if self.kind[i] == kind]
+            if not idx:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[xy[i][0] for i in idx], y=[xy[i][1] for i in idx], mode="markers", name=kind,
+                marker={"size": 9 if kind != "error" else 7, "color": colors[kind],
+                        "symbol": "square" if kind == "error" else "circle"},
+                hoverinfo="text",
+                text=[escape(f"{self.node_name(i)}<br>value {float(self.value[i]):.3g}, influence "
+                             f"{float(self.influence[i]):.3g}<br>{self.hover[i]}") for i in idx]))
+        fig.update_layout(title=escape(f"Attribution graph: {self.prompt[:80]}"), template="plotly_white",
+                          xaxis={"tickmode": "array", "tickvals": list(range(len(self.tokens))),
+                                 "ticktext": [escape(repr(tk)[1:-1]) for tk in self.tokens], "title": "position"},
+                          yaxis={"title": "layer (emb = -1, logits = top)", "range": [-1.5, n_layers + 0.5]},
+                          height=650)
+        return fig
+
+
+# -- the linearised model -----------------------------------------------------------------------------------------
+@dataclass
+class _Frozen:
+    """Everything the linear replacement model holds fixed, from the recorded forward."""
+
+    n_layers: int
+    emb: torch.Tensor  # [T, d] resid_pre.0
+    s1: list[torch.Tensor]  # [T, 1] frozen norm scales
+    s2: list[torch.Tensor]
+    sf: torch.Tensor
+    pattern: list[torch.Tensor]  # [H, T, T]
+    err: list[torch.Tensor]  # [T, d]
+    active: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per layer: (pos, feature, activation)
+    centered: bool
+    eps: float
+
+
+def _norm(x: torch.Tensor, s: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, centered: bool) -> torch.Tensor:
+    y = (x - x.mean(-1, keepdim=True) if centered else x) * s * w
+    return y + b if b is not None else y
+
+
+def _scale(x: torch.Tensor, centered: bool, eps: float) -> torch.Tensor:
+    v = x.var(-1, unbiased=False, keepdim=True) if centered else x.pow(2).mean(-1, keepdim=True)
+    return torch.rsqrt(v + eps)
+
+
+class _Linear:
+    """The replacement model's forward, run on ``n`` copies (one target each) with leaves for the sources."""
+
+    def __init__(self, model: Model, tcs: dict[int, Transcoder], fz: _Frozen) -> None:
+        self.w = model.weights
+        self.tcs, self.fz = tcs, fz
+        self.dtype = fz.emb.dtype
+
+    def run(self, n: int, upto: int, targets: list[tuple[str, int, int, int]], need_logits: bool
+            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Forward through layers ``0..upto`` (and the unembedding if ``need_logits``); returns the per-copy target
+        values ``[n]`` and the leaves (embedding ``[n, T, d]``, per-layer activations ``[n, N_L]``, errors)."""
+        w, fz, dt = self.w, self.fz, self.dtype
+        emb = fz.emb.unsqueeze(0).expand(n, -1, -1).clone().requires_grad_(True)
+        acts = [a[2].to(dt).unsqueeze(0).expand(n, -1).clone().requires_grad_(True) for a in fz.active]
+        errs = [e.unsqueeze(0).expand(n, -1, -1).clone().requires_grad_(True) for e in fz.err]
+        out = torch.zeros(n, dtype=dt)
+        by_layer: dict[int, list[tuple[int, int, int]]] = {}
+        for i, (kind, layer, pos, f) in enumerate(targets):
+            if kind == "feature":
+                by_layer.setdefault(layer, []).append((i, pos, f))
+        resid = emb
+        for L in range(upto + 1):
+            b1 = w.ln1_b[L].to(dt) if w.ln1_b is not None else None
+            h = _norm(resid, fz.s1[L], w.ln1_w[L].to(dt), b1, fz.centered)
+            v = torch.einsum("ntd,hde->nhte", h, w.W_V[L].to(dt)) + w.b_V[L].to(dt)[None, :, None, :]
+            z = fz.pattern[L].unsqueeze(0) @ v
+            resid = resid + torch.einsum("nhte,hed->ntd", z, w.W_O[L].to(dt)) + w.b_O[L].to(dt)
+            b2 = w.ln2_b[L].to(dt) if w.ln2_b is not None else None
+            x_in = _norm(resid, fz.s2[L], w.ln2_w[L].to(dt), b2, fz.centered)
+            tc = self.tcs.get(L)
+            if tc is not None:
+                assert tc.W_enc_ is not None and tc.b_enc_ is not None and tc.W_dec_ is not None
+                for i, pos, f in by_layer.get(L, []):
+                    out = out.index_add(0, torch.tensor([i]),
+                                        ((x_in[i, pos] * tc.input_scale_) @ tc.W_enc_[:, f].to(dt)
+                                         + tc.b_enc_[f].to(dt)).reshape(1))
+                pos_l, feat_l, _ = fz.active[L]
+                dec = tc.W_dec_[feat_l].to(dt) / tc.output_scale_  # [N, d]
+                mlp = torch.zeros_like(resid).index_add(1, pos_l, acts[L].unsqueeze(-1) * dec.unsqueeze(0))
+                mlp = mlp + (tc.b_dec_.to(dt) / tc.output_scale_ if tc.b_dec_ is not None else 0.0)
+                if tc.W_skip_ is not None:
+                    mlp = mlp + (x_in * tc.input_scale_) @ tc.W_skip_.to(dt) / tc.output_scale_
+                resid = resid + mlp + errs[L]
+            else:
+                resid = resid + errs[L]
+        if need_logits:
+            assert w.ln_final_w is not None and w.W_U is not None
+            hf = _norm(resid[:, -1], fz.sf[-1], w.ln_final_w.to(dt),
+                       w.ln_final_b.to(dt) if w.ln_final_b is not None else None, fz.centered)
+            W_U = w.W_U.to(dt)
+            for i, (kind, _, _, tok) in enumerate(targets):
+                if kind == "logit":
+                    d = W_U[:, tok] - W_U.mean(1)
+                    out = out.index_add(0, torch.tensor([i]), (hf[i] @ d).reshape(1))
+        return out, emb, acts, errs
+
+
+def _record(model: Model, ids: torch.Tensor, tcs: dict[int, Transcoder], dtype: torch.dtype
+            ) -> tuple[_Frozen, torch.Tensor]:
+    n_layers = model.dims.n_layers
+    hooks = ["blocks.0.hook_resid_pre", f"blocks.{n_layers - 1}.hook_resid_post"]
+    for L in range(n_layers):
+        hooks += [f"blocks.{L}.hook_resid_pre", f"blocks.{L}.hook_resid_mid", f"blocks.{L}.attn.hook_pattern",
+                  f"blocks.{L}.hook_mlp_out"]
+    hooks += [tc.hook for tc in tcs.values()]
+    with torch.no_grad():
+        res = model.run(ids, capture=sorted(set(hooks)))
+    a = {k: v[0].to(dtype) for k, v in res.trace.activations.items()}
+    assert res.logits is not None
+    norm = model.weights.norm
+    centered = norm == "layer"
+    cfg = model.config
+    eps = float(next((getattr(cfg, k) for k in ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps")
+                      if getattr(cfg, k, None) is not None), 1e-5))
+    s1 = [_scale(a[f"blocks.{L}.hook_resid_pre"], centered, eps) for L in range(n_layers)]
+    s2 = [_scale(a[f"blocks.{L}.hook_resid_mid"], centered, eps) for L in range(n_layers)]
+    sf = _scale(a[f"blocks.{n_layers - 1}.hook_resid_post"], centered, eps)
+    errs, active = [], []
+    w = model.weights
+    for L in range(n_layers):
+        mlp_out = a[f"blocks.{L}.hook_mlp_out"]
+        tc = tcs.get(L)
+        if tc is None:
+            errs.append(mlp_out)
+            active.append((torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)))
+            continue
+        b2 = w.ln2_b[L].to(dtype) if w.ln2_b is not None else None
+        x_in = _norm(a[f"blocks.{L}.hook_resid_mid"], s2[L], w.ln2_w[L].to(dtype), b2, centered)
+        with torch.no_grad():
+            z = tc.encode(x_in).to(dtype)
+            pred = (tc.decode(z) + tc.skip_out(x_in)).to(dtype)
+        pos, feat = torch.nonzero(z > 0, as_tuple=True)
+        active.append((pos, feat, z[pos, feat]))
+        errs.append(mlp_out - pred)
+    fz = _Frozen(n_layers, a["blocks.0.hook_resid_pre"], s1, s2, sf,
+                 [a[f"blocks.{L}.attn.hook_pattern"] for L in range(n_layers)], errs, active, centered, eps)
+    return fz, res.logits[0, -1].to(dtype)
+
+
+def _influence(A: torch.Tensor, logit_w: torch.Tensor) -> torch.Tensor:
+    """Each node's total influence on the logits: ``w (B + B^2 + ...)`` with ``B = |A|`` row-normalised."""
+    B = A.abs()
+    B = B / B.sum(1, keepdim=True).clamp_min(1e-12)
+    cur = logit_w @ B
+    total = cur.clone()
+    for _ in range(A.shape[0]):
+        cur = cur @ B
+        if float(cur.abs().sum()) < 1e-12:
+            break
+        total += cur
+    return total
+
+
+def attribution_graph(model: Model, prompt: str, *, transcoders: Mapping[int, Transcoder],
+                      max_logits: int = 10, logit_probability: float = 0.95, max_feature_nodes: int | None = None,
+                      node_threshold: float = 0.8, edge_threshold: float = 0.98, batch_size: int = 32,
+                      dtype: torch.dtype = torch.float32, progress: bool | None = None) -> AttributionGraph:
+    """The attribution graph of ``prompt`` through per-layer ``transcoders`` (see the module docstring).
+
+    Args:
+        model: the model.
+        prompt: one text (or token ids ``[T]`` / ``[1, T]``).
+        transcoders: layer → :class:`~interp.features.Transcoder` of that block's MLP (layers without one have
+            their MLP output as error nodes).
+        max_logits, logit_probability: logit targets: the top tokens at the last position until this cumulative
+            probability, at most ``max_logits``.
+        max_feature_nodes: compute rows for at most this many features (by estimated influence; ``None``: all).
+        node_threshold, edge_threshold: cumulative-influence pruning (``1.0`` keeps everything).
+        batch_size: targets per backward pass.
+        dtype: computation dtype of the linear model (``torch.float64`` for exact checks).
+        progress: a bar over the backward batches.
+
+    Example:
+        >>> import interp, torch
+        >>> from interp.features import SAEConfig, Transcoder, attribution_graph
+        >>> m = interp.load_model("smollm2-135m")
+        >>> tc = Transcoder(SAEConfig(d_sae=64, k=4, apply_b_dec_to_input=False), progress=False,
+        ...                 hook="hf:model.layers.2.post_attention_layernorm", out_hook="mlp_out.2")
+        >>> tc.W_enc_, tc.b_enc_ = torch.randn(576, 64) / 24, torch.zeros(64)
+        >>> tc.W_dec_, tc.b_dec_ = torch.randn(64, 576) / 24, torch.zeros(576)
+        >>> g = attribution_graph(m, "The capital of France is", transcoders={2: tc}, progress=False)
+        >>> g.kind.count("logit") >= 1
+        True
+    """
+    n_layers = model.dims.n_layers
+    tcs: dict[int, Transcoder] = {}
+    for lay, tc in transcoders.items():
+        if not isinstance(tc, Transcoder) or not tc.fitted:
+            raise BadInputError(f"transcoders[{lay}] must be a fitted Transcoder, got {type(tc).__name__}")
+        if isinstance(lay, bool) or not isinstance(lay, int) or not -n_layers <= lay < n_layers:
+            raise BadInputError(f"transcoder keys must be layers in 0..{n_layers - 1}, got {lay!r}")
+        tcs[lay % n_layers] = tc
+    for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold),
+                    ("logit_probability", logit_probability)):
+        if not 0 < float(v) <= 1:
+            raise BadInputError(f"{name} must be in (0, 1], got {v!r}")
+    if isinstance(prompt, str):
+        ids, _ = model.encode(prompt)
+        text = prompt
+    else:
+        ids = torch.as_tensor(prompt).reshape(1, -1)
+        text = ""
+    fz, last_logits = _record(model, ids, tcs, dtype)
+    T = ids.shape[1]
+    probs = torch.softmax(last_logits.double(), -1)
+    top_p, top_t = probs.topk(max(1, max_logits))
+    n_logit = int(min(max_logits, int((top_p.cumsum(0) < logit_probability).sum()) + 1))
+    top_p, top_t = top_p[:n_logit], top_t[:n_logit]
+    # nodes: embeddings, features, errors, logits
+    kind: list[str] = []
+    layer: list[int] = []
+    pos: list[int] = []
+    feat: list[int] = []
+    value: list[float] = []
+
+    def add(k: str, lay: int, p: int, f: int, v: float) -> None:
+        kind.append(k)
+        layer.append(lay)
+        pos.append(p)
+        feat.append(f)
+        value.append(v)
+
+    for p in range(T):
+        add("embedding", -1, p, -1, 0.0)
+    feat_node: list[list[int]] = []
+    for L in range(n_layers):
+        pl, fl, al = fz.active[L]
+        feat_node.append(list(range(len(kind), len(kind) + len(pl))))
+        for p_, f_, a_ in zip(pl.tolist(), fl.tolist(), al.tolist(), strict=True):
+            add("feature", L, p_, f_, a_)
+    err_node = [[0] * T for _ in range(n_layers)]
+    for L in range(n_layers):
+        for p in range(T):
+            err_node[L][p] = len(kind)
+            add("error", L, p, -1, float(fz.err[L][p].norm()))
+    logit_node = []
+    for tok, pr in zip(top_t.tolist(), top_p.tolist(), strict=True):
+        logit_node.append(len(kind))
+        add("logit", n_layers, T - 1, tok, pr)
+    N = len(kind)
+    A = torch.zeros(N, N, dtype=torch.float64)
+    lin = _Linear(model, tcs, fz)
+
+    def rows(targets: list[int]) -> None:
+        spec = [("logit" if kind[i] == "logit" else "feature", layer[i], pos[i], feat[i]) for i in targets]
+        need_logits = any(s[0] == "logit" for s in spec)
+        upto = n_layers - 1 if need_logits else max(s[1] for s in spec)
+        out, emb, acts, errs = lin.run(len(targets), upto, spec, need_logits)
+        leaves = [emb] + [a for a in acts] + [e for e in errs]
+        grads = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+        g_emb, g_acts, g_errs = grads[0], grads[1:1 + n_layers], grads[1 + n_layers:]
+        tt = torch.tensor(targets)
+        if g_emb is not None:
+            A[tt[:, None], torch.arange(T)[None, :]] = (g_emb * fz.emb.unsqueeze(0)).sum(-1).double()
+        for L in range(n_layers):
+            ga, ge = g_acts[L], g_errs[L]
+            if ga is not None and feat_node[L]:
+                A[tt[:, None], torch.tensor(feat_node[L])[None, :]] = (ga * fz.active[L][2].to(dtype)).double()
+            if ge is not None:
+                A[tt[:, None], torch.tensor(err_node[L])[None, :]] = (ge * fz.err[L].unsqueeze(0)).sum(-1).double()
+
+    features = [i for L in range(n_layers) for i in feat_node[L]]
+    logit_w = torch.zeros(N, dtype=torch.float64)
+    logit_w[logit_node] = top_p / top_p.sum()
+    todo_batches: list[list[int]] = [logit_node[i:i + batch_size] for i in range(0, len(logit_node), batch_size)]
+    limit = len(features) if max_feature_nodes is None else min(max_feature_nodes, len(features))
+    bar = progress_bar(total=len(todo_batches) + -(-limit // batch_size), desc="attribution", enabled=progress,
+                       unit="batch")
+    try:
+        for b in todo_batches:
+            rows(b)
+            bar.update(1)
+        done: set[int] = set()
+        if max_feature_nodes is None:
+            order = sorted(features, key=lambda i: (layer[i], pos[i]))
+            for s in range(0, len(order), batch_size):
+                rows(order[s:s + batch_size])
+                bar.update(1)
+            done = set(order)
+        else:
+            while len(done) < limit:
+                inf = _influence(A, logit_w)
+                cand = sorted((i for i in features if i not in done), key=lambda i: -float(inf[i]))
+                pick = cand[:min(batch_size, limit - len(done))]
+                rows(pick)
+                done.update(pick)
+                bar.update(1)
+    finally:
+        bar.close()
+    influence = _influence(A, logit_w)
+    keep = torch.zeros(N, dtype=torch.bool)
+    keep[:T] = True
+    keep[logit_node] = True
+    prunable = [i for i in range(N) if kind[i] in ("feature", "error")]
+    if prunable:
+        vals = influence[prunable]
+        order_t = vals.argsort(descending=True)
+        cum = vals[order_t].cumsum(0) / vals.sum().clamp_min(1e-30)
+        n_keep = int((cum < node_threshold).sum()) + 1 if node_threshold < 1 else len(prunable)
+        for j in order_t[:n_keep].tolist():
+            keep[prunable[j]] = True
+    kept_A = A * keep[:, None] * keep[None, :]
+    B = kept_A.abs() / kept_A.abs().sum(1, keepdim=True).clamp_min(1e-12)
+    score = B * (influence + logit_w)[:, None]
+    if edge_threshold < 1 and float(score.sum()) > 0:
+        flat = score.flatten()
+        o = flat.argsort(descending=True)
+        cum = flat[o].cumsum(0) / flat.sum()
+        n_e = int((cum < edge_threshold).sum()) + 1
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        mask[o[:n_e]] = True
+        kept_A = kept_A * mask.view(N, N)
+    hover = _hover(model, tcs, kind, layer, feat, keep)
+    tokens = tuple(model.to_str_tokens(ids)[0])
+    return AttributionGraph(text, tokens, tuple(kind), torch.tensor(layer), torch.tensor(pos), torch.tensor(feat),
+                            torch.tensor(value, dtype=torch.float32), kept_A.float(), influence.float(), keep,
+                            tuple(hover), model.name)
+
+
+def _hover(model: Model, tcs: dict[int, Transcoder], kind: list[str], layer: list[int], feat: list[int],
+           keep: torch.Tensor) -> list[str]:
+    """A feature's top promoted tokens (its decoder row through the unembedding), a logit's token."""
+    W_U = model.weights.W_U
+    out = []
+    for i, k in enumerate(kind):
+        if k == "logit":
+            out.append(model.to_str_tokens(torch.tensor([[feat[i]]]))[0][0])
+        elif k == "feature" and bool(keep[i]) and W_U is not None:
+            tc = tcs[layer[i]]
+            assert tc.W_dec_ is not None
+            top = (tc.W_dec_[feat[i]].float() @ W_U.float()).topk(min(5, W_U.shape[1])).indices
+            out.append("top tokens: " + ", ".join(repr(t) for t in model.to_str_tokens(top.view(1, -1))[0]))
+        else:
+            out.append("")
+    return out
+
+
+__all__ = ["AttributionGraph", "attribution_graph"]
