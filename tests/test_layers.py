@@ -65,10 +65,10 @@ def _real(t: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["llama5", "gpt5"])
 @pytest.mark.parametrize("make,order", [
     (lambda m: edits.skip(m, blocks=[1, 3]), [0, 2, 4]),
-    (lambda m: edits.reorder(m, [0, 2, 1, 3, 4]), [0, 2, 1, 3, 4]),
-    (lambda m: edits.reverse(m, 1, 4), [0, 3, 2, 1, 4]),
-    (lambda m: edits.swap(m, 0, -1), [4, 1, 2, 3, 0]),
-    (lambda m: edits.repeat(m, [2], times=3), [0, 1, 2, 2, 2, 3, 4]),
+    (lambda m: edits.reorder(m, order=[0, 2, 1, 3, 4]), [0, 2, 1, 3, 4]),
+    (lambda m: edits.reverse(m, start=1, stop=4), [0, 3, 2, 1, 4]),
+    (lambda m: edits.swap(m, i=0, j=-1), [4, 1, 2, 3, 0]),
+    (lambda m: edits.repeat(m, layers=[2], times=3), [0, 1, 2, 2, 2, 3, 4]),
     (lambda m: [LayerPlan(order=(4, 4, 0, 1, 1, 2, 3, 0))], [4, 4, 0, 1, 1, 2, 3, 0]),
 ])
 def test_block_plans_equal_a_hand_edited_hf_forward(name: str, make: Callable, order: list[int],
@@ -116,7 +116,7 @@ def test_parallel_span_equals_blocks_called_by_hand(llama5: Model, combine: str)
         return call(blocks[4], x)
 
     ref = _llama_by_hand(llama5, ids, step)
-    got = _run(llama5, edits.parallel(llama5, 1, 4, combine=combine), ids=ids, mask=None)  # type: ignore[arg-type]
+    got = _run(llama5, edits.parallel(llama5, start=1, stop=4, combine=combine), ids=ids, mask=None)  # type: ignore[arg-type]
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -152,7 +152,7 @@ def test_head_mask_values_and_gradient_equal_a_hand_hook(llama5: Model) -> None:
         return -(lp * MASK[:, 1:]).sum()
 
     # interp
-    ivs = edits.head_mask(llama5, scales, requires_grad=True)
+    ivs = edits.head_mask(llama5, scales=scales, requires_grad=True)
     from interp.hooks import forward, hooks
     with torch.enable_grad(), hooks(llama5, interventions=ivs):
         value = loss(forward(llama5, IDS, MASK))
@@ -178,7 +178,7 @@ def test_head_mask_values_and_gradient_equal_a_hand_hook(llama5: Model) -> None:
     z = torch.ones(5, 4)
     z[2, 1] = 0
     torch.testing.assert_close(_run(llama5, edits.head_mask(llama5, heads=["L2H1"])),
-                               _run(llama5, edits.head_mask(llama5, z)))
+                               _run(llama5, edits.head_mask(llama5, scales=z)))
 
 
 def test_plans_combine_with_captures_and_other_edits(llama5: Model) -> None:
@@ -198,18 +198,18 @@ def test_bad_plans_raise_clear_errors(llama5: Model) -> None:
     with pytest.raises(BadInputError, match="leaves no block to run"):
         _run(llama5, [LayerPlan(drop=(0, 1, 2, 3, 4))])
     with pytest.raises(BadInputError, match=r"repeats block\(s\) \[1\] and misses block\(s\) \[2\]"):
-        edits.reorder(llama5, [0, 1, 1, 3, 4])
+        edits.reorder(llama5, order=[0, 1, 1, 3, 4])
     with pytest.raises(BadInputError, match=r"misses block\(s\) \[4\]"):
-        edits.reorder(llama5, [0, 1, 2, 3])
+        edits.reorder(llama5, order=[0, 1, 2, 3])
     with pytest.raises(BadInputError, match="out of range"):
-        edits.reorder(llama5, [0, 1, 2, 3, 5])
+        edits.reorder(llama5, order=[0, 1, 2, 3, 5])
     with pytest.raises(BadInputError, match=r"shape \[n_layers, n_heads\] = \[5, 4\]"):
-        edits.head_mask(llama5, torch.ones(4, 5))
+        edits.head_mask(llama5, scales=torch.ones(4, 5))
     from interp.hooks import HeadMask
     with pytest.raises(BadInputError, match="head mask has shape"):
         _run(llama5, [HeadMask(scales=torch.ones(6, 4))])
     with pytest.raises(BadInputError, match="span"):
-        edits.parallel(llama5, 3, 3)
+        edits.parallel(llama5, start=3, stop=3)
     # a failed run leaves the model intact
     with torch.no_grad():
         plain = llama5.hf(input_ids=IDS, attention_mask=MASK, use_cache=False).logits
@@ -337,9 +337,9 @@ def test_painters_rows_and_widths(llama5: Model) -> None:
     res = painters(llama5, task, widths=[0, 1, 3], progress=False)
     assert res.spans == ((2, 2), (2, 3), (1, 4))
     assert (res.accuracy[:, 0] == res.accuracy[0, 0]).all()  # width 0: the unmodified model for every variant
-    assert painters_plan(llama5, "repeat", 1, 4)[0].steps(5) == [(0,), (2,), (2,), (2,), (4,)]
-    assert painters_plan(llama5, "parallel", 1, 4)[0].steps(5) == [(0,), (1, 2, 3), (4,)]
-    assert painters_plan(llama5, "reverse", 1, 4)[0].steps(5) == [(0,), (3,), (2,), (1,), (4,)]
+    assert painters_plan(llama5, variant="repeat", start=1, stop=4)[0].steps(5) == [(0,), (2,), (2,), (2,), (4,)]
+    assert painters_plan(llama5, variant="parallel", start=1, stop=4)[0].steps(5) == [(0,), (1, 2, 3), (4,)]
+    assert painters_plan(llama5, variant="reverse", start=1, stop=4)[0].steps(5) == [(0,), (3,), (2,), (1,), (4,)]
     res.plot()
     assert "skip_at_widest" in res.headline()
 

@@ -70,7 +70,7 @@ def skip(model: Model, *, blocks: Sequence[int] = (), attn: Sequence[int] = (),
     return out
 
 
-def reorder(model: Model, order: Sequence[int]) -> list[Intervention]:
+def reorder(model: Model, *, order: Sequence[int]) -> list[Intervention]:
     """Run every block once, in ``order`` (a permutation of ``0..n_layers-1``).
 
     Raises:
@@ -82,30 +82,30 @@ def reorder(model: Model, order: Sequence[int]) -> list[Intervention]:
     return [plan]
 
 
-def reverse(model: Model, start: int, stop: int) -> list[Intervention]:
+def reverse(model: Model, *, start: int, stop: int) -> list[Intervention]:
     """Run blocks ``start..stop-1`` in reverse order (the Painters paper's "reverse the middle")."""
     start, stop = _span(model, start, stop)
     n = model.dims.n_layers
-    return reorder(model, [*range(start), *reversed(range(start, stop)), *range(stop, n)])
+    return reorder(model, order=[*range(start), *reversed(range(start, stop)), *range(stop, n)])
 
 
-def shuffle(model: Model, start: int, stop: int, *, seed: int = 0) -> list[Intervention]:
+def shuffle(model: Model, *, start: int, stop: int, seed: int = 0) -> list[Intervention]:
     """Run blocks ``start..stop-1`` in a random (seeded) order."""
     start, stop = _span(model, start, stop)
     mid = list(range(start, stop))
     random.Random(seed).shuffle(mid)
-    return reorder(model, [*range(start), *mid, *range(stop, model.dims.n_layers)])
+    return reorder(model, order=[*range(start), *mid, *range(stop, model.dims.n_layers)])
 
 
-def swap(model: Model, i: int, j: int) -> list[Intervention]:
+def swap(model: Model, *, i: int, j: int) -> list[Intervention]:
     """Exchange the places of blocks ``i`` and ``j``."""
     i, j = _index(model, i), _index(model, j)
     order = list(range(model.dims.n_layers))
     order[i], order[j] = order[j], order[i]
-    return reorder(model, order)
+    return reorder(model, order=order)
 
 
-def repeat(model: Model, layers: int | Sequence[int], times: int = 2) -> list[Intervention]:
+def repeat(model: Model, *, layers: int | Sequence[int], times: int = 2) -> list[Intervention]:
     """Run each of ``layers`` ``times`` times in a row where it stands (``times=1`` changes nothing)."""
     layer_set = {_index(model, i) for i in ([layers] if isinstance(layers, int) else layers)}
     if not isinstance(times, int) or times < 1:
@@ -116,7 +116,7 @@ def repeat(model: Model, layers: int | Sequence[int], times: int = 2) -> list[In
     return [LayerPlan(order=tuple(order))]
 
 
-def parallel(model: Model, start: int, stop: int, *, combine: Literal["mean", "sum"] = "mean") -> list[Intervention]:
+def parallel(model: Model, *, start: int, stop: int, combine: Literal["mean", "sum"] = "mean") -> list[Intervention]:
     """Run blocks ``start..stop-1`` side by side on the same input (the Painters paper's parallel layers).
 
     ``combine="mean"`` averages their outputs; ``"sum"`` adds each block's change of the residual stream to
@@ -127,7 +127,7 @@ def parallel(model: Model, start: int, stop: int, *, combine: Literal["mean", "s
     return [LayerPlan(order=(*range(start), tuple(range(start, stop)), *range(stop, n)), combine=combine)]
 
 
-def head_mask(model: Model, scales: torch.Tensor | None = None, *, heads: Sequence[str | tuple[int, int]] = (),
+def head_mask(model: Model, *, scales: torch.Tensor | None = None, heads: Sequence[str | tuple[int, int]] = (),
               requires_grad: bool = False) -> list[Intervention]:
     """Scale each head's output: ``scales`` ``[n_layers, n_heads]`` (default all ones), or ones with the
     listed ``heads`` (``"L5H1"`` / ``(5, 1)``) set to zero. ``requires_grad=True`` makes the scales a leaf

@@ -94,14 +94,14 @@ def attention_entropy(model: Model, inputs: Inputs | Task) -> torch.Tensor:
     return torch.stack(rows).float()
 
 
-def prune_heads(model: Model, task: Task | str, *, by: Sequence[str] = PRUNE_BY, shares: Sequence[float] | None = None,
+def prune_heads(model: Model, inputs: Task | str, *, by: Sequence[str] = PRUNE_BY, shares: Sequence[float] | None = None,
                 calibration: Inputs | Task | None = None, iterative: bool = True, seed: int = 0, batch_size: int = 32,
                 progress: bool | None = None) -> PruningResult:
     """Accuracy on ``task`` as a growing share of heads is masked to zero, per pruning order.
 
     Args:
         model: the model.
-        task: the evaluation set.
+        inputs: the task, the evaluation set.
         by: ``importance`` (least important first; with ``iterative`` recomputed on the pruned model after each
             step, as Michel et al.), ``random`` (seeded), ``entropy`` (the most diffuse attention first).
         shares: shares of heads pruned at each step (default ``0, 0.1, ..., 0.9``).
@@ -112,7 +112,7 @@ def prune_heads(model: Model, task: Task | str, *, by: Sequence[str] = PRUNE_BY,
     """
     from interp.layers.edits import head_mask
 
-    task = load_task(task) if isinstance(task, str) else task
+    task = load_task(inputs) if isinstance(inputs, str) else inputs
     bad = [b for b in by if b not in PRUNE_BY]
     if bad or not by:
         raise bad_value("by", bad[0] if bad else by, ", ".join(PRUNE_BY))
@@ -148,7 +148,7 @@ def prune_heads(model: Model, task: Task | str, *, by: Sequence[str] = PRUNE_BY,
                     new = [i for i in static if i not in pruned][:k - len(pruned)]
                 pruned += new
                 scales.view(-1)[new] = 0.0
-            s = score(model, task, interventions=head_mask(model, scales), batch_size=batch_size, progress=False)
+            s = score(model, task, interventions=head_mask(model, scales=scales), batch_size=batch_size, progress=False)
             acc[r, c], ll[r, c] = s.accuracy, s.loglik
             rows.append(tuple(f"L{i // H}H{i % H}" for i in pruned))
             chance = s.chance

@@ -5,9 +5,9 @@ Example:
     >>> import interp
     >>> from interp.layers import drop_layers, load_task
     >>> m = interp.load_model("smollm2-135m")
-    >>> res = drop_layers(m, load_task("capitals").head(8), methods=("angular",), max_drop=2, progress=False)
+    >>> res = drop_layers(m, load_task("capitals").head(4), methods=("angular",), max_drop=1, progress=False)
     >>> res.accuracy.shape
-    torch.Size([1, 3])
+    torch.Size([1, 2])
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from interp.layers.edits import skip
 from interp.layers.results import LayerDropResult, PaintersResult
 from interp.layers.tasks import Task, load_task, score
 from interp.models import Model
+from interp.models.model import Inputs
 from interp.progress import progress as progress_bar
 
 METHODS = ("angular", "attn", "mlp", "skip_loss", "random")
@@ -48,9 +49,10 @@ def residual_states(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> dict
     return out.activations
 
 
-def angular_choice(model: Model, ids: torch.Tensor, mask: torch.Tensor, n: int) -> list[int]:
+def angular_choice(model: Model, inputs: Inputs, *, n: int) -> list[int]:
     """The ``n`` consecutive blocks whose input and output residual streams are closest in angle at each
     sequence's last token: ``argmin_l mean arccos(cos(x_l, x_{l+n})) / pi`` (Gromov et al. 2024)."""
+    ids, mask = model.encode(inputs)
     acts = residual_states(model, ids, mask)
     L = model.dims.n_layers
     rows = torch.arange(ids.shape[0])
@@ -62,9 +64,10 @@ def angular_choice(model: Model, ids: torch.Tensor, mask: torch.Tensor, n: int) 
     return list(range(start, start + n))
 
 
-def sublayer_similarity(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sublayer_similarity(model: Model, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """``[layer]`` mean over real tokens of ``cos(resid_pre, resid_mid)`` (attention) and
     ``cos(resid_mid, resid_post)`` (MLP): He et al.'s similarity of a sublayer's input and output."""
+    ids, mask = model.encode(inputs)
     acts = residual_states(model, ids, mask)
     L = model.dims.n_layers
     m = mask.bool()
@@ -76,8 +79,10 @@ def sublayer_similarity(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> 
     return attn, mlp
 
 
-def skip_losses(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def skip_losses(model: Model, inputs: Inputs) -> torch.Tensor:
     """``[layer]`` the rise in mean next-token loss when that block alone is skipped."""
+    ids, mask = model.encode(inputs)
+
     def loss(ivs: Sequence[Intervention]) -> float:
         logits = run_with_hooks(model, ids, mask, interventions=ivs).logits
         assert logits is not None
@@ -90,14 +95,14 @@ def skip_losses(model: Model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Te
         return torch.tensor([loss([LayerPlan(drop=(i,))]) - base for i in range(model.dims.n_layers)])
 
 
-def drop_layers(model: Model, task: Task | str, *, methods: Sequence[str] = METHODS, max_drop: int | None = None,
+def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = METHODS, max_drop: int | None = None,
                 calibration: Task | None = None, seed: int = 0, batch_size: int = 32,
                 progress: bool | None = None) -> LayerDropResult:
     """Score ``task`` with ``n = 0 .. max_drop`` blocks (or sublayers) dropped, chosen by each method.
 
     Args:
         model: the model.
-        task: the evaluation set (a :class:`Task` or a shipped suite's name).
+        inputs: the task, the evaluation set (a :class:`Task` or a shipped suite's name).
         methods: any of ``angular`` (the consecutive blocks closest in angle), ``attn`` / ``mlp`` (the sublayers
             most similar to their input), ``skip_loss`` (the blocks whose removal alone costs least), ``random``.
         max_drop: the most dropped (default ``n_layers - 1``; for ``attn``/``mlp`` up to ``n_layers``).
@@ -109,7 +114,7 @@ def drop_layers(model: Model, task: Task | str, *, methods: Sequence[str] = METH
     Raises:
         BadInputError: an unknown method, or ``max_drop`` outside ``0 .. n_layers - 1``.
     """
-    task = load_task(task) if isinstance(task, str) else task
+    task = load_task(inputs) if isinstance(inputs, str) else inputs
     L = model.dims.n_layers
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -120,8 +125,8 @@ def drop_layers(model: Model, task: Task | str, *, methods: Sequence[str] = METH
                             f"got {max_drop!r}")
     ids, mask = _calibration(model, calibration or task)
     with torch.no_grad():
-        sims = sublayer_similarity(model, ids, mask) if {"attn", "mlp"} & set(methods) else None
-        skl = skip_losses(model, ids, mask) if "skip_loss" in methods else None
+        sims = sublayer_similarity(model, (ids, mask)) if {"attn", "mlp"} & set(methods) else None
+        skl = skip_losses(model, (ids, mask)) if "skip_loss" in methods else None
     order_random = list(range(L))
     random.Random(seed).shuffle(order_random)
     base = score(model, task, batch_size=batch_size, progress=False)
@@ -134,7 +139,7 @@ def drop_layers(model: Model, task: Task | str, *, methods: Sequence[str] = METH
         rows: list[tuple[str, ...]] = [()]
         for n in range(1, max_drop + 1):
             if method == "angular":
-                chosen = angular_choice(model, ids, mask, n)
+                chosen = angular_choice(model, (ids, mask), n=n)
                 ivs, names = skip(model, blocks=chosen), tuple(map(str, chosen))
             elif method in ("attn", "mlp"):
                 assert sims is not None
@@ -159,7 +164,7 @@ def drop_layers(model: Model, task: Task | str, *, methods: Sequence[str] = METH
                            chance=base.chance, model_id=model.name)
 
 
-def painters_plan(model: Model, variant: str, start: int, stop: int, *, seed: int = 0) -> list[Intervention]:
+def painters_plan(model: Model, *, variant: str, start: int, stop: int, seed: int = 0) -> list[Intervention]:
     """The edit of one Painters experiment on blocks ``start..stop-1``: ``skip`` them, ``shuffle`` (seeded) or
     ``reverse`` their order, ``repeat`` (run the span's middle block ``stop - start`` times in its place), or run
     them in ``parallel`` (outputs averaged)."""
@@ -184,20 +189,20 @@ def painters_plan(model: Model, variant: str, start: int, stop: int, *, seed: in
     return [LayerPlan(order=(*head, tuple(mid), *tail))]
 
 
-def painters(model: Model, task: Task | str, *, variants: Sequence[str] = VARIANTS, widths: Sequence[int] | None = None,
+def painters(model: Model, inputs: Task | str, *, variants: Sequence[str] = VARIANTS, widths: Sequence[int] | None = None,
              seed: int = 0, batch_size: int = 32, progress: bool | None = None) -> PaintersResult:
     """The Painters experiments: edit a span of middle blocks, centred, for each width; the first and last
     blocks always run as they are (the paper's "keep the first and last layers").
 
     Args:
         model: the model.
-        task: the evaluation set.
+        inputs: the task, the evaluation set.
         variants: any of ``skip``, ``shuffle``, ``reverse``, ``repeat``, ``parallel``.
         widths: span widths (default ``0 .. n_layers - 2``).
         seed: the shuffle's seed.
         batch_size, progress: as for :func:`~interp.layers.score`.
     """
-    task = load_task(task) if isinstance(task, str) else task
+    task = load_task(inputs) if isinstance(inputs, str) else inputs
     L = model.dims.n_layers
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
@@ -212,7 +217,7 @@ def painters(model: Model, task: Task | str, *, variants: Sequence[str] = VARIAN
     bar = progress_bar(total=len(variants) * len(widths), desc="painters", enabled=progress)
     for r, v in enumerate(variants):
         for c, (a, b) in enumerate(spans):
-            ivs = painters_plan(model, v, a, b, seed=seed)
+            ivs = painters_plan(model, variant=v, start=a, stop=b, seed=seed)
             s = base if not ivs else score(model, task, interventions=ivs, batch_size=batch_size, progress=False)
             acc[r, c], ll[r, c] = s.accuracy, s.loglik
             bar.update(1)

@@ -174,19 +174,18 @@ def _batches(seqs: Sequence[list[int]], batch_size: int, pad: int) -> Iterable[t
         yield range(s, s + len(chunk)), ids, mask
 
 
-def score(model: Model, task: Task | str, *, interventions: Sequence[Intervention] = (), batch_size: int = 32,
+def score(model: Model, inputs: Task | str, *, interventions: Sequence[Intervention] = (), batch_size: int = 32,
           progress: bool | None = None) -> TaskScore:
-    """Score ``model`` (with ``interventions``) on ``task`` (a :class:`Task` or a shipped suite's name).
+    """Score ``model`` (with ``interventions``) on a task (a :class:`Task` or a shipped suite's name).
 
     Args:
         model: the model.
-        task: the evaluation set.
+        inputs: the evaluation set.
         interventions: edits applied to every forward (run plans from :mod:`interp.layers.edits`, head masks...).
         batch_size: sequences per forward.
         progress: show a progress bar (``None``: the library switch).
     """
-    if isinstance(task, str):
-        task = load_task(task)
+    task = load_task(inputs) if isinstance(inputs, str) else inputs
     pad = model.tokenizer.pad_token_id if getattr(model.tokenizer, "pad_token_id", None) is not None else 0
     with torch.no_grad():
         if task.kind == "choice":
