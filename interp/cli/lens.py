@@ -31,6 +31,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     lp.add_argument("--tuned", metavar="PATH|auto",
                     help="also read through a tuned lens: a directory saved by TunedLens.save, or 'auto' for the one "
                          "saved for this model (data/lenses/<model> or $INTERP_HOME/lenses/<model>)")
+    lp.add_argument("--decoder-lens", action="store_true",
+                    help="DecoderLens for an encoder-decoder (--model toy-t5 or a saved T5/BART/Marian directory): "
+                         "what the decoder generates from each encoder layer, for the --prompt as source")
+    lp.add_argument("--reference", help="with --decoder-lens: the expected output (per-layer loss and exact match)")
+    lp.add_argument("--max-new-tokens", type=int, default=16,
+                    help="with --decoder-lens: generation bound (default: %(default)s)")
     output_args(lp)
     lp.set_defaults(func=run)
 
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from interp.report import Report
     from interp.trace.trace import command_line
 
+    if args.decoder_lens:
+        return _decoder_lens(args)
     model = interp.load_model(args.model)
     hooks = args.hooks or ["resid_post"]
     lens = as_tuned_lens(model, args.tuned) if args.tuned else None
@@ -84,3 +92,25 @@ def _table(model_name: str, res: LogitLensResult, tuned: LogitLensResult | None,
         if tuned is not None:
             line += f"  {tuned.top_tokens(L, 0, p)[0]!r:<16} {float(tuned.kl_to_final[L, 0, p]):8.3f}"
         print(line)
+
+
+def _decoder_lens(args: argparse.Namespace) -> int:
+    """``--decoder-lens``: one line per encoder layer (generated text, reference loss), and the report."""
+    from interp.lens import decoder_lens
+    from interp.models.encdec_toy import load_encdec
+    from interp.report import Report
+    from interp.report.sections.decoder_lens import decoder_lens_section
+    from interp.trace.trace import command_line
+
+    model = load_encdec(args.model)
+    res = decoder_lens(model, [args.prompt], references=[args.reference] if args.reference else None,
+                       max_new_tokens=args.max_new_tokens)
+    print(f"DecoderLens of {model.name} on {args.prompt!r}" + (f" (reference {args.reference!r})" if args.reference
+                                                                 else ""))
+    print(f"{'layer':>6}  {'loss':>7}  generated")
+    for k, label in enumerate(res.layer_labels):
+        print(f"{label:>6}  {float(res.loss[k, 0]):7.3f}  {res.outputs[k][0]!r}")
+    rep = Report(f"interp lens --decoder-lens — {model.name}", command=command_line(), subtitle=f"source: {args.prompt!r}")
+    decoder_lens_section(rep, res)
+    emit(args, rep)
+    return 0

@@ -17,6 +17,7 @@ Example:
 """
 
 from interp.lens.comparison import LensComparison, compare_lenses
+from interp.lens.decoder_lens import DecoderLensResult, decoder_lens
 from interp.lens.dla import LogitAttribution, logit_attrs
 from interp.lens.latent_language import LanguageItem, language_token_sets, latent_language, load_language_prompts
 from interp.lens.latent_language_result import LatentLanguageResult
@@ -27,8 +28,8 @@ from interp.lens.result import LogitLensResult
 from interp.lens.tuned_lens import TunedLens, fast_matmul_dtype, find_tuned_lens
 
 __all__ = [
-    "BLOCK", "AngularDistanceResult", "LanguageItem", "LatentLanguageResult", "LensComparison", "LogitAttribution",
+    "BLOCK", "AngularDistanceResult", "DecoderLensResult", "LanguageItem", "LatentLanguageResult", "LensComparison", "LogitAttribution",
     "LogitLensResult", "SkipLossResult", "SublayerSimilarityResult", "TunedLens", "angular_distances",
-    "compare_lenses", "fast_matmul_dtype", "find_tuned_lens", "language_token_sets", "latent_language",
+    "compare_lenses", "decoder_lens", "fast_matmul_dtype", "find_tuned_lens", "language_token_sets", "latent_language",
     "load_language_prompts", "logit_attrs", "logit_lens", "skip_layer_loss", "sublayer_similarity",
 ]
