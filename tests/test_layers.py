@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -391,3 +392,28 @@ def test_attention_entropy_and_pruning(llama5: Model) -> None:
     assert float(res.accuracy[1, 2]) == pytest.approx(again.accuracy)
     with pytest.raises(BadInputError, match="shares"):
         prune_heads(llama5, task, shares=[0.0, 1.0])
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+
+def test_cli_layers_in_process(llama5: Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from interp.cli import main
+    from interp.layers import drop_layers
+    saved = tmp_path / "m"
+    llama5.hf.save_pretrained(saved)
+    llama5.tokenizer.save_pretrained(saved)
+    items = [{"prompt": it.prompt, "choices": list(it.choices), "answer": it.answer} for it in _task().items]
+    (tmp_path / "t.json").write_text(json.dumps({"name": "tiny", "kind": "choice", "items": items}))
+    rc = main(["layers", "drop", "--quiet", "--model", str(saved), "--task", str(tmp_path / "t.json"),
+               "--methods", "angular,random", "--max-drop", "2", "--json", str(tmp_path / "d.json")])
+    assert rc == 0
+    data = json.loads((tmp_path / "d.json").read_text())["sections"]["LayerDropResult"]["LayerDropResult"]
+    want = drop_layers(llama5, _task(), methods=("angular", "random"), max_drop=2, progress=False)
+    torch.testing.assert_close(torch.tensor(data["arrays"]["accuracy"]["values"]), want.accuracy)
+    items[3].pop("answer")
+    (tmp_path / "bad.json").write_text(json.dumps({"name": "bad", "kind": "choice", "items": items}))
+    capsys.readouterr()
+    rc = main(["layers", "score", "--quiet", "--model", str(saved), "--task", str(tmp_path / "bad.json")])
+    assert rc == 2 and "item 3" in capsys.readouterr().err
