@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "oracles"))
+sys.path.insert(0, str(ROOT / "tests"))  # conftest, imported by the oracle module
 
 from interp.causal import das, iia, ioi, load_iit_model  # noqa: E402
 from interp.causal.engine import encode_prompts  # noqa: E402
