@@ -187,7 +187,10 @@ class Transcoder(SparseAutoencoder):
     def save_saelens(self, path: str | os.PathLike[str]) -> Path:
         """SAELens' transcoder layout: weights with the scales folded in (SAELens applies none), ``W_skip``
         when present, ``cfg.json`` with ``architecture`` ``"transcoder"`` (``"skip_transcoder"`` with a skip),
-        ``d_in``, ``d_out``, ``d_sae``, ``hook_name``, ``hook_name_out`` and the TopK ``k``."""
+        ``d_in``, ``d_out``, ``d_sae``, ``hook_name``, ``hook_name_out``, and the TopK ``k`` as ``topk_k``.
+
+        SAELens 6 has no TopK transcoder: it loads this directory as its (ReLU) ``SkipTranscoder`` with the same
+        weights and pre-activations; the TopK step is interp's (``topk_k``, a key SAELens ignores)."""
         self._fitted()
         assert self.W_enc_ is not None and self.b_enc_ is not None and self.W_dec_ is not None
         assert self.b_dec_ is not None
@@ -201,8 +204,7 @@ class Transcoder(SparseAutoencoder):
         atomic_save_tensors(out / "sae_weights.safetensors", w)
         cfg = {"architecture": "skip_transcoder" if self.W_skip_ is not None else "transcoder",
                "d_in": self.d_in, "d_out": self.d_out, "d_sae": self.d_sae, "dtype": "float32", "device": "cpu",
-               "apply_b_dec_to_input": False, "normalize_activations": "none",
-               "activation_fn": "topk", "activation_fn_kwargs": {"k": self.config.k}, "k": self.config.k,
+               "apply_b_dec_to_input": False, "normalize_activations": "none", "topk_k": self.config.k,
                "hook_name": self.hook, "hook_name_out": self.out_hook,
                "metadata": {"hook_name": self.hook, "hook_name_out": self.out_hook, "model_name": self.model_id,
                             "interp_version": __version__}}
@@ -222,7 +224,7 @@ def _load_saelens_transcoder(src: Path, device: str | torch.device) -> Transcode
     except Exception as e:
         raise CorruptStoreError(f"{src} cannot be read as an SAELens transcoder ({e})") from None
     meta = cfg.get("metadata") or {}
-    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    k = cfg.get("topk_k") or cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     if k is None:
         raise BadInputError(f"{src}: only TopK transcoders are read (no k in cfg.json)")
     d_sae = int(w["W_enc"].shape[1])
