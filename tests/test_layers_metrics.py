@@ -151,3 +151,37 @@ def test_representation_quality_per_layer_equals_formulas_on_hf_states() -> None
     assert isinstance(full, RepresentationResult) and full.plot() is not None
     with pytest.raises(BadInputError, match="at least two prompts"):
         representation_quality(m, texts[:1], metrics=("lidar",))
+
+
+def test_probe_transfer_finds_a_planted_shared_direction() -> None:
+    """Planted truth: categories a and b read the same sparse direction (b with label noise), c an orthogonal one."""
+    from interp.layers import probe_transfer
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 40, generator=g)
+    u = torch.zeros(40)
+    u[:4] = 1.0
+    v = torch.zeros(40)
+    v[10:14] = 1.0
+    a = (x @ u > 0).long()
+    b = (x @ u + 0.3 * torch.randn(600, generator=g) > 0).long()
+    c = (x @ v > 0).long()
+    res = probe_transfer({0: x, 1: torch.randn(600, 40, generator=g)}, {"a": a, "b": b, "c": c}, top_k=4)
+    t, o = res.transfer[0], res.overlap[0]
+    assert t[0, 0] > 0.95 and t[0, 1] > 0.85 and t[1, 0] > 0.85  # a and b share their representation
+    assert abs(float(t[0, 2]) - 0.5) < 0.1 and abs(float(t[2, 0]) - 0.5) < 0.1  # a's probe says nothing about c
+    assert o[0, 1] >= 0.6 and o[0, 2] == 0.0  # top dimensions: a, b on 0..3; c on 10..13
+    assert (res.transfer[1].diagonal() < 0.65).all()  # the unrelated layer carries none of them
+    with pytest.raises(BadInputError, match="labels of 'a'"):
+        probe_transfer({0: x}, {"a": a[:10]})
+
+
+def test_joint_encoding_runs_on_a_model() -> None:
+    from interp.layers import joint_encoding
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      vocab_size=104, max_position_embeddings=32, tie_word_embeddings=False)
+    m = interp.from_hf(randomize(LlamaForCausalLM(cfg), 5).eval(), tokenizer=make_tokenizer(), name="llama2")
+    texts = [f"w{i % 7} w{i % 5} w{i}" for i in range(40)]
+    labels = {"even": [i % 2 for i in range(40)], "big": [int(i >= 20) for i in range(40)]}
+    res = joint_encoding(m, texts, labels=labels, top_k=4)
+    assert res.transfer.shape == (2, 2, 2) and res.layers == (0, 1)
+    res.plot()

@@ -6,11 +6,13 @@
 - Studies: :func:`drop_layers`, :func:`painters` (:mod:`interp.layers.studies`); :func:`head_importance`,
   :func:`prune_heads`, :func:`attention_entropy` (:mod:`interp.layers.importance`);
   :func:`representation_quality` (:mod:`interp.layers.metrics`: prompt and dataset entropy, curvature,
-  InfoNCE, LiDAR, DiME per layer).
+  InfoNCE, LiDAR, DiME per layer); :func:`joint_encoding` (:mod:`interp.layers.joint`: probe transfer between
+  related categories).
 """
 
 from interp.layers.edits import head_mask, parallel, reorder, repeat, reverse, shuffle, skip, swap
 from interp.layers.importance import attention_entropy, head_importance, prune_heads
+from interp.layers.joint import JointEncodingResult, joint_encoding, probe_transfer
 from interp.layers.metrics import (
     METRICS,
     RepresentationResult,
@@ -34,7 +36,8 @@ from interp.layers.tasks import SHIPPED, ChoiceItem, Task, TaskScore, load_task,
 
 __all__ = [
     "METRICS", "SHIPPED", "ChoiceItem", "HeadImportanceResult", "RepresentationResult", "curvature", "dime",
-    "infonce", "lidar", "matrix_entropy", "representation_quality", "LayerDropResult", "PaintersResult", "PruningResult", "Task",
+    "infonce", "lidar", "matrix_entropy", "representation_quality", "JointEncodingResult", "joint_encoding",
+    "probe_transfer", "LayerDropResult", "PaintersResult", "PruningResult", "Task",
     "TaskScore", "angular_choice", "attention_entropy", "drop_layers", "head_importance", "head_mask", "load_task",
     "painters", "painters_plan", "parallel", "prune_heads", "reorder", "repeat", "reverse", "score", "shuffle",
     "skip", "skip_losses", "sublayer_similarity", "swap",
