@@ -23,6 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -50,7 +51,8 @@ def _row(name: str, method: str, c: Circuit, truth: Circuit, cpr: float, cmd: fl
           f"{c.meta['seconds']:.3f} |")
 
 
-def _bench(name: str, model: Model, task: CircuitTask, truth: Circuit, level: str, acdc_threshold: float) -> None:
+def _bench(name: str, model: Model, task: CircuitTask, truth: Circuit, level: Literal["edge", "node"],
+           acdc_threshold: float) -> None:
     runner = EdgeRunner(model, build_graph(model), task)
     discover(model, task, method="eap", level=level, runner=runner)  # warm-up
     for method in ("exact", "eap", "eap-ig", "acdc"):

@@ -115,7 +115,8 @@ def test_exact_edge_patching_matches_hand_written_loop(tiny_llama64: Model) -> N
         last, _ = _ref(m, task.input_ids, {tuple(names[i].split("->")) for i in pick}, src)  # type: ignore[misc]
         assert float(runner.metric(mask)[0]) == pytest.approx(_ref_metric(task, last), abs=1e-9)
         corrupted = m.run(task.corrupt_ids).logits[:, -1]
-    assert runner.corrupted_value == pytest.approx(_ref_metric(task, corrupted), abs=1e-9)
+        every = float(runner.metric(g.adjacency().double()[None])[0])
+    assert every == pytest.approx(_ref_metric(task, corrupted), abs=1e-9)
 
 
 def test_eap_matches_hand_computed_gradient(tiny_llama64: Model) -> None:
@@ -180,9 +181,10 @@ def test_gpt2_endpoints_and_layer0_edges(tiny_gpt2: Model) -> None:
     with torch.no_grad():
         corrupted = tiny_gpt2.run(task.corrupt_ids).logits[:, -1]
         clean = tiny_gpt2.run(task.input_ids).logits[:, -1]
-    assert r.corrupted_value == pytest.approx(float(task.values(corrupted[None]).mean()), abs=1e-4)
-    assert r.clean_value == pytest.approx(float(task.values(clean[None]).mean()), abs=1e-4)
     g = r.graph
+    ends = r.metric(torch.stack([torch.zeros(len(g.senders), len(g.receivers)), g.adjacency().float()]))
+    assert float(ends[1]) == pytest.approx(float(task.values(corrupted[None]).mean()), abs=1e-4)
+    assert float(ends[0]) == pytest.approx(float(task.values(clean[None]).mean()), abs=1e-4)
     layer0 = torch.tensor([g.receiver_layer[rr] == 0 and "." in g.receivers[rr] for _, rr in g.edges.tolist()])
     got = float(r.metric(g.dense(layer0.float())[None])[0])
     ln1 = tiny_gpt2.hf.transformer.h[0].ln_1

@@ -74,19 +74,24 @@ class EdgeRunner:
         self.device = dev
         ids, mask = task.input_ids.to(dev), task.attention_mask.to(dev)
         self.ids, self.mask = ids, mask
+        corrupt_last = None
         with torch.no_grad():
             clean_logits, self.clean_out = self._plain(ids)
             self.clean_last = self._last(clean_logits)
             if task.ablation == "corrupted":
                 assert task.corrupt_ids is not None
-                _, self.src_out = self._plain(task.corrupt_ids.to(dev))
+                corrupt_logits, self.src_out = self._plain(task.corrupt_ids.to(dev))
+                corrupt_last = self._last(corrupt_logits)
             elif task.ablation == "mean":
                 self.src_out = self._masked_mean(self.clean_out)
             else:
                 self.src_out = torch.zeros_like(self.clean_out)
         self.clean_value = float(task.values(self.clean_last, self.clean_last).mean())
-        with torch.no_grad():
-            self.corrupted_value = float(self.metric(graph.adjacency().float()[None])[0])
+        if corrupt_last is not None:  # every edge patched from the corrupted run is the corrupted run
+            self.corrupted_value = float(task.values(corrupt_last, self.clean_last).mean())
+        else:
+            with torch.no_grad():
+                self.corrupted_value = float(self.metric(graph.adjacency().float()[None])[0])
 
     # -- plain runs ---------------------------------------------------------------------------
     def _masked_mean(self, out: torch.Tensor) -> torch.Tensor:
@@ -143,19 +148,34 @@ class EdgeRunner:
         stream: dict[str, torch.Tensor] = {}
         src = self.src_out  # [b, pos, S, d]
 
-        def delta(key: tuple[str, int]) -> torch.Tensor | None:
+        def delta(key: tuple[str, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+            """``(delta [Ra*b, pos, va, d], runs [Ra], receivers [va])`` for the runs and receivers (indices within
+            the group) that any mask or leaf touches, or ``None``: the others get nothing added."""
             rs = self.groups[key]
             n = self.n_before[key]
             m = masks[:, :n][:, :, rs]  # [R, n, v]
+            leaf = leaves.get(key) if leaves is not None else None
+            if leaf is not None:
+                ra = torch.arange(R, device=m.device)
+                va = torch.arange(len(rs), device=m.device)
+            elif bool(m.any()):
+                ra = m.any(2).any(1).nonzero().flatten()
+                va = m.any(0).any(0).nonzero().flatten()
+            else:
+                return None
+            sub = m[ra][:, :, va]  # [Ra, n, va]
+            sa = sub.any(0).any(1).nonzero().flatten().tolist()
+            p = self.ids.shape[1]
             out = None
-            if bool(m.any()):
-                cur_t = torch.stack([c for c in cur[:n] if c is not None], dim=2)  # [R*b, pos, n, d]
-                diff = src[:, :, :n].repeat(R, 1, 1, 1) - cur_t
-                diff = diff.view(R, b, *diff.shape[1:])
-                out = torch.einsum("rbpnd,rnv->rbpvd", diff, m).reshape(R * b, diff.shape[2], len(rs), -1)
-            if leaves is not None and key in leaves:
-                out = leaves[key] if out is None else out + leaves[key]
-            return out
+            if sa:
+                cur_t = torch.stack([cur[i].view(R, b, p, -1)[ra] for i in sa], dim=3)  # type: ignore[union-attr]
+                diff = src[:, :, sa][None] - cur_t  # [Ra, b, pos, ns, d]
+                out = torch.einsum("rbpnd,rnv->rbpvd", diff, sub[:, sa]).reshape(len(ra) * b, p, len(va), -1)
+            if leaf is not None:
+                out = leaf if out is None else out + leaf
+            if out is None:
+                return None
+            return out, ra, va
 
         def on_embed(act: torch.Tensor, site: Site) -> torch.Tensor:
             if input_override is not None:
@@ -176,13 +196,21 @@ class EdgeRunner:
             return fn
 
         def proj_delta(kind: str, L: int) -> torch.Tensor | None:
-            dl = delta((kind, L))
-            if dl is None:
+            got = delta((kind, L))
+            if got is None:
                 return None
+            dl, ra, va = got
             ln1 = model.module(self.layout["ln1"].format(L=L))
-            x = stream[f"resid_pre{L}"]
-            dln = ln1(x[:, :, None, :] + dl) - ln1(x)[:, :, None, :]  # [R*b, pos, heads, d]
-            return torch.einsum("bphd,hde->bphe", dln, self.W[kind][L]).flatten(-2)
+            p = self.ids.shape[1]
+            x = stream[f"resid_pre{L}"].view(R, b, p, -1)[ra].reshape(len(ra) * b, p, -1)
+            dln = ln1(x[:, :, None, :] + dl) - ln1(x)[:, :, None, :]  # [Ra*b, pos, va, d]
+            add = torch.einsum("bphd,hde->bphe", dln, self.W[kind][L][va])  # [Ra*b, pos, va, d_head]
+            W = self.W[kind][L]
+            full = torch.zeros(R, b, p, W.shape[0], W.shape[2], dtype=add.dtype, device=add.device)
+            part = torch.zeros(len(ra), b, p, W.shape[0], W.shape[2], dtype=add.dtype, device=add.device)
+            part[:, :, :, va] = add.view(len(ra), b, p, len(va), -1)
+            full[ra] = part
+            return full.view(R * b, p, -1)
 
         def on_proj(kind: str, L: int) -> Callable[[torch.Tensor, Site], torch.Tensor]:
             def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
@@ -204,10 +232,15 @@ class EdgeRunner:
             ln2 = model.module(self.layout["ln2"].format(L=L))
 
             def fn(act: torch.Tensor, site: Site) -> torch.Tensor:
-                dl = delta(("mlp", L))
-                if dl is None:
+                got = delta(("mlp", L))
+                if got is None:
                     return act
-                return ln2(stream[f"resid_mid{L}"] + dl[:, :, 0]).to(act.dtype)  # type: ignore[no-any-return]
+                dl, ra, _ = got
+                p = act.shape[1]
+                x = stream[f"resid_mid{L}"].view(R, b, p, -1)[ra].reshape(len(ra) * b, p, -1)
+                out = act.view(R, b, p, -1).clone()
+                out[ra] = ln2(x + dl[:, :, 0]).to(act.dtype).view(len(ra), b, p, -1)
+                return out.view_as(act)
             return fn
 
         def on_mlp_out(L: int, s: int) -> Callable[[torch.Tensor, Site], None]:
@@ -216,8 +249,14 @@ class EdgeRunner:
             return fn
 
         def on_final(act: torch.Tensor, site: Site) -> torch.Tensor:
-            dl = delta(("logits", d.n_layers))
-            return act if dl is None else act + dl[:, :, 0].to(act.dtype)
+            got = delta(("logits", d.n_layers))
+            if got is None:
+                return act
+            dl, ra, _ = got
+            p = act.shape[1]
+            out = act.view(R, b, p, -1).clone()
+            out[ra] = out[ra] + dl[:, :, 0].to(act.dtype).view(len(ra), b, p, -1)
+            return out.view_as(act)
 
         ivs: list[Any] = [Lambda("embed", fn=on_embed)]
         for L in range(d.n_layers):
