@@ -33,7 +33,7 @@ from interp.sites import SiteSpec
 from interp.trace.dataset import Dataset
 from interp.trace.layout import ShardInfo, StoreManifest
 from interp.trace.location import StoreLocation, as_location
-from interp.trace.lock import store_lock
+from interp.trace.lock import check_unlocked, store_lock
 from interp.trace.resume import merge_parts, start_or_resume
 from interp.trace.store import TraceStore
 from interp.trace.trace import dtype_name
@@ -174,6 +174,7 @@ def capture(
     if verify not in VERIFY:
         raise BadInputError(f"bad verify {verify!r}; valid: {', '.join(VERIFY)}")
     loc = as_location(out)
+    check_unlocked(loc.local_path if loc.is_local else None)  # another writer: fail before loading anything
     driver_model = build_model(model)
     plan = plan_capture(driver_model, inputs, hooks=hooks, batch_size=batch_size, dtype=dtype,
                         max_tokens=max_tokens, column=column, prepend_bos=prepend_bos)

@@ -167,6 +167,20 @@ def store_lock(root: str | os.PathLike[str] | None) -> Iterator[None]:
         release(r, fd)
 
 
+def check_unlocked(root: str | os.PathLike[str] | None) -> None:
+    """Fail at once (before any planning or tokenizing) when a live writer holds the store; writes nothing.
+
+    Raises:
+        StoreLockedError: a live writer holds it (the message names it).
+    """
+    if root is None:
+        return
+    held = holder(root)
+    if held is not None:
+        raise StoreLockedError(f"the store at {root} is being written by {_describe(held)}; wait for it to finish "
+                               "(or stop it), or write to another directory")
+
+
 def holder(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Who holds the store's lock now (``None``: nobody; a lock file nobody holds is stale)."""
     import fcntl
@@ -186,4 +200,4 @@ def holder(root: str | os.PathLike[str]) -> dict[str, Any] | None:
         os.close(fd)
 
 
-__all__ = ["LOCK_FILE", "StoreLockedError", "acquire", "holder", "release", "store_lock"]
+__all__ = ["LOCK_FILE", "StoreLockedError", "acquire", "check_unlocked", "holder", "release", "store_lock"]

@@ -27,7 +27,7 @@ from interp.sites import Component, Site, SiteSpec, resolve
 from interp.trace.dataset import Dataset, load_texts
 from interp.trace.layout import ShardInfo, StoreManifest, is_dense, is_right_padded, tokens_fingerprint
 from interp.trace.location import StoreLocation
-from interp.trace.lock import store_lock
+from interp.trace.lock import check_unlocked, store_lock
 from interp.trace.resume import StoreInputs, meta_fingerprint, start_or_resume
 from interp.trace.store import TraceStore
 from interp.trace.trace import Manifest, Trace, parse_dtype
@@ -100,12 +100,13 @@ def capture(
         >>> st.n_tokens, len(st.hooks), st.complete
         (8, 30, True)
     """
-    plan = plan_capture(model, inputs, hooks=hooks, batch_size=batch_size, dtype=dtype, max_tokens=max_tokens,
-                        column=column, prepend_bos=prepend_bos, memory_budget=memory_budget)
     loc = StoreLocation(os.fspath(out)) if isinstance(out, (str, os.PathLike)) else None
     if loc is None or not loc.is_local:
         raise BadInputError(f"bad out {out!r}; valid: a local directory (interp.distributed.capture writes to "
                             "fsspec URLs such as s3://...)")
+    check_unlocked(loc.local_path)  # another writer: fail before tokenizing anything
+    plan = plan_capture(model, inputs, hooks=hooks, batch_size=batch_size, dtype=dtype, max_tokens=max_tokens,
+                        column=column, prepend_bos=prepend_bos, memory_budget=memory_budget)
     with store_lock(loc.local_path):
         return _capture_locked(model, loc, plan, overwrite=overwrite, verify=verify, progress=progress)
 
