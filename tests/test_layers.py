@@ -417,3 +417,12 @@ def test_cli_layers_in_process(llama5: Model, tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     rc = main(["layers", "score", "--quiet", "--model", str(saved), "--task", str(tmp_path / "bad.json")])
     assert rc == 2 and "item 3" in capsys.readouterr().err
+
+
+def test_report_section_ranks_heads_like_head_importance(llama5: Model) -> None:
+    from interp.layers import head_importance
+    from interp.report import build_report
+    rep = build_report(llama5, "w1 w2 w3 w4 w5 w6", sections=["layers"], fast=True)
+    data = rep.to_dict()["sections"]["Which heads matter"]
+    got = torch.tensor(data["HeadImportanceResult"]["arrays"]["importance"]["values"])
+    torch.testing.assert_close(got, head_importance(llama5, "w1 w2 w3 w4 w5 w6", progress=False).importance)
