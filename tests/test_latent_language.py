@@ -174,5 +174,5 @@ def test_smollm2_matches_logit_lens(smollm2: Model) -> None:
     one = latent_language(smollm2, items_[:1], token_sets={"x": [int(top[12])]}, progress=False)
     torch.testing.assert_close(one.mass[0, 12, 0, 0], probs[12], rtol=1e-4, atol=1e-6)
     assert one.top_ids[0, :, 0].tolist() == top.tolist()
-    sets = language_token_sets(smollm2, {"en": ["flower"], "fr": ["fleur"]})
+    sets = language_token_sets(smollm2, words={"en": ["flower"], "fr": ["fleur"]})
     assert not set(sets["en"]) & set(sets["fr"])

@@ -121,14 +121,14 @@ def disjoint(sets: Mapping[str, set[int]]) -> dict[str, set[int]]:
     return {k: {t for t in v if not any(t in w for j, w in sets.items() if j != k)} for k, v in sets.items()}
 
 
-def language_token_sets(model: Model, words: Mapping[str, Sequence[str]]) -> dict[str, list[int]]:
+def language_token_sets(model: Model, *, words: Mapping[str, Sequence[str]]) -> dict[str, list[int]]:
     """One disjoint token set per language: the tokens that can start any of its words (:func:`word_token_ids`).
 
     Example:
         >>> import interp
         >>> from interp.lens import language_token_sets
         >>> m = interp.load_model("smollm2-135m")
-        >>> sets = language_token_sets(m, {"en": ["flower", "house"], "fr": ["fleur", "maison"]})
+        >>> sets = language_token_sets(m, words={"en": ["flower", "house"], "fr": ["fleur", "maison"]})
         >>> sorted(m.tokenizer.decode([t]) for t in sets["fr"])
         [' Maison', ' fle', ' maison', 'Fle', 'Maison', 'fle', 'maison']
     """
@@ -154,7 +154,8 @@ def latent_language(
         model: a decoder with an unembedding and a tokenizer (or pass ``token_sets`` as ids).
         inputs: a shipped prompt set (``"translation"``, ``"repetition"``, ``"cloze"``, ``"all"``) or
             :class:`LanguageItem` s (:func:`load_language_prompts`).
-        languages: the languages measured (default: those of the items' words, English first).
+        languages: the languages measured (default: the keys of ``token_sets``, else those of the items' words,
+            English first).
         lens: ``"logit"``, ``"tuned"`` (the tuned lens saved for this model, :func:`~interp.lens.find_tuned_lens`),
             a :class:`~interp.lens.TunedLens` or its directory, or a list of these (one reading each).
         mode: ``"word"`` (per item: the answer word's tokens in each language) or ``"vocab"`` (per language: the
@@ -179,6 +180,8 @@ def latent_language(
     W_U = model.weights.W_U
     if W_U is None:
         raise BadInputError(f"model {model.name!r} has no unembedding: no lens reading")
+    if languages is None and token_sets is not None:
+        languages = list(token_sets)
     if languages is None:
         seen = dict.fromkeys(["en"] if any("en" in it.words for it in items) else [])
         for it in items:
