@@ -21,12 +21,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                 "feature's flow graph (Laptev et al. 2025). steer: generate with a feature amplified "
                                 "or suppressed. flow and steer read a directory of SAEs (default: the SmolLM2 SAEs "
                                 "shipped in data/features/smollm2-135m). Hooks in any spelling: resid_post.4, "
-                                "blocks.4.hook_resid_post, resid_post.-1.",
+                                "blocks.4.hook_resid_post, resid_post.-1. graph: the attribution graph of --prompt "
+                                "through per-layer transcoders (default: those shipped in "
+                                "data/features/smollm2-135m-transcoders), pruned by influence on the top logits.",
                     example="interp features flow --hook resid_post.4 --feature 20 --html flow.html\n"
                             "  interp features train --store /tmp/st --hook resid_post.4 --out /tmp/sae\n"
                             "  interp features steer --hook resid_post.4 --feature 20 --add 40 "
-                            "--prompt 'I went to the'")
-    p.add_argument("action", choices=["train", "flow", "steer"], help="what to do")
+                            "--prompt 'I went to the'\n"
+                            "  interp features graph --prompt 'The capital of France is' --html graph.html")
+    p.add_argument("action", choices=["train", "flow", "steer", "graph"], help="what to do")
     model_arg(p)
     p.add_argument("--store", help="train: the trace store directory")
     p.add_argument("--hook", help="the hook, e.g. resid_post.4 (train: default the store's only hook; flow/steer: "
@@ -54,6 +57,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="steer: edit every residual feature on the feature's backward flow path (--threshold)")
     p.add_argument("--prompt", help="steer: the prompt to continue")
     p.add_argument("--max-new-tokens", type=int, default=20, help="steer: tokens to generate (default: %(default)s)")
+    p.add_argument("--transcoders", help="graph: directory with one sub-directory per transcoder (default: shipped)")
+    p.add_argument("--max-feature-nodes", type=int, default=None,
+                   help="graph: compute rows for at most this many features (default: all)")
+    p.add_argument("--node-threshold", type=float, default=0.8,
+                   help="graph: cumulative influence of the features and errors kept (default: %(default)s)")
+    p.add_argument("--edge-threshold", type=float, default=0.98,
+                   help="graph: cumulative influence of the edges kept (default: %(default)s)")
     output_args(p)
     p.set_defaults(func=run)
 
@@ -69,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.trace.trace import command_line
 
     rep = Report(f"interp features {args.action}", command=command_line())
-    {"train": _train, "flow": _flow, "steer": _steer}[args.action](args, rep)
+    {"train": _train, "flow": _flow, "steer": _steer, "graph": _graph}[args.action](args, rep)
     emit(args, rep)
     return 0
 
@@ -153,3 +163,23 @@ def _steer(args: argparse.Namespace, rep: Report) -> None:
     print(res)
     rep.section("Steering", "The model's greedy continuation of the prompt before and after the feature edits.") \
         .result(res).table(["run", "continuation"], [("before", res.before), ("after", res.after)])
+
+
+def _graph(args: argparse.Namespace, rep: Report) -> None:
+    import interp
+    from interp.features import attribution_graph
+    from interp.features.graph import load_transcoders
+
+    _need(args, "prompt")
+    model = interp.load_model(args.model)
+    tcs = load_transcoders(args.transcoders)
+    g = attribution_graph(model, args.prompt, transcoders=tcs, max_feature_nodes=args.max_feature_nodes,
+                          node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    print(repr(g))
+    frame = g.to_frame()
+    for row in frame.reindex(frame.weight.abs().sort_values(ascending=False).index).head(15).itertuples():
+        print(f"  {row.source:>22} -> {row.target:<22} {row.weight:+.3f}")
+    rep.section("Attribution graph", "Direct effects between transcoder features (orange), token embeddings (grey), "
+                                     "error nodes (squares) and the top logits (green) under frozen attention and "
+                                     "norms; positions across, layers up; pruned by influence on the logits.") \
+        .result(g, views=["graph"])

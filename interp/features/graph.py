@@ -508,6 +508,29 @@ def attribution_graph(model: Model, prompt: str, *, transcoders: Mapping[int, Tr
                             tuple(hover), model.name)
 
 
+def load_transcoders(path: str | None = None) -> dict[int, Transcoder]:
+    """Every transcoder under ``path`` (one sub-directory each), keyed by the layer of its output hook; default: the
+    ones shipped for SmolLM2-135M in ``data/features/smollm2-135m-transcoders``."""
+    from pathlib import Path
+
+    from interp.features.sae import SHIPPED_DIR
+    from interp.sites import Site
+
+    root = Path(path) if path is not None else SHIPPED_DIR / "smollm2-135m-transcoders"
+    if not root.is_dir():
+        raise BadInputError(f"no transcoder directory at {str(root)!r}")
+    out: dict[int, Transcoder] = {}
+    for d in sorted(q for q in root.iterdir() if q.is_dir()):
+        tc = Transcoder.load(d)
+        layer = Site.parse(tc.out_hook).layer
+        if layer is None:
+            raise BadInputError(f"{d}: the transcoder's out_hook {tc.out_hook!r} names no layer")
+        out[layer] = tc
+    if not out:
+        raise BadInputError(f"no transcoders under {str(root)!r}")
+    return out
+
+
 def _hover(model: Model, tcs: dict[int, Transcoder], kind: list[str], layer: list[int], feat: list[int],
            keep: torch.Tensor) -> list[str]:
     """A feature's top promoted tokens (its decoder row through the unembedding), a logit's token."""
@@ -526,4 +549,4 @@ def _hover(model: Model, tcs: dict[int, Transcoder], kind: list[str], layer: lis
     return out
 
 
-__all__ = ["AttributionGraph", "attribution_graph"]
+__all__ = ["AttributionGraph", "attribution_graph", "load_transcoders"]
