@@ -31,8 +31,7 @@ CAPITALS = [
     ("Mexico", "Mexico City"), ("Canada", "Ottawa"), ("Australia", "Canberra"), ("India", "New Delhi"),
     ("Chile", "Santiago"), ("Colombia", "Bogota"),
 ]
-WORDS = ("apple river stone green house music paper window garden silver orange table summer winter bread "
-         "horse cloud light water dream chair phone train beach night story money field glass tiger").split()
+WORDS = ["apple", "river", "stone", "green", "house", "music", "paper", "window", "garden", "silver", "orange", "table", "summer", "winter", "bread", "horse", "cloud", "light", "water", "dream", "chair", "phone", "train", "beach", "night", "story", "money", "field", "glass", "tiger"]
 
 
 def capitals(rng: random.Random) -> list[dict]:
