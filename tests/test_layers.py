@@ -426,3 +426,22 @@ def test_report_section_ranks_heads_like_head_importance(llama5: Model) -> None:
     data = rep.to_dict()["sections"]["Which heads matter"]
     got = torch.tensor(data["HeadImportanceResult"]["arrays"]["importance"]["values"])
     torch.testing.assert_close(got, head_importance(llama5, "w1 w2 w3 w4 w5 w6", progress=False).importance)
+
+
+def test_plans_on_every_decoder_family_equal_the_hand_edited_list(any_decoder: Model,
+                                                                  batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Swap the two blocks, and repeat block 0 then skip block 1, on each tiny decoder family (the oracle edits the
+    block list of a deep copy at the adapter's path and runs the plain HF forward)."""
+    ids, mask = batch
+    for plan, order in ((LayerPlan(order=(1, 0)), [1, 0]), (LayerPlan(order=(0, 0)), [0, 0])):
+        hf = copy.deepcopy(any_decoder.hf)
+        parent_path, _, attr = any_decoder.adapter.layers.rpartition(".")
+        parent = hf.get_submodule(parent_path)
+        old = getattr(parent, attr)
+        setattr(parent, attr, nn.ModuleList([old[i] for i in order]))
+        with torch.no_grad():
+            ref = hf(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            got = any_decoder.run((ids, mask), interventions=[plan]).logits
+        assert got is not None
+        m = mask.bool()
+        torch.testing.assert_close(got[m], ref[m], rtol=1e-5, atol=1e-5)
