@@ -7,6 +7,7 @@ Prints the training loss and the greedy exact-match accuracy on 500 held-out exa
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,11 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from interp.models.encdec_toy import TOY_DIR, toy_examples, toy_tokenizer
 
 STEPS, BATCH, LR = 1200, 32, 3e-3
+MAX_SECONDS = float(os.environ.get("TOY_T5_MAX_SECONDS", "inf"))  # stop early on a busy machine (recorded)
 
 
 def main() -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # a tiny model: one thread (two spin on a busy machine)
     tok = toy_tokenizer()
     cfg = T5Config(vocab_size=len(tok), d_model=48, d_kv=12, d_ff=96, num_layers=4, num_decoder_layers=2, num_heads=4,
                    relative_attention_num_buckets=16, relative_attention_max_distance=16, dropout_rate=0.0,
@@ -38,7 +40,12 @@ def main() -> None:
     t0 = time.time()
     model.train()
     history = []
+    steps_done = 0
     for step in range(STEPS):
+        if time.time() - t0 > MAX_SECONDS:
+            print(f"stopped at step {step}: the {MAX_SECONDS:.0f} s budget is spent", flush=True)
+            break
+        steps_done = step + 1
         batch = train[step * BATCH % len(train):][:BATCH]
         enc = tok([s for s, _ in batch], padding=True, return_tensors="pt")
         lab = tok([t for _, t in batch], padding=True, return_tensors="pt").input_ids
@@ -64,7 +71,7 @@ def main() -> None:
     tok.save_pretrained(str(TOY_DIR))
     (TOY_DIR / "metrics.json").write_text(json.dumps({
         "task": "op d1..dn -> digits copied / reversed / incremented mod 10 / both; 3-6 digits",
-        "steps": STEPS, "batch": BATCH, "lr": LR, "seconds": round(time.time() - t0), "history": history,
+        "steps": steps_done, "batch": BATCH, "lr": LR, "seconds": round(time.time() - t0), "history": history,
         "heldout_examples": len(test), "heldout_exact_match": acc}, indent=1))
 
 

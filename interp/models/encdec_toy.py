@@ -13,7 +13,9 @@ Example:
     >>> from interp.models.encdec_toy import load_toy_encdec, toy_examples
     >>> ed = load_toy_encdec()
     >>> toy_examples(2, seed=1)
-    [('revinc 2 9 1 5 5', '6 6 2 0 3'), ('inc 4 6 7 7 6 6', '5 7 8 8 7 7')]
+    [('rev 4 1 7', '7 1 4'), ('revinc 6 3 1 7 0 6', '7 1 8 2 4 7')]
+    >>> ed.metrics["heldout_exact_match"]
+    1.0
 """
 
 from __future__ import annotations
