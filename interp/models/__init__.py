@@ -4,9 +4,16 @@ The only package that knows Hugging Face module names."""
 from interp.models.adapters import Adapter, Dims, WeightViews, adapter_for
 from interp.models.circuits import composition_scores, factored_svd, ov_factors, qk_factors  # noqa: F401
 from interp.models.model import Inputs, Model
-from interp.models.registry import KNOWN_MODELS, from_hf, interp_home, load_model, supported_model_types
+from interp.models.registry import (
+    KNOWN_MODELS,
+    HubUnreachableError,
+    from_hf,
+    interp_home,
+    load_model,
+    supported_model_types,
+)
 
 __all__ = [
-    "KNOWN_MODELS", "Adapter", "Dims", "Inputs", "Model", "WeightViews", "adapter_for", "from_hf",
+    "KNOWN_MODELS", "Adapter", "Dims", "HubUnreachableError", "Inputs", "Model", "WeightViews", "adapter_for", "from_hf",
     "interp_home", "load_model", "supported_model_types",
 ]

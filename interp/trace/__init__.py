@@ -2,7 +2,8 @@
 versioned files results are saved in (:mod:`interp.trace.results`)."""
 
 from interp.errors import ModelMismatchError
-from interp.trace.layout import MissingFileError, OutputExistsError
+from interp.trace.layout import MissingFileError, OutputExistsError, UnsafePathError
+from interp.trace.lock import StoreLockedError
 from interp.trace.results import Result, load_result
 from interp.trace.run import RunResult
 from interp.trace.store import CorruptShardError, StoreMismatchError, TraceStore
@@ -12,5 +13,6 @@ from interp.trace.writer import capture, load_texts
 __all__ = [
     "SCHEMA_VERSION", "CorruptShardError", "Manifest", "MissingFileError", "ModelMismatchError", "OutputExistsError",
     "Result", "RunResult",
-    "StoreMismatchError", "Trace", "TraceStore", "capture", "load_result", "load_texts",
+    "StoreLockedError", "StoreMismatchError", "Trace", "TraceStore", "UnsafePathError", "capture", "load_result",
+    "load_texts",
 ]
