@@ -19,7 +19,7 @@ Example:
     >>> m = interp.load_model("smollm2-135m")
     >>> items = load_language_prompts("repetition", languages=["en", "fr"])[:4]
     >>> res = latent_language(m, items, progress=False)
-    >>> res.mass.shape[1:], bool((res.mass.sum(-1) <= 1 + 1e-5).all())
+    >>> tuple(res.mass.shape[1:]), bool((res.mass.sum(-1) <= 1 + 1e-5).all())
     ((30, 4, 2), True)
 """
 
@@ -71,7 +71,7 @@ def load_language_prompts(task: str = "all", *, languages: Sequence[str] | None 
         >>> from interp.lens import load_language_prompts
         >>> items = load_language_prompts("translation", languages=["fr", "de"])
         >>> len(items), items[0].source, items[0].target, items[0].words
-        (24, 'fr', 'de', {'fr': 'sœur', 'de': 'Schwester'})
+        (24, 'fr', 'de', {'fr': 'chien', 'de': 'Hund'})
     """
     if task not in (*TASKS, "all"):
         raise bad_value("task", task, " or ".join(repr(t) for t in (*TASKS, "all")))
@@ -130,7 +130,7 @@ def language_token_sets(model: Model, *, words: Mapping[str, Sequence[str]]) -> 
         >>> m = interp.load_model("smollm2-135m")
         >>> sets = language_token_sets(m, words={"en": ["flower", "house"], "fr": ["fleur", "maison"]})
         >>> sorted(m.tokenizer.decode([t]) for t in sets["fr"])
-        [' Maison', ' fle', ' maison', 'Fle', 'Maison', 'fle', 'maison']
+        [' Fle', ' Ma', ' fle', ' ma', 'Ma', 'f', 'ma']
     """
     raw = {lang: set().union(*(word_token_ids(model, w) for w in ws)) if ws else set() for lang, ws in words.items()}
     return {k: sorted(v) for k, v in disjoint(raw).items()}
