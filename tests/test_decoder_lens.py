@@ -4,7 +4,11 @@ T5 the embeddings (layer 0) fail the task and the last layer solves it."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +94,15 @@ def test_toy_t5_layer0_fails_last_layer_solves() -> None:
     assert float(res.accuracy[0]) < 0.2  # the embeddings carry no position in T5: the task cannot be done
     assert float(res.accuracy[-1]) >= 0.9
     assert float(res.loss[-1].mean()) < float(res.loss[0].mean())
+
+
+@pytest.mark.skipif(not (TOY_DIR / "config.json").is_file(), reason="the toy T5 is not trained (data/encdec)")
+def test_cli_decoder_lens(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "interp.cli", "lens", "--quiet", "--decoder-lens", "--model", "toy-t5",
+                          "--prompt", "rev 1 2 3", "--reference", "3 2 1", "--json", str(tmp_path / "dl.json")],
+                         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = [line.split() for line in out.stdout.splitlines() if line.strip().startswith("3 ")]
+    assert last and " ".join(last[0][2:]) == "'3 2 1'"  # the output layer solves it
+    data = json.loads((tmp_path / "dl.json").read_text())["sections"]["DecoderLens"]["DecoderLensResult"]
+    assert data["arrays"]["accuracy"]["values"][-1] == 1.0
