@@ -85,6 +85,7 @@ def test_result_surface(tiny: EncoderDecoder) -> None:
         decoder_lens(tiny, ["copy 1"], layers=[9], progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (TOY_DIR / "config.json").is_file(), reason="the toy T5 is not trained (data/encdec)")
 def test_toy_t5_layer0_fails_last_layer_solves() -> None:
     ed = load_toy_encdec()
@@ -96,6 +97,7 @@ def test_toy_t5_layer0_fails_last_layer_solves() -> None:
     assert float(res.loss[-1].mean()) < float(res.loss[0].mean())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (TOY_DIR / "config.json").is_file(), reason="the toy T5 is not trained (data/encdec)")
 def test_cli_decoder_lens(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "interp.cli", "lens", "--quiet", "--decoder-lens", "--model", "toy-t5",
