@@ -6,7 +6,7 @@ models it says how to train SAEs instead. About 5 s on SmolLM2 on a CPU (less wi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -91,3 +91,26 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
                 max_new_tokens=6 if ctx.fast else 12)
     sec.table(["run", "greedy continuation"], [("before", res.before), (f"feature {f0} + {scale:.1f}", res.after)],
               caption=f"Steering: feature {f0} of {TARGET} added at every position during generation.")
+    _attribution(sec, ctx)
+
+
+def _attribution(sec: Any, ctx: ReportContext) -> None:
+    """The attribution graph of the prompt through the shipped transcoders (blocks 3 and 4; other MLPs are error)."""
+    from interp.errors import BadInputError
+    from interp.features import attribution_graph
+    from interp.features.graph import load_transcoders
+
+    try:
+        tcs = load_transcoders()
+    except BadInputError:
+        return
+    if any(tc.model_id != ctx.model.name for tc in tcs.values()):
+        return
+    g = attribution_graph(ctx.model, ctx.prompt, transcoders=tcs, max_feature_nodes=16 if ctx.fast else 48,
+                          progress=False)
+    head = g.headline()
+    sec.text(f"Attribution graph of the prompt (circuit tracing with the transcoders shipped for the MLPs of blocks "
+             f"{', '.join(str(k) for k in sorted(tcs))}; every other MLP is an error node): attention patterns and "
+             "norm scales frozen, edges are exact direct effects in that linear replacement, pruned by influence on "
+             f"the top logits. {head['features']} features and {head['edges']} edges kept.")
+    sec.result(g, views=["graph"], name="attribution_graph")
