@@ -41,8 +41,8 @@ def main() -> None:
            "random_share_ge_0.5": float((b_rand >= 0.5).float().mean()), "random_median": float(b_rand.median())}
     print(json.dumps(out, indent=1))
     model = interp.load_model("smollm2-135m")
-    texts = [ln for ln in (ROOT / "data" / "corpus" / "english.txt").read_text().splitlines() if ln][-24:]
-    carried = (b_new >= 0.5).nonzero().flatten()[:3].tolist()
+    texts = [ln for ln in (ROOT / "data" / "corpus" / "english.txt").read_text().splitlines() if ln][-8:]
+    carried = (b_new >= 0.5).nonzero().flatten()[:1].tolist()
     for f in carried:
         graph = feature_flow(model, saes={A: new[A], B: new[B]}, hook=B, feature=f, threshold=0.5, top_n=1)
         if not graph.edges:
