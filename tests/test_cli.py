@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_llama, make_tokenizer
+from conftest import make_llama, make_tokenizer, requires
 
 import interp.cli
 import interp.cli.models
@@ -160,3 +160,17 @@ def test_report_writes_html_and_json(tiny_dir: Path, tmp_path: Path) -> None:
             assert set(arr["labels"]) <= set(arr["axes"]), (title, name)
     assert (tmp_path / "r.html").read_text().count('<section id="') == 6
     assert not (tmp_path / "r.json").exists()  # --json named another path
+
+
+def test_no_option_is_shadowed_by_an_attribute_every_object_has() -> None:
+    """argparse leaves an option's default unset when the namespace already has the attribute; nnsight gives every
+    object a ``save`` method, so ``--save`` with dest ``save`` read back that method after nnsight was imported."""
+    from interp.cli import _parser
+
+    requires("nnsight")  # imported for its side effect: object().save exists afterwards
+    taken = set(dir(argparse.Namespace()))
+    assert "save" in taken
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    clashes = {(name, a.dest) for name, p in sub.choices.items() for a in p._actions
+               if a.dest != argparse.SUPPRESS and a.dest in taken}
+    assert not clashes, f"options whose default argparse would not set: {sorted(clashes)}"

@@ -44,7 +44,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="DAS learning rate (default: %(default)s)")
     p.add_argument("--n", type=int, default=64, help="base/source pairs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save", metavar="DIR", help="save the result (safetensors + JSON)")
+    p.add_argument("--save", dest="save_dir", metavar="DIR", help="save the result (safetensors + JSON)")
     output_args(p)
     p.set_defaults(func=run)
 
@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
                           f"IIA of {variable} with {table.component} taken from the source at each layer and "
                           "position: 1 = the site carries the variable, the null-intervention level = it does not.")
         sec.result(table, views=["heatmap", "layers"])
-    if args.save:
-        result.save(args.save)
-        print(f"saved   {args.save}")
+    if args.save_dir:
+        result.save(args.save_dir)
+        print(f"saved   {args.save_dir}")
     emit(args, rep)
     return 0
 

@@ -41,7 +41,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-control", action="store_true", help="skip the control task")
     p.add_argument("--max-seqs", type=int, default=None, help="use only the first N sequences of the set")
     p.add_argument("--max-tokens", type=int, default=64, help="truncate sequences (default: %(default)s)")
-    p.add_argument("--save", metavar="DIR", help="save the ProbeResult (safetensors + JSON)")
+    p.add_argument("--save", dest="save_dir", metavar="DIR", help="save the ProbeResult (safetensors + JSON)")
     output_args(p)
     p.set_defaults(func=run)
 
@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{h:>28} {float(res.accuracy[i]):7.3f} {float(res.control_accuracy[i]):8.3f} "
               f"{float(res.selectivity[i]):7.3f} " + " ".join(f"{a:6.3f}" for a in res.sparse_accuracy[i].tolist())
               + f"  {res.top_neurons(h, k=min(4, res.neurons.shape[1]))}")
-    if args.save:
-        res.save(args.save)
-        print(f"saved   {args.save}")
+    if args.save_dir:
+        res.save(args.save_dir)
+        print(f"saved   {args.save_dir}")
     rep = Report(f"interp probe — {args.labels}", command=command_line(), subtitle=what)
     sec = rep.section("Probing", "How well a linear probe reads the labels from each layer (held-out accuracy), "
                                  "against a control task that only memorises token types.")
