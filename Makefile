@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= out
 
-.PHONY: install browser saelens report test check lint typecheck docs lab bench clean
+.PHONY: install browser saelens report test check lint typecheck docs lab bench dictionaries clean
 
 install: $(STAMP)
 
@@ -68,6 +68,12 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture.py
+
+# SmolLM2 residual SAEs and transcoders (blocks 3-4) trained on the fly on 1M tokens, cached in $INTERP_HOME
+# (progress bars; resumable), then float16 copies into data/features and the feature-flow check.
+dictionaries: $(STAMP)
+	$(BIN)/python data/features/build_dicts.py --tokens 1000000 --ship
+	$(BIN)/python data/features/flow_check.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache
