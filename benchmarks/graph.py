@@ -44,7 +44,7 @@ def main() -> None:
         for layer in range(model.dims.n_layers):
             g = torch.Generator().manual_seed(layer)
             tc = Transcoder(SAEConfig(d_sae=args.d_sae, k=32, apply_b_dec_to_input=False), progress=False,
-                            hook=mlp_in_hook(model, layer), out_hook=f"mlp_out.{layer}", skip=True)
+                            hook=mlp_in_hook(model, layer=layer), out_hook=f"mlp_out.{layer}", skip=True)
             tc.W_enc_, tc.b_enc_ = torch.randn(576, args.d_sae, generator=g) / 24, torch.zeros(args.d_sae)
             tc.W_dec_, tc.b_dec_ = torch.randn(args.d_sae, 576, generator=g) / 24, torch.zeros(576)
             tc.W_skip_ = torch.zeros(576, 576)

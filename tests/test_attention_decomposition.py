@@ -149,7 +149,7 @@ def test_planted_channel_top_edge_is_the_feeding_head() -> None:
     others = [i for i, s in enumerate(g.senders) if s != "L0H2"]
     assert float(k_side[:, others].abs().max()) < 1e-4
     assert torch.allclose(k_side.sum(-1), g.scores[:, 0], atol=1e-4)
-    v = subspace_removal(model, ids, g, n_edges=1, n_random=10)
+    v = subspace_removal(model, ids, graph=g, n_edges=1, n_random=10)
     assert v.edges == ("L0H2→L1H0 (k)",)
     assert float(v.sparse_drop[0]) == pytest.approx(float(g.mean()[1, 0, g.senders.index("L0H2")]), rel=1e-3)
     assert float(v.sparse_drop[0]) > float(v.random_drop[0].max())
@@ -185,7 +185,7 @@ def test_result_surface(tiny_llama: Model, tmp_path: Path) -> None:
     ids = torch.randint(4, 90, (1, 8), generator=torch.Generator().manual_seed(3))
     dec = attention_decomposition(tiny_llama, ids, heads="L1H0", top_k=4, progress=False)
     g = communication_graph(tiny_llama, ids, receivers="L1H0", progress=False)
-    v = subspace_removal(tiny_llama, ids, g, n_edges=1, n_random=3)
+    v = subspace_removal(tiny_llama, ids, graph=g, n_edges=1, n_random=3)
     for res, cls in ((dec, AttentionDecomposition), (g, CommunicationGraph), (v, SubspaceValidation)):
         back = cls.load(res.save(tmp_path / cls.__name__))
         assert repr(back) == repr(res)

@@ -45,12 +45,12 @@ def test_shipped_models_hold_their_alignment_and_ignore_the_rest(name: str) -> N
     for i, var in enumerate(shipped.alignment):
         res = iia(model, task.sample(256, variables=[var], seed=100 + i), alignment=shipped.alignment, progress=False)
         assert float(res.iia[0]) >= 0.98, (name, var, float(res.iia[0]))
-    ablated = ablated_accuracy(model, task, shipped.non_aligned, n=256, seed=5)
+    ablated = ablated_accuracy(model, task, sites=shipped.non_aligned, n=256, seed=5)
     assert ablated >= 0.98 and abs(ablated - acc) <= 0.02, (acc, ablated)
     # the recorded scores are what this test measures
     assert shipped.metrics["task_accuracy"] >= 0.98 and shipped.metrics["ablated_accuracy"] >= 0.98
     # and the aligned sites do matter: ablating them breaks the task
-    assert ablated_accuracy(model, task, [s for ss in shipped.alignment.values() for s in ss], n=256, seed=5) < 0.9
+    assert ablated_accuracy(model, task, sites=[s for ss in shipped.alignment.values() for s in ss], n=256, seed=5) < 0.9
 
 
 def test_das_recovers_the_planted_variable_and_nothing_elsewhere(equality, eq_data) -> None:

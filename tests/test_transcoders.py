@@ -54,8 +54,8 @@ def test_transcoder_learns_a_planted_sparse_map_better_than_linear_regression() 
 
 def test_stream_keeps_hooks_paired_and_shuffles(tiny_llama: Any) -> None:
     ids = torch.randint(3, 128, (12, 8), generator=torch.Generator().manual_seed(0))
-    mlp_in = mlp_in_hook(tiny_llama, 1)
-    batches = list(activation_stream(tiny_llama, ids, ["blocks.1.hook_resid_mid", mlp_in], batch_size=16,
+    mlp_in = mlp_in_hook(tiny_llama, layer=1)
+    batches = list(activation_stream(tiny_llama, ids, hooks=["blocks.1.hook_resid_mid", mlp_in], batch_size=16,
                                      seqs_per_forward=3, buffer_batches=2, epochs=1))
     assert sum(b[mlp_in].shape[0] for b in batches) == 96  # every row served once
     norm = tiny_llama.hf.model.layers[1].post_attention_layernorm
@@ -73,9 +73,9 @@ def test_stream_keeps_hooks_paired_and_shuffles(tiny_llama: Any) -> None:
 def test_train_on_model_trains_saes_and_transcoders_together(tiny_llama: Any) -> None:
     ids = torch.randint(3, 128, (64, 16), generator=torch.Generator().manual_seed(1))
     cfg = SAEConfig(d_sae=48, k=4, batch_size=128, n_tokens=128 * 12, lr=3e-3)
-    out = train_on_model(tiny_llama, ids, {
+    out = train_on_model(tiny_llama, ids, dictionaries={
         "sae": SparseAutoencoder(cfg, hook="resid_post.0"),
-        "tc": Transcoder(cfg, hook=mlp_in_hook(tiny_llama, 0), out_hook="mlp_out.0", skip=True)},
+        "tc": Transcoder(cfg, hook=mlp_in_hook(tiny_llama, layer=0), out_hook="mlp_out.0", skip=True)},
         buffer_batches=4, progress=False)
     assert out["sae"].fitted and out["tc"].fitted and out["tc"].W_skip_ is not None
     assert len(out["tc"].history_["ev"]) == 12 and out["tc"].history_["ev"][-1] > out["tc"].history_["ev"][0]
@@ -85,7 +85,7 @@ def test_train_on_model_trains_saes_and_transcoders_together(tiny_llama: Any) ->
 def test_transcoder_ce_modes_against_independent_runs(tiny_llama: Any) -> None:
     ids = torch.randint(3, 128, (3, 10), generator=torch.Generator().manual_seed(2))
     mask = torch.ones_like(ids)
-    tc = Transcoder(SAEConfig(d_sae=16, k=2), hook=mlp_in_hook(tiny_llama, 1), out_hook="mlp_out.1")
+    tc = Transcoder(SAEConfig(d_sae=16, k=2), hook=mlp_in_hook(tiny_llama, layer=1), out_hook="mlp_out.1")
     tc.W_enc_, tc.b_enc_ = torch.randn(64, 16), torch.zeros(16)
     tc.W_dec_, tc.b_dec_ = torch.zeros(16, 64), torch.zeros(64)  # predicts zero: spliced = zero-ablated
     clean, spliced, zero = transcoder_ce(tiny_llama, (ids, mask), transcoder=tc)

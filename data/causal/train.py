@@ -79,7 +79,7 @@ def train(name: str, seed: int = 0) -> IITModel:
         r = iia(loaded.model, task.sample(512, variables=[v], seed=2001 + i), alignment=loaded.alignment,
                 progress=False)
         metrics[f"iia_{v}"] = round(float(r.iia[0]), 4)
-    metrics["ablated_accuracy"] = ablated_accuracy(loaded.model, task, loaded.non_aligned, n=512, seed=3001)
+    metrics["ablated_accuracy"] = ablated_accuracy(loaded.model, task, sites=loaded.non_aligned, n=512, seed=3001)
     shipped.metrics = metrics
     shipped.save(out)
     res.save(out / "training")  # the IITResult: curves of the losses, accuracy and held-out IIA

@@ -87,10 +87,10 @@ def main() -> None:
                     dead_after=200_000)
     dicts: dict[str, SparseAutoencoder] = {h: SparseAutoencoder(cfg, hook=h) for h in SAE_HOOKS}
     for layer in TC_LAYERS:
-        dicts[f"transcoder.{layer}"] = Transcoder(cfg, hook=mlp_in_hook(model, layer),
+        dicts[f"transcoder.{layer}"] = Transcoder(cfg, hook=mlp_in_hook(model, layer=layer),
                                                   out_hook=f"blocks.{layer}.hook_mlp_out", skip=True)
     t0 = time.perf_counter()
-    out = train_on_model(model, train, dicts, n_tokens=args.tokens, buffer_batches=32, seed=0,
+    out = train_on_model(model, train, dictionaries=dicts, n_tokens=args.tokens, buffer_batches=32, seed=0,
                          max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, progress=True)
     seconds = time.perf_counter() - t0
     # held-out evaluation: rows of every hook, spliced loss on 16 windows

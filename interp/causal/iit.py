@@ -173,7 +173,7 @@ def train_iit(model: Model, inputs: CausalTask, *, alignment: Alignment | Mappin
         final = [float(evaluate(model, inputs.sample(final_n, variables=[u], seed=seed + 31 * (i + 1) + 1),
                                 [{u: resolved[u]}], progress=False)[0].float().mean()) for i, u in enumerate(variables)]
         acc = task_accuracy(model, inputs.sample(final_n, seed=seed + 17))
-        ablated = ablated_accuracy(model, inputs, non, variable=variables[0], n=final_n, seed=seed + 23) if non else None
+        ablated = ablated_accuracy(model, inputs, sites=non, variable=variables[0], n=final_n, seed=seed + 23) if non else None
     log.info("IIT on %s: %d steps in %.0f s, accuracy %.3f, IIA %s", inputs.name, steps, seconds, acc, final)
     return IITResult(loss=torch.tensor(losses), accuracy=torch.tensor(accs), iia=torch.tensor(iias),
                      steps=tuple(steps_done), variables=tuple(variables), task=inputs.name, alignment=al.to_dict(),
@@ -188,7 +188,7 @@ def _index_in(tokens: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return (tokens[:, None] == candidates[None, :]).float().argmax(1)
 
 
-def ablated_accuracy(model: Model, inputs: CausalTask, sites: Sequence[SiteLike | ResolvedSite], *,
+def ablated_accuracy(model: Model, inputs: CausalTask, *, sites: Sequence[SiteLike | ResolvedSite],
                      variable: str | None = None,
                      n: int = 512, seed: int = 0, batch_size: int = 64) -> float:
     """Task accuracy with every one of ``sites`` resample-ablated at once (each base takes those sites from a
@@ -197,7 +197,7 @@ def ablated_accuracy(model: Model, inputs: CausalTask, sites: Sequence[SiteLike 
     Example:
         >>> from interp.causal import AlignedSite, ablated_accuracy, load_iit_model
         >>> shipped = load_iit_model("iit-equality")
-        >>> ablated_accuracy(shipped.model, shipped.task, shipped.non_aligned, n=128) >= 0.98
+        >>> ablated_accuracy(shipped.model, shipped.task, sites=shipped.non_aligned, n=128) >= 0.98
         True
     """
     resolved = [r for s in sites for r in ([s] if isinstance(s, ResolvedSite) else resolve_site(model, s))]

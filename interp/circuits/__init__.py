@@ -9,7 +9,7 @@ Example:
     >>> task = induction_task(m)
     >>> c = discover(m, task, method="eap-ig", progress=False)
     >>> curve = faithfulness(m, task, c)
-    >>> float(curve.faithfulness[0]), float(curve.faithfulness[-1])  # no edge kept, every edge kept
+    >>> round(float(curve.faithfulness[0]), 6), round(float(curve.faithfulness[-1]), 6)  # no edge, every edge
     (0.0, 1.0)
 """
 

@@ -146,7 +146,7 @@ def run_decompose(args: argparse.Namespace) -> int:
         rep.section("Communication graph", "Earlier heads writing the sparse components a head reads "
                                            "(q: at the destination, k: at the source).").result(g, views=["graph"])
         if args.validate > 0:
-            v = subspace_removal(model, args.prompt, g, n_edges=args.validate)
+            v = subspace_removal(model, args.prompt, graph=g, n_edges=args.validate)
             for e, s, r, p in zip(v.edges, v.sparse_drop.tolist(), v.random_drop.mean(1).tolist(),
                                   v.p_values().tolist(), strict=True):
                 print(f"validate {e}: score drop {s:+.3f} (random subspaces {r:+.3f}, p {p:.3f})")

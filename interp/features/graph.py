@@ -149,56 +149,39 @@ class AttributionGraph(Result):
         return {"nodes": int(kept.sum()), "features": feats, "edges": int((self.adjacency != 0).sum())}
 
     def _view_graph(self, max_edges: int = 400) -> Figure:
-        import plotly.graph_objects as go
-
-        from interp.plot.labels import escape_label as escape
+        from interp.plot import placed_graph
 
         keep = [i for i in range(len(self.kind)) if bool(self.kept[i])]
         n_layers = int(self.layer.max()) if len(self.kind) else 0
         # nodes at (position, layer); several features at one cell are spread sideways
         cell: dict[tuple[int, int], int] = {}
-        xy: dict[int, tuple[float, float]] = {}
         for i in keep:
             key = (int(self.pos[i]), int(self.layer[i]))
             cell[key] = cell.get(key, 0) + 1
         seen: dict[tuple[int, int], int] = {}
+        where: dict[int, int] = {}
+        nodes: list[tuple[float, float, str, str]] = []
         for i in keep:
             key = (int(self.pos[i]), int(self.layer[i]))
             j = seen.get(key, 0)
             seen[key] = j + 1
             m = cell[key]
-            xy[i] = (key[0] + (0.0 if m == 1 else 0.7 * (j / (m - 1) - 0.5)), float(key[1]))
+            where[i] = len(nodes)
+            nodes.append((key[0] + (0.0 if m == 1 else 0.7 * (j / (m - 1) - 0.5)), float(key[1]), str(self.kind[i]),
+                          f"{self.node_name(i)}\nvalue {float(self.value[i]):.3g}, influence "
+                          f"{float(self.influence[i]):.3g}\n{self.hover[i]}"))
         t, s = torch.nonzero(self.adjacency, as_tuple=True)
         w = self.adjacency[t, s]
-        order = w.abs().argsort(descending=True)[:max_edges]
-        top = float(w.abs().max()) if w.numel() else 1.0
-        fig = go.Figure()
-        for o in order.tolist():
-            ti, si, wt = int(t[o]), int(s[o]), float(w[o])
-            if ti not in xy or si not in xy:
-                continue
-            fig.add_trace(go.Scatter(x=[xy[si][0], xy[ti][0]], y=[xy[si][1], xy[ti][1]], mode="lines",
-                                     line={"width": 0.5 + 6 * abs(wt) / top, "color": "#c0392b" if wt > 0 else "#2e86c1"},
-                                     opacity=0.25 + 0.6 * abs(wt) / top, hoverinfo="text", showlegend=False,
-                                     text=escape(f"{self.node_name(si)} → {self.node_name(ti)}: {wt:.3g}")))
-        colors = {"embedding": "#7f8c8d", "feature": "#e67e22", "error": "#95a5a6", "logit": "#27ae60"}
-        for kind in KINDS:
-            idx = [i for i in keep if self.kind[i] == kind]
-            if not idx:
-                continue
-            fig.add_trace(go.Scatter(
-                x=[xy[i][0] for i in idx], y=[xy[i][1] for i in idx], mode="markers", name=kind,
-                marker={"size": 9 if kind != "error" else 7, "color": colors[kind],
-                        "symbol": "square" if kind == "error" else "circle"},
-                hoverinfo="text",
-                text=[escape(f"{self.node_name(i)}<br>value {float(self.value[i]):.3g}, influence "
-                             f"{float(self.influence[i]):.3g}<br>{self.hover[i]}") for i in idx]))
-        fig.update_layout(title=escape(f"Attribution graph: {self.prompt[:80]}"), template="plotly_white",
-                          xaxis={"tickmode": "array", "tickvals": list(range(len(self.tokens))),
-                                 "ticktext": [escape(repr(tk)[1:-1]) for tk in self.tokens], "title": "position"},
-                          yaxis={"title": "layer (emb = -1, logits = top)", "range": [-1.5, n_layers + 0.5]},
-                          height=650)
-        return fig
+        edges = [(where[int(s[o])], where[int(t[o])], float(w[o]),
+                  f"{self.node_name(int(s[o]))} → {self.node_name(int(t[o]))}: {float(w[o]):.3g}")
+                 for o in w.abs().argsort(descending=True)[:max_edges].tolist()
+                 if int(t[o]) in where and int(s[o]) in where]
+        return placed_graph(nodes, edges,
+                            group_colors={"embedding": "#7f8c8d", "feature": "#e67e22", "error": "#95a5a6",
+                                          "logit": "#27ae60"},
+                            x_labels=[repr(tk)[1:-1] for tk in self.tokens], x_title="position",
+                            y_title="layer (emb = -1, logits = top)", y_range=(-1.5, n_layers + 0.5),
+                            title=f"Attribution graph: {self.prompt[:80]}")
 
 
 # -- the linearised model -----------------------------------------------------------------------------------------
@@ -342,15 +325,15 @@ def _influence(A: torch.Tensor, logit_w: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def attribution_graph(model: Model, prompt: str, *, transcoders: Mapping[int, Transcoder],
+def attribution_graph(model: Model, inputs: str | torch.Tensor, *, transcoders: Mapping[int, Transcoder],
                       max_logits: int = 10, logit_probability: float = 0.95, max_feature_nodes: int | None = None,
                       node_threshold: float = 0.8, edge_threshold: float = 0.98, batch_size: int = 32,
                       dtype: torch.dtype = torch.float32, progress: bool | None = None) -> AttributionGraph:
-    """The attribution graph of ``prompt`` through per-layer ``transcoders`` (see the module docstring).
+    """The attribution graph of the prompt ``inputs`` through per-layer ``transcoders`` (see the module docstring).
 
     Args:
         model: the model.
-        prompt: one text (or token ids ``[T]`` / ``[1, T]``).
+        inputs: one prompt: a text (or token ids ``[T]`` / ``[1, T]``).
         transcoders: layer → :class:`~interp.features.Transcoder` of that block's MLP (layers without one have
             their MLP output as error nodes).
         max_logits, logit_probability: logit targets: the top tokens at the last position until this cumulative
@@ -385,11 +368,11 @@ def attribution_graph(model: Model, prompt: str, *, transcoders: Mapping[int, Tr
                     ("logit_probability", logit_probability)):
         if not 0 < float(v) <= 1:
             raise BadInputError(f"{name} must be in (0, 1], got {v!r}")
-    if isinstance(prompt, str):
-        ids, _ = model.encode(prompt)
-        text = prompt
+    if isinstance(inputs, str):
+        ids, _ = model.encode(inputs)
+        text = inputs
     else:
-        ids = torch.as_tensor(prompt).reshape(1, -1)
+        ids = torch.as_tensor(inputs).reshape(1, -1)
         text = ""
     fz, last_logits = _record(model, ids, tcs, dtype)
     T = ids.shape[1]

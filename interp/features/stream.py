@@ -21,9 +21,9 @@ from interp.models import Model
 from interp.progress import progress as progress_bar
 
 
-def pack_tokens(model: Model, texts: Sequence[str], context: int = 128, *, separator: int | None = None
+def pack_tokens(model: Model, inputs: Sequence[str], *, context: int = 128, separator: int | None = None
                 ) -> torch.Tensor:
-    """``[n, context]`` token windows: the texts tokenized, joined by ``separator`` (default: the EOS token) and
+    """``[n, context]`` token windows: the texts ``inputs`` tokenized, joined by ``separator`` (default: the EOS token) and
     cut into consecutive windows (the last partial window is dropped).
 
     Example:
@@ -36,7 +36,7 @@ def pack_tokens(model: Model, texts: Sequence[str], context: int = 128, *, separ
         raise BadInputError("the model has no tokenizer; pass token ids instead of texts")
     sep = separator if separator is not None else tok.eos_token_id
     ids: list[int] = []
-    for text in texts:
+    for text in inputs:
         ids.extend(tok(text, add_special_tokens=False)["input_ids"])
         if sep is not None:
             ids.append(int(sep))
@@ -46,13 +46,14 @@ def pack_tokens(model: Model, texts: Sequence[str], context: int = 128, *, separ
     return torch.tensor(ids[: n * context], dtype=torch.long).view(n, context)
 
 
-def activation_stream(model: Model, ids: torch.Tensor, hooks: Sequence[str], *, batch_size: int = 1024,
+def activation_stream(model: Model, inputs: torch.Tensor, *, hooks: Sequence[str], batch_size: int = 1024,
                       seqs_per_forward: int = 16, buffer_batches: int = 32, seed: int = 0,
                       epochs: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Shuffled ``{hook: [batch_size, d]}`` rows from forwards of ``ids [n, context]`` (windows visited in a
+    """Shuffled ``{hook: [batch_size, d]}`` rows from forwards of ``inputs [n, context]`` token windows (visited in a
     seeded random order, again each epoch; ``epochs=None``: forever). Each forward stops after the last hook.
     Rows are buffered until ``buffer_batches * batch_size`` are held; then half the buffer is served in random
     order, and refilled."""
+    ids = inputs
     if ids.dim() != 2 or ids.shape[0] == 0:
         raise BadInputError(f"ids must be [n, context] token windows, got {tuple(ids.shape)}")
     g = torch.Generator().manual_seed(seed)
@@ -85,8 +86,8 @@ def activation_stream(model: Model, ids: torch.Tensor, hooks: Sequence[str], *, 
             yield {h: buf[h][perm[j:j + batch_size]] for h in hooks}
 
 
-def train_on_model(model: Model, inputs: Sequence[str] | torch.Tensor,
-                   dictionaries: Mapping[str, SparseAutoencoder], *, n_tokens: int | None = None, context: int = 128,
+def train_on_model(model: Model, inputs: Sequence[str] | torch.Tensor, *,
+                   dictionaries: Mapping[str, SparseAutoencoder], n_tokens: int | None = None, context: int = 128,
                    seqs_per_forward: int = 16, buffer_batches: int = 32, seed: int = 0,
                    max_seconds: float | None = None, progress: bool | None = None) -> dict[str, SparseAutoencoder]:
     """Train SAEs and transcoders together from forwards of the model (no disk cache); returns them fitted.
@@ -106,7 +107,7 @@ def train_on_model(model: Model, inputs: Sequence[str] | torch.Tensor,
         >>> from interp.features import SAEConfig, SparseAutoencoder, train_on_model
         >>> m = interp.load_model("smollm2-135m")
         >>> cfg = SAEConfig(d_sae=64, k=4, batch_size=128, n_tokens=256)
-        >>> out = train_on_model(m, ["The cat sat on the mat. " * 30], {"r": SparseAutoencoder(cfg, hook="resid_post.1")},
+        >>> out = train_on_model(m, ["The cat sat on the mat. " * 30], dictionaries={"r": SparseAutoencoder(cfg, hook="resid_post.1")},
         ...                      context=32, buffer_batches=2, progress=False)
         >>> out["r"].fitted
         True
@@ -131,8 +132,8 @@ def train_on_model(model: Model, inputs: Sequence[str] | torch.Tensor,
         d.model_id = d.model_id or model.name
     hooks = sorted({h for d in dictionaries.values()
                     for h in ([d.hook, d.out_hook] if isinstance(d, Transcoder) else [d.hook])})
-    ids = inputs if isinstance(inputs, torch.Tensor) else pack_tokens(model, list(inputs), context)
-    stream = activation_stream(model, ids, hooks, batch_size=batch_size, seqs_per_forward=seqs_per_forward,
+    ids = inputs if isinstance(inputs, torch.Tensor) else pack_tokens(model, list(inputs), context=context)
+    stream = activation_stream(model, ids, hooks=hooks, batch_size=batch_size, seqs_per_forward=seqs_per_forward,
                                buffer_batches=buffer_batches, seed=seed)
     steps = {name: max(1, (n_tokens or d.config.n_tokens) // batch_size) for name, d in dictionaries.items()}
     fitters: dict[str, Fitter] = {}

@@ -39,12 +39,12 @@ if TYPE_CHECKING:
 NORM_NAMES = ("post_attention_layernorm", "ln_2", "ln2", "post_attention_norm", "ffn_norm")
 
 
-def mlp_in_hook(model: Model, layer: int) -> str:
+def mlp_in_hook(model: Model, *, layer: int) -> str:
     """The hook name of block ``layer``'s MLP input (the output of its pre-MLP norm), as an ``hf:`` site.
 
     Example:
         >>> import interp
-        >>> mlp_in_hook(interp.load_model("smollm2-135m"), 4)
+        >>> mlp_in_hook(interp.load_model("smollm2-135m"), layer=4)
         'hf:model.layers.4.post_attention_layernorm'
     """
     n = model.dims.n_layers

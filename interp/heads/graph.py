@@ -22,7 +22,7 @@ Example:
     >>> g = communication_graph(toy, torch.tensor([[1, 5, 9, 3, 1, 5]]), receivers="L1H3")
     >>> g.top_edges(1)[0][1]
     'L1H3'
-    >>> v = subspace_removal(toy, torch.tensor([[1, 5, 9, 3, 1, 5]]), g, n_edges=1, n_random=4)
+    >>> v = subspace_removal(toy, torch.tensor([[1, 5, 9, 3, 1, 5]]), graph=g, n_edges=1, n_random=4)
     >>> v.sparse_drop.shape
     torch.Size([1])
 """
@@ -358,7 +358,7 @@ class SubspaceValidation(Result):
         return fig
 
 
-def subspace_removal(model: Model, inputs: Inputs, graph: CommunicationGraph, *, n_edges: int = 5,
+def subspace_removal(model: Model, inputs: Inputs, *, graph: CommunicationGraph, n_edges: int = 5,
                      n_random: int = 20, seed: int = 0, max_tokens: int | None = None) -> SubspaceValidation:
     """Validate the strongest head → head edges of ``graph`` by removing subspaces from the sender's output.
 
@@ -373,7 +373,7 @@ def subspace_removal(model: Model, inputs: Inputs, graph: CommunicationGraph, *,
         >>> from interp.heads import communication_graph, subspace_removal
         >>> toy = interp.load_model("toy-induction")
         >>> ids = torch.tensor([[1, 5, 9, 3, 1, 5]])
-        >>> v = subspace_removal(toy, ids, communication_graph(toy, ids, receivers="L1H3"), n_edges=1, n_random=3)
+        >>> v = subspace_removal(toy, ids, graph=communication_graph(toy, ids, receivers="L1H3"), n_edges=1, n_random=3)
         >>> v.random_drop.shape
         torch.Size([1, 3])
     """

@@ -18,7 +18,7 @@ from plotly.graph_objects import Figure
 
 from interp.plot.arrays import ArrayLike, as_numpy
 from interp.plot.export import plotlyjs_source
-from interp.plot.graph import layered_graph, sankey
+from interp.plot.graph import layered_graph, placed_graph, sankey
 from interp.plot.heatmaps import attention_pattern, heatmap, is_signed
 from interp.plot.labels import escape_label, token_label, token_labels
 from interp.plot.lines import bar_top_tokens, layer_curves, scatter
@@ -36,6 +36,6 @@ from interp.plot.theme import (
 __all__ = [
     "DIVERGING", "QUALITATIVE", "SEQUENTIAL", "TEMPLATE_NAME", "ArrayLike", "Figure", "apply_theme", "as_numpy",
     "attention_pattern", "bar_top_tokens", "colorscale", "escape_label", "heatmap", "interp_template",
-    "is_signed", "layer_curves", "layered_graph", "plotlyjs_source", "register_template", "sankey", "scatter", "token_label",
+    "is_signed", "layer_curves", "layered_graph", "placed_graph", "plotlyjs_source", "register_template", "sankey", "scatter", "token_label",
     "token_labels",
 ]

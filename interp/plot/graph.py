@@ -227,3 +227,56 @@ def _rgba(color: str, alpha: float) -> str:
     else:
         r, g, b = (int(c) for c in color[color.index("(") + 1 : color.index(")")].split(",")[:3])
     return f"rgba({r},{g},{b},{alpha:.2f})"
+
+
+def placed_graph(
+    nodes: Sequence[tuple[float, float, str, str]],
+    edges: Sequence[tuple[int, int, float, str]],
+    *,
+    group_colors: dict[str, str],
+    x_labels: Sequence[str] = (),
+    x_title: str = "",
+    y_title: str = "",
+    y_range: tuple[float, float] | None = None,
+    title: str | None = None,
+    height: int = 650,
+) -> go.Figure:
+    """A node-link graph whose nodes sit where the caller places them (e.g. token position × layer).
+
+    Args:
+        nodes: ``(x, y, group, hover)`` per node; ``group`` picks the colour (``group_colors``) and the legend
+            entry; a group named ``"error"`` is drawn as squares. Hover text is escaped; ``\n`` breaks a line.
+        edges: ``(source index, target index, weight, hover)``; width and opacity grow with ``|weight|``,
+            positive edges red, negative blue.
+        group_colors: colour per group, in legend order.
+        x_labels: tick text at x = 0, 1, ... (escaped).
+
+    Example:
+        >>> from interp.plot import placed_graph
+        >>> fig = placed_graph([(0, 0, "a", "first"), (1, 1, "b", "second")], [(0, 1, 0.5, "a to b")],
+        ...                    group_colors={"a": "#7f8c8d", "b": "#27ae60"}, x_labels=["x", "y"])
+        >>> len(fig.data)
+        3
+    """
+    top = max((abs(w) for _, _, w, _ in edges), default=1.0) or 1.0
+    fig = go.Figure()
+    for s, t, w, hover in edges:
+        fig.add_trace(go.Scatter(x=[nodes[s][0], nodes[t][0]], y=[nodes[s][1], nodes[t][1]], mode="lines",
+                                 line={"width": 0.5 + 6 * abs(w) / top,
+                                       "color": POSITIVE_COLOR if w > 0 else NEGATIVE_COLOR},
+                                 opacity=0.25 + 0.6 * abs(w) / top, hoverinfo="text", showlegend=False,
+                                 text=escape_label(hover)))
+    for group, color in group_colors.items():
+        idx = [i for i, n in enumerate(nodes) if n[2] == group]
+        if not idx:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[nodes[i][0] for i in idx], y=[nodes[i][1] for i in idx], mode="markers", name=escape_label(group),
+            marker={"size": 7 if group == "error" else 9, "color": color,
+                    "symbol": "square" if group == "error" else "circle"},
+            hoverinfo="text", text=[escape_label(nodes[i][3]).replace("\n", "<br>") for i in idx]))
+    fig.update_layout(height=height,
+                      xaxis={"tickmode": "array", "tickvals": list(range(len(x_labels))),
+                             "ticktext": [escape_label(x) for x in x_labels], "title": x_title},
+                      yaxis={"title": y_title, **({"range": list(y_range)} if y_range else {})})
+    return apply_theme(fig, title=title)
