@@ -4,12 +4,12 @@ the v0.1 files of every feature result load with the values v0.1 recorded."""
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from _v01 import normalize, summarize
 
 from interp.errors import BadInputError, UnknownNameError
 from interp.features import (
@@ -377,32 +377,6 @@ RENAMED = {
 }
 
 
-def summarize(t: torch.Tensor) -> dict:
-    """What fixtures-v01's make_fixtures.py records of a tensor: shape, dtype, NaN-skipping sum, NaN count and
-    the first 4 non-NaN values."""
-    t = t.detach().cpu()
-    if t.is_floating_point():
-        d = t.double()
-        nan = torch.isnan(d)
-        finite = d[~nan].flatten()
-        return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-                "sum": round(float(finite.sum()), 4), "nan_count": int(nan.sum()),
-                "first": [round(float(x), 6) for x in finite[:4].tolist()]}
-    flat = t.flatten().long()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sum": int(flat.sum()),
-            "nan_count": 0, "first": [int(x) for x in flat[:4].tolist()]}
-
-
-def normalize(v: object) -> object:
-    def fix(x: object) -> object:
-        if isinstance(x, float) and math.isnan(x):
-            return "NaN"
-        if isinstance(x, (list, tuple)):
-            return [fix(y) for y in x]
-        if isinstance(x, dict):
-            return {str(k): fix(y) for k, y in x.items()}
-        return x
-    return json.loads(json.dumps(fix(v)))
 
 
 @pytest.mark.parametrize("name", MINE)

@@ -9,10 +9,10 @@ per-sequence runs without padding (for padded batches) and the files interp 0.1 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+import _v01
 import pytest
 import torch
 
@@ -337,32 +337,6 @@ def test_k_composition_pairs_match_the_all_pairs_scores(toy: interp.Model) -> No
 
 
 # -- interp 0.1's saved files ----------------------------------------------------------------------
-def summarize(t: torch.Tensor) -> dict[str, Any]:
-    """As the fixtures' make_fixtures.py: shape, dtype, NaN-skipping sum (4 decimals), NaN count, first 4 values."""
-    t = t.detach().cpu()
-    if t.is_floating_point():
-        d = t.double()
-        nan = torch.isnan(d)
-        finite = d[~nan].flatten()
-        return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-                "sum": round(float(finite.sum()), 4), "nan_count": int(nan.sum()),
-                "first": [round(float(x), 6) for x in finite[:4].tolist()]}
-    flat = t.flatten().long()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sum": int(flat.sum()),
-            "nan_count": 0, "first": [int(x) for x in flat[:4].tolist()]}
-
-
-def normalize(v: Any) -> Any:
-    """JSON-normal form: tuples -> lists, dict keys -> str, NaN -> "NaN"."""
-    def fix(x: Any) -> Any:
-        if isinstance(x, float) and math.isnan(x):
-            return "NaN"
-        if isinstance(x, (list, tuple)):
-            return [fix(y) for y in x]
-        if isinstance(x, dict):
-            return {str(k): fix(y) for k, y in x.items()}
-        return x
-    return json.loads(json.dumps(fix(v)))
 
 
 def same_summary(got: dict[str, Any], want: dict[str, Any], rel: float) -> bool:
@@ -384,10 +358,10 @@ def test_v01_fixture_loads_with_its_values(name: str) -> None:
     exec(entry["load"], ns)
     with torch.no_grad():
         for expr, want in entry["tensors"].items():
-            got = summarize(eval(expr, ns))
+            got = _v01.summarize(eval(expr, ns))
             assert same_summary(got, want, entry.get("rel", 0.0)), (expr, got, want)
         for expr, want in entry["values"].items():
-            assert normalize(eval(expr, ns)) == want, expr
+            assert _v01.normalize(eval(expr, ns)) == want, expr
     if name != "ToyRun":
         obj = ns["obj"]
         assert type(obj).__name__ == name and isinstance(obj, interp.Result)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _v01 import normalize, summarize
 
 import interp
 from interp.errors import BadInputError, ModelMismatchError, UnknownNameError
@@ -21,35 +21,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "v0.1"
 
 
 # -- v0.1 fixtures (shared by the lens test files) -------------------------------------------------
-def summarize(t: torch.Tensor) -> dict[str, Any]:
-    """Shape, dtype, sum (NaN-skipping, 4 decimals), NaN count and the first 4 non-NaN values (6 decimals):
-    the summary the v0.1 fixture generator recorded in expected.json."""
-    t = t.detach().cpu()
-    if t.is_floating_point():
-        d = t.double()
-        nan = torch.isnan(d)
-        finite = d[~nan].flatten()
-        return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-                "sum": round(float(finite.sum()), 4), "nan_count": int(nan.sum()),
-                "first": [round(float(x), 6) for x in finite[:4].tolist()]}
-    flat = t.flatten().long()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sum": int(flat.sum()),
-            "nan_count": 0, "first": [int(x) for x in flat[:4].tolist()]}
-
-
-def normalize(v: Any) -> Any:
-    """JSON-normal form (tuples -> lists, dict keys -> str, NaN -> "NaN", dtypes -> str)."""
-    def fix(x: Any) -> Any:
-        if isinstance(x, float) and math.isnan(x):
-            return "NaN"
-        if isinstance(x, (list, tuple)):
-            return [fix(y) for y in x]
-        if isinstance(x, dict):
-            return {str(k): fix(y) for k, y in x.items()}
-        if isinstance(x, torch.dtype):
-            return str(x)
-        return x
-    return json.loads(json.dumps(fix(v)))
 
 
 def check_v01_fixture(name: str, rename: dict[str, Any] | None = None) -> Any:
