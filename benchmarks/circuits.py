@@ -53,12 +53,12 @@ def _row(name: str, method: str, c: Circuit, truth: Circuit, cpr: float, cmd: fl
 
 def _bench(name: str, model: Model, task: CircuitTask, truth: Circuit, level: Literal["edge", "node"],
            acdc_threshold: float) -> None:
-    runner = EdgeRunner(model, build_graph(model), task)
+    runner = EdgeRunner(model, task)
     discover(model, task, method="eap", level=level, runner=runner)  # warm-up
     for method in ("exact", "eap", "eap-ig", "acdc"):
         c = discover(model, task, method=method, level=level, runner=runner, threshold=acdc_threshold,  # type: ignore[arg-type]
                      progress=False)
-        f = faithfulness(model, task, c, runner=runner)
+        f = faithfulness(model, task, circuit=c, runner=runner)
         _row(name, method + (" (5 steps)" if method == "eap-ig" else ""), c, truth, f.cpr, f.cmd)
         if method == "exact":
             print(f"|   | exact: {c.n_units / c.meta['seconds']:.0f} {level}s/s | | | | | |")
@@ -104,7 +104,7 @@ def smollm2() -> None:
 
     m = interp.load_model("smollm2-135m")
     task = ioi_task(m, n=4)
-    runner = EdgeRunner(m, build_graph(m), task)
+    runner = EdgeRunner(m, task)
     discover(m, task, method="eap", runner=runner)  # warm-up
     t0 = time.perf_counter()
     c = discover(m, task, method="eap", runner=runner)
@@ -119,7 +119,7 @@ def smollm2() -> None:
     print(f"SmolLM2 IOI ({len(ids)} pairs, {c.n_units} edges): EAP {t_eap:.2f}s vs one forward+backward "
           f"{t_fb:.2f}s = {t_eap / t_fb:.1f}x (goal <= 3x; EAP also holds the clean and corrupted runs' sender outputs)")
     ig = discover(m, task, method="eap-ig", runner=runner)
-    curve = faithfulness(m, task, ig, runner=runner)
+    curve = faithfulness(m, task, circuit=ig, runner=runner)
     print(f"EAP-IG (5 steps) {ig.meta['seconds']:.1f}s; faithfulness CPR {curve.cpr:.3f} CMD {curve.cmd:.3f}: "
           + ", ".join(f"{float(x):g}: {float(f):.2f}" for x, f in zip(curve.fractions, curve.faithfulness, strict=True)))
     print("top 12 edges:", ", ".join(f"{s}->{r}" for s, r, _ in ig.top(12).edge_list()))

@@ -109,7 +109,7 @@ def test_exact_edge_patching_matches_hand_written_loop(tiny_llama64: Model) -> N
             last, _ = _ref(m, task.input_ids, {(s, r)}, src)
             assert float(c.scores[i]) == pytest.approx(_ref_metric(task, last) - clean_val, abs=1e-9), names[i]
         # several edges at once (one run), and every edge (= the corrupted run)
-        runner = EdgeRunner(m, g, task)
+        runner = EdgeRunner(m, task, graph=g)
         pick = [3, 20, 41, 70]
         mask = g.dense(torch.isin(torch.arange(g.n_edges), torch.tensor(pick)).double())[None]
         last, _ = _ref(m, task.input_ids, {tuple(names[i].split("->")) for i in pick}, src)  # type: ignore[misc]
@@ -146,7 +146,7 @@ def _ref_metric_t(task: object, last: torch.Tensor) -> torch.Tensor:
 
 def test_eap_ig_one_step_is_eap_and_more_steps_differ(tiny_llama: Model) -> None:
     task = _task(tiny_llama)
-    runner = EdgeRunner(tiny_llama, build_graph(tiny_llama), task)
+    runner = EdgeRunner(tiny_llama, task, graph=build_graph(tiny_llama))
     eap = discover(tiny_llama, task, method="eap", runner=runner)
     ig1 = discover(tiny_llama, task, method="eap-ig", steps=1, runner=runner)
     ig4 = discover(tiny_llama, task, method="eap-ig", steps=4, runner=runner)
@@ -177,7 +177,7 @@ def test_gpt2_endpoints_and_layer0_edges(tiny_gpt2: Model) -> None:
     """GPT-2's fused q/k/v projection: no edge patched is the clean run, every edge the corrupted run, and
     patching every edge into layer 0's q/k/v is patching the token embedding that layer 0 reads."""
     task = _task(tiny_gpt2)
-    r = EdgeRunner(tiny_gpt2, build_graph(tiny_gpt2), task)
+    r = EdgeRunner(tiny_gpt2, task, graph=build_graph(tiny_gpt2))
     with torch.no_grad():
         corrupted = tiny_gpt2.run(task.corrupt_ids).logits[:, -1]
         clean = tiny_gpt2.run(task.input_ids).logits[:, -1]
@@ -204,7 +204,7 @@ def test_gpt2_endpoints_and_layer0_edges(tiny_gpt2: Model) -> None:
 def test_mean_and_zero_ablation_sources(tiny_llama: Model) -> None:
     for ablation in ("mean", "zero"):
         task = _task(tiny_llama, ablation=ablation)
-        r = EdgeRunner(tiny_llama, build_graph(tiny_llama), task)
+        r = EdgeRunner(tiny_llama, task, graph=build_graph(tiny_llama))
         if ablation == "zero":
             assert float(r.src_out.abs().max()) == 0.0
         else:
@@ -215,9 +215,9 @@ def test_mean_and_zero_ablation_sources(tiny_llama: Model) -> None:
 
 def test_faithfulness_endpoints_and_summaries(tiny_llama: Model) -> None:
     task = _task(tiny_llama)
-    runner = EdgeRunner(tiny_llama, build_graph(tiny_llama), task)
+    runner = EdgeRunner(tiny_llama, task, graph=build_graph(tiny_llama))
     c = discover(tiny_llama, task, method="exact", runner=runner)
-    curve = faithfulness(tiny_llama, task, c, runner=runner)
+    curve = faithfulness(tiny_llama, task, circuit=c, runner=runner)
     f = curve.faithfulness
     assert float(f[0]) == pytest.approx(0.0, abs=1e-5) and float(f[-1]) == pytest.approx(1.0, abs=1e-5)
     # CPR / CMD: trapezoids by hand
@@ -227,7 +227,7 @@ def test_faithfulness_endpoints_and_summaries(tiny_llama: Model) -> None:
     assert curve.cpr == pytest.approx(cpr, abs=1e-6) and curve.cmd == pytest.approx(cmd, abs=1e-6)
     # one size by hand: keep the top 10 edges, patch the rest
     top = c.top(10)
-    val = float(circuit_metric(tiny_llama, task, [top], runner=runner)[0])
+    val = float(circuit_metric(tiny_llama, task, circuits=[top], runner=runner)[0])
     g = runner.graph
     kept = set(map(tuple, g.edges[top.selected].tolist()))
     mask = torch.tensor([0.0 if (s, r) in kept else 1.0 for s, r in g.edges.tolist()])
@@ -236,11 +236,11 @@ def test_faithfulness_endpoints_and_summaries(tiny_llama: Model) -> None:
 
 def test_acdc_keeps_edges_that_matter(tiny_llama: Model) -> None:
     task = _task(tiny_llama, metric="kl")
-    runner = EdgeRunner(tiny_llama, build_graph(tiny_llama), task)
+    runner = EdgeRunner(tiny_llama, task, graph=build_graph(tiny_llama))
     c = discover(tiny_llama, task, method="acdc", threshold=0.02, runner=runner, progress=False)
     assert 0 < int(c.selected.sum()) < c.n_units
     # the kept circuit is within the threshold budget of the full model: its KL is small next to the empty circuit's
-    kl_kept = float(circuit_metric(tiny_llama, task, [c], runner=runner)[0])
+    kl_kept = float(circuit_metric(tiny_llama, task, circuits=[c], runner=runner)[0])
     assert kl_kept < 0.5 * runner.corrupted_value
     # every removed edge raised the distance by less than the threshold when it was removed
     assert bool((c.scores[~c.selected] < 0.02).all()) and bool((c.scores[c.selected] >= 0.02).all())
@@ -249,7 +249,7 @@ def test_acdc_keeps_edges_that_matter(tiny_llama: Model) -> None:
 def test_toy_model_k_composition_is_found() -> None:
     m = load_toy()
     task = induction_task(m)
-    runner = EdgeRunner(m, build_graph(m), task)
+    runner = EdgeRunner(m, task, graph=build_graph(m))
     truth = toy_truth(m)
     g = runner.graph
     names = g.edge_names()
@@ -285,7 +285,7 @@ def test_circuit_surface(tiny_llama: Model, tmp_path: object) -> None:
     fig = top.plot()
     assert fig.data and top.plot("scores").data
     assert "eap" in repr(top)
-    curve = faithfulness(tiny_llama, task, c, fractions=[0.0, 0.5, 1.0])
+    curve = faithfulness(tiny_llama, task, circuit=c, fractions=[0.0, 0.5, 1.0])
     assert isinstance(FaithfulnessCurve.load(curve.save(tmp_path / "f")), FaithfulnessCurve)  # type: ignore[operator]
     truth = Circuit.from_graph(build_graph(tiny_llama), top.selected.float(), top.selected)
     assert edge_auroc(c, truth) == 1.0

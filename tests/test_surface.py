@@ -176,8 +176,7 @@ def test_tools_take_the_model_first_and_inputs_second() -> None:
     """The one call shape: ``tool(model, inputs, *, options)`` (weight-only tools: ``tool(model, *, options)``)."""
 
     bad = []
-    # interp.circuits (issue 20, open) still takes its task and circuit positionally; it joins this list when it conforms
-    for pkg in ("lens", "patching", "probing", "heads", "features", "induction", "causal", "layers"):
+    for pkg in ("lens", "patching", "probing", "heads", "features", "induction", "causal", "layers", "circuits"):
         mod = importlib.import_module(f"interp.{pkg}")
         for name in mod.__all__:
             fn = getattr(mod, name)

@@ -8,7 +8,7 @@ Example:
     >>> m = load_toy()
     >>> task = induction_task(m)
     >>> c = discover(m, task, method="eap-ig", progress=False)
-    >>> curve = faithfulness(m, task, c)
+    >>> curve = faithfulness(m, task, circuit=c)
     >>> round(float(curve.faithfulness[0]), 6), round(float(curve.faithfulness[-1]), 6)  # no edge, every edge
     (0.0, 1.0)
 """

@@ -11,7 +11,7 @@ Example:
     >>> import torch
     >>> from interp.circuits import EdgeRunner, build_graph, induction_task, load_toy
     >>> m = load_toy()
-    >>> r = EdgeRunner(m, build_graph(m), induction_task(m))
+    >>> r = EdgeRunner(m, induction_task(m), graph=build_graph(m))
     >>> none, every = torch.zeros(1, 9, 25), r.graph.adjacency().float()[None]
     >>> [round(float(v), 3) for v in r.metric(torch.cat([none, every]))] == [round(r.clean_value, 3),
     ...                                                                      round(r.corrupted_value, 3)]
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from interp.circuits.graph import LAYOUTS, Graph, check_supported
+from interp.circuits.graph import LAYOUTS, Graph, build_graph, check_supported
 from interp.circuits.task import CircuitTask
 from interp.hooks import Lambda
 from interp.models import Model
@@ -42,8 +42,12 @@ class EdgeRunner:
         clean_value / corrupted_value: the metric of the clean run and of the run with every edge patched.
     """
 
-    def __init__(self, model: Model, graph: Graph, task: CircuitTask, *, memory_budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, model: Model, inputs: CircuitTask, *, graph: Graph | None = None,
+                 memory_budget: int = DEFAULT_BUDGET) -> None:
         check_supported(model)
+        task = inputs
+        if graph is None:
+            graph = build_graph(model)
         self.model, self.graph, self.task = model, graph, task
         self.memory_budget = memory_budget
         d = model.dims

@@ -84,7 +84,7 @@ def ioi_task(model: Model, *, n: int = 2) -> CircuitTask:
 TASKS = ("induction", "ioi")
 
 
-def named_task(model: Model, name: str) -> CircuitTask:
+def named_task(model: Model, *, name: str) -> CircuitTask:
     """A shipped task by name: ``"induction"`` (:func:`induction_task`, for the toy model) or ``"ioi"`` (:func:`ioi_task`)."""
     if name == "induction":
         return induction_task(model)

@@ -46,12 +46,12 @@ def _runner(model: Model, task: CircuitTask, graph: Graph | None, runner: EdgeRu
             memory_budget: int) -> EdgeRunner:
     if runner is not None:
         return runner
-    return EdgeRunner(model, graph or build_graph(model), task, memory_budget=memory_budget)
+    return EdgeRunner(model, task, graph=graph or build_graph(model), memory_budget=memory_budget)
 
 
 def discover(
     model: Model,
-    task: CircuitTask,
+    inputs: CircuitTask,
     *,
     method: Method = "eap-ig",
     level: Literal["edge", "node"] = "edge",
@@ -66,7 +66,7 @@ def discover(
 
     Args:
         model: a decoder of a supported family (see :func:`~interp.circuits.build_graph`).
-        task: a :class:`~interp.circuits.CircuitTask` (:func:`~interp.circuits.make_task`).
+        inputs: the task, a :class:`~interp.circuits.CircuitTask` (:func:`~interp.circuits.make_task`).
         method: ``"exact"``, ``"eap"``, ``"eap-ig"`` or ``"acdc"`` (module docs).
         level: ``"edge"`` or ``"node"`` (senders: the input, heads, MLPs).
         steps: EAP-IG's interpolation steps.
@@ -85,6 +85,7 @@ def discover(
         raise bad_value("level", level, "'edge' or 'node'")
     if method == "eap-ig" and (not isinstance(steps, int) or steps < 1):
         raise bad_value("steps", steps, "an int >= 1")
+    task = inputs
     r = _runner(model, task, graph, runner, memory_budget)
     g = r.graph
     t0 = time.perf_counter()
@@ -169,9 +170,9 @@ def _acdc(r: EdgeRunner, level: str, threshold: float, progress: bool | None) ->
 
 def faithfulness(
     model: Model,
-    task: CircuitTask,
-    circuit: Circuit,
+    inputs: CircuitTask,
     *,
+    circuit: Circuit,
     fractions: Sequence[float] = MIB_FRACTIONS,
     runner: EdgeRunner | None = None,
     memory_budget: int = DEFAULT_BUDGET,
@@ -180,11 +181,20 @@ def faithfulness(
 
     Each circuit keeps the top ``round(fraction * units)`` units by ``|score|``; every edge outside it is patched
     from the source run. All sizes go through stacked forwards. See :class:`~interp.circuits.FaithfulnessCurve`.
+
+    Args:
+        model: the model.
+        inputs: the task (:class:`~interp.circuits.CircuitTask`) the circuit was found for.
+        circuit: the scored :class:`~interp.circuits.Circuit`.
+        fractions: increasing fractions of the units in ``[0, 1]`` (default MIB's).
+        runner: a prepared :class:`~interp.circuits.EdgeRunner` to reuse.
+        memory_budget: bytes of stacked activations per forward.
     """
+    task = inputs
     fr = torch.tensor([float(x) for x in fractions])
     if fr.numel() < 2 or bool((fr < 0).any() | (fr > 1).any()) or bool((fr.diff() <= 0).any()):
         raise bad_value("fractions", list(fractions), "at least two increasing fractions in [0, 1]")
-    r = runner or EdgeRunner(model, circuit.graph_for(model), task, memory_budget=memory_budget)
+    r = runner or EdgeRunner(model, task, graph=circuit.graph_for(model), memory_budget=memory_budget)
     if r.graph.senders != circuit.senders or r.graph.receivers != circuit.receivers:
         raise BadInputError("the circuit was found on another graph than this model's")
     adj = r.graph.adjacency().float()
@@ -207,12 +217,19 @@ def faithfulness(
                              meta={"task": task.name, "ablation": task.ablation})
 
 
-def circuit_metric(model: Model, task: CircuitTask, circuits: Sequence[Circuit], *,
+def circuit_metric(model: Model, inputs: CircuitTask, *, circuits: Sequence[Circuit],
                    runner: EdgeRunner | None = None) -> torch.Tensor:
-    """The metric with only each circuit's selected edges clean (all others patched): ``[circuit]``."""
+    """The metric with only each circuit's selected edges clean (all others patched): ``[circuit]``.
+
+    Args:
+        model: the model.
+        inputs: the task (:class:`~interp.circuits.CircuitTask`).
+        circuits: circuits over the model's graph (their ``selected`` units are kept clean).
+        runner: a prepared :class:`~interp.circuits.EdgeRunner` to reuse.
+    """
     if not circuits:
         raise BadInputError("no circuits given")
-    r = runner or EdgeRunner(model, circuits[0].graph_for(model), task)
+    r = runner or EdgeRunner(model, inputs, graph=circuits[0].graph_for(model))
     adj = r.graph.adjacency().float()
     masks = torch.stack([adj - r.graph.dense(c.edge_mask().float()) for c in circuits])
     return r.metrics(masks)

@@ -59,18 +59,18 @@ def _task(args: argparse.Namespace, model: Any) -> Any:
             raise BadInputError(f"{args.task} must be a JSON object with 'clean' and 'corrupt' (and 'answer', 'wrong')")
         return make_task(model, spec["clean"], corrupt=spec["corrupt"], answer=spec.get("answer"),
                          wrong=spec.get("wrong"), name=path.stem)
-    return named_task(model, args.task)
+    return named_task(model, name=args.task)
 
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.circuits import EdgeRunner, build_graph, discover, faithfulness
+    from interp.circuits import EdgeRunner, discover, faithfulness
     from interp.report import Report
     from interp.trace.trace import command_line
 
     model = interp.load_model(args.model)
     task = _task(args, model)
-    runner = EdgeRunner(model, build_graph(model), task)
+    runner = EdgeRunner(model, task)
     c = discover(model, task, method=args.method, level=args.level, steps=args.steps, threshold=args.threshold,
                  runner=runner)
     chosen = c if args.method == "acdc" else c.top(args.top)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'sender':<10} {'receiver':<12} {'score':>10}")
     for s, r, w in chosen.edge_list()[:args.top]:
         print(f"{s:<10} {r:<12} {w:+10.4f}")
-    curve = faithfulness(model, task, c, runner=runner)
+    curve = faithfulness(model, task, circuit=c, runner=runner)
     print(f"faithfulness: CPR {curve.cpr:.3f}, CMD {curve.cmd:.3f}; "
           + ", ".join(f"{float(x):g}: {float(f):.2f}" for x, f in zip(curve.fractions, curve.faithfulness, strict=True)))
     rep = Report(f"interp circuit — {model.name}", command=command_line(), subtitle=f"task: {task.name}")

@@ -3,7 +3,7 @@ prompt is given."""
 
 from __future__ import annotations
 
-from interp.circuits import EdgeRunner, build_graph, discover, make_task
+from interp.circuits import EdgeRunner, discover, make_task
 from interp.circuits.graph import LAYOUTS
 from interp.report.document import Report
 from interp.report.sections.context import ReportContext
@@ -27,7 +27,7 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
     else:
         task = make_task(model, ctx.prompt, corrupt=ctx.corrupt, answer=answer, wrong=wrong, name="report")
         what = "the clean prediction's logit minus the corrupted prediction's"
-    runner = EdgeRunner(model, build_graph(model), task)
+    runner = EdgeRunner(model, task)
     c = discover(model, task, method="eap", runner=runner, progress=False)
     n = 10 if ctx.fast else 25
     top = c.top(n)
