@@ -16,6 +16,8 @@ PER_LAYER_SUFFIXES = [
     "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
     "mlp.hook_pre", "mlp.hook_post", "hook_attn_raw", "hook_mlp_raw", "mlp.hook_router_logits",
     "mlp.hook_router_weights", "mlp.hook_expert_out",
+    "hook_cross_attn_out", "cross_attn.hook_q", "cross_attn.hook_k", "cross_attn.hook_v", "cross_attn.hook_pattern",
+    "cross_attn.hook_z",  # encoder-decoder cross-attention (issue 25)
 ]
 GLOBAL_NAMES = ["hook_embed", "ln_final.hook_normalized", "logits"]
 

@@ -35,7 +35,7 @@ import torch
 
 from interp.errors import BadInputError
 from interp.sites import Component, HeadRef, Positions, Site, SiteSpec, normalize_positions, position_mask
-from interp.sites.names import _BY_SHORT
+from interp.sites.names import _BY_SHORT, split_stack
 from interp.sites.positions import index_list
 
 Heads = int | Sequence[int] | Sequence[HeadRef | tuple[int, int] | str] | str | None
@@ -69,9 +69,10 @@ def _site_spec(x: Any) -> Site | str:
         return Site.parse(x)
     if not isinstance(x, str):
         raise TypeError(f"an intervention's site must be a hook name or a Site, got {type(x).__name__}: {x!r}")
-    if any(ch in x for ch in "*?[") or (x in _BY_SHORT and _BY_SHORT[x].per_layer):
+    base = split_stack(x)[1]  # "encoder.resid_post.3": the same spellings on an encoder-decoder's stacks
+    if any(ch in x for ch in "*?[") or (base in _BY_SHORT and _BY_SHORT[base].per_layer):
         return x
-    head, _, layer = x.rpartition(".")
+    head, _, layer = base.rpartition(".")
     if head in _BY_SHORT and layer.startswith("-") and layer[1:].isdigit():
         return x  # a negative layer: resolved against the model
     return Site.parse(x)
@@ -80,6 +81,7 @@ def _site_spec(x: Any) -> Site | str:
 def _component_of(spec: Site | str) -> Component | None:
     if isinstance(spec, Site):
         return spec.component
+    spec = split_stack(spec)[1]
     if spec in _BY_SHORT:
         return _BY_SHORT[spec]
     head = spec.rpartition(".")[0]

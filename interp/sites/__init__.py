@@ -17,10 +17,20 @@ Example:
 """
 
 from interp.sites.heads import HeadRef, HeadSpec, parse_heads
-from interp.sites.names import SHORT_NAMES, Component, Site, SiteSpec, UnknownHookError, all_sites, resolve
+from interp.sites.names import (
+    SHORT_NAMES,
+    STACKS,
+    Component,
+    Site,
+    SiteSpec,
+    UnknownHookError,
+    all_sites,
+    resolve,
+    split_stack,
+)
 from interp.sites.positions import Positions, normalize_positions, position_mask, resolve_positions
 
 __all__ = [
-    "SHORT_NAMES", "Component", "HeadRef", "HeadSpec", "Positions", "Site", "SiteSpec", "UnknownHookError",
-    "all_sites", "normalize_positions", "parse_heads", "position_mask", "resolve", "resolve_positions",
+    "SHORT_NAMES", "STACKS", "Component", "HeadRef", "HeadSpec", "Positions", "Site", "SiteSpec", "UnknownHookError",
+    "all_sites", "normalize_positions", "parse_heads", "position_mask", "resolve", "resolve_positions", "split_stack",
 ]

@@ -64,6 +64,13 @@ class Component(Enum):
     ROUTER_LOGITS = "mlp.hook_router_logits"  # mixture of experts: the router's logits
     ROUTER_WEIGHTS = "mlp.hook_router_weights"  # the weight of each expert, zero where not chosen
     EXPERT_OUT = "mlp.hook_expert_out"  # each expert's weighted output (zero where not chosen)
+    # encoder-decoder cross-attention (decoder blocks only; queries from the decoder, keys/values from the encoder)
+    CROSS_ATTN_OUT = "hook_cross_attn_out"  # the cross-attention sublayer's output (before the residual add)
+    CROSS_Q = "cross_attn.hook_q"
+    CROSS_K = "cross_attn.hook_k"  # over the encoder's (source) positions
+    CROSS_V = "cross_attn.hook_v"  # over the encoder's (source) positions
+    CROSS_PATTERN = "cross_attn.hook_pattern"  # [batch, head, q_pos (decoder), k_pos (encoder)]
+    CROSS_Z = "cross_attn.hook_z"
     LN_FINAL = "ln_final.hook_normalized"
     LOGITS = "logits"
     HF = "hf"  # any submodule of the Hugging Face model, by its path (Site.module)
@@ -86,6 +93,12 @@ class Component(Enum):
     def pos_axis(self) -> int:
         """The axis that positions index (the query position for ``pattern``)."""
         return self.axes.index("q_pos") if "q_pos" in self.axes else self.axes.index("pos")
+
+    @property
+    def over_source(self) -> bool:
+        """True for cross-attention keys and values: their positions are the encoder's (the source's), not the
+        decoder's; ``cross_pattern``'s key axis is the source's too."""
+        return self in (Component.CROSS_K, Component.CROSS_V)
 
     @property
     def inside_attention(self) -> bool:
@@ -123,6 +136,8 @@ _SHORT_OF = {
     Component.LOGITS: "logits", Component.HF: "hf",
     Component.ATTN_RAW: "attn_raw", Component.MLP_RAW: "mlp_raw", Component.ROUTER_LOGITS: "router_logits",
     Component.ROUTER_WEIGHTS: "router_weights", Component.EXPERT_OUT: "expert_out",
+    Component.CROSS_ATTN_OUT: "cross_attn_out", Component.CROSS_Q: "cross_q", Component.CROSS_K: "cross_k",
+    Component.CROSS_V: "cross_v", Component.CROSS_PATTERN: "cross_pattern", Component.CROSS_Z: "cross_z",
 }
 _BY_SHORT = {v: k for k, v in _SHORT_OF.items()}
 SHORT_NAMES: tuple[str, ...] = tuple(s for s in _SHORT_OF.values() if s != "hf")
@@ -149,6 +164,12 @@ _AXES: dict[Component, tuple[str, ...]] = {
     Component.ROUTER_LOGITS: ("batch", "pos", "expert"),
     Component.ROUTER_WEIGHTS: ("batch", "pos", "expert"),
     Component.EXPERT_OUT: ("batch", "pos", "expert", "d_model"),
+    Component.CROSS_ATTN_OUT: ("batch", "pos", "d_model"),
+    Component.CROSS_Q: ("batch", "pos", "head", "d_head"),
+    Component.CROSS_K: ("batch", "pos", "head", "d_head"),
+    Component.CROSS_V: ("batch", "pos", "head", "d_head"),
+    Component.CROSS_PATTERN: ("batch", "head", "q_pos", "k_pos"),
+    Component.CROSS_Z: ("batch", "pos", "head", "d_head"),
 }
 
 # ASCII digits only, no leading zeros, nothing after the suffix (not even a newline).
@@ -177,15 +198,21 @@ class Site:
         layer: the block index, or ``None`` for ``embed``, ``ln_final``, ``logits`` and ``hf:`` sites.
         module: for ``Component.HF``, the dotted path of the Hugging Face submodule.
         io: for ``Component.HF``, read/edit the module's ``"output"`` (default) or its first ``"input"``.
+        stack: ``"encoder"`` or ``"decoder"`` for the two stacks of an encoder–decoder (the name then starts with
+            it: ``encoder.blocks.3.hook_resid_post``, short ``encoder.resid_post.3``); ``None`` for one-stack models.
     """
 
     component: Component
     layer: int | None = None
     module: str | None = None
     io: IO = "output"
+    stack: str | None = None
 
     def __post_init__(self) -> None:
         c = self.component
+        if self.stack is not None and (self.stack not in STACKS or c in (Component.HF, Component.LOGITS)):
+            raise BadInputError(f"stack must be None or one of {', '.join(STACKS)} (not on logits or hf: sites), "
+                                f"got {self.stack!r} for {c.value}")
         if c.per_layer and (self.layer is None or isinstance(self.layer, bool) or self.layer < 0):
             raise BadInputError(f"{c.value} needs a layer index >= 0, got {self.layer!r}")
         if not c.per_layer and self.layer is not None:
@@ -200,16 +227,18 @@ class Site:
         """The canonical name (the key in traces): ``blocks.3.hook_resid_post``, ``logits``, ``hf:model.norm``."""
         if self.component is Component.HF:
             return f"hf:{self.module}" + (":input" if self.io == "input" else "")
+        pre = f"{self.stack}." if self.stack else ""
         if self.layer is None:
-            return self.component.value
-        return f"blocks.{self.layer}.{self.component.value}"
+            return pre + self.component.value
+        return f"{pre}blocks.{self.layer}.{self.component.value}"
 
     @property
     def short(self) -> str:
         """The short form: ``resid_post.3``, ``z.0``, ``logits`` (``hf:`` sites keep their name)."""
         if self.component is Component.HF:
             return self.name
-        return self.component.short if self.layer is None else f"{self.component.short}.{self.layer}"
+        pre = f"{self.stack}." if self.stack else ""
+        return pre + (self.component.short if self.layer is None else f"{self.component.short}.{self.layer}")
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -234,6 +263,12 @@ class Site:
             return cls.parse(f"{name[0]}.{int(name[1])}")
         if not isinstance(name, str):
             raise TypeError(f"a hook name must be a str or Site, got {type(name).__name__}: {name!r}")
+        stack, rest = split_stack(name)
+        if stack is not None:  # an encoder-decoder stack: the same spellings after "encoder." / "decoder."
+            inner = cls.parse(rest)
+            if inner.component in (Component.HF, Component.LOGITS):
+                raise UnknownHookError(f"{name!r}: {inner.short} has no stack; write {inner.short!r} alone")
+            return cls(inner.component, inner.layer, stack=stack)
         m = _LAYER_NAME.fullmatch(name)
         if m:
             suffix = m.group(2)
@@ -264,6 +299,21 @@ class Site:
                 raise UnknownHookError(f"{name!r} names the component at every layer; one hook point needs a "
                                        f"layer: {name}.0 or blocks.0.{_BY_SHORT[name].value}")
         raise _bad_name(name)
+
+
+STACKS = ("encoder", "decoder")
+"""The two stacks of an encoder–decoder; their hook names start with ``encoder.`` / ``decoder.``."""
+
+
+def split_stack(name: str) -> tuple[str | None, str]:
+    """``("encoder", "resid_post.3")`` from ``"encoder.resid_post.3"``; ``(None, name)`` without a stack prefix.
+
+    Example:
+        >>> split_stack("decoder.blocks.1.cross_attn.hook_pattern"), split_stack("z.3")
+        (('decoder', 'blocks.1.cross_attn.hook_pattern'), (None, 'z.3'))
+    """
+    head, dot, rest = name.partition(".")
+    return (head, rest) if dot and head in STACKS else (None, name)
 
 
 def _is_int(x: object) -> bool:
@@ -328,6 +378,8 @@ def resolve(patterns: SiteSpec | Sequence[SiteSpec], available: Sequence[Site],
         patterns = [patterns]  # type: ignore[list-item]
     names = {s.name: s for s in available}
     n_layers = 1 + max((s.layer for s in available if s.layer is not None), default=-1)
+    stack_layers = {st: 1 + max((s.layer for s in available if s.layer is not None and s.stack == st), default=-1)
+                    for st in STACKS}
     module_set: set[str] | None = None
     chosen: set[Site] = set()
     extra: list[Site] = []
@@ -346,20 +398,23 @@ def resolve(patterns: SiteSpec | Sequence[SiteSpec], available: Sequence[Site],
                 raise _not_available(pat, names)
             chosen.update(hits)
             continue
-        elif pat in _BY_SHORT and _BY_SHORT[pat].per_layer:
-            hits = [s for s in available if s.component is _BY_SHORT[pat]]
+        elif split_stack(pat)[1] in _BY_SHORT and _BY_SHORT[split_stack(pat)[1]].per_layer:
+            st, comp_name = split_stack(pat)  # "encoder.resid_post": every layer of one stack
+            hits = [s for s in available if s.component is _BY_SHORT[comp_name] and (st is None or s.stack == st)]
             if not hits:
                 raise _not_available(pat, names)
             chosen.update(hits)
             continue
         else:
-            sm = _SHORT_LAYER.fullmatch(pat)
+            st, rest = split_stack(pat)
+            sm = _SHORT_LAYER.fullmatch(rest)
             if sm and sm.group(1) in _BY_SHORT and int(sm.group(2)) < 0:
-                layer = n_layers + int(sm.group(2))
+                n = n_layers if st is None else stack_layers[st]
+                layer = n + int(sm.group(2))
                 if layer < 0:
-                    raise UnknownHookError(f"layer {sm.group(2)} in {pat!r} is out of range for a model of "
-                                           f"{n_layers} layers (valid: {-n_layers}..{n_layers - 1})")
-                pat = f"{sm.group(1)}.{layer}"
+                    raise UnknownHookError(f"layer {sm.group(2)} in {pat!r} is out of range for a "
+                                           f"{'model' if st is None else st} of {n} layers (valid: {-n}..{n - 1})")
+                pat = f"{st + '.' if st else ''}{sm.group(1)}.{layer}"
             site = Site.parse(pat)
         if site.component is Component.HF:
             if modules is not None:

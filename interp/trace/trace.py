@@ -18,7 +18,7 @@ import torch
 
 from interp.errors import BadInputError, ModelMismatchError
 from interp.models import Model
-from interp.sites import Component, Positions, Site, SiteSpec, UnknownHookError, resolve_positions
+from interp.sites import Component, Positions, Site, SiteSpec, UnknownHookError, resolve_positions, split_stack
 
 SCHEMA_VERSION = 1
 
@@ -140,7 +140,9 @@ class Trace:
                     raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}; expected {len(axes)} axes "
                                      f"({', '.join(axes)})")
                 b_ax, p_ax = _batch_pos_axes(name)
-                k_ax = axes.index("k_pos") if "k_pos" in axes else p_ax
+                if site.component.over_source:  # cross-attention keys/values: the encoder's positions
+                    p_ax = b_ax
+                k_ax = axes.index("k_pos") if "k_pos" in axes and site.component is not Component.CROSS_PATTERN else p_ax
                 if t.shape[b_ax] != batch or t.shape[p_ax] != pos or t.shape[k_ax] != pos:
                     raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
                                      f"{batch} sequences of {pos} tokens")
@@ -205,8 +207,9 @@ class Trace:
             torch.Size([2, 576])
         """
         if layer is not None:
-            comp = Component.parse(hook) if not isinstance(hook, Site) else hook.component  # type: ignore[arg-type]
-            name = Site(comp, layer).name
+            st, base = split_stack(hook) if isinstance(hook, str) else (None, hook)
+            comp = Component.parse(base) if not isinstance(base, Site) else base.component  # type: ignore[arg-type]
+            name = Site(comp, layer, stack=st or self._one_stack()).name
         else:
             name = self._key(hook)  # type: ignore[arg-type]
         t = self[name]
@@ -235,12 +238,22 @@ class Trace:
 
     def stack(self, component: str | Component) -> torch.Tensor:
         """All layers of one component stacked: ``[layer, ...]``, e.g. ``stack("resid_post")``."""
-        comp = Component.parse(component)
-        layers = sorted(Site.parse(n).layer for n in self.activations  # type: ignore[type-var]
-                        if not n.startswith("hf:") and Site.parse(n).component is comp and Site.parse(n).layer is not None)
-        if not layers:
+        st, base = split_stack(component) if isinstance(component, str) else (None, component)
+        comp = Component.parse(base)
+        sites = sorted((s for s in map(Site.parse, (n for n in self.activations if not n.startswith("hf:")))
+                        if s.component is comp and s.layer is not None and (st is None or s.stack == st)),
+                       key=lambda s: s.layer)  # type: ignore[arg-type,return-value]
+        if not sites:
             raise UnknownHookError(f"this trace holds no {comp.short} activations; captured: {', '.join(self.names)}")
-        return torch.stack([self.activations[f"blocks.{L}.{comp.value}"] for L in layers])
+        if len({s.stack for s in sites}) > 1:
+            raise BadInputError(f"this trace holds {comp.short} of both stacks; name one: 'encoder.{comp.short}' or "
+                                f"'decoder.{comp.short}'")
+        return torch.stack([self.activations[s.name] for s in sites])
+
+    def _one_stack(self) -> str | None:
+        """The encoder–decoder stack this trace's hooks belong to, when they all belong to one (else ``None``)."""
+        stacks = {split_stack(n)[0] for n in self.activations} - {None}
+        return stacks.pop() if len(stacks) == 1 else None
 
     # -- the residual stream taken apart (interp.trace.decompose) -----------------------------------
     def accumulated_resid(self, layer: int | None = None, *, incl_mid: bool = False) -> tuple[torch.Tensor, list[str]]:
