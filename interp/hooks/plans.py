@@ -251,3 +251,24 @@ class HeadMask(Intervention):
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def original_blocks(model: Any) -> list[nn.Module]:
+    """``model``'s blocks in their own order, also while a :class:`LayerPlan` has swapped the block list (an
+    edit that installs itself can then find block ``i``'s modules whatever order the plans were installed in).
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from interp.models import from_hf
+        >>> m = from_hf(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=100)))
+        >>> undo = LayerPlan(order=(2, 0)).install(m)
+        >>> [type(b).__name__ for b in m.hf.transformer.h][:1], [type(b).__name__ for b in original_blocks(m)]
+        (['_Steps'], ['GPT2Block', 'GPT2Block', 'GPT2Block'])
+        >>> undo()
+    """
+    parent_path, _, attr = model.adapter.layers.rpartition(".")
+    parent = model.module(parent_path) if parent_path else model.hf
+    blocks = list(getattr(parent, attr))
+    if blocks and isinstance(blocks[0], _Steps):
+        return list(blocks[0]._blocks)
+    return blocks

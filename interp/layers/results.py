@@ -13,6 +13,7 @@ from interp.plot import heatmap, layer_curves
 from interp.trace.results import Result
 
 if TYPE_CHECKING:
+    import pandas as pd
     from plotly.graph_objects import Figure
 
 
@@ -30,13 +31,20 @@ class LayerDropResult(Result):
     He et al. 2024), ``skip_loss`` (the ``n`` blocks whose single removal raises the loss least), ``random``
     (seeded; the baseline).
 
-    Views: ``"accuracy"`` (default), ``"loglik"``.
+    With healing (``drop_layers(..., heal="norm" | "lora")``) each cell is also scored after a short seeded
+    fine-tune of the dropped model (:func:`~interp.layers.heal`), and the views draw the healed curves dashed
+    beside the unhealed ones.
+
+    Views: ``"accuracy"`` (default), ``"loglik"``, ``"heal_loss"`` (fine-tune loss before and after healing).
 
     Attributes:
         accuracy: ``[method, n_dropped]`` task accuracy (column 0: the unmodified model).
         loglik: ``[method, n_dropped]`` mean log-likelihood of the right answer (or per token).
         dropped: per method, per ``n``, the blocks (or sublayers) dropped, as ``"3"`` / ``"attn.3"`` strings.
         methods: the method names (rows); task: the task's name; chance: the accuracy of guessing.
+        healed_accuracy / healed_loglik: ``[method, n_dropped]`` the same after healing (``None`` without).
+        heal_loss: ``[method, n_dropped, when]`` mean next-token loss on the fine-tune texts ``before`` / ``after``
+            healing; healed: what was healed, how (one line; empty without healing).
 
     Example:
         >>> import torch
@@ -47,8 +55,11 @@ class LayerDropResult(Result):
     """
 
     AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"accuracy": ("method", "n_dropped"),
-                                                     "loglik": ("method", "n_dropped")}
-    VIEWS = ("accuracy", "loglik")
+                                                     "loglik": ("method", "n_dropped"),
+                                                     "healed_accuracy": ("method", "n_dropped"),
+                                                     "healed_loglik": ("method", "n_dropped"),
+                                                     "heal_loss": ("method", "n_dropped", "when")}
+    VIEWS = ("accuracy", "loglik", "heal_loss")
 
     accuracy: torch.Tensor
     loglik: torch.Tensor
@@ -57,27 +68,76 @@ class LayerDropResult(Result):
     task: str = ""
     chance: float = 0.0
     model_id: str = ""
+    healed_accuracy: torch.Tensor | None = None
+    healed_loglik: torch.Tensor | None = None
+    heal_loss: torch.Tensor | None = None
+    healed: str = ""
 
     def __post_init__(self) -> None:
         _rows(self.accuracy, self.methods, "accuracy")
-        if self.loglik.shape != self.accuracy.shape:
-            raise BadInputError(f"loglik has shape {tuple(self.loglik.shape)}, accuracy {tuple(self.accuracy.shape)}")
+        for name in ("loglik", "healed_accuracy", "healed_loglik"):
+            t = getattr(self, name)
+            if t is not None and t.shape != self.accuracy.shape:
+                raise BadInputError(f"{name} has shape {tuple(t.shape)}, accuracy {tuple(self.accuracy.shape)}")
+        if self.heal_loss is not None and tuple(self.heal_loss.shape) != (*self.accuracy.shape, 2):
+            raise BadInputError(f"heal_loss must be [method, n_dropped, 2], got {tuple(self.heal_loss.shape)}")
 
     def labels(self) -> dict[str, list[Any]]:
-        return {"method": list(self.methods), "n_dropped": list(range(self.accuracy.shape[1]))}
+        return {"method": list(self.methods), "n_dropped": list(range(self.accuracy.shape[1])),
+                "when": ["before", "after"]}
 
-    def _curves(self, t: torch.Tensor, y: str) -> Figure:
-        fig = layer_curves({m: t[i] for i, m in enumerate(self.methods)}, x_title="blocks (or sublayers) dropped",
+    def to_frame(self) -> pd.DataFrame:
+        """One row per method and number dropped: what was dropped, accuracy and log-likelihood, and with healing
+        the healed accuracy and log-likelihood and the fine-tune loss before and after."""
+        import pandas as pd
+
+        rows = []
+        for i, m in enumerate(self.methods):
+            for n in range(self.accuracy.shape[1]):
+                row: dict[str, Any] = {"method": m, "n_dropped": n,
+                                       "dropped": ",".join(self.dropped[i][n]) if self.dropped else "",
+                                       "accuracy": float(self.accuracy[i, n]), "loglik": float(self.loglik[i, n])}
+                if self.healed_accuracy is not None and self.healed_loglik is not None:
+                    row["healed_accuracy"] = float(self.healed_accuracy[i, n])
+                    row["healed_loglik"] = float(self.healed_loglik[i, n])
+                if self.heal_loss is not None:
+                    row["heal_loss_before"] = float(self.heal_loss[i, n, 0])
+                    row["heal_loss_after"] = float(self.heal_loss[i, n, 1])
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _curves(self, t: torch.Tensor, y: str, healed: torch.Tensor | None = None) -> Figure:
+        series = {m: t[i] for i, m in enumerate(self.methods)}
+        if healed is not None:
+            series.update({f"{m} (healed)": healed[i] for i, m in enumerate(self.methods)})
+        fig = layer_curves(series, x_title="blocks (or sublayers) dropped",
                            y_title=y, title=f"{y} on {self.task} as layers are dropped")
+        if healed is not None:
+            for tr in fig.data:
+                if str(tr.name).endswith("(healed)"):
+                    tr.line.dash = "dash"
         return fig
 
     def _view_accuracy(self) -> Figure:
-        """Accuracy per method against the number dropped."""
-        return self._curves(self.accuracy, "accuracy")
+        """Accuracy per method against the number dropped (healed: dashed)."""
+        return self._curves(self.accuracy, "accuracy", self.healed_accuracy)
 
     def _view_loglik(self) -> Figure:
-        """Mean log-likelihood of the right answer per method against the number dropped."""
-        return self._curves(self.loglik, "log-likelihood")
+        """Mean log-likelihood of the right answer per method against the number dropped (healed: dashed)."""
+        return self._curves(self.loglik, "log-likelihood", self.healed_loglik)
+
+    def _view_heal_loss(self) -> Figure:
+        """Fine-tune loss before and after healing per method against the number dropped (empty without
+        healing)."""
+        if self.heal_loss is None:
+            return layer_curves({}, x_title="blocks (or sublayers) dropped", y_title="loss",
+                                title="no healing was run")
+        series = {}
+        for i, m in enumerate(self.methods):
+            series[f"{m} before"] = self.heal_loss[i, :, 0]
+            series[f"{m} after"] = self.heal_loss[i, :, 1]
+        return layer_curves(series, x_title="blocks (or sublayers) dropped", y_title="next-token loss",
+                            title=f"healing: {self.healed}")
 
     def headline(self) -> dict[str, Any]:
         base = float(self.accuracy[0, 0]) if self.accuracy.numel() else float("nan")
@@ -85,6 +145,8 @@ class LayerDropResult(Result):
         for i, m in enumerate(self.methods):  # how many can go before accuracy falls below halfway to chance
             ok = (self.accuracy[i] >= self.chance + 0.5 * (base - self.chance)).tolist()
             out[f"{m}_n_at_half"] = next((n - 1 for n, v in enumerate(ok) if not v), len(ok) - 1)
+        if self.healed_accuracy is not None:
+            out["healed_at_max"] = float(self.healed_accuracy[:, -1].mean())
         return out
 
 

@@ -13,7 +13,8 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -97,7 +98,8 @@ def skip_losses(model: Model, inputs: Inputs) -> torch.Tensor:
 
 def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = METHODS, max_drop: int | None = None,
                 calibration: Task | None = None, seed: int = 0, batch_size: int = 32,
-                progress: bool | None = None) -> LayerDropResult:
+                heal: str | None = None, heal_texts: Inputs | None = None, heal_steps: int = 30,
+                heal_options: Mapping[str, Any] | None = None, progress: bool | None = None) -> LayerDropResult:
     """Score ``task`` with ``n = 0 .. max_drop`` blocks (or sublayers) dropped, chosen by each method.
 
     Args:
@@ -107,8 +109,13 @@ def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = ME
             most similar to their input), ``skip_loss`` (the blocks whose removal alone costs least), ``random``.
         max_drop: the most dropped (default ``n_layers - 1``; for ``attn``/``mlp`` up to ``n_layers``).
         calibration: the texts the choices are computed on (default: the task's first 32 prompts / texts).
-        seed: the random baseline's seed.
+        seed: the random baseline's seed (and the healing's).
         batch_size: sequences per forward when scoring.
+        heal: also score each cell after healing (:func:`~interp.layers.heal`): ``"norm"`` (fine-tune the final
+            norm only) or ``"lora"`` (LoRA adapters on the remaining blocks); ``None``: no healing.
+        heal_texts: the fine-tune texts (default: 64 paragraphs of the shipped corpus, not the heldout ones).
+        heal_steps: optimiser steps per healing; heal_options: further :func:`~interp.layers.heal` options
+            (``rank``, ``lr``, ``batch_size``, ``max_tokens``).
         progress: show a progress bar.
 
     Raises:
@@ -133,9 +140,38 @@ def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = ME
     acc = torch.zeros(len(methods), max_drop + 1)
     ll = torch.zeros(len(methods), max_drop + 1)
     dropped: list[tuple[tuple[str, ...], ...]] = []
+    if heal is not None:
+        from interp.layers.heal import TRAIN, corpus_texts
+        from interp.layers.heal import heal as heal_fn
+
+        if heal not in TRAIN:
+            raise bad_value("heal", heal, ", ".join(TRAIN))
+        h_texts = corpus_texts() if heal_texts is None else heal_texts
+        h_opts = dict(heal_options or {})
+    h_acc = torch.zeros(len(methods), max_drop + 1)
+    h_ll = torch.zeros(len(methods), max_drop + 1)
+    h_loss = torch.zeros(len(methods), max_drop + 1, 2)
+    description = ""
+
+    def healed(r: int, n: int, ivs: Sequence[Intervention]) -> None:
+        nonlocal description
+        assert heal is not None
+        h = heal_fn(model, h_texts, interventions=ivs, train=heal, steps=heal_steps, seed=seed, progress=False,
+                    **h_opts)
+        s = score(model, task, interventions=h.interventions, batch_size=batch_size, progress=False)
+        h_acc[r, n], h_ll[r, n] = s.accuracy, s.loglik
+        h_loss[r, n, 0], h_loss[r, n, 1] = h.loss_before, h.loss_after
+        what = "final norm" if heal == "norm" else f"LoRA rank {h_opts.get('rank', 4)} on the remaining blocks"
+        description = f"{what}, {heal_steps} Adam steps of {h_opts.get('batch_size', 8)} texts per cell, seed {seed}"
+
     bar = progress_bar(total=len(methods) * max_drop, desc="drop_layers", enabled=progress)
     for r, method in enumerate(methods):
         acc[r, 0], ll[r, 0] = base.accuracy, base.loglik
+        if heal is not None:
+            if r == 0:
+                healed(0, 0, [])
+            else:  # nothing dropped: the same healing for every method
+                h_acc[r, 0], h_ll[r, 0], h_loss[r, 0] = h_acc[0, 0], h_ll[0, 0], h_loss[0, 0]
         rows: list[tuple[str, ...]] = [()]
         for n in range(1, max_drop + 1):
             if method == "angular":
@@ -156,10 +192,17 @@ def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = ME
                 ivs, names = skip(model, blocks=chosen), tuple(map(str, chosen))
             s = score(model, task, interventions=ivs, batch_size=batch_size, progress=False)
             acc[r, n], ll[r, n] = s.accuracy, s.loglik
+            if heal is not None:
+                healed(r, n, ivs)
             rows.append(names)
             bar.update(1)
         dropped.append(tuple(rows))
     bar.close()
+    if heal is not None:
+        return LayerDropResult(accuracy=acc, loglik=ll, methods=tuple(methods), dropped=tuple(dropped),
+                               task=task.name, chance=base.chance, model_id=model.name, healed_accuracy=h_acc,
+                               healed_loglik=h_ll, heal_loss=h_loss,
+                               healed=description)
     return LayerDropResult(accuracy=acc, loglik=ll, methods=tuple(methods), dropped=tuple(dropped), task=task.name,
                            chance=base.chance, model_id=model.name)
 
