@@ -23,6 +23,7 @@ from interp.layers.metrics import (
     infonce,
     lidar,
     matrix_entropy,
+    quality_views,
     representation_quality,
 )
 from interp.layers.results import HeadImportanceResult, LayerDropResult, PaintersResult, PruningResult
@@ -38,7 +39,7 @@ from interp.layers.tasks import SHIPPED, ChoiceItem, Task, TaskScore, load_task,
 
 __all__ = [
     "METRICS", "SHIPPED", "ChoiceItem", "Healing", "ParamEdit", "corpus_texts", "heal", "HeadImportanceResult", "RepresentationResult", "curvature", "dime",
-    "infonce", "lidar", "matrix_entropy", "representation_quality", "JointEncodingResult", "joint_encoding",
+    "infonce", "lidar", "matrix_entropy", "quality_views", "representation_quality", "JointEncodingResult", "joint_encoding",
     "probe_transfer", "LayerDropResult", "PaintersResult", "PruningResult", "Task",
     "TaskScore", "angular_choice", "attention_entropy", "drop_layers", "head_importance", "head_mask", "load_task",
     "painters", "painters_plan", "parallel", "prune_heads", "reorder", "repeat", "reverse", "score", "shuffle",

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from interp.trace.results import Result
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
+
+    from interp.trace import TraceStore
 
 METRICS = ("prompt_entropy", "dataset_entropy", "curvature", "infonce", "lidar", "dime")
 
@@ -123,11 +126,14 @@ class RepresentationResult(Result):
     """Representation quality per layer (Skean et al. 2025): one row per metric, one column per block output.
 
     Views: ``"curves"`` (default; each metric over layers, min-max scaled so they share an axis; ``raw=True``
-    keeps the values), ``"metric"`` (one metric, ``name=``).
+    keeps the values), ``"metric"`` (one metric, ``name=``), ``"lens"`` (the scaled metrics beside the logit- or
+    tuned-lens ``KL(final || layer)`` per layer, set by :meth:`with_lens`).
 
     Attributes:
         values: ``[metric, layer]`` (layer ``i``: the output of block ``i``).
         metrics: row names; alpha: the Renyi order; n_prompts; n_views (augmentations per prompt); model_id.
+        lens_kl: ``[layer]`` the lens's mean ``KL(final || layer)`` (``None`` until :meth:`with_lens`); lens: its
+            name (``"logit"``, ``"tuned"``).
 
     Example:
         >>> import torch
@@ -136,8 +142,8 @@ class RepresentationResult(Result):
         [1.0, 2.0]
     """
 
-    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"values": ("metric", "layer")}
-    VIEWS = ("curves", "metric")
+    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"values": ("metric", "layer"), "lens_kl": ("layer",)}
+    VIEWS = ("curves", "metric", "lens")
 
     values: torch.Tensor
     metrics: tuple[str, ...] = ()
@@ -145,10 +151,49 @@ class RepresentationResult(Result):
     n_prompts: int = 0
     n_views: int = 0
     model_id: str = ""
+    lens_kl: torch.Tensor | None = None
+    lens: str = ""
 
     def __post_init__(self) -> None:
         if self.values.dim() != 2 or self.values.shape[0] != len(self.metrics):
             raise BadInputError(f"values must be [{len(self.metrics)} metrics, layer], got {tuple(self.values.shape)}")
+        if self.lens_kl is not None and tuple(self.lens_kl.shape) != (self.values.shape[1],):
+            raise BadInputError(f"lens_kl must be [{self.values.shape[1]} layers], got {tuple(self.lens_kl.shape)}")
+
+    def with_lens(self, lens: Any, name: str | None = None) -> RepresentationResult:
+        """This result with a lens's ``KL(final || layer)`` per layer beside it (the ``"lens"`` view).
+
+        Args:
+            lens: a ``[layer]`` tensor, or a lens result (:class:`~interp.lens.LogitLensResult`, from the logit or
+                a tuned lens): its ``kl_to_final`` averaged over the tokens it read, rows matched to blocks by
+                their layer labels (rows not labelled by a block number, e.g. ``embed``, are left out).
+            name: the lens's name (default: the result's ``lens`` attribute, or ``"logit"``).
+
+        Example:
+            >>> import torch
+            >>> r = RepresentationResult(values=torch.tensor([[1.0, 2.0]]), metrics=("curvature",))
+            >>> r.with_lens(torch.tensor([3.0, 0.5])).lens_kl.tolist()
+            [3.0, 0.5]
+        """
+        L = self.values.shape[1]
+        if isinstance(lens, torch.Tensor):
+            kl = lens.detach().float().flatten()
+            label = name or "logit"
+        elif hasattr(lens, "kl_to_final") and hasattr(lens, "read_mask"):
+            read = lens.read_mask().bool()
+            per_row = [float(r[read].double().mean()) for r in lens.kl_to_final]
+            labels = list(getattr(lens, "layer_labels", ())) or [str(i) for i in range(len(per_row))]
+            kl = torch.full((L,), float("nan"))
+            for lab, val in zip(labels, per_row, strict=True):
+                word = str(lab).split()[0]
+                if word.lstrip("-").isdigit() and -L <= int(word) < L:
+                    kl[int(word) % L] = val
+            label = name or str(getattr(lens, "lens", "logit"))
+        else:
+            raise BadInputError(f"lens must be a [layer] tensor or a lens result, got {type(lens).__name__}")
+        if kl.shape != (L,):
+            raise BadInputError(f"the lens KL has {kl.numel()} values for {L} layers")
+        return dataclasses.replace(self, lens_kl=kl, lens=label)
 
     def labels(self) -> dict[str, list[Any]]:
         return {"metric": list(self.metrics), "layer": list(range(self.values.shape[1]))}
@@ -171,6 +216,21 @@ class RepresentationResult(Result):
         return layer_curves(series, y_title="value" if raw else "min-max scaled",
                             title="representation quality per layer")
 
+    def _view_lens(self) -> Figure:
+        """The metrics and the lens's ``KL(final || layer)`` per layer, each min-max scaled to share one axis
+        (the legend gives the KL's range in nats); without :meth:`with_lens`, the metrics alone."""
+        fig_series = {}
+        for i, m in enumerate(self.metrics):
+            v = self.values[i]
+            fig_series[m] = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-12)
+        if self.lens_kl is not None:
+            k = self.lens_kl
+            ok = k[~k.isnan()]
+            lo, hi = (float(ok.min()), float(ok.max())) if ok.numel() else (0.0, 0.0)
+            fig_series[f"{self.lens} lens KL ({lo:.3g}..{hi:.3g} nats)"] = (k - lo) / max(hi - lo, 1e-12)
+        return layer_curves(fig_series, y_title="min-max scaled",
+                            title="representation quality and the lens's distance to the output, per layer")
+
     def _view_metric(self, name: str = "prompt_entropy") -> Figure:
         """One metric over layers."""
         return layer_curves({name: self.metric(name)}, y_title=name, title=f"{name} per layer")
@@ -182,14 +242,87 @@ class RepresentationResult(Result):
         return out
 
 
-def representation_quality(model: Model, inputs: Sequence[str], *, metrics: Sequence[str] = METRICS,
+def quality_views(inputs: Sequence[str], *, n_views: int = 4, seed: int = 0) -> list[str]:
+    """The texts :func:`representation_quality` reads: each prompt followed by ``n_views - 1`` augmented copies
+    (15% of words dropped, seeded). Capture these into a :class:`~interp.trace.TraceStore` (``resid_post``) to
+    compute the quality from the store.
+
+    Example:
+        >>> quality_views(["a b c d e f", "g h i j k l"], n_views=2)[::2]
+        ['a b c d e f', 'g h i j k l']
+    """
+    if isinstance(inputs, str) or not inputs or not all(isinstance(t, str) for t in inputs):
+        raise BadInputError("quality views need a list of prompt texts")
+    rng = random.Random(seed)
+    return [v for t in inputs for v in [t] + [_augment(t, rng) for _ in range(n_views - 1)]]
+
+
+class _Stream:
+    """Per-layer running statistics of sequences seen one at a time: each prompt's entropy and curvature (view 0)
+    as numbers, and every sequence's mean-pooled state; no token states are kept."""
+
+    def __init__(self, n_layers: int, n_views: int, metrics: Sequence[str], alpha: float) -> None:
+        self.v, self.alpha = n_views, alpha
+        self.want_entropy, self.want_curv = "prompt_entropy" in metrics, "curvature" in metrics
+        self.entropy: list[list[float]] = [[] for _ in range(n_layers)]
+        self.curv: list[list[float]] = [[] for _ in range(n_layers)]
+        self.pooled: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+
+    def add(self, seq: int, layer: int, z: torch.Tensor) -> None:
+        z = z.double()
+        self.pooled[layer].append(z.mean(0))
+        if seq % self.v == 0:
+            if self.want_entropy:
+                self.entropy[layer].append(float(matrix_entropy(z, self.alpha)))
+            if self.want_curv and z.shape[0] >= 3:
+                self.curv[layer].append(float(curvature(z)))
+
+
+def _from_model(model: Model, texts: Sequence[str], acc: _Stream, batch_size: int, progress: bool | None) -> None:
+    L = model.dims.n_layers
+    for s in progress_bar(range(0, len(texts), batch_size), desc="representations", enabled=progress):
+        ids, mask = model.encode(list(texts[s:s + batch_size]))
+        with torch.no_grad():
+            acts = run_with_hooks(model, ids, mask, capture="resid_post", stop_early=True).activations
+        for r in range(ids.shape[0]):
+            n = int(mask[r].sum())
+            for layer in range(L):
+                acc.add(s + r, layer, acts[f"blocks.{layer}.hook_resid_post"][r, :n])
+
+
+def _from_store(model: Model, store: TraceStore, acc: _Stream, progress: bool | None) -> int:
+    """Stream a store shard by shard (one shard's ``resid_post`` rows in memory at a time)."""
+    store.check_model(model)
+    L = model.dims.n_layers
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(L)]
+    missing = [n for n in names if n not in store.hooks]
+    if missing:
+        raise BadInputError(f"the store lacks {len(missing)} of the {L} resid_post hooks (e.g. {missing[0]}); "
+                            "capture hooks='resid_post' of quality_views(texts)")
+    _, mask_all = store.tokens()
+    for info in progress_bar(store.shards(), desc="representations", enabled=progress):
+        shard = store.read_shard(info, names)
+        lens = mask_all[info.start:info.stop].sum(1).tolist()
+        off = 0
+        for j, n in enumerate(lens):
+            for layer in range(L):
+                acc.add(info.start + j, layer, shard[names[layer]][off:off + int(n)])
+            off += int(n)
+    return store.n_seqs
+
+
+def representation_quality(model: Model, inputs: Sequence[str] | TraceStore, *, metrics: Sequence[str] = METRICS,
                            alpha: float = 1.0, n_views: int = 4, tau: float = 0.1, seed: int = 0,
                            batch_size: int = 16, progress: bool | None = None) -> RepresentationResult:
-    """Every metric at every block's output (``resid_post``), streamed batch by batch.
+    """Every metric at every block's output (``resid_post``), streamed one sequence at a time: per prompt only
+    its entropy and curvature (numbers) and each sequence's mean-pooled state are kept.
 
     Args:
         model: the model.
-        inputs: the prompts (texts; the view-based metrics need at least two).
+        inputs: the prompts (texts; the view-based metrics need at least two), or a
+            :class:`~interp.trace.TraceStore` holding ``resid_post`` of every layer for the texts of
+            :func:`quality_views` (sequence ``k * n_views + v`` is view ``v`` of prompt ``k``; without a view-based
+            metric every sequence is a prompt), read shard by shard.
         metrics: any of ``prompt_entropy``, ``dataset_entropy``, ``curvature``, ``infonce``, ``lidar``, ``dime``.
         alpha: the Renyi order of the entropies and DiME.
         n_views: augmented views per prompt for ``infonce``/``lidar``/``dime`` (words dropped at random, seeded;
@@ -197,53 +330,56 @@ def representation_quality(model: Model, inputs: Sequence[str], *, metrics: Sequ
         tau: the InfoNCE temperature.
         seed: the augmentation's seed.
         batch_size, progress: sequences per forward; progress bar.
+
+    Raises:
+        BadInputError: no prompts, an unknown metric, view-based metrics with one prompt or ``n_views < 2``, or
+            a store without every layer's ``resid_post`` or whose sequences do not split into ``n_views``.
     """
-    if isinstance(inputs, str) or not inputs or not all(isinstance(t, str) for t in inputs):
-        raise BadInputError("representation_quality needs a list of prompt texts")
+    from interp.trace import TraceStore
+
     bad = [m for m in metrics if m not in METRICS]
     if bad or not metrics:
         raise bad_value("metrics", bad[0] if bad else metrics, ", ".join(METRICS))
     viewed = {"infonce", "lidar", "dime"} & set(metrics)
-    if viewed and (len(inputs) < 2 or n_views < 2):
-        raise BadInputError(f"{', '.join(sorted(viewed))} need at least two prompts and n_views >= 2")
-    rng = random.Random(seed)
-    texts = list(inputs)
-    views = [[t] + [_augment(t, rng) for _ in range(n_views - 1)] for t in texts] if viewed else [[t] for t in texts]
-    flat = [v for vs in views for v in vs]
+    v = n_views if viewed else 1
     L = model.dims.n_layers
-    tokens: list[list[torch.Tensor]] = [[] for _ in range(L)]  # per layer, per prompt (view 0): [T, d]
-    pooled: list[list[torch.Tensor]] = [[] for _ in range(L)]  # per layer, per sequence: [d]
-    for s in progress_bar(range(0, len(flat), batch_size), desc="representations", enabled=progress):
-        ids, mask = model.encode(flat[s:s + batch_size])
-        with torch.no_grad():
-            acts = run_with_hooks(model, ids, mask, capture="resid_post", stop_early=True).activations
-        for layer in range(L):
-            a = acts[f"blocks.{layer}.hook_resid_post"].double()
-            for r in range(ids.shape[0]):
-                n = int(mask[r].sum())
-                pooled[layer].append(a[r, :n].mean(0))
-                if (s + r) % len(views[0]) == 0:
-                    tokens[layer].append(a[r, :n])
-    v = len(views[0])
+    acc = _Stream(L, v, metrics, alpha)
+    if isinstance(inputs, TraceStore):
+        n_seq = inputs.n_seqs
+        if n_seq % v or (viewed and (n_seq // v < 2 or v < 2)):
+            raise BadInputError(f"the store holds {n_seq} sequences: {', '.join(sorted(viewed)) or 'this'} needs "
+                                f"whole groups of n_views={v} views of at least two prompts (capture "
+                                "quality_views(texts, n_views=...))")
+        _from_store(model, inputs, acc, progress)
+        n_prompts = n_seq // v
+    else:
+        if isinstance(inputs, str) or not inputs or not all(isinstance(t, str) for t in inputs):
+            raise BadInputError("representation_quality needs a list of prompt texts or a TraceStore")
+        if viewed and (len(inputs) < 2 or n_views < 2):
+            raise BadInputError(f"{', '.join(sorted(viewed))} need at least two prompts and n_views >= 2")
+        flat = quality_views(inputs, n_views=v, seed=seed) if viewed else list(inputs)
+        _from_model(model, flat, acc, batch_size, progress)
+        n_prompts = len(inputs)
     rows: list[list[float]] = []
+    nan = float("nan")
     for m in metrics:
         row = []
         for layer in range(L):
-            P = torch.stack(pooled[layer]).view(len(texts), v, -1)
+            P = torch.stack(acc.pooled[layer]).view(n_prompts, v, -1)
             if m == "prompt_entropy":
-                val = torch.stack([matrix_entropy(z, alpha) for z in tokens[layer]]).mean()
+                val = sum(acc.entropy[layer]) / len(acc.entropy[layer])
             elif m == "dataset_entropy":
-                val = matrix_entropy(P[:, 0], alpha)
+                val = float(matrix_entropy(P[:, 0], alpha))
             elif m == "curvature":
-                cs = [curvature(z) for z in tokens[layer] if z.shape[0] >= 3]
-                val = torch.stack(cs).mean() if cs else torch.tensor(float("nan"))
+                cs = acc.curv[layer]
+                val = sum(cs) / len(cs) if cs else nan
             elif m == "infonce":
-                val = infonce(P[:, 0], P[:, 1], tau)
+                val = float(infonce(P[:, 0], P[:, 1], tau))
             elif m == "lidar":
-                val = lidar(P)
+                val = float(lidar(P))
             else:
-                val = dime(P[:, 0], P[:, 1], alpha, seed=seed)
-            row.append(float(val))
+                val = float(dime(P[:, 0], P[:, 1], alpha, seed=seed))
+            row.append(val)
         rows.append(row)
     return RepresentationResult(values=torch.tensor(rows, dtype=torch.float32), metrics=tuple(metrics), alpha=alpha,
-                                n_prompts=len(texts), n_views=v if viewed else 1, model_id=model.name)
+                                n_prompts=n_prompts, n_views=v, model_id=model.name)
