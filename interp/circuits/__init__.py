@@ -13,6 +13,15 @@ Example:
     (0.0, 1.0)
 """
 
+from interp.circuits.compiled import (
+    COMPILED,
+    compiled_config,
+    compiled_ids,
+    compiled_outputs,
+    compiled_task,
+    compiled_truth,
+    load_compiled,
+)
 from interp.circuits.engine import EdgeRunner
 from interp.circuits.graph import Graph, build_graph
 from interp.circuits.known import (
@@ -30,6 +39,7 @@ from interp.circuits.methods import METHODS, MIB_FRACTIONS, circuit_metric, disc
 from interp.circuits.result import Circuit, FaithfulnessCurve
 from interp.circuits.task import CircuitTask, make_task
 
-__all__ = ["IOI_PAIRS", "METHODS", "TASKS", "MIB_FRACTIONS", "Circuit", "CircuitTask", "EdgeRunner", "FaithfulnessCurve", "Graph",
-           "build_graph", "circuit_metric", "discover", "edge_auroc", "faithfulness", "induction_heads", "induction_task",
-           "ioi_task", "load_toy", "make_task", "named_task", "toy_truth", "truth_circuit"]
+__all__ = ["COMPILED", "IOI_PAIRS", "METHODS", "TASKS", "MIB_FRACTIONS", "Circuit", "CircuitTask", "EdgeRunner", "FaithfulnessCurve", "Graph",
+           "build_graph", "circuit_metric", "compiled_config", "compiled_ids", "compiled_outputs", "compiled_task",
+           "compiled_truth", "discover", "edge_auroc", "faithfulness", "induction_heads", "induction_task",
+           "ioi_task", "load_compiled", "load_toy", "make_task", "named_task", "toy_truth", "truth_circuit"]
