@@ -139,11 +139,12 @@ def test_edges_equal_frozen_finite_differences(setup: Any) -> None:
     if l1:
         pairs.append((l1[0], logits[0]))
     checked = 0
+    A = g.adjacency(dense=True)
     for src, tgt in pairs:
         spec = (g.kind[src], int(g.layer[src]), int(g.pos[src]), int(g.feature[src]))
         tspec = (g.kind[tgt], int(g.layer[tgt]), int(g.pos[tgt]), int(g.feature[tgt]))
         fd = frozen_fd(model, tcs, ids, spec, tspec)
-        assert float(g.adjacency[tgt, src]) == pytest.approx(fd, abs=1e-4), (g.node_name(src), g.node_name(tgt))
+        assert float(A[tgt, src]) == pytest.approx(fd, abs=1e-4), (g.node_name(src), g.node_name(tgt))
         checked += abs(fd) > 1e-6
     assert checked >= 3  # the comparisons were not all trivially zero
 
@@ -153,13 +154,14 @@ def test_graph_result_surface_and_pruning(setup: Any, tmp_path: Any) -> None:
     full = attribution_graph(model, ids, transcoders=tcs, node_threshold=1.0, edge_threshold=1.0, progress=False)
     pruned = attribution_graph(model, ids, transcoders=tcs, node_threshold=0.5, edge_threshold=0.8, progress=False)
     assert int(pruned.kept.sum()) < int(full.kept.sum())
-    assert int((pruned.adjacency != 0).sum()) < int((full.adjacency != 0).sum())
+    A_full, A_pruned = full.adjacency(dense=True), pruned.adjacency(dense=True)
+    assert int((A_pruned != 0).sum()) < int((A_full != 0).sum())
     # the kept edges are a subset with the same weights
-    nz = pruned.adjacency != 0
-    assert torch.allclose(pruned.adjacency[nz], full.adjacency[nz])
+    nz = A_pruned != 0
+    assert torch.allclose(A_pruned[nz], A_full[nz])
     # a target's edges plus constant terms reproduce its logit: sum of edges from all sources = demeaned logit - bias
     back = AttributionGraph.load(pruned.save(tmp_path / "g"))
-    assert torch.equal(back.adjacency, pruned.adjacency) and back.kind == pruned.kind
+    assert torch.equal(back.edge_weight, pruned.edge_weight) and back.kind == pruned.kind
     frame = pruned.to_frame()
     assert len(frame) == int(nz.sum()) and set(frame.columns) >= {"source", "target", "weight"}
     fig = pruned.plot()
@@ -168,5 +170,50 @@ def test_graph_result_surface_and_pruning(setup: Any, tmp_path: Any) -> None:
     few = attribution_graph(model, ids, transcoders=tcs, max_feature_nodes=4, batch_size=2, node_threshold=1.0,
                             edge_threshold=1.0, progress=False)
     feats = [i for i, k in enumerate(few.kind) if k == "feature"]
-    with_rows = sum(1 for i in feats if bool((few.adjacency[i] != 0).any()))
+    with_rows = len(set(few.edge_target.tolist()) & set(feats))
     assert with_rows <= 4
+
+
+def dense_reference_pruning(full: AttributionGraph, node_threshold: float, edge_threshold: float
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Circuit-tracer's pruning written out on the dense ``N x N`` adjacency of the unpruned graph: influence by a
+    matrix inverse (``w B (I - B)^-1``, not a power series), nodes then edges by cumulative share."""
+    A = full.adjacency(dense=True).double()
+    N = A.shape[0]
+    w = torch.zeros(N, dtype=torch.float64)
+    logits = [i for i, k in enumerate(full.kind) if k == "logit"]
+    w[logits] = full.value[logits].double() / full.value[logits].double().sum()
+    B = A.abs() / A.abs().sum(1, keepdim=True).clamp_min(1e-12)
+    influence = w @ B @ torch.linalg.inv(torch.eye(N, dtype=torch.float64) - B)
+    keep = torch.tensor([k in ("embedding", "logit") for k in full.kind])
+    prunable = [i for i, k in enumerate(full.kind) if k in ("feature", "error")]
+    vals = influence[prunable]
+    order = vals.argsort(descending=True)
+    cum = vals[order].cumsum(0) / vals.sum()
+    n_keep = int((cum < node_threshold).sum()) + 1
+    keep[torch.tensor(prunable)[order[:n_keep]]] = True
+    kA = A * keep[:, None] * keep[None, :]
+    score = kA.abs() / kA.abs().sum(1, keepdim=True).clamp_min(1e-12) * (influence + w)[:, None]
+    flat = score.flatten()
+    o = flat.argsort(descending=True)
+    n_e = int((flat[o].cumsum(0) / flat.sum() < edge_threshold).sum()) + 1
+    mask = torch.zeros(N * N, dtype=torch.bool)
+    mask[o[:n_e]] = True
+    return influence, keep, kA * mask.view(N, N)
+
+
+@pytest.mark.parametrize("max_feature_nodes", [None, 6])
+def test_row_block_pruning_equals_the_dense_computation(setup: Any, max_feature_nodes: int | None) -> None:
+    """The graph keeps only computed rows and prunes blockwise; the dense N x N computation of the same definition
+    (from the unpruned graph's edges) gives the same influence, kept nodes and kept edges."""
+    model, tcs, ids = setup
+    kw: dict[str, Any] = {"transcoders": tcs, "max_feature_nodes": max_feature_nodes, "batch_size": 4,
+                          "dtype": torch.float64, "progress": False, "max_logits": 3}
+    full = attribution_graph(model, ids, node_threshold=1.0, edge_threshold=1.0, **kw)
+    pruned = attribution_graph(model, ids, node_threshold=0.6, edge_threshold=0.9, **kw)
+    influence, keep, A = dense_reference_pruning(full, 0.6, 0.9)
+    assert torch.allclose(pruned.influence.double(), influence, rtol=1e-5, atol=1e-7)
+    assert torch.equal(pruned.kept, keep) and int(keep.sum()) < len(keep)
+    got = pruned.adjacency(dense=True).double()
+    assert torch.equal(got != 0, A != 0) and 0 < int((A != 0).sum()) < int((full.adjacency(dense=True) != 0).sum())
+    assert torch.allclose(got, A.float().double())

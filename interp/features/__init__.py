@@ -9,7 +9,9 @@
 - :class:`Transcoder` (MLP input → MLP output, optional skip) trained by the same step;
   :func:`train_on_model` trains SAEs and transcoders together on the fly from forwards of the model
   (stopped after the last needed layer, rows shuffled across a buffer of many batches).
-- :func:`attribution_graph`: per-layer transcoders, frozen attention and norms, direct effects between
+- :class:`CrossLayerTranscoder`: one dictionary for all MLPs, each layer's features writing to that and every later
+  MLP output, trained by the same fast step.
+- :func:`attribution_graph`: per-layer or cross-layer transcoders, frozen attention and norms, direct effects between
   active features, token embeddings, error nodes and the top logits, pruned by influence (:class:`AttributionGraph`).
 - :func:`steer` with :mod:`interp.hooks` interventions: ``FeatureEdit(site, sae=..., feature=...)``, or
   :func:`path_edits` of a flow graph; ``Splice(site, sae=...)`` replaces an activation by its reconstruction.
@@ -25,6 +27,7 @@ Example:
     torch.Size([2, 32])
 """
 
+from interp.features.clt import CrossLayerTranscoder
 from interp.features.dashboard import FeatureDashboard, feature_activations, feature_dashboard
 from interp.features.evaluate import SAEEvaluation, SplicedLoss, evaluate_sae, spliced_ce
 from interp.features.flow import (
@@ -52,7 +55,7 @@ from interp.features.transcoder import (
 from interp.features.validate import FlowValidation, validate_flow
 
 __all__ = [
-    "AttributionGraph", "attribution_graph", "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
+    "AttributionGraph", "attribution_graph", "CrossLayerTranscoder", "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
     "SparseAutoencoder", "SplicedLoss", "SteeringResult", "Transcoder", "TranscoderEvaluation",
     "activation_stream", "canonical_hook", "chance_similarity", "classify_features", "cosine_matrix", "describe",
     "evaluate_sae", "evaluate_transcoder", "feature_activations", "feature_dashboard", "feature_flow",

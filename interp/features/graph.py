@@ -1,6 +1,7 @@
 """Attribution graphs (Ameisen et al. 2025, circuit-tracer): which transcoder features drive the model's output.
 
-For one prompt and per-layer :class:`~interp.features.Transcoder` s, the model is *linearised* around its own
+For one prompt and per-layer :class:`~interp.features.Transcoder` s (or one
+:class:`~interp.features.CrossLayerTranscoder`), the model is *linearised* around its own
 forward: attention patterns and the norms' scales are frozen at their recorded values, each MLP is replaced by its
 transcoder (active features' decoder rows, the skip connection) plus an **error node** per (layer, position) that
 holds what the transcoder misses, so the replacement reproduces the recorded forward exactly. In that linear model
@@ -8,11 +9,16 @@ the **direct effect** of a source node on a target node is exact: ``edge = activ
 d activation(source)`` with every other feature's activation held fixed. Sources are active features, error nodes
 and token embeddings (per position); targets are active features (their encoder pre-activation) and the top logits
 at the last position (each the logit minus the mean logit, as circuit-tracer does; up to ``logit_probability`` of
-the probability mass, at most ``max_logits``). A layer without a transcoder has its whole MLP output as error.
+the probability mass, at most ``max_logits``). A layer without a transcoder has its whole MLP output as error. With a cross-layer transcoder a feature of layer
+``L`` writes to the MLP outputs of ``L`` and every later layer, so its edges reach targets through all of them.
 
 Rows are computed by batched backward passes (``batch_size`` targets per backward: the linear model runs on a
 batch of copies, one target each, truncated after the target's layer). With ``max_feature_nodes`` only the
 features of largest estimated influence on the logits get rows (circuit-tracer's greedy order).
+
+Memory: only the computed rows are held (``[rows, N]`` in ``dtype``, one per logit and per feature with a row, not
+``N x N``); influence is iterated over them in blocks, pruning looks only at kept rows and kept sources, and the
+result holds the kept edges as a sparse list (``edge_target``, ``edge_source``, ``edge_weight``).
 
 Pruning follows circuit-tracer: with ``A`` the adjacency (target, source) taken in absolute value and normalised
 so each target's row sums to 1, a node's influence is its total weight on the logits through all paths (``w (A +
@@ -35,15 +41,23 @@ import torch
 from interp.errors import BadInputError
 from interp.features.transcoder import Transcoder
 from interp.progress import progress as progress_bar
-from interp.trace.results import Result
+from interp.trace.results import Result, Upgrade
 
 if TYPE_CHECKING:
     import pandas as pd
     from plotly.graph_objects import Figure
 
+    from interp.features.clt import CrossLayerTranscoder
     from interp.models import Model
 
 KINDS = ("embedding", "feature", "error", "logit")
+
+
+def _edges_from_dense(tensors: dict[str, torch.Tensor], fields: dict[str, Any]) -> None:
+    """Schema 1 (interp 0.2 before the memory rework) held a dense ``adjacency [N, N]``; now the kept edges."""
+    A = tensors.pop("adjacency")
+    t, s = torch.nonzero(A, as_tuple=True)
+    tensors["edge_target"], tensors["edge_source"], tensors["edge_weight"] = t, s, A[t, s].float()
 
 
 @dataclass(frozen=True, repr=False)
@@ -58,7 +72,8 @@ class AttributionGraph(Result):
         pos: per node, the token position.
         feature: per node, the feature index (``-1`` for other kinds; for a logit its token id).
         value: per node: a feature's activation, an error node's norm, a logit's probability, 0 for embeddings.
-        adjacency: ``[target, source]`` direct effects (pruned edges and nodes are 0).
+        edge_target, edge_source, edge_weight: the kept edges (node indices and direct effects); pruned edges and
+            edges of pruned nodes are absent. :meth:`adjacency` gives them as a ``[target, source]`` matrix.
         influence: per node, its influence on the logits (before pruning).
         kept: per node, whether pruning kept it.
         hover: per node, a short text (a feature's top promoted tokens, a logit's token).
@@ -71,14 +86,18 @@ class AttributionGraph(Result):
         >>> import torch
         >>> g = AttributionGraph("a b", ("a", " b"), ("embedding", "feature", "logit"), torch.tensor([-1, 0, 2]),
         ...                      torch.tensor([0, 1, 1]), torch.tensor([-1, 5, 7]), torch.tensor([0.0, 2.0, 0.9]),
-        ...                      torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0.0, 3.0, 0]]), torch.tensor([1.0, 1, 1]),
-        ...                      torch.tensor([True, True, True]), ("a", "f5", "tok 7"))
+        ...                      torch.tensor([1, 2]), torch.tensor([0, 1]), torch.tensor([1.0, 3.0]),
+        ...                      torch.tensor([1.0, 1, 1]), torch.tensor([True, True, True]), ("a", "f5", "tok 7"))
         >>> g.to_frame()[["source", "target", "weight"]].values.tolist()
         [['emb@0 a', 'L0@1 f5', 1.0], ['L0@1 f5', 'logit tok 7', 3.0]]
+        >>> g.adjacency(dense=True)[2].tolist()
+        [0.0, 3.0, 0.0]
     """
 
-    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"adjacency": ("target", "source")}
+    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"edge_weight": ("edge",)}
     VIEWS: ClassVar[tuple[str, ...]] = ("graph",)
+    SCHEMA_VERSION: ClassVar[int] = 2
+    UPGRADES: ClassVar[Mapping[int, Upgrade]] = {1: _edges_from_dense}
 
     prompt: str
     tokens: tuple[str, ...]
@@ -87,7 +106,9 @@ class AttributionGraph(Result):
     pos: torch.Tensor
     feature: torch.Tensor
     value: torch.Tensor
-    adjacency: torch.Tensor
+    edge_target: torch.Tensor
+    edge_source: torch.Tensor
+    edge_weight: torch.Tensor
     influence: torch.Tensor
     kept: torch.Tensor
     hover: tuple[str, ...]
@@ -95,14 +116,26 @@ class AttributionGraph(Result):
 
     def __post_init__(self) -> None:
         n = len(self.kind)
-        if self.adjacency.shape != (n, n):
-            raise BadInputError(f"adjacency must be [{n}, {n}], got {tuple(self.adjacency.shape)}")
         for name in ("layer", "pos", "feature", "value", "influence", "kept"):
             if getattr(self, name).shape != (n,):
                 raise BadInputError(f"{name} must have one entry per node ({n})")
+        e = self.edge_weight.shape
+        if self.edge_target.shape != e or self.edge_source.shape != e or len(e) != 1:
+            raise BadInputError("edge_target, edge_source and edge_weight must be 1-d of one length")
+        if e[0] and (int(self.edge_target.max()) >= n or int(self.edge_source.max()) >= n
+                     or int(self.edge_target.min()) < 0 or int(self.edge_source.min()) < 0):
+            raise BadInputError(f"edge node indices must be in 0..{n - 1}")
         bad = set(self.kind) - set(KINDS)
         if bad:
             raise BadInputError(f"unknown node kinds {sorted(bad)}; valid: {', '.join(KINDS)}")
+
+    def adjacency(self, dense: bool = False) -> torch.Tensor:
+        """The kept edges as an ``[N, N]`` ``[target, source]`` matrix: a sparse COO tensor, or dense (``N^2``
+        entries: for small graphs)."""
+        n = len(self.kind)
+        A = torch.sparse_coo_tensor(torch.stack([self.edge_target, self.edge_source]), self.edge_weight,
+                                    (n, n), check_invariants=True).coalesce()
+        return A.to_dense() if dense else A
 
     def node_name(self, i: int) -> str:
         """A short unique name of node ``i`` (``L3@5 f120``, ``err L3@5``, ``emb@0 The``, ``logit Paris``)."""
@@ -116,21 +149,20 @@ class AttributionGraph(Result):
         return f"logit {self.hover[i]}"
 
     def labels(self) -> dict[str, list[Any]]:
-        names = [self.node_name(i) for i in range(len(self.kind))]
-        return {"target": names, "source": names}
+        return {"edge": [f"{self.node_name(int(s))} -> {self.node_name(int(t))}"
+                         for t, s in zip(self.edge_target.tolist(), self.edge_source.tolist(), strict=True)]}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per kept edge: source, target (names), weight, and both nodes' kind, layer and position."""
         import pandas as pd
 
-        t, s = torch.nonzero(self.adjacency, as_tuple=True)
         rows = []
-        for ti, si in zip(t.tolist(), s.tolist(), strict=True):
-            rows.append({"source": self.node_name(si), "target": self.node_name(ti),
-                         "weight": float(self.adjacency[ti, si]), "source_kind": self.kind[si],
-                         "target_kind": self.kind[ti], "source_layer": int(self.layer[si]),
-                         "target_layer": int(self.layer[ti]), "source_pos": int(self.pos[si]),
-                         "target_pos": int(self.pos[ti])})
+        for ti, si, w in zip(self.edge_target.tolist(), self.edge_source.tolist(), self.edge_weight.tolist(),
+                             strict=True):
+            rows.append({"source": self.node_name(si), "target": self.node_name(ti), "weight": float(w),
+                         "source_kind": self.kind[si], "target_kind": self.kind[ti],
+                         "source_layer": int(self.layer[si]), "target_layer": int(self.layer[ti]),
+                         "source_pos": int(self.pos[si]), "target_pos": int(self.pos[ti])})
         return pd.DataFrame(rows, columns=["source", "target", "weight", "source_kind", "target_kind", "source_layer",
                                            "target_layer", "source_pos", "target_pos"])
 
@@ -146,7 +178,7 @@ class AttributionGraph(Result):
     def headline(self) -> dict[str, Any]:
         kept = self.kept
         feats = sum(1 for i, k in enumerate(self.kind) if k == "feature" and bool(kept[i]))
-        return {"nodes": int(kept.sum()), "features": feats, "edges": int((self.adjacency != 0).sum())}
+        return {"nodes": int(kept.sum()), "features": feats, "edges": int(self.edge_weight.numel())}
 
     def _view_graph(self, max_edges: int = 400) -> Figure:
         from interp.plot import placed_graph
@@ -170,8 +202,7 @@ class AttributionGraph(Result):
             nodes.append((key[0] + (0.0 if m == 1 else 0.7 * (j / (m - 1) - 0.5)), float(key[1]), str(self.kind[i]),
                           f"{self.node_name(i)}\nvalue {float(self.value[i]):.3g}, influence "
                           f"{float(self.influence[i]):.3g}\n{self.hover[i]}"))
-        t, s = torch.nonzero(self.adjacency, as_tuple=True)
-        w = self.adjacency[t, s]
+        t, s, w = self.edge_target, self.edge_source, self.edge_weight
         edges = [(where[int(s[o])], where[int(t[o])], float(w[o]),
                   f"{self.node_name(int(s[o]))} → {self.node_name(int(t[o]))}: {float(w[o]):.3g}")
                  for o in w.abs().argsort(descending=True)[:max_edges].tolist()
@@ -182,6 +213,86 @@ class AttributionGraph(Result):
                             x_labels=[repr(tk)[1:-1] for tk in self.tokens], x_title="position",
                             y_title="layer (emb = -1, logits = top)", y_range=(-1.5, n_layers + 0.5),
                             title=f"Attribution graph: {self.prompt[:80]}")
+
+
+# -- the dictionaries the replacement uses ------------------------------------------------------------------------
+class _Replacement:
+    """What the linear model needs from per-layer transcoders or a cross-layer transcoder, in the model's units:
+    features read the MLP input ``x_in`` of their layer and write to the MLP outputs of ``out_layers(L)``."""
+
+    def __init__(self, transcoders: Mapping[int, Transcoder] | CrossLayerTranscoder, n_layers: int) -> None:
+        from interp.features.clt import CrossLayerTranscoder
+
+        self.clt: CrossLayerTranscoder | None = None
+        self.tcs: dict[int, Transcoder] = {}
+        if isinstance(transcoders, CrossLayerTranscoder):
+            if not transcoders.fitted:
+                raise BadInputError("the CrossLayerTranscoder is not fitted")
+            if max(transcoders.layers) >= n_layers:
+                raise BadInputError(f"the cross-layer transcoder reads layers {transcoders.layers}; this model has "
+                                    f"{n_layers}")
+            self.clt = transcoders
+            self.layers = list(transcoders.layers)
+        else:
+            if not isinstance(transcoders, Mapping):
+                raise BadInputError("transcoders must be {layer: Transcoder} or a CrossLayerTranscoder, got "
+                                    f"{type(transcoders).__name__}")
+            for lay, tc in transcoders.items():
+                if not isinstance(tc, Transcoder) or not tc.fitted:
+                    raise BadInputError(f"transcoders[{lay}] must be a fitted Transcoder, got {type(tc).__name__}")
+                if isinstance(lay, bool) or not isinstance(lay, int) or not -n_layers <= lay < n_layers:
+                    raise BadInputError(f"transcoder keys must be layers in 0..{n_layers - 1}, got {lay!r}")
+                self.tcs[lay % n_layers] = tc
+            self.layers = sorted(self.tcs)
+
+    def has(self, L: int) -> bool:
+        return L in self.layers
+
+    def writers(self, L_out: int) -> list[int]:
+        """The feature layers that write to layer ``L_out``'s MLP output."""
+        if self.clt is not None:
+            return [L for L in self.layers if L_out >= L] if L_out in self.layers else []
+        return [L_out] if L_out in self.tcs else []
+
+    def encode(self, L: int, x_in: torch.Tensor) -> torch.Tensor:
+        if self.clt is not None:
+            return self.clt.encode(x_in, layer=L)
+        return self.tcs[L].encode(x_in)
+
+    def enc_col(self, L: int, f: int, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w [d], b)`` with feature ``f``'s pre-activation ``x_in @ w + b``."""
+        if self.clt is not None:
+            i = self.clt.layers.index(L)
+            assert self.clt.W_enc_ is not None and self.clt.b_enc_ is not None
+            return (self.clt.W_enc_[i][:, f].to(dt) * float(self.clt.input_scale_[i]),
+                    self.clt.b_enc_[i][f].to(dt))
+        tc = self.tcs[L]  # a Transcoder never subtracts b_dec (an output-space bias) from its input
+        assert tc.W_enc_ is not None and tc.b_enc_ is not None
+        return tc.W_enc_[:, f].to(dt) * tc.input_scale_, tc.b_enc_[f].to(dt)
+
+    def dec(self, L: int, L_out: int, feats: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+        """``[len(feats), d]``: what one unit of each feature of layer ``L`` adds to layer ``L_out``'s output."""
+        if self.clt is not None:
+            return self.clt.decoder(L, L_out)[feats].to(dt)
+        tc = self.tcs[L]
+        assert tc.W_dec_ is not None
+        return tc.W_dec_[feats].to(dt) / tc.output_scale_
+
+    def const(self, L_out: int, x_in: torch.Tensor) -> torch.Tensor | float:
+        """The output bias plus the skip connection of layer ``L_out`` (``x_in [..., d]``)."""
+        if self.clt is not None:
+            return self.clt.bias_skip(x_in, layer=L_out)
+        tc = self.tcs[L_out]
+        out: torch.Tensor | float = 0.0
+        if tc.b_dec_ is not None:
+            out = tc.b_dec_.to(x_in.dtype) / tc.output_scale_
+        if tc.W_skip_ is not None:
+            out = out + (x_in * tc.input_scale_) @ tc.W_skip_.to(x_in.dtype) / tc.output_scale_
+        return out
+
+    def top_direction(self, L: int, f: int) -> torch.Tensor:
+        """A feature's write to its own layer's output (for the hover's top tokens)."""
+        return self.dec(L, L, torch.tensor([f]), torch.float32)[0]
 
 
 # -- the linearised model -----------------------------------------------------------------------------------------
@@ -214,16 +325,23 @@ def _scale(x: torch.Tensor, centered: bool, eps: float) -> torch.Tensor:
 class _Linear:
     """The replacement model's forward, run on ``n`` copies (one target each) with leaves for the sources."""
 
-    def __init__(self, model: Model, tcs: dict[int, Transcoder], fz: _Frozen) -> None:
+    def __init__(self, model: Model, rep: _Replacement, fz: _Frozen) -> None:
         self.w = model.weights
-        self.tcs, self.fz = tcs, fz
+        self.rep, self.fz = rep, fz
         self.dtype = fz.emb.dtype
+        self.dec_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _dec(self, L: int, L_out: int) -> torch.Tensor:
+        key = (L, L_out)
+        if key not in self.dec_cache:
+            self.dec_cache[key] = self.rep.dec(L, L_out, self.fz.active[L][1], self.dtype)
+        return self.dec_cache[key]
 
     def run(self, n: int, upto: int, targets: list[tuple[str, int, int, int]], need_logits: bool
             ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Forward through layers ``0..upto`` (and the unembedding if ``need_logits``); returns the per-copy target
         values ``[n]`` and the leaves (embedding ``[n, T, d]``, per-layer activations ``[n, N_L]``, errors)."""
-        w, fz, dt = self.w, self.fz, self.dtype
+        w, fz, dt, rep = self.w, self.fz, self.dtype, self.rep
         emb = fz.emb.unsqueeze(0).expand(n, -1, -1).clone().requires_grad_(True)
         acts = [a[2].to(dt).unsqueeze(0).expand(n, -1).clone().requires_grad_(True) for a in fz.active]
         errs = [e.unsqueeze(0).expand(n, -1, -1).clone().requires_grad_(True) for e in fz.err]
@@ -241,20 +359,18 @@ class _Linear:
             resid = resid + torch.einsum("nhte,hed->ntd", z, w.W_O[L].to(dt)) + w.b_O[L].to(dt)
             b2 = w.ln2_b[L].to(dt) if w.ln2_b is not None else None
             x_in = _norm(resid, fz.s2[L], w.ln2_w[L].to(dt), b2, fz.centered)
-            tc = self.tcs.get(L)
-            if tc is not None:
-                assert tc.W_enc_ is not None and tc.b_enc_ is not None and tc.W_dec_ is not None
+            if rep.has(L):
                 for i, pos, f in by_layer.get(L, []):
-                    out = out.index_add(0, torch.tensor([i]),
-                                        ((x_in[i, pos] * tc.input_scale_) @ tc.W_enc_[:, f].to(dt)
-                                         + tc.b_enc_[f].to(dt)).reshape(1))
-                pos_l, feat_l, _ = fz.active[L]
-                dec = tc.W_dec_[feat_l].to(dt) / tc.output_scale_  # [N, d]
-                mlp = torch.zeros_like(resid).index_add(1, pos_l, acts[L].unsqueeze(-1) * dec.unsqueeze(0))
-                mlp = mlp + (tc.b_dec_.to(dt) / tc.output_scale_ if tc.b_dec_ is not None else 0.0)
-                if tc.W_skip_ is not None:
-                    mlp = mlp + (x_in * tc.input_scale_) @ tc.W_skip_.to(dt) / tc.output_scale_
-                resid = resid + mlp + errs[L]
+                    wc, bc = rep.enc_col(L, f, dt)
+                    out = out.index_add(0, torch.tensor([i]), (x_in[i, pos] @ wc + bc).reshape(1))
+            writers = rep.writers(L)
+            if writers:
+                mlp = torch.zeros_like(resid)
+                for Ls in writers:
+                    pos_l = fz.active[Ls][0]
+                    if len(pos_l):
+                        mlp = mlp.index_add(1, pos_l, acts[Ls].unsqueeze(-1) * self._dec(Ls, L).unsqueeze(0))
+                resid = resid + mlp + rep.const(L, x_in) + errs[L]
             else:
                 resid = resid + errs[L]
         if need_logits:
@@ -269,14 +385,13 @@ class _Linear:
         return out, emb, acts, errs
 
 
-def _record(model: Model, ids: torch.Tensor, tcs: dict[int, Transcoder], dtype: torch.dtype
+def _record(model: Model, ids: torch.Tensor, rep: _Replacement, dtype: torch.dtype
             ) -> tuple[_Frozen, torch.Tensor]:
     n_layers = model.dims.n_layers
     hooks = ["blocks.0.hook_resid_pre", f"blocks.{n_layers - 1}.hook_resid_post"]
     for L in range(n_layers):
         hooks += [f"blocks.{L}.hook_resid_pre", f"blocks.{L}.hook_resid_mid", f"blocks.{L}.attn.hook_pattern",
                   f"blocks.{L}.hook_mlp_out"]
-    hooks += [tc.hook for tc in tcs.values()]
     with torch.no_grad():
         res = model.run(ids, capture=sorted(set(hooks)))
     a = {k: v[0].to(dtype) for k, v in res.trace.activations.items()}
@@ -289,56 +404,115 @@ def _record(model: Model, ids: torch.Tensor, tcs: dict[int, Transcoder], dtype: 
     s1 = [_scale(a[f"blocks.{L}.hook_resid_pre"], centered, eps) for L in range(n_layers)]
     s2 = [_scale(a[f"blocks.{L}.hook_resid_mid"], centered, eps) for L in range(n_layers)]
     sf = _scale(a[f"blocks.{n_layers - 1}.hook_resid_post"], centered, eps)
-    errs, active = [], []
     w = model.weights
+    x_in: dict[int, torch.Tensor] = {}
+    active: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for L in range(n_layers):
-        mlp_out = a[f"blocks.{L}.hook_mlp_out"]
-        tc = tcs.get(L)
-        if tc is None:
-            errs.append(mlp_out)
-            active.append((torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)))
+        if not rep.has(L):
+            active.append((torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                           torch.zeros(0, dtype=dtype)))
             continue
         b2 = w.ln2_b[L].to(dtype) if w.ln2_b is not None else None
-        x_in = _norm(a[f"blocks.{L}.hook_resid_mid"], s2[L], w.ln2_w[L].to(dtype), b2, centered)
+        x_in[L] = _norm(a[f"blocks.{L}.hook_resid_mid"], s2[L], w.ln2_w[L].to(dtype), b2, centered)
         with torch.no_grad():
-            z = tc.encode(x_in).to(dtype)
-            pred = (tc.decode(z) + tc.skip_out(x_in)).to(dtype)
+            z = rep.encode(L, x_in[L]).to(dtype)
         pos, feat = torch.nonzero(z > 0, as_tuple=True)
         active.append((pos, feat, z[pos, feat]))
+    errs = []
+    for L in range(n_layers):
+        mlp_out = a[f"blocks.{L}.hook_mlp_out"]
+        writers = rep.writers(L)
+        if not writers:
+            errs.append(mlp_out)
+            continue
+        with torch.no_grad():
+            pred = torch.zeros_like(mlp_out) + rep.const(L, x_in[L])
+            for Ls in writers:
+                pos_l, feat_l, act_l = active[Ls]
+                pred.index_add_(0, pos_l, act_l.unsqueeze(-1) * rep.dec(Ls, L, feat_l, dtype))
         errs.append(mlp_out - pred)
     fz = _Frozen(n_layers, a["blocks.0.hook_resid_pre"], s1, s2, sf,
                  [a[f"blocks.{L}.attn.hook_pattern"] for L in range(n_layers)], errs, active, centered, eps)
     return fz, res.logits[0, -1].to(dtype)
 
 
-def _influence(A: torch.Tensor, logit_w: torch.Tensor) -> torch.Tensor:
-    """Each node's total influence on the logits: ``w (B + B^2 + ...)`` with ``B = |A|`` row-normalised."""
-    B = A.abs()
-    B = B / B.sum(1, keepdim=True).clamp_min(1e-12)
-    cur = logit_w @ B
+# -- influence and pruning on computed rows only --------------------------------------------------------------------
+BLOCK = 256  # rows per block when iterating over the computed rows
+
+
+def _influence(rows: torch.Tensor, row_node: torch.Tensor, n_rows: int, logit_w: torch.Tensor) -> torch.Tensor:
+    """Each node's total influence on the logits, ``w (B + B^2 + ...)`` with ``B = |A|`` row-normalised, where ``A``
+    has only the first ``n_rows`` rows of ``rows`` (node ``row_node[r]`` each; every other row of ``A`` is 0). Works
+    in blocks of rows: no ``N x N`` matrix and no second copy of the rows."""
+    N = rows.shape[1]
+    inv = torch.empty(n_rows, dtype=torch.float64)
+    for r in range(0, n_rows, BLOCK):
+        inv[r:r + BLOCK] = 1.0 / rows[r:min(r + BLOCK, n_rows)].abs().sum(1, dtype=torch.float64).clamp_min(1e-12)
+    node = row_node[:n_rows]
+
+    def step(cur: torch.Tensor) -> torch.Tensor:
+        c = cur[node] * inv
+        live = torch.nonzero(c).flatten()
+        nxt = torch.zeros(N, dtype=torch.float64)
+        for r in range(0, len(live), BLOCK):
+            sel = live[r:r + BLOCK]
+            nxt += c[sel] @ rows[sel].abs().double()
+        return nxt
+
+    cur = step(logit_w)
     total = cur.clone()
-    for _ in range(A.shape[0]):
-        cur = cur @ B
+    for _ in range(N):
+        cur = step(cur)
         if float(cur.abs().sum()) < 1e-12:
             break
         total += cur
     return total
 
 
-def attribution_graph(model: Model, inputs: str | torch.Tensor, *, transcoders: Mapping[int, Transcoder],
+def _prune_edges(rows: torch.Tensor, row_node: torch.Tensor, n_rows: int, keep: torch.Tensor,
+                 influence: torch.Tensor, logit_w: torch.Tensor, edge_threshold: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kept edges ``(target, source, weight)``: among kept targets and kept sources, each edge scored by its
+    share of its target's (kept) incoming weight times the target's influence plus logit weight, kept in order of
+    score until ``edge_threshold`` of the total. Only the kept rows' kept columns are ever copied."""
+    kr = torch.nonzero(keep[row_node[:n_rows]]).flatten()
+    kc = torch.nonzero(keep).flatten()
+    if not len(kr) or not len(kc):
+        z = torch.zeros(0, dtype=torch.long)
+        return z, z.clone(), torch.zeros(0)
+    tgt_node = row_node[kr]
+    sub = rows[kr][:, kc].double()
+    weight_of_t = (influence + logit_w)[tgt_node]
+    score = sub.abs()
+    score /= score.sum(1, keepdim=True).clamp_min(1e-12)
+    score *= weight_of_t[:, None]
+    r, c = torch.nonzero(sub, as_tuple=True)
+    if edge_threshold < 1 and float(score.sum()) > 0:
+        flat = score[r, c]
+        o = flat.argsort(descending=True)
+        cum = flat[o].cumsum(0) / score.sum()
+        n_e = int((cum < edge_threshold).sum()) + 1
+        o = o[:n_e].sort().values
+        r, c = r[o], c[o]
+    return tgt_node[r], kc[c], sub[r, c].float()
+
+
+def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
+                      transcoders: Mapping[int, Transcoder] | CrossLayerTranscoder,
                       max_logits: int = 10, logit_probability: float = 0.95, max_feature_nodes: int | None = None,
                       node_threshold: float = 0.8, edge_threshold: float = 0.98, batch_size: int = 32,
                       dtype: torch.dtype = torch.float32, progress: bool | None = None) -> AttributionGraph:
-    """The attribution graph of the prompt ``inputs`` through per-layer ``transcoders`` (see the module docstring).
+    """The attribution graph of the prompt ``inputs`` through ``transcoders`` (see the module docstring).
 
     Args:
         model: the model.
         inputs: one prompt: a text (or token ids ``[T]`` / ``[1, T]``).
         transcoders: layer → :class:`~interp.features.Transcoder` of that block's MLP (layers without one have
-            their MLP output as error nodes).
+            their MLP output as error nodes), or one :class:`~interp.features.CrossLayerTranscoder`.
         max_logits, logit_probability: logit targets: the top tokens at the last position until this cumulative
             probability, at most ``max_logits``.
         max_feature_nodes: compute rows for at most this many features (by estimated influence; ``None``: all).
+            Memory grows with it: the computed rows are ``[rows, N]`` in ``dtype``.
         node_threshold, edge_threshold: cumulative-influence pruning (``1.0`` keeps everything).
         batch_size: targets per backward pass.
         dtype: computation dtype of the linear model (``torch.float64`` for exact checks).
@@ -357,24 +531,20 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *, transcoders: 
         True
     """
     n_layers = model.dims.n_layers
-    tcs: dict[int, Transcoder] = {}
-    for lay, tc in transcoders.items():
-        if not isinstance(tc, Transcoder) or not tc.fitted:
-            raise BadInputError(f"transcoders[{lay}] must be a fitted Transcoder, got {type(tc).__name__}")
-        if isinstance(lay, bool) or not isinstance(lay, int) or not -n_layers <= lay < n_layers:
-            raise BadInputError(f"transcoder keys must be layers in 0..{n_layers - 1}, got {lay!r}")
-        tcs[lay % n_layers] = tc
+    rep = _Replacement(transcoders, n_layers)
     for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold),
                     ("logit_probability", logit_probability)):
         if not 0 < float(v) <= 1:
             raise BadInputError(f"{name} must be in (0, 1], got {v!r}")
+    if max_feature_nodes is not None and (isinstance(max_feature_nodes, bool) or max_feature_nodes < 0):
+        raise BadInputError(f"max_feature_nodes must be None or an int >= 0, got {max_feature_nodes!r}")
     if isinstance(inputs, str):
         ids, _ = model.encode(inputs)
         text = inputs
     else:
         ids = torch.as_tensor(inputs).reshape(1, -1)
         text = ""
-    fz, last_logits = _record(model, ids, tcs, dtype)
+    fz, last_logits = _record(model, ids, rep, dtype)
     T = ids.shape[1]
     probs = torch.softmax(last_logits.double(), -1)
     top_p, top_t = probs.topk(max(1, max_logits))
@@ -396,72 +566,79 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *, transcoders: 
 
     for p in range(T):
         add("embedding", -1, p, -1, 0.0)
-    feat_node: list[list[int]] = []
+    feat_start: list[int] = []
     for L in range(n_layers):
         pl, fl, al = fz.active[L]
-        feat_node.append(list(range(len(kind), len(kind) + len(pl))))
+        feat_start.append(len(kind))
         for p_, f_, a_ in zip(pl.tolist(), fl.tolist(), al.tolist(), strict=True):
             add("feature", L, p_, f_, a_)
-    err_node = [[0] * T for _ in range(n_layers)]
+    err_start: list[int] = []
     for L in range(n_layers):
+        err_start.append(len(kind))
         for p in range(T):
-            err_node[L][p] = len(kind)
             add("error", L, p, -1, float(fz.err[L][p].norm()))
     logit_node = []
     for tok, pr in zip(top_t.tolist(), top_p.tolist(), strict=True):
         logit_node.append(len(kind))
         add("logit", n_layers, T - 1, tok, pr)
     N = len(kind)
-    A = torch.zeros(N, N, dtype=torch.float64)
-    lin = _Linear(model, tcs, fz)
+    features = [i for i in range(N) if kind[i] == "feature"]
+    limit = len(features) if max_feature_nodes is None else min(max_feature_nodes, len(features))
+    # the computed rows: one per logit and per feature that gets a row, filled in order
+    rows_mat = torch.zeros(n_logit + limit, N, dtype=dtype)
+    row_node = torch.full((n_logit + limit,), -1, dtype=torch.long)
+    n_rows = 0
+    lin = _Linear(model, rep, fz)
 
-    def rows(targets: list[int]) -> None:
+    def compute(targets: list[int]) -> None:
+        nonlocal n_rows
         spec = [("logit" if kind[i] == "logit" else "feature", layer[i], pos[i], feat[i]) for i in targets]
         need_logits = any(s[0] == "logit" for s in spec)
         upto = n_layers - 1 if need_logits else max(s[1] for s in spec)
         out, emb, acts, errs = lin.run(len(targets), upto, spec, need_logits)
-        leaves = [emb] + [a for a in acts] + [e for e in errs]
-        grads = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+        grads = torch.autograd.grad(out.sum(), [emb, *acts, *errs], allow_unused=True)
         g_emb, g_acts, g_errs = grads[0], grads[1:1 + n_layers], grads[1 + n_layers:]
-        tt = torch.tensor(targets)
-        if g_emb is not None:
-            A[tt[:, None], torch.arange(T)[None, :]] = (g_emb * fz.emb.unsqueeze(0)).sum(-1).double()
-        for L in range(n_layers):
-            ga, ge = g_acts[L], g_errs[L]
-            if ga is not None and feat_node[L]:
-                A[tt[:, None], torch.tensor(feat_node[L])[None, :]] = (ga * fz.active[L][2].to(dtype)).double()
-            if ge is not None:
-                A[tt[:, None], torch.tensor(err_node[L])[None, :]] = (ge * fz.err[L].unsqueeze(0)).sum(-1).double()
+        r0, r1 = n_rows, n_rows + len(targets)
+        row_node[r0:r1] = torch.tensor(targets)
+        blk = rows_mat[r0:r1]
+        with torch.no_grad():
+            if g_emb is not None:
+                blk[:, :T] = (g_emb * fz.emb.unsqueeze(0)).sum(-1)
+            for L in range(n_layers):
+                ga, ge = g_acts[L], g_errs[L]
+                n_f = len(fz.active[L][0])
+                if ga is not None and n_f:
+                    blk[:, feat_start[L]:feat_start[L] + n_f] = ga * fz.active[L][2].to(dtype)
+                if ge is not None:
+                    blk[:, err_start[L]:err_start[L] + T] = (ge * fz.err[L].unsqueeze(0)).sum(-1)
+        n_rows = r1
 
-    features = [i for L in range(n_layers) for i in feat_node[L]]
     logit_w = torch.zeros(N, dtype=torch.float64)
     logit_w[logit_node] = top_p / top_p.sum()
-    todo_batches: list[list[int]] = [logit_node[i:i + batch_size] for i in range(0, len(logit_node), batch_size)]
-    limit = len(features) if max_feature_nodes is None else min(max_feature_nodes, len(features))
-    bar = progress_bar(total=len(todo_batches) + -(-limit // batch_size), desc="attribution", enabled=progress,
+    logit_batches = [logit_node[i:i + batch_size] for i in range(0, len(logit_node), batch_size)]
+    bar = progress_bar(total=len(logit_batches) + -(-limit // batch_size), desc="attribution", enabled=progress,
                        unit="batch")
     try:
-        for b in todo_batches:
-            rows(b)
+        for b in logit_batches:
+            compute(b)
             bar.update(1)
-        done: set[int] = set()
         if max_feature_nodes is None:
             order = sorted(features, key=lambda i: (layer[i], pos[i]))
             for s in range(0, len(order), batch_size):
-                rows(order[s:s + batch_size])
+                compute(order[s:s + batch_size])
                 bar.update(1)
-            done = set(order)
         else:
+            done: set[int] = set()
             while len(done) < limit:
-                inf = _influence(A, logit_w)
+                inf = _influence(rows_mat, row_node, n_rows, logit_w)
                 cand = sorted((i for i in features if i not in done), key=lambda i: -float(inf[i]))
                 pick = cand[:min(batch_size, limit - len(done))]
-                rows(pick)
+                compute(pick)
                 done.update(pick)
                 bar.update(1)
     finally:
         bar.close()
-    influence = _influence(A, logit_w)
+    influence = _influence(rows_mat, row_node, n_rows, logit_w)
     keep = torch.zeros(N, dtype=torch.bool)
     keep[:T] = True
     keep[logit_node] = True
@@ -471,23 +648,12 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *, transcoders: 
         order_t = vals.argsort(descending=True)
         cum = vals[order_t].cumsum(0) / vals.sum().clamp_min(1e-30)
         n_keep = int((cum < node_threshold).sum()) + 1 if node_threshold < 1 else len(prunable)
-        for j in order_t[:n_keep].tolist():
-            keep[prunable[j]] = True
-    kept_A = A * keep[:, None] * keep[None, :]
-    B = kept_A.abs() / kept_A.abs().sum(1, keepdim=True).clamp_min(1e-12)
-    score = B * (influence + logit_w)[:, None]
-    if edge_threshold < 1 and float(score.sum()) > 0:
-        flat = score.flatten()
-        o = flat.argsort(descending=True)
-        cum = flat[o].cumsum(0) / flat.sum()
-        n_e = int((cum < edge_threshold).sum()) + 1
-        mask = torch.zeros_like(flat, dtype=torch.bool)
-        mask[o[:n_e]] = True
-        kept_A = kept_A * mask.view(N, N)
-    hover = _hover(model, tcs, kind, layer, feat, keep)
+        keep[torch.tensor(prunable)[order_t[:n_keep]]] = True
+    e_t, e_s, e_w = _prune_edges(rows_mat, row_node, n_rows, keep, influence, logit_w, edge_threshold)
+    hover = _hover(model, rep, kind, layer, feat, keep)
     tokens = tuple(model.to_str_tokens(ids)[0])
     return AttributionGraph(text, tokens, tuple(kind), torch.tensor(layer), torch.tensor(pos), torch.tensor(feat),
-                            torch.tensor(value, dtype=torch.float32), kept_A.float(), influence.float(), keep,
+                            torch.tensor(value, dtype=torch.float32), e_t, e_s, e_w, influence.float(), keep,
                             tuple(hover), model.name)
 
 
@@ -514,7 +680,7 @@ def load_transcoders(path: str | None = None) -> dict[int, Transcoder]:
     return out
 
 
-def _hover(model: Model, tcs: dict[int, Transcoder], kind: list[str], layer: list[int], feat: list[int],
+def _hover(model: Model, rep: _Replacement, kind: list[str], layer: list[int], feat: list[int],
            keep: torch.Tensor) -> list[str]:
     """A feature's top promoted tokens (its decoder row through the unembedding), a logit's token."""
     W_U = model.weights.W_U
@@ -523,9 +689,7 @@ def _hover(model: Model, tcs: dict[int, Transcoder], kind: list[str], layer: lis
         if k == "logit":
             out.append(model.to_str_tokens(torch.tensor([[feat[i]]]))[0][0])
         elif k == "feature" and bool(keep[i]) and W_U is not None:
-            tc = tcs[layer[i]]
-            assert tc.W_dec_ is not None
-            top = (tc.W_dec_[feat[i]].float() @ W_U.float()).topk(min(5, W_U.shape[1])).indices
+            top = (rep.top_direction(layer[i], feat[i]).float() @ W_U.float()).topk(min(5, W_U.shape[1])).indices
             out.append("top tokens: " + ", ".join(repr(t) for t in model.to_str_tokens(top.view(1, -1))[0]))
         else:
             out.append("")

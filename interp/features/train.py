@@ -295,6 +295,30 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[
         return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
 
 
+def sparse_back(grads: dict[str, torch.Tensor], names: tuple[str, str, str], ix: torch.Tensor, v: torch.Tensor,
+                act: torch.Tensor, g_out: torch.Tensor, W_dec: torch.Tensor, u: torch.Tensor) -> None:
+    """Accumulate into ``grads[names]`` (decoder, encoder ``[d_sae, d_in]``, encoder bias) the gradients of
+    ``out = sum_j act_j W_dec[ix_j]`` with ``act = ReLU(v)``, ``v`` the pre-activations from inputs ``u``, given
+    ``g_out = d loss / d out`` (``ix`` sorted per row): an SDDMM for ``d act``, then the transposed pattern's CSR
+    times ``g_out`` and ``u``, written into the gradient buffers."""
+    S = W_dec.shape[0]
+    n, kk = ix.shape
+    flat = ix.reshape(-1)
+    pattern = _csr(torch.arange(0, n * kk + 1, kk), flat, torch.ones(n * kk, dtype=g_out.dtype), (n, S))
+    g_act = torch.sparse.sampled_addmm(pattern, g_out, W_dec.T, beta=0.0).values().view(n, kk)
+    g_pre = (g_act * (v > 0)).reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    rows = torch.div(order, kk, rounding_mode="floor").to(torch.int32)
+    crow = torch.zeros(S + 1, dtype=torch.int32)
+    crow[1:] = torch.bincount(flat, minlength=S).cumsum(0)
+    for name, val, dense in ((names[0], act.reshape(-1)[order], g_out), (names[1], g_pre[order], u)):
+        first = name not in grads
+        acc = torch.empty(S, dense.shape[1]) if first else grads[name]
+        grads[name] = torch.addmm(acc, _csr(crow, rows, val, (S, n)), dense, beta=0.0 if first else 1.0, out=acc)
+    gb = torch.zeros(S).index_add_(0, flat, g_pre)
+    grads[names[2]] = gb if names[2] not in grads else grads[names[2]].add_(gb)
+
+
 def _topk_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, since_fired: torch.Tensor
                 ) -> tuple[dict[str, float], torch.Tensor]:
     """:func:`_topk_backward` on weights in the saved layout (``W_enc [d_in, d_sae]``); sets their ``.grad``."""
@@ -333,23 +357,7 @@ def _topk_backward(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, 
     grads: dict[str, torch.Tensor] = {}
 
     def back(ix: torch.Tensor, v: torch.Tensor, act: torch.Tensor, g_out: torch.Tensor) -> None:
-        """Accumulate gradients of ``sum_j act_j W_dec[ix_j]`` (act = ReLU(v), ``ix`` sorted per row) given
-        ``d loss / d out``: SDDMM for ``d act``, then the transposed pattern's CSR times ``g_out`` and ``u``."""
-        n, kk = ix.shape
-        flat = ix.reshape(-1)
-        pattern = _csr(torch.arange(0, n * kk + 1, kk), flat, torch.ones(n * kk, dtype=g_out.dtype), (n, S))
-        g_act = torch.sparse.sampled_addmm(pattern, g_out, W_dec.T, beta=0.0).values().view(n, kk)
-        g_pre = (g_act * (v > 0)).reshape(-1)
-        order = torch.argsort(flat, stable=True)
-        rows = torch.div(order, kk, rounding_mode="floor").to(torch.int32)
-        crow = torch.zeros(S + 1, dtype=torch.int32)
-        crow[1:] = torch.bincount(flat, minlength=S).cumsum(0)
-        for name, val, dense in (("W_dec", act.reshape(-1)[order], g_out), ("W_enc", g_pre[order], u)):
-            first = name not in grads
-            acc = torch.empty(S, dense.shape[1]) if first else grads[name]
-            grads[name] = torch.addmm(acc, _csr(crow, rows, val, (S, n)), dense, beta=0.0 if first else 1.0, out=acc)
-        gb = torch.zeros(S).index_add_(0, flat, g_pre)
-        grads["b_enc"] = gb if "b_enc" not in grads else grads["b_enc"].add_(gb)
+        sparse_back(grads, ("W_dec", "W_enc", "b_enc"), ix, v, act, g_out, W_dec, u)
 
     c = 2.0 / (B * max(total_var, 1e-12))
     g_out = err * c
@@ -414,4 +422,4 @@ def _read_checkpoint(sae: SparseAutoencoder, ckpt: Path) -> tuple[dict[str, torc
     return params, adam, t["since_fired"].clone(), dict(meta["state"]), meta["history"]
 
 
-__all__ = ["Fitter", "as_source", "iter_rows", "sparse_decode", "train_sae"]
+__all__ = ["Fitter", "as_source", "iter_rows", "sparse_back", "sparse_decode", "train_sae"]
