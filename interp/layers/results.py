@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from interp.errors import BadInputError
-from interp.plot import heatmap, layer_curves
+from interp.plot import heatmap, layer_curves, scatter
 from interp.trace.results import Result
 
 if TYPE_CHECKING:
@@ -213,12 +214,19 @@ class HeadImportanceResult(Result):
     """Head importance (Michel et al. 2019): ``I_h = E_x |dL(x)/dxi_h|``, the expected absolute gradient of each
     sequence's loss with respect to a mask ``xi_h`` scaling head ``h``'s output, from one backward per batch.
 
-    Views: ``"heatmap"`` (default; layer x head), ``"ranked"`` (sorted importance).
+    :meth:`compare` sets other per-head scores beside the importance (a per-head patching effect from
+    :func:`interp.patching.activation_patching`, induction scores from :func:`interp.induction.induction_scores`,
+    any ``[layer, head]`` tensor) and :meth:`spearman` gives the rank correlation with each.
+
+    Views: ``"heatmap"`` (default; layer x head), ``"ranked"`` (sorted importance), ``"compare"`` (each compared
+    score's rank against the importance rank, one point per head).
 
     Attributes:
         importance: ``[layer, head]`` mean over sequences of ``|dL/dxi|``.
         normalized: ``[layer, head]`` importance divided by its layer's L2 norm (as Michel et al. prune by).
         n_sequences: sequences averaged over; n_tokens: tokens in the loss; model_id.
+        compared: ``[source, layer, head]`` the compared scores (NaN where a source has no value), or ``None``;
+            sources: their names.
 
     Example:
         >>> import torch
@@ -227,14 +235,17 @@ class HeadImportanceResult(Result):
         ['L0H1', 'L1H0']
     """
 
-    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"importance": ("layer", "head"), "normalized": ("layer", "head")}
-    VIEWS = ("heatmap", "ranked")
+    AXES: ClassVar[Mapping[str, tuple[str, ...]]] = {"importance": ("layer", "head"), "normalized": ("layer", "head"),
+                                                     "compared": ("source", "layer", "head")}
+    VIEWS = ("heatmap", "ranked", "compare")
 
     importance: torch.Tensor
     normalized: torch.Tensor | None = None
     n_sequences: int = 0
     n_tokens: int = 0
     model_id: str = ""
+    compared: torch.Tensor | None = None
+    sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.importance.dim() != 2:
@@ -242,9 +253,79 @@ class HeadImportanceResult(Result):
         if self.normalized is None:
             norm = self.importance.norm(dim=1, keepdim=True).clamp_min(1e-20)
             object.__setattr__(self, "normalized", self.importance / norm)
+        if self.compared is not None and tuple(self.compared.shape) != (len(self.sources), *self.importance.shape):
+            raise BadInputError(f"compared must be [{len(self.sources)} sources, layer, head], "
+                                f"got {tuple(self.compared.shape)}")
 
     def labels(self) -> dict[str, list[Any]]:
-        return {"layer": list(range(self.importance.shape[0])), "head": list(range(self.importance.shape[1]))}
+        return {"layer": list(range(self.importance.shape[0])), "head": list(range(self.importance.shape[1])),
+                "source": list(self.sources)}
+
+    def compare(self, **others: Any) -> HeadImportanceResult:
+        """This result with other per-head scores beside the importance, by name.
+
+        Each value is a ``[layer, head]`` tensor; a per-head patching result (axes ``("layer", "head")``, e.g.
+        ``activation_patching(..., component="z")``), read as the size of each head's effect
+        ``|patched - corrupted|`` (cells it did not patch are NaN); or induction scores (their ``induction``
+        scores). Scores are compared by rank, so any monotone scale is fine.
+
+        Example:
+            >>> import torch
+            >>> r = HeadImportanceResult(importance=torch.tensor([[0.1, 0.3], [0.2, 0.0]]))
+            >>> round(r.compare(mine=torch.tensor([[1.0, 4.0], [2.0, 3.0]])).spearman()["mine"], 6)
+            0.4
+        """
+        if not others:
+            raise BadInputError("compare needs at least one named score, e.g. compare(patching=result)")
+        rows = [_head_scores(v, tuple(self.importance.shape), k) for k, v in others.items()]
+        return dataclasses.replace(self, compared=torch.stack(rows), sources=tuple(others))
+
+    def spearman(self) -> dict[str, float]:
+        """Spearman's rank correlation of the importance with each compared score, over the heads both score
+        (ties get their average rank); ``{}`` without :meth:`compare`."""
+        if self.compared is None:
+            return {}
+        return {name: _spearman(self.importance.flatten(), self.compared[i].flatten())
+                for i, name in enumerate(self.sources)}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per head: layer, head, importance, normalized, rank (0: most important), and each compared
+        score with its rank among the heads it scores."""
+        import pandas as pd
+
+        L, H = self.importance.shape
+        imp = self.importance.flatten()
+        norm = self.normalized.flatten() if self.normalized is not None else imp
+        frame = pd.DataFrame({"layer": [i // H for i in range(L * H)], "head": [i % H for i in range(L * H)],
+                              "importance": imp.tolist(), "normalized": norm.tolist(),
+                              "rank": _ranks(-imp.double()).sub(1).tolist()})
+        if self.compared is not None:
+            for i, name in enumerate(self.sources):
+                v = self.compared[i].flatten().double()
+                frame[name] = v.tolist()
+                r = torch.full_like(v, float("nan"))
+                ok = ~v.isnan()
+                r[ok] = _ranks(-v[ok]) - 1
+                frame[f"{name}_rank"] = r.tolist()
+        return frame
+
+    def _view_compare(self) -> Figure:
+        """Each compared score's rank (0: highest) against the importance rank, one point per head; the legend
+        gives Spearman's rho."""
+        if self.compared is None:
+            return scatter([], [], title="nothing compared (use compare(...))", x_title="importance rank",
+                           y_title="rank")
+        f = self.to_frame()
+        rho = self.spearman()
+        xs, ys, colors, labels = [], [], [], []
+        for name in self.sources:
+            ok = f[f"{name}_rank"].notna()
+            xs += f.loc[ok, "rank"].tolist()
+            ys += f.loc[ok, f"{name}_rank"].tolist()
+            colors += [f"{name} (ρ = {rho[name]:.2f})"] * int(ok.sum())
+            labels += [f"L{a}H{b}" for a, b in zip(f.loc[ok, "layer"], f.loc[ok, "head"], strict=True)]
+        return scatter(xs, ys, labels=labels, color=colors, title="head importance rank against other head scores",
+                       x_title="importance rank (0: most important)", y_title="rank of the compared score")
 
     def ranking(self, normalized: bool = False) -> list[str]:
         """Heads as ``"L5H1"`` from most to least important."""
@@ -268,7 +349,57 @@ class HeadImportanceResult(Result):
                             y_title="|dL/dξ|", title="heads ranked by importance")
 
     def headline(self) -> dict[str, Any]:
-        return {"n_heads": self.importance.numel(), "top": self.ranking()[0], "n_sequences": self.n_sequences}
+        out: dict[str, Any] = {"n_heads": self.importance.numel(), "top": self.ranking()[0],
+                               "n_sequences": self.n_sequences}
+        out.update({f"spearman_{k}": v for k, v in self.spearman().items()})
+        return out
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``x`` (ascending), ties given their average rank."""
+    order = x.argsort(stable=True)
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
+    for v in x.unique():  # average the ranks of ties
+        same = x == v
+        if int(same.sum()) > 1:
+            ranks[same] = ranks[same].mean()
+    return ranks
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ok = ~(a.isnan() | b.isnan())
+    if int(ok.sum()) < 3:
+        return float("nan")
+    ra, rb = _ranks(a[ok].double()), _ranks(b[ok].double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else float("nan")
+
+
+def _head_scores(x: Any, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    """A ``[layer, head]`` score from a tensor, a per-head patching result or induction scores."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().float()
+    elif hasattr(x, "axes") and hasattr(x, "values") and hasattr(x, "coords"):
+        if tuple(x.axes) != ("layer", "head"):
+            raise BadInputError(f"{name}: a patching result must have axes (layer, head) (component='z' without "
+                                f"per_position), got {tuple(x.axes)}")
+        t = torch.full(shape, float("nan"))
+        base = float(getattr(x, "corrupted_value", float("nan")))
+        vals = x.values.detach().double()
+        eff = (vals - base).abs() if base == base else vals.abs()
+        for i, layer in enumerate(x.coords["layer"]):
+            for j, head in enumerate(x.coords["head"]):
+                t[layer, head] = float(eff[i, j])
+    elif isinstance(getattr(x, "induction", None), torch.Tensor):
+        t = x.induction.detach().float()
+    else:
+        raise BadInputError(f"{name}: compare takes [layer, head] tensors, per-head patching results or induction "
+                            f"scores, not {type(x).__name__}")
+    if tuple(t.shape) != shape:
+        raise BadInputError(f"{name}: scores of shape {tuple(t.shape)}, the importance is {list(shape)}")
+    return t
 
 
 @dataclass(frozen=True, repr=False)
