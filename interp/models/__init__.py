@@ -3,6 +3,7 @@ The only package that knows Hugging Face module names."""
 
 from interp.models.adapters import Adapter, Dims, WeightViews, adapter_for
 from interp.models.circuits import composition_scores, factored_svd, ov_factors, qk_factors  # noqa: F401
+from interp.models.encdec import ENCDEC_MODELS, EncoderDecoder, load_encdec
 from interp.models.model import Inputs, Model
 from interp.models.registry import (
     KNOWN_MODELS,
@@ -14,6 +15,6 @@ from interp.models.registry import (
 )
 
 __all__ = [
-    "KNOWN_MODELS", "Adapter", "Dims", "HubUnreachableError", "Inputs", "Model", "WeightViews", "adapter_for", "from_hf",
-    "interp_home", "load_model", "supported_model_types",
+    "ENCDEC_MODELS", "KNOWN_MODELS", "Adapter", "EncoderDecoder", "Dims", "HubUnreachableError", "Inputs", "Model", "WeightViews", "adapter_for", "from_hf",
+    "interp_home", "load_encdec", "load_model", "supported_model_types",
 ]

@@ -86,20 +86,16 @@ def load_toy_encdec(path: str | Path = TOY_DIR) -> EncoderDecoder:
 
 
 def load_encdec(name: str | Path) -> EncoderDecoder:
-    """An encoder–decoder by name: ``"toy-t5"`` (the shipped toy), or a local directory saved by ``transformers``
-    (a T5 / mT5 / BART / mBART / Marian model and its tokenizer).
+    """An encoder–decoder by name: see :func:`interp.models.encdec.load_encdec` (``"toy-t5"``, a registered name,
+    a hub id or a local directory).
 
     Example:
         >>> load_encdec("toy-t5").table.family
         't5'
     """
-    if str(name) == "toy-t5":
-        return load_toy_encdec()
-    src = Path(name)
-    if not (src / "config.json").is_file():
-        raise BadInputError(f"{str(name)!r} is neither 'toy-t5' nor a local directory with a saved encoder-decoder")
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from interp.models.encdec import load_encdec as load
 
-    return EncoderDecoder(AutoModelForSeq2SeqLM.from_pretrained(str(src)), AutoTokenizer.from_pretrained(str(src)),
-                          name=src.name)
+    return load(name)
+
+
 __all__ = ["OPS", "TOY_DIR", "answer", "load_encdec", "load_toy_encdec", "toy_examples", "toy_tokenizer"]

