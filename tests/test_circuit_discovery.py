@@ -160,6 +160,66 @@ def test_eap_ig_one_step_is_eap_and_more_steps_differ(tiny_llama: Model) -> None
     assert abs(ig_total - exact_all) < abs(eap_total - exact_all)
 
 
+def _groups(g: object) -> list[list[str]]:
+    """MIB's nodes for EAP-IG over activations, written out: the input, each layer's heads, each MLP."""
+    out: list[list[str]] = [["input"]]
+    for L in range(max(g.sender_layer) + 1):  # type: ignore[attr-defined]
+        out.append([s for s in g.senders if s.startswith(f"L{L}H")])  # type: ignore[attr-defined]
+        if f"MLP{L}" in g.senders:  # type: ignore[attr-defined]
+            out.append([f"MLP{L}"])
+    return out
+
+
+def test_eap_ig_over_activations_is_the_hand_riemann_sum(tiny_llama64: Model) -> None:
+    """For each upstream node (a layer's heads together, as MIB) and step k, the hand-written forward runs
+    with that node's output at ``src + k/steps (clean - src)`` everywhere it is read; the edge score is the
+    source-minus-clean output dotted with the mean over steps of the gradient at the receiver's input."""
+    m = tiny_llama64
+    task = _task(m)
+    g = build_graph(m)
+    steps = 3
+    c = discover(m, task, method="eap-ig-act", steps=steps, progress=False)
+    with torch.no_grad():
+        _, src = _ref(m, task.corrupt_ids)
+        _, clean = _ref(m, task.input_ids)
+    want = torch.zeros(g.n_edges, dtype=torch.float64)
+    for group in _groups(g):
+        mean_grad = {r: torch.zeros(*task.input_ids.shape, m.dims.d_model, dtype=torch.float64) for r in g.receivers}
+        for k in range(1, steps + 1):
+            mixed = {u: src[u] + k / steps * (clean[u] - src[u]) for u in group}
+            patched = {(u, r) for u in group for r in g.receivers}
+            leaves = {r: torch.zeros(*task.input_ids.shape, m.dims.d_model, dtype=torch.float64, requires_grad=True)
+                      for r in g.receivers}
+            last, _ = _ref(m, task.input_ids, patched=patched, src=mixed, leaves=leaves)
+            # a receiver inside the interpolated node reads nothing that matters (its output is replaced)
+            grads = torch.autograd.grad(_ref_metric_t(task, last), list(leaves.values()), allow_unused=True)
+            for r, gr in zip(leaves, grads, strict=True):
+                if gr is not None:
+                    mean_grad[r] += gr / steps
+        for e, (s, r) in enumerate(g.edges.tolist()):
+            if g.senders[s] in group:
+                want[e] = float(((src[g.senders[s]] - clean[g.senders[s]]) * mean_grad[g.receivers[r]]).sum())
+    torch.testing.assert_close(c.scores.double(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_eap_ig_over_activations_one_step_is_eap_and_completeness(tiny_llama: Model) -> None:
+    task = _task(tiny_llama)
+    runner = EdgeRunner(tiny_llama, task)
+    eap = discover(tiny_llama, task, method="eap", runner=runner)
+    act1 = discover(tiny_llama, task, method="eap-ig-act", steps=1, runner=runner)
+    torch.testing.assert_close(act1.scores, eap.scores)
+    # integrated gradients' completeness: a one-sender node's scores summed over its edges tend, with the
+    # steps, to the exact effect of patching the node (every edge out of it) from the source
+    exact = discover(tiny_llama, task, method="exact", level="node", runner=runner, progress=False)
+    ig = discover(tiny_llama, task, method="eap-ig-act", steps=48, level="node", runner=runner)
+    eap_node = discover(tiny_llama, task, method="eap", level="node", runner=runner)
+    single = [i for i, s in enumerate(runner.graph.senders) if s == "input" or s.startswith("MLP")]
+    err_ig = (ig.scores[single] - exact.scores[single]).abs()
+    err_eap = (eap_node.scores[single] - exact.scores[single]).abs()
+    assert float(err_ig.max()) < 0.05 * float(exact.scores[single].abs().max())
+    assert float(err_ig.sum()) < float(err_eap.sum())
+
+
 @pytest.mark.parametrize("which", ["llama64", "gpt2"])
 def test_node_patching_equals_patching_the_head_output(which: str, tiny_llama64: Model, tiny_gpt2: Model) -> None:
     m = tiny_llama64 if which == "llama64" else tiny_gpt2

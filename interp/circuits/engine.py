@@ -5,7 +5,8 @@ through one forward of batch ``R * batch``: each receiver's input is the stream 
 ``sum_u mask[r, u, v] * (src_u - cur_u)`` (see :mod:`interp.circuits.graph`), which the hooks compute from
 what the senders wrote earlier in the same forward. The same hooks take zero-valued leaves at every
 receiver input, whose gradients are ``d metric / d input_v`` (EAP), and an input-embedding override
-(EAP-IG's interpolated inputs).
+(EAP-IG's interpolated inputs). Mask entries may be fractions: ``w`` feeds the receiver
+``x + w (src_u - cur_u)`` (EAP-IG over activations interpolates a sender's output that way).
 
 Example:
     >>> import torch
@@ -329,6 +330,54 @@ class EdgeRunner:
             if g is not None:
                 out[:, :, self.groups[key]] = g.view(steps, b, p, -1, g.shape[-1]).sum(0).float()
         return out
+
+    def sender_groups(self) -> list[list[int]]:
+        """Senders interpolated together by EAP-IG over activations (MIB's nodes): the input, each layer's
+        heads together, each MLP."""
+        groups = [[0]]
+        for L in range(self.model.dims.n_layers):
+            groups.append(list(self.head_senders[L]))
+            s = self.mlp_sender[L]
+            if s is not None:
+                groups.append([s])
+        return groups
+
+    def activation_ig(self, *, steps: int) -> torch.Tensor:
+        """EAP-IG over activations: ``[sender, receiver]`` scores ``(src_u - clean_u) · mean_k d m / d input_v``,
+        the gradient taken in the runs where ``u``'s group (:meth:`sender_groups`) writes
+        ``src + (k / steps) (clean - src)`` (``k = 1..steps``) and everything else is clean. One run per group
+        and step, many stacked per forward; ``steps=1`` is EAP (the one run is the clean run)."""
+        graph, d = self.graph, self.model.dims
+        adj = graph.adjacency().float()
+        groups = self.sender_groups()
+        runs = [(gi, k) for gi in range(len(groups)) for k in range(1, steps + 1)]
+        b, p = self.ids.shape
+        n_recv = len(graph.receivers)
+        grad_bytes = 4 * b * p * n_recv * d.d_model
+        n = max(1, min(self.chunk_size(), self.memory_budget // max(1, 2 * grad_bytes)))
+        diff = (self.src_out - self.clean_out).float()
+        dense = torch.zeros(len(graph.senders), n_recv)
+        for c0 in range(0, len(runs), n):
+            part = runs[c0:c0 + n]
+            masks = torch.zeros(len(part), *adj.shape)
+            for i, (gi, k) in enumerate(part):
+                masks[i, groups[gi]] = adj[groups[gi]] * (1.0 - k / steps)
+            leaves = {key: torch.zeros(len(part) * b, p, len(rs), d.d_model, device=self.device,
+                                       dtype=self.clean_out.dtype, requires_grad=True)
+                      for key, rs in self.groups.items()}
+            with torch.enable_grad():
+                last = self.run(masks, leaves=leaves, grad=True)
+                value = self.task.values(last, self.clean_last.expand_as(last)).mean(-1).sum()
+                keys = list(leaves)
+                gs = torch.autograd.grad(value, [leaves[k] for k in keys], allow_unused=True)
+            grads = torch.zeros(len(part), b, p, n_recv, d.d_model, device=self.device)
+            for key, g in zip(keys, gs, strict=True):
+                if g is not None:
+                    grads[:, :, :, self.groups[key]] = g.view(len(part), b, p, -1, g.shape[-1]).float()
+            for i, (gi, _) in enumerate(part):
+                ss = groups[gi]
+                dense[ss] += torch.einsum("bpsd,bprd->sr", diff[:, :, ss], grads[i]).cpu()
+        return dense / steps
 
 
 __all__ = ["DEFAULT_BUDGET", "EdgeRunner"]

@@ -7,6 +7,11 @@
 - ``eap-ig`` (Hanna et al. 2024, integrated gradients over the inputs): the gradient averaged over ``steps``
   runs whose input embeddings go from the source run's to the clean ones (``k / steps``, ``k = 1..steps``);
   ``steps=1`` is EAP exactly.
+- ``eap-ig-act`` (MIB's EAP-IG over activations): the gradient at ``v``'s input averaged over ``steps`` runs
+  in which the upstream node's output (MIB's node: the input, a layer's heads together, an MLP) goes from the
+  source run's to the clean one (``k / steps``) while the rest of the model runs clean; one run per node and
+  step. ``steps=1`` is EAP; over many steps the sum over a node's edges approaches exact node patching
+  (integrated gradients' completeness).
 - ``acdc`` (Conmy et al. 2023): receivers in reverse topological order, each incoming edge tried in turn: it
   stays patched when the distance of the metric from the clean run (KL for ``metric="kl"``, else
   ``|m - m_clean|``) grows by less than ``threshold``. Node level: the same over senders.
@@ -37,8 +42,8 @@ from interp.errors import BadInputError, bad_value
 from interp.models import Model
 from interp.progress import progress as progress_bar
 
-Method = Literal["exact", "eap", "eap-ig", "acdc"]
-METHODS = ("exact", "eap", "eap-ig", "acdc")
+Method = Literal["exact", "eap", "eap-ig", "eap-ig-act", "acdc"]
+METHODS = ("exact", "eap", "eap-ig", "eap-ig-act", "acdc")
 MIB_FRACTIONS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -67,9 +72,10 @@ def discover(
     Args:
         model: a decoder of a supported family (see :func:`~interp.circuits.build_graph`).
         inputs: the task, a :class:`~interp.circuits.CircuitTask` (:func:`~interp.circuits.make_task`).
-        method: ``"exact"``, ``"eap"``, ``"eap-ig"`` or ``"acdc"`` (module docs).
+        method: ``"exact"``, ``"eap"``, ``"eap-ig"`` (over the input embeddings), ``"eap-ig-act"`` (over each
+            upstream node's activations) or ``"acdc"`` (module docs).
         level: ``"edge"`` or ``"node"`` (senders: the input, heads, MLPs).
-        steps: EAP-IG's interpolation steps.
+        steps: EAP-IG's interpolation steps (both variants).
         threshold: ACDC's threshold on the growth of the distance from the clean run.
         graph: the graph (default :func:`~interp.circuits.build_graph`).
         runner: a prepared :class:`~interp.circuits.engine.EdgeRunner` to reuse (its clean and source runs).
@@ -83,7 +89,7 @@ def discover(
         raise bad_value("method", method, ", ".join(METHODS))
     if level not in ("edge", "node"):
         raise bad_value("level", level, "'edge' or 'node'")
-    if method == "eap-ig" and (not isinstance(steps, int) or steps < 1):
+    if method in ("eap-ig", "eap-ig-act") and (not isinstance(steps, int) or steps < 1):
         raise bad_value("steps", steps, "an int >= 1")
     task = inputs
     r = _runner(model, task, graph, runner, memory_budget)
@@ -94,10 +100,12 @@ def discover(
         scores = _exact(r, level, progress)
     elif method in ("eap", "eap-ig"):
         scores = _eap(r, level, steps if method == "eap-ig" else 1)
+    elif method == "eap-ig-act":
+        scores = _per_level(r, r.activation_ig(steps=steps), level)
     else:
         scores, selected = _acdc(r, level, threshold, progress)
     meta = {"seconds": time.perf_counter() - t0, "ablation": task.ablation, "task": task.name}
-    if method == "eap-ig":
+    if method in ("eap-ig", "eap-ig-act"):
         meta["steps"] = steps
     if method == "acdc":
         meta["threshold"] = threshold
@@ -133,7 +141,11 @@ def _exact(r: EdgeRunner, level: str, progress: bool | None) -> torch.Tensor:
 def _eap(r: EdgeRunner, level: str, steps: int) -> torch.Tensor:
     grads = r.receiver_grads(steps=steps)  # [b, pos, receiver, d]
     diff = (r.src_out - r.clean_out).float()  # [b, pos, sender, d]
-    dense = torch.einsum("bpsd,bprd->sr", diff, grads).cpu()
+    return _per_level(r, torch.einsum("bpsd,bprd->sr", diff, grads).cpu(), level)
+
+
+def _per_level(r: EdgeRunner, dense: torch.Tensor, level: str) -> torch.Tensor:
+    """``[sender, receiver]`` scores → per edge, or per sender (the sum over its edges)."""
     g = r.graph
     edge = dense[g.edges[:, 0], g.edges[:, 1]]
     if level == "edge":

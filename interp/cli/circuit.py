@@ -25,10 +25,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--corrupt", help="its corrupted twin (same number of tokens)")
     p.add_argument("--answer", help="the correct next token (e.g. ' Mary')")
     p.add_argument("--wrong", help="the competing token")
-    p.add_argument("--method", default="eap-ig", choices=("exact", "eap", "eap-ig", "acdc"),
-                   help="scoring method (default: %(default)s)")
+    p.add_argument("--method", default="eap-ig", choices=("exact", "eap", "eap-ig", "eap-ig-act", "acdc"),
+                   help="scoring method; eap-ig integrates over the input embeddings, eap-ig-act over each "
+                        "upstream node's activations (default: %(default)s)")
     p.add_argument("--level", default="edge", choices=("edge", "node"), help="edges or nodes (default: %(default)s)")
-    p.add_argument("--steps", type=positive_int, default=5, help="EAP-IG steps (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=5, help="EAP-IG steps, both variants (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.01, help="ACDC threshold (default: %(default)s)")
     p.add_argument("--top", type=positive_int, default=20, help="edges listed and drawn (default: %(default)s)")
     output_args(p)
