@@ -337,6 +337,14 @@ class _Linear:
             self.dec_cache[key] = self.rep.dec(L, L_out, self.fz.active[L][1], self.dtype)
         return self.dec_cache[key]
 
+    def _place(self, L: int) -> torch.Tensor:
+        """``[T, N_L]``: one where feature ``j`` of layer ``L`` is active at position ``t``."""
+        key = (L, -1)
+        if key not in self.dec_cache:
+            pos_l = self.fz.active[L][0]
+            self.dec_cache[key] = torch.nn.functional.one_hot(pos_l, self.fz.emb.shape[0]).T.to(self.dtype)
+        return self.dec_cache[key]
+
     def run(self, n: int, upto: int, targets: list[tuple[str, int, int, int]], need_logits: bool
             ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Forward through layers ``0..upto`` (and the unembedding if ``need_logits``); returns the per-copy target
@@ -367,9 +375,8 @@ class _Linear:
             if writers:
                 mlp = torch.zeros_like(resid)
                 for Ls in writers:
-                    pos_l = fz.active[Ls][0]
-                    if len(pos_l):
-                        mlp = mlp.index_add(1, pos_l, acts[Ls].unsqueeze(-1) * self._dec(Ls, L).unsqueeze(0))
+                    if len(fz.active[Ls][0]):  # [n, T, N_L] (activations placed at their positions) @ [N_L, d]
+                        mlp = mlp + (acts[Ls].unsqueeze(1) * self._place(Ls)) @ self._dec(Ls, L)
                 resid = resid + mlp + rep.const(L, x_in) + errs[L]
             else:
                 resid = resid + errs[L]
