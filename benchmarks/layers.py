@@ -12,6 +12,7 @@ One torch thread unless ``--threads``. On a shared machine wall time mostly meas
 ratio uses the process CPU time; wall time is printed beside it.
 
     .venv/bin/python benchmarks/layers.py [--tokens 10000] [--seq 64] [--batch 16] [--items 500] [--max-n 15]
+                                          [--parts heads,sweep]
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=500)
     ap.add_argument("--max-n", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parts", default="heads,sweep", help="which parts to run: heads, sweep (comma-separated)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s)")
     model = interp.load_model("smollm2-135m")
@@ -50,7 +53,14 @@ def main() -> None:
     n_seq = max(1, args.tokens // args.seq)
     batch = torch.tensor(ids[: n_seq * args.seq]).view(n_seq, args.seq)
     mask = torch.ones_like(batch)
+    if "heads" in parts:
+        heads_part(model, batch, mask, n_seq, args)
+    if "sweep" in parts:
+        sweep_part(model, args)
 
+
+def heads_part(model: interp.Model, batch: torch.Tensor, mask: torch.Tensor, n_seq: int,
+               args: argparse.Namespace) -> None:
     def plain() -> None:
         for s in range(0, n_seq, args.batch):
             b = batch[s:s + args.batch]
@@ -76,6 +86,8 @@ def main() -> None:
         print(f"  {name:<30} wall {wall:7.1f} s   cpu {cpu:7.1f} s")
     print(f"  ratio (cpu): {rows[1][2] / rows[0][2]:.2f} x one forward+backward per batch")
 
+
+def sweep_part(model: interp.Model, args: argparse.Namespace) -> None:
     task = load_task("copying").head(args.items)
     L = model.dims.n_layers
     print(f"\ndrop-n sweep on {len(task)} copying items (4 choices each), one batched score per n")
@@ -87,7 +99,7 @@ def main() -> None:
         s = score(model, task, interventions=ivs, batch_size=args.batch * 4, progress=False)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         total += wall
-        print(f"  n={n:2d} blocks {start}..{start + n - 1 if n else '-'}: accuracy {s.accuracy:.3f}  "
+        print(f"  n={n:2d} blocks {f'{start}..{start + n - 1}' if n else '-':>6}: accuracy {s.accuracy:.3f}  "
               f"wall {wall:6.1f} s  cpu {cpu:6.1f} s")
     print(f"  sweep total wall {total:.1f} s")
 
