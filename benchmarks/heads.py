@@ -9,11 +9,15 @@
    ``‖OV_a @ Y_b‖_F / (‖OV_a‖_F ‖Y_b‖_F)`` with dense 576 x 576 products, timed on
    ``--dense-pairs`` pairs and extrapolated (all pairs would take hours).
 
+3. The sparse attention decomposition of all 270 heads over a 64-token prompt against one forward with the
+   pattern captured (issue 24, goal <= 5x): ``benchmarks/attention_decomposition.py``, run from here too
+   (``--only decompose`` runs this part alone, ``--only circuits`` parts 1-2).
+
 Rounds are interleaved; medians are printed. One torch thread unless ``--threads``. On a shared
 machine the wall time mostly measures waiting for a core, so ratios use the process CPU time (with
 one thread that is the compute time); wall medians are printed beside it.
 
-    .venv/bin/python benchmarks/heads.py [--repeats 3] [--dense-heads 27] [--dense-pairs 300]
+    .venv/bin/python benchmarks/heads.py [--repeats 3] [--dense-heads 27] [--dense-pairs 300] [--only decompose]
 """
 
 from __future__ import annotations
@@ -46,8 +50,26 @@ def main() -> None:
     ap.add_argument("--dense-heads", type=int, default=27, help="heads per circuit for the dense SVD (extrapolated)")
     ap.add_argument("--dense-pairs", type=int, default=300, help="pairs for the dense composition (extrapolated)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=("all", "circuits", "decompose"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only != "decompose":
+        circuits(args)
+    if args.only != "circuits":
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.spec_from_file_location("attention_decomposition",
+                                                      Path(__file__).with_name("attention_decomposition.py"))
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        print("\nSparse attention decomposition (issue 24):")
+        mod.run(repeats=args.repeats)
+
+
+def circuits(args: argparse.Namespace) -> None:
+    """Parts 1 and 2: factored SVDs and composition scores."""
     from transformer_lens import FactoredMatrix
     from transformer_lens import utilities as tl_utils
 

@@ -82,11 +82,61 @@ def test_sums_back_on_tiny_gpt2_with_biases(tiny_gpt2: Model) -> None:
 
 def test_sums_back_on_tiny_llama_with_rotary(tiny_llama: Model) -> None:
     ids = torch.randint(4, 90, (1, 12), generator=torch.Generator().manual_seed(1))
-    dec = attention_decomposition(tiny_llama, ids, heads="L1H0,L1H3", top_k=64, progress=False)
     want = _llama_scores(tiny_llama.hf, ids, 1)[:, [0, 3]].double()
     tril = torch.ones(12, 12, dtype=torch.bool).tril()
-    assert dec.rotary and dec.singular_values.shape[1] == 12
-    assert torch.allclose(_all_terms(dec)[..., tril], want[..., tril], atol=1e-4)
+    for per_offset, n_svd in ((False, 1), (True, 12)):
+        dec = attention_decomposition(tiny_llama, ids, heads="L1H0,L1H3", top_k=64, per_offset=per_offset,
+                                      progress=False)
+        assert dec.rotary and dec.per_offset == per_offset and dec.singular_values.shape[1] == n_svd
+        assert torch.allclose(_all_terms(dec)[..., tril], want[..., tril], atol=1e-4)
+
+
+def test_rotary_content_method_matches_its_definition(tiny_llama: Model) -> None:
+    """One SVD per head of the position-free augmented QK matrix c·W̃_Q W̃_Kᵀ ((d+1) square, numpy); at a pair
+    (i, j) the key reads v_k and the query reads u_k carried through the rotation, W̃_Q R_i R_jᵀ W̃_Q⁺ u_k; the
+    rotations come from HF's own rotary module and the augmented weights from the HF modules."""
+    import numpy as np
+
+    hf = tiny_llama.hf
+    ids = torch.randint(4, 90, (1, 9), generator=torch.Generator().manual_seed(2))
+    layer, head = 1, 2
+    dec = attention_decomposition(tiny_llama, ids, heads=f"L{layer}H{head}", top_k=64, progress=False)
+    blk = hf.model.layers[layer]
+    att = blk.self_attn
+    hd = att.head_dim
+    kv = head // (hf.config.num_attention_heads // hf.config.num_key_value_heads)
+    with torch.no_grad():
+        x = hf(ids, output_hidden_states=True).hidden_states[layer][0].double().numpy()
+        pos = torch.arange(9)[None]
+        cos, sin = hf.model.rotary_emb(torch.zeros(1, dtype=torch.float32), pos)
+    cos, sin = cos[0].double().numpy(), sin[0].double().numpy()
+    g = blk.input_layernorm.weight.detach().double().numpy()
+    eps = blk.input_layernorm.variance_epsilon
+    y = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps)
+    yt = np.concatenate([y, np.ones((9, 1))], axis=1)
+    Wq = att.q_proj.weight.detach().double().numpy()[head * hd:(head + 1) * hd].T  # [d, hd]
+    Wk = att.k_proj.weight.detach().double().numpy()[kv * hd:(kv + 1) * hd].T
+    bq = np.zeros(hd) if att.q_proj.bias is None else att.q_proj.bias.detach().double().numpy()[head * hd:(head + 1) * hd]
+    bk = np.zeros(hd) if att.k_proj.bias is None else att.k_proj.bias.detach().double().numpy()[kv * hd:(kv + 1) * hd]
+    WQ = np.vstack([g[:, None] * Wq, bq[None]])  # [d+1, hd]
+    WK = np.vstack([g[:, None] * Wk, bk[None]])
+    U, S, Vt = np.linalg.svd(att.scaling * WQ @ WK.T)
+    U, S, V = U[:, :hd], S[:hd], Vt[:hd].T
+
+    def rotate(v: np.ndarray, p: int, inverse: bool = False) -> np.ndarray:  # HF's apply_rotary_pos_emb on a row
+        half = v.shape[-1] // 2
+        rh = np.concatenate([-v[..., half:], v[..., :half]], -1)
+        return v * cos[p] - rh * sin[p] if inverse else v * cos[p] + rh * sin[p]
+
+    pinv = np.linalg.pinv(WQ)
+    for i, j in ((8, 3), (5, 5), (6, 0)):
+        q = yt[i] @ WQ  # pre-rotary query
+        carried = rotate(rotate(q, i), j, inverse=True) @ pinv  # x̃ whose query is q R_i R_jᵀ
+        terms = S * (carried @ U) * (yt[j] @ V)
+        got = torch.zeros(hd, dtype=torch.float64)
+        got[dec.components[0, 0, i, j].long()] = dec.values[0, 0, i, j].double()
+        assert np.allclose(got.numpy(), terms, atol=1e-4)
+    assert np.allclose(dec.singular_values[0, 0].numpy(), S, rtol=1e-4, atol=1e-6)
 
 
 def test_padding_and_sparse_set_definition(tiny_llama: Model, batch: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -13,9 +13,12 @@ How interp handles what the paper did not have to (it worked on GPT-2):
   folded into the augmented weights (``[diag(γ) W_Q ; β W_Q + b_Q]``), so ``x̂`` is linear in the residual
   stream once ``σ`` is frozen at its value (as TransformerLens' ``apply_ln_to_stack`` does);
 - **rotary embeddings**: the query at ``i`` is rotated by ``R_i`` and the key at ``j`` by ``R_j``, so the matrix
-  that scores the pair is ``W̃_Q R_i R_jᵀ W̃_Kᵀ``, which for rotary depends only on the offset ``i - j``. The
-  decomposition uses this *position-dependent effective QK matrix*: one SVD per head and offset (components are
-  numbered within each offset's SVD, singular values descending). Models without rotary have one matrix.
+  that scores the pair, ``W̃_Q R_i R_jᵀ W̃_Kᵀ``, depends on the offset ``i - j``. By default (the *content*
+  method) each head is decomposed once, by the SVD of its position-free matrix ``W̃_Q W̃_Kᵀ``: the key reads the
+  fixed directions ``v_k`` and the query is carried into the key's frame first, ``u_k(i, j) = W̃_Q R_i R_jᵀ
+  W̃_Q⁺ u_k``, so component ``k`` is the same at every pair. ``per_offset=True`` takes instead one SVD per head
+  and offset (the exact SVD of each offset's matrix; components numbered within each offset; ~10x slower).
+  Models without rotary have one matrix, and both are the paper's decomposition.
 
 Every result checks itself: the terms of each pair sum to the score computed from the model's own ``hook_q`` and
 ``hook_k`` (``max_error``); a family whose attention the maths does not model (a q/k norm, GPT-J's interleaved
@@ -77,12 +80,13 @@ class AttentionDecomposition(Result):
         components: ``[seq, head, dest, src, rank]`` the ``top_k`` first components in that order (indices into
             the SVD at that pair's offset; the sparse set is the first ``n_sparse``).
         values: ``[seq, head, dest, src, rank]`` their terms ``S_k (x̃_i·u_k)(x̃_j·v_k)``.
-        singular_values: ``[head, offset, component]`` (offset axis of length 1 without rotary).
+        singular_values: ``[head, offset, component]`` (offset axis of length 1 unless ``per_offset``).
         heads: the heads, ``"L3H1"``.
         tokens: per sequence, its token strings.
         share: the share of the score the sparse set reaches.
         max_error: max |Σ all terms − score| over real pairs (float32 terms against the model's scores).
         rotary: whether the effective QK matrix depends on the offset (rotary models).
+        per_offset: whether each offset has its own SVD (else one SVD per head: the content method).
         model_id: the model.
     """
 
@@ -104,6 +108,7 @@ class AttentionDecomposition(Result):
     share: float = 0.9
     max_error: float = 0.0
     rotary: bool = False
+    per_offset: bool = False
     model_id: str = ""
 
     def __post_init__(self) -> None:
@@ -158,7 +163,7 @@ class AttentionDecomposition(Result):
     def headline(self) -> dict[str, Any]:
         sp = self.sparsity(0.1)
         return {"share": self.share, "mean_n_sparse(att>=0.1)": round(float(sp.mean()), 2) if len(sp) else None,
-                "max_error": self.max_error, "rotary": self.rotary}
+                "max_error": self.max_error, "rotary": self.rotary, "per_offset": self.per_offset}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per real pair: ``seq, head, dest, src, score, attention, n_sparse``."""
@@ -192,8 +197,8 @@ class AttentionDecomposition(Result):
 
 
 def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | Iterable[HeadSpec] | None = None,
-                            share: float = 0.9, top_k: int = 16, max_tokens: int | None = None,
-                            progress: bool | None = None) -> AttentionDecomposition:
+                            share: float = 0.9, top_k: int = 16, per_offset: bool = False,
+                            max_tokens: int | None = None, progress: bool | None = None) -> AttentionDecomposition:
     """Split every attention score of ``heads`` over the singular components of the head's QK matrix.
 
     Args:
@@ -202,6 +207,9 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
         heads: the heads (``"L9H1,L10H5"``, ``[(9, 1)]``; ``None``: every head).
         share: the share of each score the sparse set must reach (0 < share <= 1).
         top_k: how many components to keep per pair (ordered toward the score's sign, largest first).
+        per_offset: rotary models only: one SVD per head *and offset* (the exact SVD of the effective matrix
+            ``W̃_Q R_δ R_0ᵀ W̃_Kᵀ`` scoring each pair; ~10x slower) instead of one SVD per head with the query carried
+            into the key's frame (the default; see the module docstring).
         max_tokens: truncate texts to this many tokens.
         progress: a progress bar over layers (``None``: the library switch).
 
@@ -241,30 +249,58 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
     n_sparse = torch.zeros(B, H, n, n, dtype=torch.int32)
     comps = torch.zeros(B, H, n, n, k, dtype=torch.int32)
     vals = torch.zeros(B, H, n, n, k)
-    sv = torch.zeros(H, n if rot is not None else 1, r)
+    sv = torch.zeros(H, n if rot is not None and per_offset else 1, r)
     err = 0.0
     col = 0
+    ti, tj = _qk.causal_pairs(n)
+    back = _qk.RowMaps(rot.transpose(-1, -2).float(), tj) if rot is not None and not per_offset else None
+    mpairs = mask2[:, None, ti, tj]  # [B, 1, P] real causal pairs
     with torch.no_grad():
         for la in progress_bar(layers, desc="decompose", unit="layer", enabled=progress):
             idx = [h.head for h in hs if h.layer == la]
-            st = _qk.layer_qk(model, trace, la, idx, rot)
-            terms = _qk.pair_terms(st)
-            err = max(err, _qk.check_scores(st, terms.sum(-1).double(), mask2[:, None], model))
-            ci, cv, ns = _qk.sparse_order(terms, st.scores.float(), share, k)
             sl = slice(col, col + len(idx))
+            ct = None if per_offset else _qk.content_terms(model, trace, la, idx, rot, back, (ti, tj))
+            if ct is not None:  # one SVD per head: terms of the causal pairs only
+                raw = ct.scores
+                err = max(err, _check(ct.terms.sum(-1).double(), raw[..., ti, tj], mpairs, la, model))
+                ci, cv, ns = _qk.sorted_terms(ct.terms, raw[..., ti, tj].float(), share, k)
+                n_sparse[:, sl, ti, tj] = ns * mpairs
+                comps[:, sl, ti, tj] = ci.int() * mpairs[..., None]
+                vals[:, sl, ti, tj] = cv * mpairs[..., None]
+                sv[sl] = ct.S.float()[:, None]
+            else:  # per-offset SVDs (asked for, or a singular core)
+                st = _qk.layer_qk(model, trace, la, idx, rot, per_offset=True)
+                raw = st.scores
+                terms = _qk.pair_terms(st)
+                err = max(err, _qk.check_scores(st, terms.sum(-1).double(), mask2[:, None], model))
+                ci, cv, ns = _qk.sparse_order(terms, st.scores.float(), share, k)
+                m4 = mask2[:, None]
+                n_sparse[:, sl] = ns * m4
+                comps[:, sl] = ci.int() * m4[..., None]
+                vals[:, sl] = cv * m4[..., None]
+                sv[sl] = st.S.float()[:, :sv.shape[1]]
             m4 = mask2[:, None]
-            scores[:, sl] = torch.where(m4, st.scores.float(), float("nan"))
+            scores[:, sl] = torch.where(m4, raw.float(), float("nan"))
             pat = trace[_qk.name(f"pattern.{la}")][:, idx].float().cpu()
             pattern[:, sl] = torch.where(m4, pat, float("nan"))
-            n_sparse[:, sl] = ns * m4
-            comps[:, sl] = ci.int() * m4[..., None]
-            vals[:, sl] = cv * m4[..., None]
-            sv[sl] = st.S.float()[:, :sv.shape[1]]
             col += len(idx)
     return AttentionDecomposition(scores=scores, pattern=pattern, n_sparse=n_sparse, components=comps, values=vals,
                                   singular_values=sv, heads=tuple(str(h) for h in _ordered(hs, layers)),
                                   tokens=trace.tokens, share=float(share), max_error=err, rotary=rot is not None,
-                                  model_id=model.name)
+                                  per_offset=bool(per_offset and rot is not None), model_id=model.name)
+
+
+def _check(total: torch.Tensor, raw: torch.Tensor, real: torch.Tensor, layer: int, model: Model) -> float:
+    """Max |Σ terms − model score| over real pairs ``[B, H, P]``; raises when the maths does not fit the model."""
+    err = ((total - raw).abs() * real).amax()
+    size = (raw.abs() * real).amax()
+    if float(err) > 1e-3 * (1.0 + float(size)):
+        raise BadInputError(
+            f"the decomposition of layer {layer} does not reproduce {model.name}'s attention scores (max error "
+            f"{float(err):.3g} against scores up to {float(size):.3g}): this family applies something the "
+            "decomposition does not model (a q/k norm such as Qwen3's or OLMo 2's, a rotary convention the "
+            "model's rotary module does not describe, or no norm in front of the attention)")
+    return float(err)
 
 
 def _ordered(hs: list[HeadRef], layers: list[int]) -> list[HeadRef]:

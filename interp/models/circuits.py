@@ -366,7 +366,8 @@ def rotation_baseline(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tenso
 
 
 # -- attention scores taken apart (Franco & Crovella 2024; used by interp.heads.decompose) -----------------
-def augmented_qk_factors(weights: WeightViews, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+def augmented_qk_factors(weights: WeightViews, layer: int, dtype: torch.dtype = torch.float64
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bias-augmented, norm-folded query and key weights of every head of one layer.
 
     The attention input of layer ``layer`` is ``n(x) = γ ⊙ P x / σ(x) + β`` (``P`` centres for LayerNorm and is
@@ -375,7 +376,8 @@ def augmented_qk_factors(weights: WeightViews, layer: int) -> tuple[torch.Tensor
     likewise the key; the paper's augmented QK matrix (GPT-2, no rotary) is ``W̃_Q @ W̃_Kᵀ``.
 
     Returns:
-        ``(W̃_Q, W̃_K)``, each ``[head, d_model + 1, d_head]`` (grouped-query keys expanded per query head).
+        ``(W̃_Q, W̃_K)``, each ``[head, d_model + 1, d_head]`` (grouped-query keys expanded per query head), in
+        ``dtype`` (float64 unless asked).
 
     Example:
         >>> import interp
@@ -387,13 +389,13 @@ def augmented_qk_factors(weights: WeightViews, layer: int) -> tuple[torch.Tensor
     n_layers = weights.W_Q.shape[0]
     if not isinstance(layer, int) or not -n_layers <= layer < n_layers:
         raise BadInputError(f"layer={layer!r} is out of range; valid layers are 0..{n_layers - 1}")
-    g = weights.ln1_w[layer].detach().double()
-    beta = weights.ln1_b[layer].detach().double() if weights.ln1_b is not None else torch.zeros_like(g)
+    g = weights.ln1_w[layer].detach().to(dtype)
+    beta = weights.ln1_b[layer].detach().to(dtype) if weights.ln1_b is not None else torch.zeros_like(g)
     out = []
     for W, b in ((weights.W_Q[layer], weights.b_Q[layer]), (weights.W_K[layer], weights.b_K[layer])):
-        W = W.detach().double()  # [head, d_model, d_head]
+        W = W.detach().to(dtype)  # [head, d_model, d_head]
         top = g[None, :, None] * W
-        bottom = (beta @ W) + b.detach().double()  # [head, d_head]
+        bottom = (beta @ W) + b.detach().to(dtype)  # [head, d_head]
         out.append(torch.cat([top, bottom[:, None, :]], dim=1))
     return out[0], out[1]
 
