@@ -2,8 +2,11 @@
 
 1. The shipped toy induction model (2 attention-only layers, 4 heads) on repeated random tokens; truth: the
    K-composition circuit read off its attention patterns (:func:`interp.circuits.toy_truth`), 22 of 81 edges.
-   Edge level: exact patching, EAP, EAP-IG (5 steps), ACDC (metric distance threshold 0.5). Exact patching's
-   edges/s is printed too.
+   Edge level: exact patching, EAP, EAP-IG over the inputs (5 steps), EAP-IG over the activations (5 steps),
+   ACDC (metric distance threshold 0.5). Exact patching's edges/s is printed too.
+1b. The Tracr-compiled models (``reverse``, ``hist``, ``sort``, ``frac_prevs``; :func:`interp.circuits.load_compiled`):
+   truth: the circuit the compiler built (:func:`interp.circuits.compiled_truth`, the edges that vary at a fixed
+   length); task: the fixture inputs, corrupted by the next fixture input; ACDC threshold 0.01.
 2. The two strict-IIT models of interp.causal (``iit-ioi``, ``iit-equality``): the circuits in their
    ``causal.json`` are node sets (strict IIT trained the other heads to be irrelevant), so these are scored at
    node level: AUROC of node scores against the circuit's nodes. Clean prompts from the task, corrupted
@@ -31,15 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from interp.circuits import (  # noqa: E402
+    COMPILED,
     Circuit,
     CircuitTask,
     EdgeRunner,
     build_graph,
+    compiled_task,
+    compiled_truth,
     discover,
     edge_auroc,
     faithfulness,
     induction_task,
     ioi_task,
+    load_compiled,
     load_toy,
     toy_truth,
 )
@@ -55,11 +62,11 @@ def _bench(name: str, model: Model, task: CircuitTask, truth: Circuit, level: Li
            acdc_threshold: float) -> None:
     runner = EdgeRunner(model, task)
     discover(model, task, method="eap", level=level, runner=runner)  # warm-up
-    for method in ("exact", "eap", "eap-ig", "acdc"):
+    for method in ("exact", "eap", "eap-ig", "eap-ig-act", "acdc"):
         c = discover(model, task, method=method, level=level, runner=runner, threshold=acdc_threshold,  # type: ignore[arg-type]
                      progress=False)
         f = faithfulness(model, task, circuit=c, runner=runner)
-        _row(name, method + (" (5 steps)" if method == "eap-ig" else ""), c, truth, f.cpr, f.cmd)
+        _row(name, method + (" (5 steps)" if method.startswith("eap-ig") else ""), c, truth, f.cpr, f.cmd)
         if method == "exact":
             print(f"|   | exact: {c.n_units / c.meta['seconds']:.0f} {level}s/s | | | | | |")
 
@@ -67,6 +74,12 @@ def _bench(name: str, model: Model, task: CircuitTask, truth: Circuit, level: Li
 def toy() -> None:
     m = load_toy()
     _bench("toy induction", m, induction_task(m), toy_truth(m), "edge", 0.5)
+
+
+def compiled(name: str) -> None:
+    m = load_compiled(name)
+    truth = compiled_truth(m)
+    _bench(f"tracr {name} ({int(truth.selected.sum())}/{truth.n_units})", m, compiled_task(m), truth, "edge", 0.01)
 
 
 def iit(name: str) -> None:
@@ -138,6 +151,8 @@ def main() -> None:
     print("| model | method | level | AUROC vs truth | CPR | CMD | seconds |")
     print("|---|---|---|---|---|---|---|")
     toy()
+    for name in COMPILED:
+        compiled(name)
     iit("iit-ioi")
     iit("iit-equality")
     if args.smollm2:

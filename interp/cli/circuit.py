@@ -19,7 +19,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                 "EAP, EAP-IG or ACDC, print the top edges and the faithfulness curve (CPR / CMD).",
                     example="interp circuit --model smollm2-135m --task ioi --method eap-ig --html circuit.html")
     model_arg(p)
-    p.add_argument("--task", help="a shipped task (induction, ioi) or a JSON file "
+    p.add_argument("--task", help="a shipped task (induction, ioi; compiled for the Tracr models tracr-reverse, "
+                                  "tracr-hist, tracr-sort, tracr-frac_prevs, their default) or a JSON file "
                                   '{"clean": [...], "corrupt": [...], "answer": [...], "wrong": [...]}')
     p.add_argument("--prompt", help="a clean prompt (instead of --task)")
     p.add_argument("--corrupt", help="its corrupted twin (same number of tokens)")
@@ -46,6 +47,10 @@ def _task(args: argparse.Namespace, model: Any) -> Any:
         if not args.corrupt:
             raise BadInputError("--prompt needs --corrupt (a corrupted twin with the same number of tokens)")
         return make_task(model, args.prompt, corrupt=args.corrupt, answer=args.answer, wrong=args.wrong, name="prompt")
+    if model.name.startswith("tracr-") and args.task in (None, "compiled"):
+        from interp.circuits import compiled_task
+
+        return compiled_task(model)
     if not args.task:
         raise BadInputError("give --task (induction, ioi or a JSON file) or --prompt/--corrupt")
     path = Path(args.task)
@@ -65,11 +70,14 @@ def _task(args: argparse.Namespace, model: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.circuits import EdgeRunner, discover, faithfulness
+    from interp.circuits import COMPILED, EdgeRunner, discover, faithfulness, load_compiled
     from interp.report import Report
     from interp.trace.trace import command_line
 
-    model = interp.load_model(args.model)
+    if args.model.startswith("tracr-") and args.model.removeprefix("tracr-") in COMPILED:
+        model = load_compiled(args.model)
+    else:
+        model = interp.load_model(args.model)
     task = _task(args, model)
     runner = EdgeRunner(model, task)
     c = discover(model, task, method=args.method, level=args.level, steps=args.steps, threshold=args.threshold,
