@@ -146,9 +146,18 @@ def test_result_surface(llama4: Model) -> None:
 
 def test_shipped_prompt_sets() -> None:
     every = load_language_prompts()
-    assert len(every) == 390
+    assert len(every) == 489
     counts = {t: sum(it.task == t for it in every) for t in ("translation", "repetition", "cloze")}
-    assert counts == {"translation": 240, "repetition": 100, "cloze": 50}
+    assert counts == {"translation": 240, "repetition": 100, "cloze": 149}
+    cloze = [it for it in every if it.task == "cloze"]  # asked in the target language (Wendler et al.)
+    assert {lang: sum(it.target == lang for it in cloze) for lang in LANGUAGE_NAMES} == {
+        "en": 50, "fr": 24, "de": 30, "es": 24, "it": 21}
+    label = {"en": "Answer: ", "fr": "Réponse : ", "de": "Antwort: ", "es": "Respuesta: ", "it": "Risposta: "}
+    for it in cloze:
+        assert it.source == it.target and it.prompt.splitlines()[-1].endswith(label[it.target] + '"')
+        assert '"___"' in it.prompt.splitlines()[-1] or it.prompt.splitlines()[-1].startswith("___")
+        if it.target != "en":
+            assert it.words[it.target].lower() != it.concept  # the answer is not the English word
     for it in every:
         # the prompt ends right before the answer, which is the concept's word in the target language
         assert it.prompt.endswith('"') and it.target in it.words and it.words["en"] == it.concept
@@ -176,3 +185,20 @@ def test_smollm2_matches_logit_lens(smollm2: Model) -> None:
     assert one.top_ids[0, :, 0].tolist() == top.tolist()
     sets = language_token_sets(smollm2, words={"en": ["flower"], "fr": ["fleur"]})
     assert not set(sets["en"]) & set(sets["fr"])
+
+
+def test_report_section_through_the_shared_context(llama4: Model) -> None:
+    """``build_report(..., language_prompts=)`` (``interp report --language-prompts``) adds the section through
+    ``ReportContext.language_prompts``; without it there is none."""
+    from interp.report import build_report
+
+    rep = build_report(llama4, "w1 w2 w3", sections=["latent_language"], language_prompts=items(), fast=True,
+                       skip_layers=False)
+    titles = [s.title for s in rep.sections]
+    assert "Latent language" in titles
+    want = latent_language(llama4, items(), progress=False)  # the direct call: the section holds its masses
+    got = rep.to_dict()["sections"]["Latent language"]["logit LatentLanguageResult"]["arrays"]["mass"]
+    assert got["axes"] == ["lens", "layer", "item", "language"]
+    torch.testing.assert_close(torch.tensor(got["values"], dtype=torch.float32), want.mass.float(), rtol=0, atol=1e-6)
+    assert "Latent language" not in [s.title for s in build_report(llama4, "w1 w2 w3", sections=["latent_language"],
+                                                                   fast=True, skip_layers=False).sections]
