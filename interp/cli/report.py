@@ -31,6 +31,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="only these tools' sections, comma-separated (e.g. lens,heads; '' for none; "
                         "default: all of them)")
     r.add_argument("--fast", action="store_true", help="the tools' quick settings (smaller sweeps, fewer steps)")
+    r.add_argument("--language-prompts", choices=["translation", "repetition", "cloze", "all"],
+                   help="add the latent-language section on this shipped prompt set (data/lens/latent_language.jsonl)")
     r.set_defaults(func=run)
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--prompt is empty; give the text to analyse")
     section_modules(args.sections)  # an unknown section name fails before the model loads
     model = interp.load_model(args.model)
-    rep = build_report(model, args.prompt, corrupt=args.corrupt, fast=args.fast, sections=args.sections)
+    rep = build_report(model, args.prompt, corrupt=args.corrupt, fast=args.fast, sections=args.sections,
+                       language_prompts=args.language_prompts)
     out = rep.write(args.html, json_path=args.json)
     print(f"report  {out.resolve()}  ({out.stat().st_size / 2**20:.1f} MiB, {len(rep.sections)} sections)")
     print(f"json    {args.json or out.with_suffix('.json')}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -38,7 +39,8 @@ def _versions() -> dict[str, str]:
 
 def build_report(model: Model, inputs: str, *, corrupt: str | None = None, top_k: int = 10,
                  n_heads_shown: int = 3, command: str | None = None, skip_layers: bool = True,
-                 fast: bool = False, sections: Sequence[str] | None = None) -> Report:
+                 fast: bool = False, sections: Sequence[str] | None = None,
+                 language_prompts: str | Sequence[Any] | None = None) -> Report:
     """Run the model on a prompt (and a corrupted one) and build the report.
 
     Args:
@@ -52,6 +54,8 @@ def build_report(model: Model, inputs: str, *, corrupt: str | None = None, top_k
         fast: ask the tools' sections (:mod:`interp.report.sections`) for their quick settings.
         sections: the tools' sections to add, by module name (``["lens", "heads"]``; see
             :func:`interp.report.sections.section_names`); ``None`` adds every one, ``[]`` only the built-in ones.
+        language_prompts: a latent-language prompt set (``"translation"``, ``"repetition"``, ``"cloze"``, ``"all"``
+            or :class:`~interp.lens.LanguageItem` s) for the "Latent language" section; ``None``: no such section.
 
     Returns:
         The :class:`~interp.report.Report`; ``.write(path)`` writes the HTML page and its JSON.
@@ -92,7 +96,7 @@ def build_report(model: Model, inputs: str, *, corrupt: str | None = None, top_k
         _corrupt_section(rep, model, trace, corrupt)
 
     ctx = ReportContext(model=model, prompt=inputs, corrupt=corrupt, trace=trace, tokens=tokens, fast=fast,
-                        skip_layers=skip_layers)
+                        skip_layers=skip_layers, language_prompts=language_prompts)
     for mod in mods:
         mod.add_section(rep, ctx)
 

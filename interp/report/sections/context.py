@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from interp.models import Model
 from interp.trace import Trace
@@ -32,6 +34,11 @@ class ReportContext:
         tokens: the clean prompt's token strings.
         fast: leave out the slow parts (used by tests); sections stay present with smaller settings.
         skip_layers: include the skip-layer loss (several forwards per layer).
+        language_prompts: a latent-language prompt set (a task name of :func:`interp.lens.load_language_prompts`:
+            ``"translation"``, ``"repetition"``, ``"cloze"``, ``"all"``, or a list of
+            :class:`~interp.lens.LanguageItem`); ``None``: no latent-language section.
+        encdec / encdec_inputs / encdec_references: an :class:`~interp.models.EncoderDecoder`, source texts and
+            their expected outputs for the DecoderLens section; ``None``: no such section.
     """
 
     model: Model
@@ -41,6 +48,10 @@ class ReportContext:
     tokens: list[str]
     fast: bool = False
     skip_layers: bool = True
+    language_prompts: str | Sequence[Any] | None = None
+    encdec: Any = None
+    encdec_inputs: Sequence[str] | None = None
+    encdec_references: Sequence[str] | None = None
 
 
 __all__ = ["ReportContext"]

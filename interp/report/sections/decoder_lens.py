@@ -16,10 +16,10 @@ ORDER = 13
 
 def add_section(rep: Report, ctx: ReportContext) -> None:
     """The section, when the context carries an encoder–decoder and its inputs."""
-    model, inputs = getattr(ctx, "encdec", None), getattr(ctx, "encdec_inputs", None)
+    model, inputs = ctx.encdec, ctx.encdec_inputs
     if model is None or not inputs:
         return
-    decoder_lens_section(rep, decoder_lens(model, inputs, references=getattr(ctx, "encdec_references", None),
+    decoder_lens_section(rep, decoder_lens(model, inputs, references=ctx.encdec_references,
                                            progress=False))
 
 

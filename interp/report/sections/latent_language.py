@@ -1,8 +1,9 @@
 """Report section "Latent language": which language each layer's lens reading speaks (Wendler et al. 2024).
 
-Added when the report is asked for a language prompt set (a context with ``language_prompts``, a task name of
-:func:`interp.lens.load_language_prompts` or a list of :class:`~interp.lens.LanguageItem`); ``interp
-latent-language`` builds it with :func:`latent_language_section`.
+Added when the report is asked for a language prompt set (``ReportContext.language_prompts``: a task name of
+:func:`interp.lens.load_language_prompts` or a list of :class:`~interp.lens.LanguageItem`; ``interp report
+--language-prompts cloze``, ``build_report(..., language_prompts="cloze")``); ``interp latent-language`` builds it
+with :func:`latent_language_section`.
 
 Example:
     >>> import interp
@@ -19,21 +20,28 @@ Example:
 
 from __future__ import annotations
 
-from interp.lens import LatentLanguageResult, find_tuned_lens, latent_language
+from interp.lens import LatentLanguageResult, find_tuned_lens, latent_language, load_language_prompts
 from interp.report.document import Report
 from interp.report.sections.context import ReportContext
 
 ORDER = 12
 
 
+FAST_ITEMS = 24  # prompts read with ctx.fast (every k-th of the set)
+
+
 def add_section(rep: Report, ctx: ReportContext) -> None:
-    """The section, when the context names a language prompt set (``ctx.language_prompts``)."""
-    prompts = getattr(ctx, "language_prompts", None)
+    """The section, when the context names a language prompt set (``ctx.language_prompts``; ``interp report
+    --language-prompts TASK``); with ``ctx.fast``, an evenly spaced subset of :data:`FAST_ITEMS` prompts."""
+    prompts = ctx.language_prompts
     model = ctx.model
     if prompts is None or not model.adapter.is_causal or model.weights.W_U is None:
         return
+    items = load_language_prompts(prompts) if isinstance(prompts, str) else list(prompts)
+    if ctx.fast and len(items) > FAST_ITEMS:
+        items = items[:: -(-len(items) // FAST_ITEMS)]
     lenses = ["logit", "tuned"] if find_tuned_lens(model) is not None else ["logit"]
-    latent_language_section(rep, latent_language(model, prompts, lens=lenses, progress=False))
+    latent_language_section(rep, latent_language(model, items, lens=lenses, progress=False))
 
 
 def latent_language_section(rep: Report, res: LatentLanguageResult) -> None:
