@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,7 +128,9 @@ def test_drop_layers_reports_healing(llama5: Model) -> None:
     assert len(frame) == 6
     for view in res.VIEWS:
         assert res.plot(view).data
-    again = type(res).load(res.save(pytest.importorskip("tempfile").mkdtemp() + "/r"))
+    import tempfile
+
+    again = type(res).load(res.save(tempfile.mkdtemp() + "/r"))
     assert torch.equal(again.heal_loss, res.heal_loss) and again.healed == res.healed  # type: ignore[arg-type]
 
 
@@ -147,3 +150,22 @@ def test_corpus_texts_skip_the_heldout_paragraphs() -> None:
     texts = corpus_texts(200, words=48)
     assert len(texts) == 200 and len(set(texts)) == 200 and not held & {t[:60] for t in texts}
     assert corpus_texts(5, seed=1) == corpus_texts(5, seed=1) != corpus_texts(5, seed=2)
+
+
+def test_cli_drop_with_healing(llama5: Model, tmp_path: Path) -> None:
+    import json
+
+    from interp.cli import main
+
+    out = tmp_path
+    llama5.hf.save_pretrained(out / "m")
+    llama5.tokenizer.save_pretrained(out / "m")
+    items = [{"prompt": "w1 w2 w3", "choices": [" w4", " w9"], "answer": 0},
+             {"prompt": "w5 w6 w7", "choices": [" w1", " w8"], "answer": 1}]
+    (out / "t.json").write_text(json.dumps({"name": "tiny", "kind": "choice", "items": items}))
+    rc = main(["layers", "drop", "--quiet", "--model", str(out / "m"), "--task", str(out / "t.json"), "--methods",
+               "random", "--max-drop", "1", "--heal", "norm", "--heal-steps", "2", "--json", str(out / "d.json")])
+    assert rc == 0
+    data = json.loads((out / "d.json").read_text())["sections"]["LayerDropResult"]["LayerDropResult"]
+    assert set(data["arrays"]) >= {"healed_accuracy", "healed_loglik", "heal_loss"}
+    assert "final norm, 2 Adam steps" in data["attributes"]["healed"]

@@ -98,7 +98,9 @@ def test_lens_kl_beside_the_metrics(llama3: Model) -> None:
     fig = both.plot("lens")
     names = [t.name for t in fig.data]
     assert names[:2] == ["prompt_entropy", "curvature"] and names[2].startswith("logit lens KL (")
-    again = type(both).load(both.save(Path(pytest.importorskip("tempfile").mkdtemp()) / "r"))
+    import tempfile
+
+    again = type(both).load(both.save(Path(tempfile.mkdtemp()) / "r"))
     assert again.lens == "logit" and torch.equal(again.lens_kl, both.lens_kl)  # type: ignore[arg-type]
     with pytest.raises(BadInputError, match="3 layers"):
         res.with_lens(torch.ones(4))

@@ -29,6 +29,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated: drop: angular,attn,mlp,skip_loss,random; "
                                      "prune: importance,random,entropy; painters: skip,shuffle,reverse,repeat,parallel")
     p.add_argument("--max-drop", type=nonneg_int, help="drop: the most blocks dropped (default: n_layers - 1)")
+    p.add_argument("--heal", choices=("norm", "lora"),
+                   help="drop: also score after healing each cell (a seeded fine-tune of the final norm, or LoRA on "
+                        "the remaining blocks, on the shipped corpus)")
+    p.add_argument("--heal-steps", type=positive_int, default=30, help="drop: healing steps (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward (default: %(default)s)")
     p.add_argument("--top", type=positive_int, default=10, help="heads: heads listed (default: %(default)s)")
     output_args(p)
@@ -57,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.study == "drop":
         res = layers.drop_layers(model, task, max_drop=args.max_drop, batch_size=bs,
-                                 methods=methods or layers.studies.METHODS)
-        views: tuple[str, ...] = ("accuracy", "loglik")
+                                 methods=methods or layers.studies.METHODS, heal=args.heal,
+                                 heal_steps=args.heal_steps)
+        views: tuple[str, ...] = ("accuracy", "loglik", "heal_loss") if args.heal else ("accuracy", "loglik")
     elif args.study == "painters":
         res = layers.painters(model, task, batch_size=bs, variants=methods or layers.studies.VARIANTS)
         views = ("accuracy", "loglik")
