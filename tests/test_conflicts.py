@@ -18,6 +18,7 @@ from interp.patching.conflicts import (
     ConflictIntervention,
     conflict_heads,
     conflict_intervention,
+    dual_intervention,
     load_conflicts,
 )
 
@@ -64,6 +65,30 @@ def test_intervention_rates_match_a_plain_forward(tiny_llama: Model) -> None:
         conflict_intervention(tiny_llama, ITEMS, "L1H0", n_random=0)
     with pytest.raises(BadInputError, match="first token"):
         conflict_heads(tiny_llama, [dict(ITEMS[0], context=ITEMS[0]["memory"])])
+
+
+def test_dual_intervention_is_both_scalings_in_one_run(tiny_llama: Model) -> None:
+    """Against the two scalings applied by hand (plain Scale edits on a plain run), for either side."""
+    base = _margins(tiny_llama, [])
+    mem, ctx = ["L1H0"], ["L0H1", "L1H2"]
+    for side, f_mem, f_ctx in (("context", 0.25, 1.5), ("memory", 1.5, 0.25)):
+        res = dual_intervention(tiny_llama, ITEMS, (mem, ctx), side=side, up=1.5, down=0.25, n_random=2)
+        want = _margins(tiny_llama, [Scale("z.1", f_mem, heads=[0]), Scale("z.0", f_ctx, heads=[1]),
+                                     Scale("z.1", f_ctx, heads=[2])])
+        assert res.heads == ("L1H0", "L0H1", "L1H2") and res.factors == (f_mem, f_ctx, f_ctx)
+        assert res.before == float((base > 0).double().mean()) and res.after == float((want > 0).double().mean())
+        assert res.margin_shift == pytest.approx(float((want - base).mean()), abs=1e-5)
+        assert res.margin_shift_ci[0] <= res.margin_shift <= res.margin_shift_ci[1]
+        assert res.random_margin_shift.shape == (2,)
+    found = conflict_heads(tiny_llama, ITEMS, k=1)
+    res = dual_intervention(tiny_llama, ITEMS, found, side="memory", n_random=1)
+    assert res.heads == (*found.memory_heads, *found.context_heads) and res.factors == (2.0, 0.0)
+    with pytest.raises(BadInputError, match="side"):
+        dual_intervention(tiny_llama, ITEMS, (mem, ctx), side="both")
+    with pytest.raises(BadInputError, match="disjoint"):
+        dual_intervention(tiny_llama, ITEMS, (mem, mem))
+    with pytest.raises(BadInputError, match="factors"):
+        conflict_intervention(tiny_llama, ITEMS, "L1H0,L1H1", factors=[1.0])
 
 
 def test_shipped_prompt_sets() -> None:

@@ -31,7 +31,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -175,17 +175,29 @@ def _wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _memory_rate(model: Model, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-                 heads: Sequence[HeadRef], factor: float) -> float:
+def _margins(model: Model, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+             heads: Sequence[HeadRef], factors: Sequence[float]) -> torch.Tensor:
+    """``[prompt]`` logit(memory) − logit(context) with each head of ``heads`` scaled by its factor (one run)."""
     ids, mask, mem, ctx = batch
-    by_layer: dict[int, list[int]] = {}
-    for h in heads:
-        by_layer.setdefault(h.layer, []).append(h.head)
-    edits = [Scale(f"z.{la}", factor, heads=hs) for la, hs in sorted(by_layer.items())]
+    by_factor: dict[tuple[int, float], list[int]] = {}
+    for h, f in zip(heads, factors, strict=True):
+        by_factor.setdefault((h.layer, float(f)), []).append(h.head)
+    edits = [Scale(f"z.{la}", f, heads=hs) for (la, f), hs in sorted(by_factor.items())]
     with torch.no_grad():
         logits = model.run((ids, mask), interventions=edits).logits
     assert logits is not None
-    return float((_margin(logits, mask, mem, ctx) > 0).double().mean())
+    return _margin(logits, mask, mem, ctx).double().cpu()
+
+
+def _bootstrap_mean(x: torch.Tensor, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95% bootstrap interval of the mean of ``x`` (resampling prompts)."""
+    if len(x) < 2:
+        v = float(x.mean()) if len(x) else 0.0
+        return (v, v)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(x), (n, len(x)), generator=g)
+    means = x.double()[idx].mean(-1)
+    return float(torch.quantile(means, 0.025)), float(torch.quantile(means, 0.975))
 
 
 @dataclass(frozen=True, repr=False)
@@ -204,9 +216,13 @@ class ConflictIntervention(Result):
         random_ci: the 2.5–97.5 percentile range of the random draws.
         n_prompts: held-out prompts.
         model_id: the model.
+        factors: per head, its scale (empty: every head by ``factor``); the random sets get the same factors.
+        margin_shift: mean over prompts of the change of ``logit(memory) − logit(context)`` (found heads).
+        margin_shift_ci: its percentile-bootstrap 95% interval (prompts resampled).
+        random_margin_shift: ``[draw]`` the same mean change for each random head set.
     """
 
-    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"random_after": ("draw",)}
+    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"random_after": ("draw",), "random_margin_shift": ("draw",)}
     VIEWS: ClassVar[tuple[str, ...]] = ("rates",)
 
     random_after: torch.Tensor
@@ -219,9 +235,15 @@ class ConflictIntervention(Result):
     random_ci: tuple[float, float]
     n_prompts: int = 0
     model_id: str = ""
+    factors: tuple[float, ...] = ()
+    margin_shift: float = 0.0
+    margin_shift_ci: tuple[float, float] = (0.0, 0.0)
+    random_margin_shift: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", tuple(str(h) for h in self.heads))
+        object.__setattr__(self, "factors", tuple(float(x) for x in self.factors))
+        object.__setattr__(self, "margin_shift_ci", tuple(float(x) for x in self.margin_shift_ci))
         object.__setattr__(self, "before_ci", tuple(float(x) for x in self.before_ci))
         object.__setattr__(self, "after_ci", tuple(float(x) for x in self.after_ci))
         object.__setattr__(self, "random_ci", tuple(float(x) for x in self.random_ci))
@@ -237,8 +259,12 @@ class ConflictIntervention(Result):
         return float(self.random_after.double().mean()) - self.before
 
     def headline(self) -> dict[str, Any]:
-        return {"heads": len(self.heads), "factor": self.factor, "before": round(self.before, 3),
-                "after": round(self.after, 3), "random_after": round(float(self.random_after.mean()), 3)}
+        out = {"heads": len(self.heads), "factor": self.factor if not self.factors else "per head",
+               "before": round(self.before, 3), "after": round(self.after, 3),
+               "random_after": round(float(self.random_after.mean()), 3), "margin_shift": round(self.margin_shift, 3)}
+        if len(self.random_margin_shift):
+            out["random_margin_shift"] = round(float(self.random_margin_shift.mean()), 3)
+        return out
 
     def _view_rates(self) -> Figure:
         xs = ["before", "found heads"] + ["random heads"] * len(self.random_after)
@@ -250,8 +276,12 @@ class ConflictIntervention(Result):
 
 
 def conflict_intervention(model: Model, items: Sequence[Item], heads: HeadSpec | Sequence[HeadSpec], *,
-                          factor: float = 0.0, n_random: int = 10, seed: int = 0) -> ConflictIntervention:
+                          factor: float = 0.0, factors: Sequence[float] | None = None, n_random: int = 10,
+                          seed: int = 0) -> ConflictIntervention:
     """Scale (``factor=0``: prune) ``heads`` on conflict prompts; memory rate before/after, vs random head sets.
+
+    ``factors`` (one per head, in the order given) scales each head by its own factor in the same run (see
+    :func:`dual_intervention`); each random set is as many random heads, given the same factors in order.
 
     Example:
         >>> import interp
@@ -262,20 +292,72 @@ def conflict_intervention(model: Model, items: Sequence[Item], heads: HeadSpec |
         torch.Size([2])
     """
     L, H = model.dims.n_layers, model.dims.n_heads
-    hs = list(dict.fromkeys(parse_heads(heads, n_layers=L, n_heads=H)))
+    parsed = parse_heads(heads, n_layers=L, n_heads=H)
+    if factors is not None:
+        fs = [float(f) for f in factors]
+        if len(fs) != len(parsed):
+            raise bad_value("factors", factors, f"one factor per head ({len(parsed)} heads)")
+        if len(set(parsed)) != len(parsed):
+            raise bad_value("heads", heads, "distinct heads when factors are given")
+        hs = list(parsed)
+    else:
+        hs = list(dict.fromkeys(parsed))
+        fs = [float(factor)] * len(hs)
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
         raise bad_value("n_random", n_random, "an int >= 1")
     batch = _batch(model, items)
     n = len(items)
-    before = _memory_rate(model, batch, [], 1.0)
-    after = _memory_rate(model, batch, hs, factor)
+    m0 = _margins(model, batch, [], [])
+    m1 = _margins(model, batch, hs, fs)
+    before, after = float((m0 > 0).double().mean()), float((m1 > 0).double().mean())
     rng = random.Random(seed)
     grid = [HeadRef(la, h) for la in range(L) for h in range(H)]
-    rand = torch.tensor([_memory_rate(model, batch, rng.sample(grid, len(hs)), factor) for _ in range(n_random)])
+    rand_m = [_margins(model, batch, rng.sample(grid, len(hs)), fs) for _ in range(n_random)]
+    rand = torch.tensor([float((m > 0).double().mean()) for m in rand_m])
     lo, hi = (float(torch.quantile(rand.double(), q)) for q in (0.025, 0.975))
     return ConflictIntervention(random_after=rand.float(), heads=tuple(str(h) for h in hs), factor=float(factor),
                                 before=before, after=after, before_ci=_wilson(before, n), after_ci=_wilson(after, n),
-                                random_ci=(lo, hi), n_prompts=n, model_id=model.name)
+                                random_ci=(lo, hi), n_prompts=n, model_id=model.name,
+                                factors=tuple(fs) if factors is not None else (),
+                                margin_shift=float((m1 - m0).mean()), margin_shift_ci=_bootstrap_mean(m1 - m0, seed=seed),
+                                random_margin_shift=torch.tensor([float((m - m0).mean()) for m in rand_m]).float())
 
 
-__all__ = ["ConflictHeads", "ConflictIntervention", "conflict_heads", "conflict_intervention", "load_conflicts"]
+def dual_intervention(model: Model, items: Sequence[Item], heads: ConflictHeads | tuple[Sequence[HeadSpec],
+                      Sequence[HeadSpec]], *, side: str = "context", up: float = 2.0, down: float = 0.0,
+                      n_random: int = 10, seed: int = 0) -> ConflictIntervention:
+    """Scale memory heads and context heads in opposite directions in one run, toward ``side``.
+
+    Jin et al. (2024) show that pruning memory heads moves answers toward the context and pruning context heads
+    toward memory; the dual intervention does both at once and chooses the side: ``side="context"`` scales the
+    context heads by ``up`` and the memory heads by ``down``; ``side="memory"`` the reverse. ``heads`` is a
+    :class:`ConflictHeads` (its ``memory_heads``, ``context_heads``) or a pair ``(memory_heads, context_heads)``.
+    The random control scales as many random heads with the same factors.
+
+    Example:
+        >>> import interp
+        >>> from interp.patching.conflicts import conflict_heads, dual_intervention, load_conflicts
+        >>> m = interp.load_model("smollm2-135m")
+        >>> found = conflict_heads(m, load_conflicts("train")[:8], k=2)
+        >>> res = dual_intervention(m, load_conflicts("heldout")[:8], found, side="context", n_random=2)
+        >>> len(res.heads), res.factors
+        (4, (0.0, 0.0, 2.0, 2.0))
+    """
+    if side not in ("memory", "context"):
+        raise bad_value("side", side, "'memory' or 'context'")
+    for name_, v in (("up", up), ("down", down)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad_value(name_, v, "a finite number")
+    L, H = model.dims.n_layers, model.dims.n_heads
+    mem_spec, ctx_spec = (heads.memory_heads, heads.context_heads) if isinstance(heads, ConflictHeads) else heads
+    mem = parse_heads(mem_spec, n_layers=L, n_heads=H)
+    ctx = parse_heads(ctx_spec, n_layers=L, n_heads=H)
+    if set(mem) & set(ctx):
+        raise bad_value("heads", heads, "disjoint memory and context head sets")
+    f_mem, f_ctx = (down, up) if side == "context" else (up, down)
+    return conflict_intervention(model, items, [str(h) for h in [*mem, *ctx]],
+                                 factors=[f_mem] * len(mem) + [f_ctx] * len(ctx), n_random=n_random, seed=seed)
+
+
+__all__ = ["ConflictHeads", "ConflictIntervention", "conflict_heads", "conflict_intervention", "dual_intervention",
+           "load_conflicts"]
