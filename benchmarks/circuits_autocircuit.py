@@ -1,0 +1,174 @@
+"""interp's EAP side by side with auto-circuit's on the same tiny GPT-2, the same prompts and the same edges.
+
+auto-circuit 1.0.1 needs TransformerLens 2 (it imports ``transformer_lens.past_key_value_caching``, gone in 3
+and 4), so it lives in its own venv; this script runs there and calls interp (in ``.venv``) in a subprocess.
+Setup (``.venv-autocircuit`` borrows torch 2.13 CPU and transformers from ``.venv-saelens`` through a ``.pth``
+file, so nothing big is downloaded)::
+
+    python3 -m venv .venv-autocircuit
+    echo "$PWD/.venv-saelens/lib/python3.11/site-packages" > .venv-autocircuit/lib/python3.11/site-packages/saelens.pth
+    .venv-autocircuit/bin/pip install --no-deps auto-circuit==1.0.1 "transformer-lens>=2,<3" attrs ordered-set \\
+        blobfile lxml pycryptodomex
+
+Run::  .venv-autocircuit/bin/python benchmarks/circuits_autocircuit.py [--layers 4] [--repeats 5]
+
+1. interp (subprocess): a seeded random GPT-2 (``transformers``), saved with ``save_pretrained``; random clean
+   prompts and corrupted twins (positions 1-4 resampled), answer / wrong tokens; EAP over every edge
+   (``EdgeRunner`` + ``discover(method="eap")``, both timed: the clean and corrupted runs are part of the cost).
+2. auto-circuit (here): the same weights in a TransformerLens 2 ``HookedTransformer`` (``convert_gpt2_weights``,
+   no folding or centering; its logits checked against the HF model's), ``patchable_model(factorized=True,
+   separate_qkv=True, slice_output="last_seq")``, the same prompts in a ``PromptDataLoader``; EAP by
+   ``mask_gradient_prune_scores(grad_function="logit", answer_function="avg_diff", mask_val=0.0)`` (its fast
+   path) and by ``edge_attribution_patching_prune_scores`` (its reference replication of Syed et al.).
+3. Edge names mapped (``Resid Start`` = ``input``, ``A1.2`` = ``L1H2``, ``A1.2.Q`` = ``L1H2.q``, ``MLP 1``,
+   ``Resid End`` = ``logits``); auto-circuit minimises ``-avg_diff``, so its scores are interp's negated.
+   Printed: the edge counts, the largest relative difference (goal <= 1e-4) and the median times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERP_PY = str(ROOT / ".venv" / "bin" / "python")
+
+INTERP_SIDE = r'''
+import json, statistics, sys, time, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[3])
+from transformers import GPT2Config, GPT2LMHeadModel
+from interp.models import from_hf
+from interp.circuits import EdgeRunner, discover, make_task
+a = json.loads(sys.argv[1]); out = sys.argv[2]
+torch.manual_seed(0)
+cfg = GPT2Config(n_layer=a["layers"], n_embd=a["d_model"], n_head=a["heads"], n_positions=64, vocab_size=a["vocab"],
+                 attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+cfg._attn_implementation = "eager"
+hf = GPT2LMHeadModel(cfg).eval()
+hf.save_pretrained(out + "/model")
+g = torch.Generator().manual_seed(1)
+clean = torch.randint(0, a["vocab"], (a["batch"], a["pos"]), generator=g)
+corrupt = clean.clone()
+corrupt[:, 1:5] = torch.randint(0, a["vocab"], (a["batch"], 4), generator=g)
+answer = torch.randint(0, a["vocab"], (a["batch"],), generator=g)
+wrong = torch.randint(0, a["vocab"], (a["batch"],), generator=g)
+torch.save({"clean": clean, "corrupt": corrupt, "answer": answer, "wrong": wrong}, out + "/prompts.pt")
+m = from_hf(hf, name="tiny-gpt2")
+task = make_task(m, clean, corrupt=corrupt, answer=answer, wrong=wrong)
+times = []
+for _ in range(a["repeats"] + 1):
+    t0 = time.perf_counter()
+    c = discover(m, task, method="eap", runner=EdgeRunner(m, task))
+    times.append(time.perf_counter() - t0)
+json.dump({"edges": c.unit_names(), "scores": c.scores.tolist(), "seconds": times[1:]}, open(out + "/interp.json", "w"))
+'''
+
+
+def map_edge(src: str, dest: str) -> str:
+    def node(n: str, receiving: bool) -> str:
+        if n == "Resid Start":
+            return "input"
+        if n == "Resid End":
+            return "logits"
+        if n.startswith("MLP "):
+            return "MLP" + n.split()[1]
+        parts = n[1:].split(".")
+        name = f"L{parts[0]}H{parts[1]}"
+        return name + (f".{parts[2].lower()}" if receiving and len(parts) == 3 else "")
+
+    return f"{node(src, False)}->{node(dest, True)}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--pos", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    import torch as t
+
+    t.set_num_threads(1)
+    spec = {"layers": args.layers, "d_model": args.d_model, "heads": args.heads, "vocab": 100, "batch": args.batch,
+            "pos": args.pos, "repeats": args.repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PYTHONPATH": ""}
+        subprocess.run([INTERP_PY, "-c", INTERP_SIDE, json.dumps(spec), tmp, str(ROOT)], check=True, env=env)
+        ours = json.loads(Path(tmp, "interp.json").read_text())
+        prompts = t.load(Path(tmp, "prompts.pt"), weights_only=True)
+
+        from auto_circuit.data import PromptDataLoader, PromptDataset
+        from auto_circuit.prune_algos.edge_attribution_patching import edge_attribution_patching_prune_scores
+        from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
+        from auto_circuit.utils.graph_utils import patchable_model
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+        from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+        from transformers import GPT2LMHeadModel
+
+        hf = GPT2LMHeadModel.from_pretrained(Path(tmp, "model")).eval()
+        c = hf.config
+        cfg = HookedTransformerConfig(
+            n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=4 * c.n_embd,
+            n_ctx=c.n_positions, d_vocab=c.vocab_size, act_fn="gelu_new", normalization_type="LN",
+            eps=c.layer_norm_epsilon, use_attn_result=True, use_split_qkv_input=True, use_hook_mlp_in=True,
+            default_prepend_bos=False)
+        tl = HookedTransformer(cfg)
+        tl.load_and_process_state_dict(convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
+                                       center_unembed=False, fold_value_biases=False)
+        tl.eval()
+        with t.no_grad():
+            gap = float((tl(prompts["clean"]) - hf(prompts["clean"]).logits).abs().max())
+        print(f"TransformerLens 2 copy vs the HF model: max |logit difference| {gap:.2e}")
+        model = patchable_model(tl, factorized=True, slice_output="last_seq", separate_qkv=True, device=t.device("cpu"))
+        ds = PromptDataset(prompts["clean"], prompts["corrupt"], [a.view(1) for a in prompts["answer"]],
+                           [w.view(1) for w in prompts["wrong"]])
+        loader = PromptDataLoader(ds, seq_len=None, diverge_idx=0, batch_size=len(ds), shuffle=False)
+
+        def timed(fn: object) -> tuple[dict[str, t.Tensor], list[float]]:
+            times = []
+            for _ in range(args.repeats + 1):
+                t0 = time.perf_counter()
+                res = fn()  # type: ignore[operator]
+                times.append(time.perf_counter() - t0)
+            return res, times[1:]
+
+        fast, t_fast = timed(lambda: mask_gradient_prune_scores(
+            model, loader, None, grad_function="logit", answer_function="avg_diff", mask_val=0.0))
+        ref, t_ref = timed(lambda: edge_attribution_patching_prune_scores(model, loader, None))
+
+        mine = dict(zip(ours["edges"], ours["scores"], strict=True))
+        rows = []
+        for e in model.edges:
+            name = map_edge(e.src.name, e.dest.name)
+            rows.append((name, mine.get(name), float(fast[e.dest.module_name][e.patch_idx]),
+                         float(ref[e.dest.module_name][e.patch_idx])))
+        missing = [r[0] for r in rows if r[1] is None]
+        print(f"edges: interp {len(mine)}, auto-circuit {len(rows)}, auto-circuit edges not in interp's graph "
+              f"{len(missing)} {missing[:5]}")
+        scale = max(abs(r[3]) for r in rows)
+        for label, col in (("mask_gradient (fast)", 2), ("edge_attribution_patching (reference)", 3)):
+            # auto-circuit's loss is -avg_diff: its scores are interp's negated (it ranks by magnitude)
+            diffs = [abs(r[1] + r[col]) / scale for r in rows if r[1] is not None]
+            big = [abs(r[1] + r[col]) / abs(r[col]) for r in rows if r[1] is not None and abs(r[col]) > 0.01 * scale]
+            print(f"interp EAP vs auto-circuit {label}: max |interp + theirs| / max |score| = {max(diffs):.2e}; "
+                  f"per edge, over the {len(big)} edges above 1% of the largest: max relative {max(big):.2e}")
+        med_i, med_f, med_r = (statistics.median(x) for x in (ours["seconds"], t_fast, t_ref))
+        print(f"time (median of {args.repeats}, 1 thread): interp {med_i * 1000:.1f} ms, auto-circuit mask_gradient "
+              f"{med_f * 1000:.1f} ms ({med_f / med_i:.1f}x interp's), edge_attribution_patching {med_r * 1000:.1f} ms "
+              f"({med_r / med_i:.1f}x)")
+        print(f"model: GPT-2, {args.layers} layers, d_model {args.d_model}, {args.heads} heads; batch {args.batch} x "
+              f"{args.pos} tokens")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
