@@ -217,3 +217,43 @@ def test_row_block_pruning_equals_the_dense_computation(setup: Any, max_feature_
     got = pruned.adjacency(dense=True).double()
     assert torch.equal(got != 0, A != 0) and 0 < int((A != 0).sum()) < int((full.adjacency(dense=True) != 0).sum())
     assert torch.allclose(got, A.float().double())
+
+
+def test_clamping_matches_the_graph_on_the_exact_model(setup: Any) -> None:
+    """Exact transcoders, attention and norms frozen, a small clamp: every downstream feature's and logit's measured
+    change equals the graph's total effect along its edges; with attention and norms live the two still correlate."""
+    from interp.features import validate_graph
+
+    model, tcs, ids = setup
+    g = attribution_graph(model, ids, transcoders=tcs, node_threshold=1.0, edge_threshold=1.0, dtype=torch.float64,
+                          progress=False, max_logits=3)
+    src = [i for i, k in enumerate(g.kind) if k == "feature" and int(g.layer[i]) == 0][:6]
+    v = validate_graph(model, ids, graph=g, transcoders=tcs, sources=src, scale=1e-3, freeze=True,
+                       dtype=torch.float64)
+    pred, meas = v.pairs()
+    assert len(pred) > 20 and float(pred.abs().max()) > 1e-5
+    assert torch.allclose(meas.double(), pred.double(), rtol=1e-4, atol=1e-8)
+    assert v.pearson > 0.9999
+    live = validate_graph(model, ids, graph=g, transcoders=tcs, sources=src, scale=-1.0, dtype=torch.float64)
+    assert live.pearson > 0.5 and not live.frozen
+    assert live.plot() is not None and len(live.to_frame()) > 0
+
+
+def test_schema_1_files_with_a_dense_adjacency_load(setup: Any, tmp_path: Any) -> None:
+    """interp 0.2's first graphs saved a dense adjacency; they load as the kept-edge list."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model, tcs, ids = setup
+    g = attribution_graph(model, ids, transcoders=tcs, node_threshold=0.7, progress=False)
+    d = g.save(tmp_path / "g")
+    t = load_file(str(d / "result.safetensors"))
+    A = torch.zeros(len(g.kind), len(g.kind))
+    A[t.pop("edge_target"), t.pop("edge_source")] = t.pop("edge_weight")
+    save_file({**t, "adjacency": A}, str(d / "result.safetensors"))
+    head = json.loads((d / "result.json").read_text())
+    head["schema_version"] = 1
+    (d / "result.json").write_text(json.dumps(head))
+    back = AttributionGraph.load(d)
+    assert torch.equal(back.adjacency(dense=True), g.adjacency(dense=True)) and len(back.edge_weight) > 0

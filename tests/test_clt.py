@@ -215,3 +215,19 @@ def test_clt_graph_edges_equal_frozen_finite_differences(clt_model: Any) -> None
     # (no feature in between): the edge is nonzero although per-layer transcoders would route it only via layer 0
     last0 = [i for i in by_layer[0] if int(g.pos[i]) == ids.shape[1] - 1]
     assert any(abs(float(A[logits[0], i])) > 1e-6 for i in last0)
+
+
+def test_clt_clamping_matches_the_graph_with_frozen_attention(clt_model: Any) -> None:
+    """Clamping a layer-0 feature of the CLT model changes later features and logits (through its writes to every
+    later layer) by exactly the graph's total effect when attention and norms are frozen."""
+    from interp.features import validate_graph
+
+    model, clt, ids = clt_model
+    g = attribution_graph(model, ids, transcoders=clt, node_threshold=1.0, edge_threshold=1.0, dtype=torch.float64,
+                          progress=False, max_logits=3)
+    src = [i for i, k in enumerate(g.kind) if k == "feature" and int(g.layer[i]) == 0][:4]
+    v = validate_graph(model, ids, graph=g, transcoders=clt, sources=src, scale=1e-3, freeze=True,
+                       dtype=torch.float64)
+    pred, meas = v.pairs()
+    assert len(pred) > 20 and float(pred.abs().max()) > 1e-5
+    assert torch.allclose(meas.double(), pred.double(), rtol=1e-4, atol=1e-8)

@@ -12,7 +12,8 @@
 - :class:`CrossLayerTranscoder`: one dictionary for all MLPs, each layer's features writing to that and every later
   MLP output, trained by the same fast step.
 - :func:`attribution_graph`: per-layer or cross-layer transcoders, frozen attention and norms, direct effects between
-  active features, token embeddings, error nodes and the top logits, pruned by influence (:class:`AttributionGraph`).
+  active features, token embeddings, error nodes and the top logits, pruned by influence (:class:`AttributionGraph`);
+  :func:`validate_graph` clamps features in the model and correlates the changes with the graph's prediction.
 - :func:`steer` with :mod:`interp.hooks` interventions: ``FeatureEdit(site, sae=..., feature=...)``, or
   :func:`path_edits` of a flow graph; ``Splice(site, sae=...)`` replaces an activation by its reconstruction.
 
@@ -40,6 +41,7 @@ from interp.features.flow import (
 )
 from interp.features.flow_result import FeatureClasses, FlowGraph
 from interp.features.graph import AttributionGraph, attribution_graph
+from interp.features.graph_validate import GraphValidation, validate_graph
 from interp.features.points import canonical_hook, point_of
 from interp.features.sae import SAEConfig, SparseAutoencoder, load_saes
 from interp.features.saelens import load_saelens, save_saelens
@@ -55,10 +57,10 @@ from interp.features.transcoder import (
 from interp.features.validate import FlowValidation, validate_flow
 
 __all__ = [
-    "AttributionGraph", "attribution_graph", "CrossLayerTranscoder", "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "SAEConfig", "SAEEvaluation",
+    "AttributionGraph", "attribution_graph", "CrossLayerTranscoder", "FeatureClasses", "FeatureDashboard", "FlowGraph", "FlowValidation", "GraphValidation", "SAEConfig", "SAEEvaluation",
     "SparseAutoencoder", "SplicedLoss", "SteeringResult", "Transcoder", "TranscoderEvaluation",
     "activation_stream", "canonical_hook", "chance_similarity", "classify_features", "cosine_matrix", "describe",
     "evaluate_sae", "evaluate_transcoder", "feature_activations", "feature_dashboard", "feature_flow",
     "load_saelens", "load_saes", "mlp_in_hook", "pack_tokens", "path_edits", "point_of", "promoted_tokens",
-    "save_saelens", "similarity", "spliced_ce", "steer", "train_on_model", "transcoder_ce", "validate_flow",
+    "save_saelens", "similarity", "spliced_ce", "steer", "train_on_model", "transcoder_ce", "validate_flow", "validate_graph",
 ]
