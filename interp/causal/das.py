@@ -11,14 +11,6 @@ both at the same point.
 The sources' values at the site do not change while the rotation trains, so they are computed once, before
 training; each step runs only the bases, and only from the site's layer on (the residual stream entering that
 layer is recorded once too).
-
-Example:
-    >>> from interp.causal import das, load_iit_model
-    >>> shipped = load_iit_model("iit-equality")
-    >>> data = shipped.task.sample(256, variables="WX", seed=3)
-    >>> res = das(shipped.model, data, site=("mlp_out.0", 1), k=2, steps=60, lr=1e-2, progress=False)
-    >>> res.k, res.iia >= 0.95
-    (2, True)
 """
 
 from __future__ import annotations
@@ -111,6 +103,14 @@ def das(model: Model, inputs: InterchangeData, *, site: SiteLike, variable: str 
 
     Raises:
         BadInputError: a site naming several hook points, a subspace larger than the site, an unknown method.
+
+    Example:
+        >>> from interp.causal import das, load_iit_model
+        >>> shipped = load_iit_model("iit-equality")
+        >>> data = shipped.task.sample(256, variables="WX", seed=3)
+        >>> res = das(shipped.model, data, site=("mlp_out.0", 1), k=2, steps=60, lr=1e-2, progress=False)
+        >>> res.k, res.iia >= 0.95
+        (2, True)
     """
     if method not in METHODS:
         raise unknown_name("DAS method", str(method), METHODS)

@@ -5,14 +5,6 @@ source runs, gives the high-level model's counterfactual answer.
 interchanged at one component over layers × positions (and subspace sizes, with subspaces learned by
 :func:`~interp.causal.das`). Every batch of pairs costs one forward of the sources and one of the bases, the
 interchanges of every alignment (or sweep cell) stacked in the base batch.
-
-Example:
-    >>> from interp.causal import iia, load_iit_model
-    >>> shipped = load_iit_model("iit-equality")
-    >>> data = shipped.task.sample(64, variables=["WX"], seed=1)
-    >>> res = iia(shipped.model, data, alignment=shipped.alignment, progress=False)
-    >>> float(res.iia[0]) >= 0.98
-    True
 """
 
 from __future__ import annotations
@@ -125,6 +117,14 @@ def iia(model: Model, inputs: InterchangeData, *, alignment: Alignment | Mapping
     Raises:
         BadInputError: a variable of the data the alignment does not cover, a site the model lacks, a subspace
             larger than its site, base/source pairs of different lengths without a position mapping.
+
+    Example:
+        >>> from interp.causal import iia, load_iit_model
+        >>> shipped = load_iit_model("iit-equality")
+        >>> data = shipped.task.sample(64, variables=["WX"], seed=1)
+        >>> res = iia(shipped.model, data, alignment=shipped.alignment, progress=False)
+        >>> float(res.iia[0]) >= 0.98
+        True
     """
     als = [alignment] if isinstance(alignment, Mapping) else list(alignment)
     if not als:

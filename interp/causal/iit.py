@@ -93,6 +93,15 @@ def train_iit(model: Model, inputs: CausalTask, *, alignment: Alignment | Mappin
     Returns:
         :class:`IITResult`: curves, final task accuracy, IIA per variable and, for strict IIT, the task
         accuracy with every non-aligned site resample-ablated.
+
+    Example (a few steps; ~300 steps of batch 64 reach task accuracy and IIA 1.0 on this task):
+        >>> from interp.causal import toy_ioi, train_iit
+        >>> from interp.causal.iit import toy_transformer
+        >>> net = toy_transformer(6, 3, d_model=32, n_layers=2, n_heads=2, seed=0)
+        >>> res = train_iit(net, toy_ioi(6), alignment={"IO": ("resid_post.0", 2)}, steps=20, batch_size=16,
+        ...                 eval_every=10, eval_n=32, progress=False)
+        >>> res.variables, tuple(res.iia.shape)  # the IIA curve: one row per evaluation
+        (('IO',), (2, 1))
     """
     al = alignment if isinstance(alignment, Alignment) else Alignment(alignment)
     variables = list(al)

@@ -46,6 +46,12 @@ def hierarchical_equality(n_symbols: int = 10) -> CausalTask:
     ``n_symbols + 2``), answer ``True`` (id ``n_symbols + 1``) when ``(a == b) == (c == d)``, else ``False`` (id
     ``n_symbols``). Inputs are drawn so that ``WX`` and ``WY`` are each true half of the time. A model needs a
     vocabulary of ``n_symbols + 3``.
+
+    Example:
+        >>> task = hierarchical_equality()
+        >>> x = {"a": 1, "b": 1, "c": 2, "d": 3}
+        >>> task.prompt(x), task.causal_model.run(x)["O"]  # (1 = 1) = (2 = 3) is False
+        ((1, 1, 2, 3, 12), False)
     """
     if n_symbols < 2:
         raise BadInputError(f"bad n_symbols {n_symbols!r}; valid: an int >= 2")
@@ -76,7 +82,14 @@ def hierarchical_equality(n_symbols: int = 10) -> CausalTask:
 
 def toy_ioi(n_names: int = 12) -> CausalTask:
     """A toy IOI task on token ids: prompt ``(n1, n2, n3)`` with ``n3`` repeating ``n1`` (``S = 0``) or ``n2``
-    (``S = 1``); the answer is the other name, ``IO`` (ids ``0..n_names-1``)."""
+    (``S = 1``); the answer is the other name, ``IO`` (ids ``0..n_names-1``).
+
+    Example:
+        >>> task = toy_ioi()
+        >>> x = {"n1": 3, "n2": 5, "dup": 0}
+        >>> task.prompt(x), task.causal_model.run(x)["O"]
+        ((3, 5, 3), 5)
+    """
     if n_names < 3:
         raise BadInputError(f"bad n_names {n_names!r}; valid: an int >= 3")
     names = range(n_names)
@@ -104,6 +117,14 @@ def ioi(templates: Sequence[str] | None = None, names: Sequence[str] = NAMES) ->
     ``io_name``; the answer is ``io_name``. Interchanging ``io_position`` from a source answers with the base's
     name at the source's slot; interchanging ``io_name`` answers with the source's name. Prompts of different
     templates differ in length: align at positions counted from the end (``-1``: the last token).
+
+    Example:
+        >>> task = ioi()
+        >>> x = {"template": 0, "A": "Mary", "B": "John", "s_first": False}
+        >>> task.prompt(x), task.answer(task.causal_model.run(x)["O"])
+        ('When Mary and John went to the store, John gave a drink to', ' Mary')
+        >>> task.sample(4, variables="io_name", seed=0).changed  # half the interchanges change the answer
+        0.5
     """
     temps = tuple(templates or IOI_TEMPLATES)
     if not temps or any("{A}" not in t or "{B}" not in t or "{S}" not in t for t in temps):
@@ -133,7 +154,13 @@ def ioi(templates: Sequence[str] | None = None, names: Sequence[str] = NAMES) ->
 def addition(max_operand: int = 4, shots: str = "1 + 2 = 3\n4 + 3 = 7\n") -> CausalTask:
     """Small addition for language models: ``shots + "{a} + {b} = "`` → the digit of ``a + b``, operands
     ``0..max_operand`` (at most 4, so that every interchange's sum is one digit, one token). Variables ``a``,
-    ``b`` (the operands) and ``sum``."""
+    ``b`` (the operands) and ``sum``.
+
+    Example:
+        >>> task = addition()
+        >>> task.prompt({"a": 2, "b": 3}).splitlines()[-1], task.answer(task.causal_model.run({"a": 2, "b": 3})["O"])
+        ('2 + 3 = ', '5')
+    """
     if not 1 <= max_operand <= 4:
         raise BadInputError(f"bad max_operand {max_operand!r}; valid: 1..4 (every sum, also after an interchange, "
                             "must be one digit)")

@@ -176,6 +176,19 @@ def logit_attrs(model: Model, inputs: Inputs, *, answer: Token | Sequence[Token]
     Raises:
         BadInputError: an answer or wrong token that is not exactly one token, a position outside a sequence,
             or a model without an unembedding.
+
+    Example:
+        >>> import interp
+        >>> from interp.lens import logit_attrs
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = logit_attrs(m, "When Mary and John went to the store, John gave a drink to",
+        ...                   answer=" Mary", wrong=" John")
+        >>> res.component_labels[:3], tuple(res.heads.shape)  # embed, then each layer's attention and MLP
+        (('embed', 'attn_out.0', 'mlp_out.0'), (1, 30, 9))
+        >>> bool(((res.components.sum(-1) + res.bias - res.logit_diff).abs() < 1e-4).all())  # sums to the model's
+        True
+        >>> [(str(h), round(v, 1)) for h, v in res.top_heads(2)]
+        [('L23H3', 2.9), ('L29H1', 1.7)]
     """
     w = model.weights
     if w.W_U is None or w.ln_final_w is None or not model.adapter.is_causal:

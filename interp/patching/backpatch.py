@@ -61,6 +61,15 @@ def back_patching(
 
     Raises:
         BadInputError: a layer or position outside the model or a prompt.
+    Example (layer 20's output moved back to layer 10 keeps the answer's probability; layer 29's loses it):
+        >>> import interp
+        >>> from interp.patching import back_patching
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = back_patching(m, "The capital of France is", answer=" Paris", layers=[10, 20, 29], progress=False)
+        >>> round(res.clean_value, 2), res.values.isnan().sum().item()  # NaN where dst >= src
+        (0.77, 6)
+        >>> [round(float(v), 3) for v in res.values[1:, 0]]  # src 20 and 29 into dst 10
+        [0.769, 0.001]
     """
     if not isinstance(inputs, PatchingSetup) and metric is None:
         metric = "prob"

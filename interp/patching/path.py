@@ -113,6 +113,15 @@ def path_patching(
 
     Raises:
         BadInputError: a malformed or out-of-range head, senders not before the first receiver.
+    Example (noising: the sender takes its value from the corrupted prompt, only along the path to the logits):
+        >>> import interp
+        >>> from interp.patching import path_patching
+        >>> m = interp.load_model("smollm2-135m")
+        >>> res = path_patching(m, "When Mary and John went to the store, John gave a drink to",
+        ...                     corrupt="When Alice and Bob went to the store, Bob gave a drink to",
+        ...                     answer=" Mary", wrong=" John", senders=["L20H0", "L23H3"], progress=False)
+        >>> round(res.clean_value, 2), round(float(res.values[20, 0]), 2), round(float(res.values[23, 3]), 2)
+        (6.12, 6.18, 2.87)
     """
     setup = setup_for(model, inputs, corrupt=corrupt, answer=answer, wrong=wrong, metric=metric)
     if setup.corruption == "none":
