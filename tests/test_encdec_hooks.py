@@ -311,3 +311,29 @@ def test_registry_names_load_from_the_hub_or_fail_clearly(monkeypatch: pytest.Mo
     toy_tokenizer().save_pretrained(tmp_path / "tiny")
     ed = load_encdec(tmp_path / "tiny")
     assert ed.table.family == "t5" and ed.run("inc 1 2", "2 3").logits.shape[0] == 1
+
+
+def test_hooks_around_generate_and_hf_sites(fam: tuple[str, EncoderDecoder]) -> None:
+    """``ed.hooks`` edits every forward of ``generate`` as a raw hook does; ``hf:`` paths reach any submodule."""
+    family, ed = fam
+    ids, mask, _ = inputs()
+    cross = f"{LAYOUT[family]['blocks']['decoder']}.1.{LAYOUT[family]['cross']}"
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, num_beams=1)
+    with torch.no_grad(), ed.hooks(interventions=[Scale("decoder.cross_attn_out.1", 3.0)]):
+        ours = ed.hf.generate(**kw)
+    h = ed.hf.get_submodule(cross).register_forward_hook(lambda m, a, o: (o[0] * 3.0, *o[1:]))
+    try:
+        with torch.no_grad():
+            want = ed.hf.generate(**kw)
+    finally:
+        h.remove()
+    assert torch.equal(ours, want)
+    enc_mlp = f"{LAYOUT[family]['blocks']['encoder']}.0.{LAYOUT[family]['mlp']['encoder']}"
+    res = ed.run(ids, torch.tensor([[3, 4], [5, 6]]), attention_mask=mask, capture=[f"hf:{cross}", f"hf:{enc_mlp}"],
+                 interventions=[Add(f"hf:{enc_mlp}", torch.ones(32), positions=-1)])
+    assert res.decoder[f"hf:{cross}"].shape == (2, 2, 32) and res.encoder[f"hf:{enc_mlp}"].shape == (2, 7, 32)
+    _, plain = raw(family, ed.hf, ids, mask, torch.tensor([[3, 4], [5, 6]]))
+    delta = res.encoder[f"hf:{enc_mlp}"] - plain["encoder.mlp_out.0"]  # +1 at each source's last real token: 6, 4
+    want = torch.zeros_like(delta)
+    want[0, 6] = want[1, 4] = 1
+    torch.testing.assert_close(delta, want, rtol=0, atol=1e-5)

@@ -137,7 +137,7 @@ class EncDecHookedRun:
         self._configs: list[tuple[Any, Any]] = []
 
     def _lengths(self, site: Site) -> torch.Tensor | None:
-        if site.stack == "encoder" or site.component.over_source:
+        if self.ed.stack_of(site) == "encoder" or site.component.over_source:
             return self.src_lengths
         return self.tgt_lengths
 

@@ -60,7 +60,7 @@ import torch
 from interp.errors import BadInputError, unknown_name
 from interp.models.adapters.base import HFModule
 from interp.models.model import Model
-from interp.sites import STACKS, Component, Site, SiteSpec, resolve, split_stack
+from interp.sites import STACKS, Component, Site, SiteSpec, resolve
 
 if TYPE_CHECKING:
     from interp.hooks import Intervention
@@ -224,6 +224,15 @@ class EncoderDecoder:
         cross-attention module, ``mlp_out``: the feed-forward output projection)."""
         return self.table.sublayers[stack][component].format(L=layer)
 
+    def stack_of(self, site: Site) -> str:
+        """The stack whose tokens a site's positions run over: its prefix; for ``hf:`` sites, the encoder for
+        modules inside the encoder, else the decoder; ``logits``: the decoder."""
+        if site.stack is not None:
+            return site.stack
+        enc = self.table.stacks["encoder"]
+        inside = site.module is not None and (site.module == enc or site.module.startswith(enc + "."))
+        return "encoder" if inside else "decoder"
+
     def sites(self) -> list[Site]:
         """Every named hook point, in forward order (encoder blocks, its output, decoder blocks, its output, logits)."""
         out: list[Site] = []
@@ -341,7 +350,7 @@ class EncoderDecoder:
                    if isinstance(decoder_inputs, list) else None)
 
         def trace(which: str, t_ids: torch.Tensor, t_mask: torch.Tensor, meta: list[dict[str, Any]]) -> Trace:
-            held = {k: v for k, v in acts.items() if (split_stack(k)[0] or "decoder") == which}
+            held = {k: v for k, v in acts.items() if self.stack_of(Site.parse(k)) == which}
             dtype = next(iter(held.values())).dtype if held else self.dtype
             manifest = Manifest(model_id=self.name, model_fingerprint=self.fingerprint, dtype=dtype_name(dtype),
                                 hooks={k: list(v.shape) for k, v in held.items()}, command=command_line(),
