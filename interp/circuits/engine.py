@@ -81,15 +81,18 @@ class EdgeRunner:
         self.ids, self.mask = ids, mask
         corrupt_last = None
         with torch.no_grad():
-            clean_logits, self.clean_out = self._plain(ids)
-            self.clean_last = self._last(clean_logits)
-            if task.ablation == "corrupted":
+            if task.ablation == "corrupted":  # the clean and corrupted runs in one forward
                 assert task.corrupt_ids is not None
-                corrupt_logits, self.src_out = self._plain(task.corrupt_ids.to(dev))
-                corrupt_last = self._last(corrupt_logits)
-            elif task.ablation == "mean":
-                self.src_out = self._masked_mean(self.clean_out)
+                both_logits, both_out = self._plain(torch.cat([ids, task.corrupt_ids.to(dev)]), mask.repeat(2, 1))
+                b = ids.shape[0]
+                clean_logits, self.clean_out, self.src_out = both_logits[:b], both_out[:b], both_out[b:]
+                corrupt_last = self._last(both_logits[b:])
             else:
+                clean_logits, self.clean_out = self._plain(ids)
+            self.clean_last = self._last(clean_logits)
+            if task.ablation == "mean":
+                self.src_out = self._masked_mean(self.clean_out)
+            elif task.ablation == "zero":
                 self.src_out = torch.zeros_like(self.clean_out)
         self.clean_value = float(task.values(self.clean_last, self.clean_last).mean())
         if corrupt_last is not None:  # every edge patched from the corrupted run is the corrupted run
@@ -111,7 +114,7 @@ class EdgeRunner:
         out = logits[torch.arange(logits.shape[0], device=logits.device), last]
         return out.view(-1, b, logits.shape[-1])
 
-    def _plain(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _plain(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and sender outputs ``[batch, pos, sender, d_model]`` of an unpatched run."""
         d = self.model.dims
         outs: dict[int, torch.Tensor] = {}
@@ -133,7 +136,8 @@ class EdgeRunner:
             if s is not None:
                 ivs.append(Lambda(f"mlp_out.{L}", fn=put(s)))
         with self.model.hooks(interventions=ivs):
-            logits = self.model.hf(input_ids=ids, attention_mask=self.mask, use_cache=False).logits
+            logits = self.model.hf(input_ids=ids, attention_mask=self.mask if mask is None else mask,
+                                   use_cache=False).logits
         stacked = torch.stack([outs[i] for i in range(len(self.graph.senders))], dim=2)
         return logits, stacked
 
