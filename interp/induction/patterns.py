@@ -33,6 +33,14 @@ def detection_patterns(ids: torch.Tensor, mask: torch.Tensor | None = None) -> d
     follows an earlier occurrence of token ``q`` (``duplicate`` shifted right by one);
     ``prev_token[q, k]``: ``k = q - 1``. With an attention ``mask`` ``[batch, pos]`` (right padding), padded
     query rows have no cells (padded keys never precede a real query).
+
+    Example (``A B A B``: the second ``A`` attends back to the first ``B`` as an induction head would):
+        >>> import torch
+        >>> p = detection_patterns(torch.tensor([[5, 6, 5, 6]]))
+        >>> p["induction"][0].int().tolist()
+        [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+        >>> p["duplicate"][0].int().tolist()
+        [[0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
     """
     if ids.dim() != 2:
         raise BadInputError(f"bad ids of shape {tuple(ids.shape)}; valid: [batch, pos]")

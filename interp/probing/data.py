@@ -120,6 +120,11 @@ def build_examples(lengths: Sequence[int], labels: Sequence[Sequence[Label | Non
     Raises:
         BadInputError: a bad ``positions`` or ``pool``, a position outside some sequence's real tokens (the
             message names the sequence), labels that do not fit the lengths, or no example with a label.
+
+    Example (the last real token of each sequence; the second one has no label there, so no example):
+        >>> ex = build_examples([3, 2], [[0, 1, 0], [1, None]], positions=-1)
+        >>> ex.n, ex.labels, ex.example_of_row.tolist()
+        (1, [0], [0])
     """
     sel = check_positions(positions)
     if pool not in POOLS:

@@ -52,6 +52,10 @@ def align_char_labels(tokens: Sequence[str], char_labels: Sequence[Label | None]
     Raises:
         BadInputError: the token strings do not line up with the characters (non-ASCII text whose
             tokens split characters, or labels of another text).
+
+    Example:
+        >>> align_char_labels(["The", " cat", " sat"], [0, 0, 0, None, 1, 1, 1, None, 2, 2, 2])
+        [0, 1, 2]
     """
     out: list[Label | None] = []
     pos = 0

@@ -46,6 +46,12 @@ def scores(X: Matrix, y: Targets, *, method: Ranking = "f_stat", task: Task = "c
 
     Raises:
         BadInputError: an unknown ``method`` or ``task``, or shapes that do not match.
+
+    Example (only dimension 2 decides the label):
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(200, 5))
+        >>> int(scores(X, (X[:, 2] > 0).astype(int)).argmax())
+        2
     """
     check_ranking(method, check_task(task))
     x, yy = as_matrix(X), as_targets(y)
@@ -110,7 +116,12 @@ def rank_dimensions(X: Matrix, y: Targets, *, method: Ranking = "f_stat", task: 
 
 
 def default_ks(d: int, k_max: int = 64) -> tuple[int, ...]:
-    """1, 2, 4, … up to ``min(k_max, d)``."""
+    """1, 2, 4, … up to ``min(k_max, d)``.
+
+    Example:
+        >>> default_ks(20)
+        (1, 2, 4, 8, 16)
+    """
     ks, k = [], 1
     while k <= min(k_max, d):
         ks.append(k)

@@ -39,6 +39,11 @@ def synthetic_trace(*, n_seqs: int = 64, seq_len: int = 16, d: int = 64, planted
     Raises:
         BadInputError: a planted dimension outside ``[0, d)``, a ``planted_layer`` outside the layers, or
             ``lengths`` that do not fit.
+
+    Example:
+        >>> trace, labels = synthetic_trace(n_seqs=8, seq_len=4, d=16, planted=(3,))
+        >>> trace, labels[0]
+        (Trace(8 seqs x 4 tokens, 1 hooks, model='synthetic', dtype=float32), [0, 1, 1, 0])
     """
     if any(not 0 <= p < d for p in planted) or len(set(planted)) != len(planted):
         raise BadInputError(f"bad planted {list(planted)}; valid: distinct dimensions in [0, {d})")

@@ -92,6 +92,13 @@ def parse_heads(x: HeadSpec | Iterable[HeadSpec], *, n_layers: int | None = None
 
     Raises:
         BadInputError: a malformed or out-of-range head (naming it and what is valid), or no heads at all.
+
+    Example:
+        >>> parse_heads("L5H1, L0H2", n_layers=30, n_heads=9), parse_heads([(5, 1)])
+        ([HeadRef(5, 1), HeadRef(0, 2)], [HeadRef(5, 1)])
+        >>> parse_heads("L31H0", n_layers=30, n_heads=9)
+        Traceback (most recent call last):
+        interp.errors.BadInputError: head L31H0 is out of range: layer 31 not in 0..29
     """
     if isinstance(x, str):
         items: list[Any] = [p for p in x.split(",") if p.strip()]

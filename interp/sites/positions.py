@@ -57,7 +57,13 @@ def index_list(x: Any, what: str = "positions") -> list[int]:
 
 def normalize_positions(x: Any, what: str = "positions") -> int | tuple[int, ...] | slice | None:
     """Type-check a selection when it is made (ranges are checked on use); sequences, arrays and tensors
-    become a tuple of ints (so that an iterator is not used up)."""
+    become a tuple of ints (so that an iterator is not used up).
+
+    Example:
+        >>> import torch
+        >>> normalize_positions([0, -1]), normalize_positions(torch.tensor([1, 2])), normalize_positions(-1)
+        ((0, -1), (1, 2), -1)
+    """
     if x is None or isinstance(x, slice):
         return x
     if isinstance(x, int) and not isinstance(x, bool):
@@ -75,6 +81,13 @@ def position_mask(sel: Positions, lengths: torch.Tensor, size: int, what: str = 
 
     Raises:
         BadInputError: an int outside some sequence's real tokens (naming the first such sequence).
+
+    Example (two sequences of 3 and 2 real tokens, padded to 4):
+        >>> import torch
+        >>> position_mask(-1, torch.tensor([3, 2]), 4).int().tolist()  # each one's last real token
+        [[0, 0, 1, 0], [0, 1, 0, 0]]
+        >>> position_mask(slice(0, 2), torch.tensor([3, 1]), 4).int().tolist()  # a slice stops at the padding
+        [[1, 1, 0, 0], [1, 0, 0, 0]]
     """
     batch = lengths.shape[0]
     lengths = lengths.to("cpu", torch.long)
