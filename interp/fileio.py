@@ -41,7 +41,14 @@ _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 def write_failed(path: Path, e: OSError) -> OSError:
     """``e`` as an :class:`OutputWriteError` when it is about where the user asked to write (disk full, read-only,
-    a directory in the way...), else ``e`` itself."""
+    a directory in the way...), else ``e`` itself.
+
+    Example:
+        >>> import errno, pathlib
+        >>> e = write_failed(pathlib.Path("/data/out.json"), OSError(errno.ENOSPC, "No space left on device"))
+        >>> type(e).__name__, isinstance(e, OSError)
+        ('OutputWriteError', True)
+    """
     if isinstance(e, OutputWriteError) or e.errno not in _USER_ERRNOS:
         return e
     why = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
@@ -73,6 +80,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     was; errors about the place itself (disk full, read-only, a directory in the way) raise
     :class:`OutputWriteError` (a ``BadInputError`` and an ``OSError``).
 
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.bin"
+        >>> atomic_write_bytes(path, b"new"); path.read_bytes(), [p.name for p in path.parent.iterdir()]
+        (b'new', ['out.bin'])
     """
     path = Path(path)
     try:
@@ -97,12 +109,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
+    """:func:`atomic_write_bytes` of UTF-8 text.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.md"
+        >>> atomic_write_text(path, "héllo"); path.read_text(encoding="utf-8")
+        'héllo'
+    """
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_file(path: str | os.PathLike[str], tensors: dict[str, Any]) -> None:
-    """A ``safetensors`` file of ``tensors`` written with :func:`atomic_write_bytes`."""
+    """A ``safetensors`` file of ``tensors`` written with :func:`atomic_write_bytes`.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from safetensors.torch import load_file
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> atomic_save_file(path, {"x": torch.ones(2)}); load_file(path)
+        {'x': tensor([1., 1.])}
+    """
     from safetensors.torch import save
 
     atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))

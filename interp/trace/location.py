@@ -199,7 +199,12 @@ class StoreLocation:
 
 
 def as_location(where: str | os.PathLike[str] | StoreLocation) -> StoreLocation:
-    """A :class:`StoreLocation` from a path, URL or location."""
+    """A :class:`StoreLocation` from a path, URL or location.
+
+    Example:
+        >>> as_location("/tmp/store"), as_location("s3://bucket/store")
+        (StoreLocation(url='/tmp/store'), StoreLocation(url='s3://bucket/store'))
+    """
     if isinstance(where, StoreLocation):
         return where
     if isinstance(where, (str, os.PathLike)):
