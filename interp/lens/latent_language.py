@@ -11,7 +11,8 @@ language instead: the first tokens of every word of that language in the word li
 
 The prompt sets ship in ``data/lens/latent_language.jsonl`` (built offline by
 ``data/lens/build_latent_language.py`` from ``data/lens/words.tsv``: 100 concepts in English, French, German,
-Spanish and Italian): 240 translations (12 per ordered pair), 100 repetitions and 50 English clozes.
+Spanish and Italian, and cloze sentences): 240 translations (12 per ordered pair), 100 repetitions and 149 clozes
+asked in the target language (50 English, 24 French, 30 German, 24 Spanish, 21 Italian).
 
 Example:
     >>> import interp
