@@ -337,6 +337,7 @@ class CLTFitter:
         self.total = max(1, cfg.n_tokens // cfg.batch_size)
         self.since_fired = torch.zeros(n, cfg.d_sae, dtype=torch.long)
         self.history: dict[str, list[float]] = {k: [] for k in ("loss", "ev", "l0", "dead_fraction")}
+        self.bufs: dict[str, torch.Tensor] = {}  # pre-activation and gradient storage reused from step to step
 
     @property
     def done(self) -> bool:
@@ -345,7 +346,7 @@ class CLTFitter:
     @torch.no_grad()
     def step(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> dict[str, float]:
         """One Adam step on a batch of every layer's MLP input and output rows."""
-        from interp.features.train import _sorted_topk, sparse_back, sparse_decode
+        from interp.features.train import _buffer, _sorted_topk, sparse_back, sparse_decode
 
         cfg, clt, p = self.cfg, self.clt, self.p
         n, d = clt.n_layers, self.d_out
@@ -358,7 +359,7 @@ class CLTFitter:
         out = [p[f"b_dec.{j}"].detach().expand(B, -1).clone() for j in range(n)]
         acts = []
         for i in range(n):
-            pre = torch.addmm(p[f"b_enc.{i}"], x[i], p[f"W_enc.{i}"].T)
+            pre = torch.addmm(p[f"b_enc.{i}"], x[i], p[f"W_enc.{i}"].T, out=_buffer(self.bufs, f"pre.{i}", (B, cfg.d_sae)))
             vals, idx = _sorted_topk(pre, cfg.k)
             a = vals.clamp_min(0)
             acts.append((idx, vals, a))
@@ -377,7 +378,7 @@ class CLTFitter:
         for i in range(n):
             idx, vals, a = acts[i]
             sparse_back(grads, (f"W_dec.{i}", f"W_enc.{i}", f"b_enc.{i}"), idx, vals, a,
-                        torch.cat(g_out[i:], dim=1), p[f"W_dec.{i}"], x[i])
+                        torch.cat(g_out[i:], dim=1), p[f"W_dec.{i}"], x[i], self.bufs)
         for j in range(n):
             grads[f"b_dec.{j}"] = g_out[j].sum(0)
             if clt.skip:

@@ -171,6 +171,8 @@ class Fitter:
                 self.opt.state[self.p[n]] = {"step": adam[f"step.{n}"], "exp_avg": tr(adam[f"exp_avg.{n}"]),
                                              "exp_avg_sq": tr(adam[f"exp_avg_sq.{n}"])}
         self.transcoder = first_out is not None
+        self.bufs: dict[str, torch.Tensor] = {}
+        self.reuse_buffers = True  # False: allocate the step's large buffers afresh (the benchmark's comparison)
 
     @property
     def done(self) -> bool:
@@ -185,7 +187,7 @@ class Fitter:
             group["lr"] = lr
         xs = x.float() * self.sae.input_scale_
         ys = None if y is None else y.float() * float(getattr(self.sae, "output_scale_", 1.0))
-        stats = _step(self.p, self.opt, xs, cfg, self.since_fired, ys)
+        stats = _step(self.p, self.opt, xs, cfg, self.since_fired, ys, self.bufs if self.reuse_buffers else None)
         st.update(step=st["step"] + 1, epoch=epoch, batch=batch)
         stats.update(step=st["step"], tokens=st["step"] * x.shape[0], lr=lr)
         for k in HISTORY_KEYS:
@@ -242,10 +244,12 @@ def train_sae(sae: SparseAutoencoder, data: TraceStore | Trace | torch.Tensor | 
 
 
 def _step(p: dict[str, torch.Tensor], opt: torch.optim.Optimizer, x: torch.Tensor, cfg: SAEConfig,
-          since_fired: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
-    """One step on internal-layout parameters (``p["W_enc"]`` is ``[d_sae, d_in]``)."""
+          since_fired: torch.Tensor, y: torch.Tensor | None = None, bufs: dict[str, torch.Tensor] | None = None
+          ) -> dict[str, float]:
+    """One step on internal-layout parameters (``p["W_enc"]`` is ``[d_sae, d_in]``); ``bufs``: the pre-activation and
+    gradient storage, reused from step to step."""
     if cfg.activation == "topk":
-        stats, fired = _topk_backward(p, x, cfg, since_fired, y)
+        stats, fired = _topk_backward(p, x, cfg, since_fired, y, bufs)
     else:
         stats, fired = _relu_grads(p, x, cfg, y)
     with torch.no_grad():
@@ -296,11 +300,13 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[
 
 
 def sparse_back(grads: dict[str, torch.Tensor], names: tuple[str, str, str], ix: torch.Tensor, v: torch.Tensor,
-                act: torch.Tensor, g_out: torch.Tensor, W_dec: torch.Tensor, u: torch.Tensor) -> None:
+                act: torch.Tensor, g_out: torch.Tensor, W_dec: torch.Tensor, u: torch.Tensor,
+                bufs: dict[str, torch.Tensor] | None = None) -> None:
     """Accumulate into ``grads[names]`` (decoder, encoder ``[d_sae, d_in]``, encoder bias) the gradients of
     ``out = sum_j act_j W_dec[ix_j]`` with ``act = ReLU(v)``, ``v`` the pre-activations from inputs ``u``, given
     ``g_out = d loss / d out`` (``ix`` sorted per row): an SDDMM for ``d act``, then the transposed pattern's CSR
-    times ``g_out`` and ``u``, written into the gradient buffers."""
+    times ``g_out`` and ``u``, written into the gradient buffers. ``bufs``: storage kept from step to step (a fresh
+    ``[d_sae, d]`` allocation each step costs more in page faults than the sparse product itself)."""
     S = W_dec.shape[0]
     n, kk = ix.shape
     flat = ix.reshape(-1)
@@ -313,10 +319,20 @@ def sparse_back(grads: dict[str, torch.Tensor], names: tuple[str, str, str], ix:
     crow[1:] = torch.bincount(flat, minlength=S).cumsum(0)
     for name, val, dense in ((names[0], act.reshape(-1)[order], g_out), (names[1], g_pre[order], u)):
         first = name not in grads
-        acc = torch.empty(S, dense.shape[1]) if first else grads[name]
+        acc = grads[name] if not first else _buffer(bufs, name, (S, dense.shape[1]))
         grads[name] = torch.addmm(acc, _csr(crow, rows, val, (S, n)), dense, beta=0.0 if first else 1.0, out=acc)
     gb = torch.zeros(S).index_add_(0, flat, g_pre)
     grads[names[2]] = gb if names[2] not in grads else grads[names[2]].add_(gb)
+
+
+def _buffer(bufs: dict[str, torch.Tensor] | None, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float tensor of ``shape``: the one kept in ``bufs`` under ``name`` when it fits."""
+    if bufs is None:
+        return torch.empty(shape)
+    t = bufs.get(name)
+    if t is None or tuple(t.shape) != shape:
+        t = bufs[name] = torch.empty(shape)
+    return t
 
 
 def _topk_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, since_fired: torch.Tensor
@@ -333,7 +349,8 @@ def _topk_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, sin
 
 @torch.no_grad()
 def _topk_backward(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, since_fired: torch.Tensor,
-                   y: torch.Tensor | None = None) -> tuple[dict[str, float], torch.Tensor]:
+                   y: torch.Tensor | None = None, bufs: dict[str, torch.Tensor] | None = None
+                   ) -> tuple[dict[str, float], torch.Tensor]:
     """TopK with AuxK, gradients by hand (``p["W_enc"]`` transposed, ``[d_sae, d_in]``): only ``k`` (and ``aux_k``)
     features per row carry gradient, so only the encoder's forward product is dense. The rest are sparse: the
     decode is an ``embedding_bag`` over the active rows, ``d act`` an SDDMM on the active pattern, and the two
@@ -345,7 +362,7 @@ def _topk_backward(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, 
     B = x.shape[0]
     t = x if y is None else y
     u = x - b_dec if (cfg.apply_b_dec_to_input and y is None) else x
-    pre = torch.addmm(b_enc, u, W_enc.T)
+    pre = torch.addmm(b_enc, u, W_enc.T, out=_buffer(bufs, "pre", (B, S)))
     vals, idx = _sorted_topk(pre, cfg.k)
     a = vals.clamp_min(0)
     out = sparse_decode(idx, a, W_dec) + b_dec
@@ -357,7 +374,7 @@ def _topk_backward(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, 
     grads: dict[str, torch.Tensor] = {}
 
     def back(ix: torch.Tensor, v: torch.Tensor, act: torch.Tensor, g_out: torch.Tensor) -> None:
-        sparse_back(grads, ("W_dec", "W_enc", "b_enc"), ix, v, act, g_out, W_dec, u)
+        sparse_back(grads, ("W_dec", "W_enc", "b_enc"), ix, v, act, g_out, W_dec, u, bufs)
 
     c = 2.0 / (B * max(total_var, 1e-12))
     g_out = err * c
