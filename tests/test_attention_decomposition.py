@@ -280,3 +280,6 @@ def test_cli_decompose(tmp_path: Path, tiny_llama: Model) -> None:
     assert rc == 0
     data = json.loads((tmp_path / "d.json").read_text())
     assert "Attention decomposition" in data["sections"] and "Subspace removal" in data["sections"]
+    rc = main(["heads", "decompose", "--quiet", "--model", str(d), "--prompt", "w1 w2 w3 w4", "--heads", "L1H0",
+               "--per-offset", "--json", str(tmp_path / "p.json")])
+    assert rc == 0 and (tmp_path / "p.json").exists()

@@ -111,6 +111,8 @@ def register_decompose(p: argparse.ArgumentParser) -> None:
                         "head of the last layer)")
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="decompose: validate the N strongest edges by subspace removal (default: %(default)s)")
+    p.add_argument("--per-offset", action="store_true",
+                   help="decompose, rotary models: one SVD per head and offset instead of one per head (slower)")
 
 
 def run_decompose(args: argparse.Namespace) -> int:
@@ -128,7 +130,8 @@ def run_decompose(args: argparse.Namespace) -> int:
     L, H = model.dims.n_layers, model.dims.n_heads
     heads = args.heads or [HeadRef(L - 1, h) for h in range(H)]
     receivers = args.receivers or [h for h in heads if h.layer > 0]
-    dec = attention_decomposition(model, args.prompt, heads=heads, share=args.share)
+    dec = attention_decomposition(model, args.prompt, heads=heads, share=args.share,
+                                  per_offset=bool(getattr(args, "per_offset", False)))
     sp = dec.sparsity(0.1)
     print(f"{model.name}: {len(dec.heads)} heads decomposed; terms sum to the scores within {dec.max_error:.2e}")
     print(f"{'head':>6} {'n_sparse (att>=0.1)':>20}")
