@@ -23,7 +23,7 @@ def add_section(rep: Report, ctx: ReportContext) -> None:
         return
     sec = rep.section("Attention decomposition",
                       "Each attention score of a head is a sum of terms, one per singular component of its "
-                      "bias-augmented QK matrix (rotary models: the matrix at that query-key offset); a few "
+                      "bias-augmented QK matrix (rotary models: the query is first rotated into the key's frame); a few "
                       "components carry most of it. Projecting every earlier writer onto those components gives "
                       "a communication graph: which heads feed a head's queries (q) or keys (k).")
     last = [HeadRef(L - 1, h) for h in range(H)]
