@@ -429,6 +429,37 @@ def gated_mlp_views(mlps: list[HFModule], d: Dims) -> dict[str, Any]:
     }
 
 
+def llama_layout_taps(changes: Mapping[Component, Tap | None] | None = None) -> dict[Component, Tap]:
+    """The tap table of a Llama-layout decoder (``model.embed_tokens``, ``model.layers.{L}`` with ``self_attn``,
+    ``post_attention_layernorm``, a gated ``mlp``, ``model.norm``, ``lm_head``); ``changes`` replaces entries
+    (a ``Tap``) or removes them (``None``) for a family that differs.
+
+    Example:
+        >>> taps = llama_layout_taps({Component.MLP_PRE: Tap("model.layers.{L}.mlp.act", "in"), Component.LOGITS: None})
+        >>> taps[Component.MLP_PRE].path, Component.LOGITS in taps, taps[Component.RESID_POST].path
+        ('model.layers.{L}.mlp.act', False, 'model.layers.{L}')
+    """
+    taps = {
+        Component.EMBED: Tap("model.embed_tokens", "out"),
+        Component.RESID_PRE: Tap("model.layers.{L}", "in"),
+        Component.ATTN_OUT: Tap("model.layers.{L}.self_attn", "out"),
+        Component.RESID_MID: Tap("model.layers.{L}.post_attention_layernorm", "in"),
+        Component.MLP_OUT: Tap("model.layers.{L}.mlp", "out"),
+        Component.RESID_POST: Tap("model.layers.{L}", "out"),
+        Component.Z: Tap("model.layers.{L}.self_attn.o_proj", "in", split_heads=True),
+        Component.MLP_PRE: Tap("model.layers.{L}.mlp.gate_proj", "out"),
+        Component.MLP_POST: Tap("model.layers.{L}.mlp.down_proj", "in"),
+        Component.LN_FINAL: Tap("model.norm", "out"),
+        Component.LOGITS: Tap("lm_head", "out"),
+    }
+    for c, tap in (changes or {}).items():
+        if tap is None:
+            taps.pop(c, None)
+        else:
+            taps[c] = tap
+    return taps
+
+
 def decoder_dims(c: Any, d_mlp: int | None = None, **extra: Any) -> Dims:
     """:class:`Dims` from a Llama-style config (``num_hidden_layers``, ``num_attention_heads``,
     ``num_key_value_heads``, ``head_dim``, ``intermediate_size``...); ``extra`` sets the other fields.

@@ -27,13 +27,12 @@ from interp.models.adapters.base import (
     Adapter,
     Dims,
     HFModule,
-    Tap,
     WeightViews,
     attention_views,
     decoder_dims,
     gated_mlp_views,
+    llama_layout_taps,
 )
-from interp.sites import Component
 
 
 def scaled_embedding(embed: HFModule) -> torch.Tensor:
@@ -74,19 +73,7 @@ ADAPTER = Adapter(
     model_types=("gemma",),
     layers="model.layers",
     attn="model.layers.{L}.self_attn",
-    taps={
-        Component.EMBED: Tap("model.embed_tokens", "out"),
-        Component.RESID_PRE: Tap("model.layers.{L}", "in"),
-        Component.ATTN_OUT: Tap("model.layers.{L}.self_attn", "out"),
-        Component.RESID_MID: Tap("model.layers.{L}.post_attention_layernorm", "in"),
-        Component.MLP_OUT: Tap("model.layers.{L}.mlp", "out"),
-        Component.RESID_POST: Tap("model.layers.{L}", "out"),
-        Component.Z: Tap("model.layers.{L}.self_attn.o_proj", "in", split_heads=True),
-        Component.MLP_PRE: Tap("model.layers.{L}.mlp.gate_proj", "out"),
-        Component.MLP_POST: Tap("model.layers.{L}.mlp.down_proj", "in"),
-        Component.LN_FINAL: Tap("model.norm", "out"),
-        Component.LOGITS: Tap("lm_head", "out"),
-    },
+    taps=llama_layout_taps(),
     mid_delta="model.layers.{L}.mlp",
     dims=_dims,
     weights=_weights,

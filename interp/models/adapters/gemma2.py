@@ -34,6 +34,7 @@ from interp.models.adapters.base import (
     attention_views,
     decoder_dims,
     gated_mlp_views,
+    llama_layout_taps,
 )
 from interp.models.adapters.gemma import one_plus, scaled_embedding
 from interp.sites import Component
@@ -68,21 +69,14 @@ ADAPTER = Adapter(
     model_types=("gemma2", "gemma3_text"),
     layers="model.layers",
     attn="model.layers.{L}.self_attn",
-    taps={
-        Component.EMBED: Tap("model.embed_tokens", "out"),
-        Component.RESID_PRE: Tap("model.layers.{L}", "in"),
+    taps=llama_layout_taps({
         Component.ATTN_RAW: Tap("model.layers.{L}.self_attn", "out"),
         Component.ATTN_OUT: Tap("model.layers.{L}.post_attention_layernorm", "out"),
         Component.RESID_MID: Tap("model.layers.{L}.pre_feedforward_layernorm", "in"),
         Component.MLP_RAW: Tap("model.layers.{L}.mlp", "out"),
         Component.MLP_OUT: Tap("model.layers.{L}.post_feedforward_layernorm", "out"),
-        Component.RESID_POST: Tap("model.layers.{L}", "out"),
-        Component.Z: Tap("model.layers.{L}.self_attn.o_proj", "in", split_heads=True),
-        Component.MLP_PRE: Tap("model.layers.{L}.mlp.gate_proj", "out"),
-        Component.MLP_POST: Tap("model.layers.{L}.mlp.down_proj", "in"),
-        Component.LN_FINAL: Tap("model.norm", "out"),
         Component.LOGITS: Tap("", "out"),  # after the final soft-cap, which the model applies past lm_head
-    },
+    }),
     # an edit of resid_mid reaches the MLP through pre_feedforward_layernorm's input and the residual
     # stream through the MLP branch's last output
     mid_delta="model.layers.{L}.post_feedforward_layernorm",

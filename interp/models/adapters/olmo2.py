@@ -35,6 +35,7 @@ from interp.models.adapters.base import (
     attention_views,
     decoder_dims,
     gated_mlp_views,
+    llama_layout_taps,
     ones_like_norm,
 )
 from interp.sites import Component
@@ -64,21 +65,13 @@ ADAPTER = Adapter(
     model_types=("olmo2",),
     layers="model.layers",
     attn="model.layers.{L}.self_attn",
-    taps={
-        Component.EMBED: Tap("model.embed_tokens", "out"),
-        Component.RESID_PRE: Tap("model.layers.{L}", "in"),
+    taps=llama_layout_taps({
         Component.ATTN_RAW: Tap("model.layers.{L}.self_attn", "out"),
         Component.ATTN_OUT: Tap("model.layers.{L}.post_attention_layernorm", "out"),
         Component.RESID_MID: Tap("model.layers.{L}.mlp", "in"),
         Component.MLP_RAW: Tap("model.layers.{L}.mlp", "out"),
         Component.MLP_OUT: Tap("model.layers.{L}.post_feedforward_layernorm", "out"),
-        Component.RESID_POST: Tap("model.layers.{L}", "out"),
-        Component.Z: Tap("model.layers.{L}.self_attn.o_proj", "in", split_heads=True),
-        Component.MLP_PRE: Tap("model.layers.{L}.mlp.gate_proj", "out"),
-        Component.MLP_POST: Tap("model.layers.{L}.mlp.down_proj", "in"),
-        Component.LN_FINAL: Tap("model.norm", "out"),
-        Component.LOGITS: Tap("lm_head", "out"),
-    },
+    }),
     mid_delta="model.layers.{L}.post_feedforward_layernorm",
     dims=_dims,
     weights=_weights,
