@@ -1,6 +1,6 @@
 """auto-circuit itself (in its own virtual environment, .venv-autocircuit; setup in benchmarks/circuits_autocircuit.py)
-against interp's EAP: the same tiny GPT-2, prompts and edges give the same edge scores (auto-circuit's are negated:
-it differentiates ``-avg_diff``). The script builds the model and runs interp in a subprocess of ``.venv``."""
+against interp's EAP and exact edge patching: the same tiny GPT-2, prompts and edges give the same edge scores
+(auto-circuit's EAP scores are negated: it differentiates ``-avg_diff``) and the same single-edge patching effects. The script builds the model and runs interp in a subprocess of ``.venv``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.oracle, pytest.mark.slow,
                                  reason="auto-circuit venv missing: see benchmarks/circuits_autocircuit.py")]
 
 
-def test_eap_scores_equal_auto_circuits() -> None:
+def test_eap_scores_and_edge_patching_equal_auto_circuits() -> None:
     out = subprocess.run([str(AUTOCIRCUIT_PY), str(ROOT / "benchmarks" / "circuits_autocircuit.py"), "--layers", "2",
                           "--repeats", "1"], check=True, capture_output=True, text=True, timeout=600).stdout
     edges = re.search(r"edges: interp (\d+), auto-circuit (\d+), auto-circuit edges not in interp's graph (\d+)", out)
@@ -25,3 +25,6 @@ def test_eap_scores_equal_auto_circuits() -> None:
     assert edges.group(1) == edges.group(2) and edges.group(3) == "0"
     rel = [float(x) for x in re.findall(r"max relative ([0-9.e+-]+)", out)]
     assert len(rel) == 2 and max(rel) <= 1e-4, out
+    # exact edge patching, every edge alone: the same effects as auto-circuit's patch masks
+    exact = re.search(r"max \|interp - auto-circuit\| / max \|effect\| = ([0-9.e+-]+)", out)
+    assert exact is not None and float(exact.group(1)) <= 1e-4, out
