@@ -2,8 +2,8 @@
 
 auto-circuit 1.0.1 needs TransformerLens 2 (it imports ``transformer_lens.past_key_value_caching``, gone in 3
 and 4), so it lives in its own venv; this script runs there and calls interp (in ``.venv``) in a subprocess.
-Setup (``.venv-autocircuit`` borrows torch 2.13 CPU and transformers from ``.venv-saelens`` through a ``.pth``
-file, so nothing big is downloaded)::
+Setup: ``make autocircuit`` (``.venv-autocircuit`` borrows torch 2.13 CPU and transformers from ``.venv-saelens``
+through a ``.pth`` file, so nothing big is downloaded), which amounts to::
 
     python3 -m venv .venv-autocircuit
     echo "$PWD/.venv-saelens/lib/python3.11/site-packages" > .venv-autocircuit/lib/python3.11/site-packages/saelens.pth

@@ -1,4 +1,4 @@
-"""auto-circuit itself (in its own virtual environment, .venv-autocircuit; setup in benchmarks/circuits_autocircuit.py)
+"""auto-circuit itself (in its own virtual environment, .venv-autocircuit, made by `make autocircuit`)
 against interp's EAP and exact edge patching: the same tiny GPT-2, prompts and edges give the same edge scores
 (auto-circuit's EAP scores are negated: it differentiates ``-avg_diff``) and the same single-edge patching effects. The script builds the model and runs interp in a subprocess of ``.venv``."""
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AUTOCIRCUIT_PY = ROOT / ".venv-autocircuit" / "bin" / "python"
 pytestmark = [pytest.mark.oracle, pytest.mark.slow,
               pytest.mark.skipif(not AUTOCIRCUIT_PY.exists(),
-                                 reason="auto-circuit venv missing: see benchmarks/circuits_autocircuit.py")]
+                                 reason="auto-circuit venv missing: run `make autocircuit`")]
 
 
 def test_eap_scores_and_edge_patching_equal_auto_circuits() -> None:
