@@ -61,7 +61,7 @@ class LayerQK:
     heads: list[int]
     Qa: torch.Tensor  # [H, d+1, r] orthonormal columns, query side
     Qb: torch.Tensor  # [H, d+1, r] key side
-    Uc: torch.Tensor  # [H, O, r, r] core left singular vectors per offset (O = 1 without rotary)
+    Uc: torch.Tensor  # [H, O, r, r] per offset: the core's left singular vectors, or the carried ones (O = 1 without rotary)
     S: torch.Tensor  # [H, O, r]
     Vc: torch.Tensor  # [H, O, r, r]
     a: torch.Tensor  # [B, H, n, r] = x̃ @ Qa
