@@ -3,7 +3,8 @@ The only package that knows Hugging Face module names."""
 
 from interp.models.adapters import Adapter, Dims, WeightViews, adapter_for
 from interp.models.circuits import composition_scores, factored_svd, ov_factors, qk_factors  # noqa: F401
-from interp.models.encdec import ENCDEC_MODELS, EncoderDecoder, load_encdec
+from interp.models.encdec import EncoderDecoder
+from interp.models.encdec_registry import ENCDEC_MODELS, load_encdec
 from interp.models.model import Inputs, Model
 from interp.models.registry import (
     KNOWN_MODELS,

@@ -86,14 +86,14 @@ def load_toy_encdec(path: str | Path = TOY_DIR) -> EncoderDecoder:
 
 
 def load_encdec(name: str | Path) -> EncoderDecoder:
-    """An encoder–decoder by name: see :func:`interp.models.encdec.load_encdec` (``"toy-t5"``, a registered name,
-    a hub id or a local directory).
+    """An encoder–decoder by name: see :func:`interp.models.encdec_registry.load_encdec` (``"toy-t5"``, a registered
+    name, a hub id or a local directory).
 
     Example:
         >>> load_encdec("toy-t5").table.family
         't5'
     """
-    from interp.models.encdec import load_encdec as load
+    from interp.models.encdec_registry import load_encdec as load
 
     return load(name)
 

@@ -231,7 +231,7 @@ def load_model(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise BadInputError(f"dtype must be a floating-point torch.dtype (float32, bfloat16, float16...), got {dtype!r}")
     placement = _placement(device, device_map, max_memory, offload_folder)
-    from interp.models.encdec import ENCDEC_MODELS
+    from interp.models.encdec_registry import ENCDEC_MODELS
 
     if name_or_path in ENCDEC_MODELS or name_or_path == "toy-t5":
         raise BadInputError(f"{name_or_path!r} is an encoder-decoder: load it with interp.models.load_encdec("
