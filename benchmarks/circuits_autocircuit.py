@@ -73,7 +73,7 @@ for _ in range(a["repeats"] + 1):
     times.append(time.perf_counter() - t0)
 runner = EdgeRunner(m, task)
 ex_times = []
-for _ in range(3):
+for _ in range(a["repeats"] + 1):
     t0 = time.perf_counter()
     ex = discover(m, task, method="exact", runner=runner, progress=False)
     ex_times.append(time.perf_counter() - t0)
@@ -178,7 +178,7 @@ def main() -> None:
             return res
 
         ex_times = []
-        for _ in range(3):
+        for _ in range(args.repeats + 1):
             t0 = time.perf_counter()
             theirs_exact = exact()
             ex_times.append(time.perf_counter() - t0)
@@ -203,7 +203,7 @@ def main() -> None:
         ex_scale = max(abs(v) for v in theirs_exact.values())
         ex_diff = max(abs(mine_exact[k] - v) for k, v in theirs_exact.items()) / ex_scale
         n_edges = len(theirs_exact)
-        ti, ta = statistics.median(ours["exact_seconds"]), statistics.median(ex_times[1:])
+        ti, ta = statistics.median(ours["exact_seconds"]), statistics.median(ex_times[1:])  # after a warm-up
         print(f"exact edge patching (every edge alone): max |interp - auto-circuit| / max |effect| = {ex_diff:.2e}; "
               f"interp {n_edges / ti:.0f} edges/s (stacked), auto-circuit {n_edges / ta:.0f} edges/s (one forward per "
               f"edge): {ta / ti:.1f}x")
