@@ -35,7 +35,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -184,7 +183,7 @@ def main() -> None:
             ex_times.append(time.perf_counter() - t0)
 
         mine = dict(zip(ours["edges"], ours["scores"], strict=True))
-        rows = []
+        rows: list[tuple[str, float | None, float, float]] = []
         for e in model.edges:
             name = map_edge(e.src.name, e.dest.name)
             rows.append((name, mine.get(name), float(fast[e.dest.module_name][e.patch_idx]),
@@ -195,8 +194,9 @@ def main() -> None:
         scale = max(abs(r[3]) for r in rows)
         for label, col in (("mask_gradient (fast)", 2), ("edge_attribution_patching (reference)", 3)):
             # auto-circuit's loss is -avg_diff: its scores are interp's negated (it ranks by magnitude)
-            diffs = [abs(r[1] + r[col]) / scale for r in rows if r[1] is not None]
-            big = [abs(r[1] + r[col]) / abs(r[col]) for r in rows if r[1] is not None and abs(r[col]) > 0.01 * scale]
+            pairs = [(r[1], r[2] if col == 2 else r[3]) for r in rows if r[1] is not None]
+            diffs = [abs(i + o) / scale for i, o in pairs]
+            big = [abs(i + o) / abs(o) for i, o in pairs if abs(o) > 0.01 * scale]
             print(f"interp EAP vs auto-circuit {label}: max |interp + theirs| / max |score| = {max(diffs):.2e}; "
                   f"per edge, over the {len(big)} edges above 1% of the largest: max relative {max(big):.2e}")
         mine_exact = dict(zip(ours["edges"], ours["exact"], strict=True))
@@ -216,4 +216,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
