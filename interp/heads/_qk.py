@@ -26,6 +26,7 @@ method needs an invertible core; a layer with a rank-deficient head falls back t
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from interp.sites import Site
 from interp.trace.trace import Trace
 
 
+@functools.lru_cache(maxsize=4096)
 def name(short: str) -> str:
     return Site.parse(short).name
 
@@ -311,7 +313,8 @@ def sorted_terms(terms: torch.Tensor, scores: torch.Tensor, share: float, top_k:
     csum = torch.from_numpy(key).cumsum(-1)  # minus the running sum toward the score's sign
     target = share * scores.abs().double()[..., None]
     reached = csum <= -(target - 1e-6 * (1 + target))
-    n_sparse = torch.where(reached.any(-1), reached.int().argmax(-1) + 1, r).int()
+    reached[..., -1] = True  # all r components make the whole score (n_sparse = r if rounding keeps it short)
+    n_sparse = (reached.to(torch.uint8).argmax(-1) + 1).int()  # the first prefix reaching the share
     vals = key[..., :k].astype(np.float32)
     np.negative(vals, out=vals, where=pos)  # the terms themselves
     return torch.from_numpy(idx), torch.from_numpy(vals), n_sparse
