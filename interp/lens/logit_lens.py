@@ -235,7 +235,7 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
         r = h.shape[0]
         m = torch.full((r,), -torch.inf, device=hn.device)
         s, e, z_next = (torch.zeros(r, device=hn.device) for _ in range(3))
-        rank = torch.zeros(r, dtype=torch.int32, device=hn.device)
+        rank = torch.zeros(r, device=hn.device)  # float counts (exact below 2**24): a float sum is ~5x a bool one
         z_t = None
         pf_z = torch.zeros(r, dtype=torch.float64, device=hn.device) if final_p is not None else None
         pf_rows = (torch.arange(r0, r0 + r, device=hn.device) % final_p.shape[0]) if final_p is not None else None
@@ -255,7 +255,7 @@ def _decode_rows(hn: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k: i
             if z_t is None and target_id is not None:
                 z_t = z[:, target_id - j].clone()
             if z_t is not None:
-                rank += (z > z_t[:, None]).sum(-1, dtype=torch.int32)
+                rank += torch.gt(z, z_t[:, None], out=pbuf[:r, :w]).sum(-1)  # pbuf is free until p below
             inside = (nxt >= j) & (nxt < j + w)
             picked = z.gather(-1, (nxt - j).clamp(0, w - 1)[:, None])[:, 0]
             z_next = torch.where(inside, picked, z_next)
