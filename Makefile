@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= out
 
-.PHONY: install browser saelens report test check lint typecheck docs lab bench dictionaries clean
+.PHONY: install browser saelens autocircuit report test check lint typecheck docs lab bench dictionaries clean
 
 install: $(STAMP)
 
@@ -36,6 +36,18 @@ $(SAELENS):
 	.venv-saelens/bin/pip install -q sae-lens
 	touch $(SAELENS)
 
+# auto-circuit in its own venv (it needs TransformerLens 2): the EAP oracle test and benchmarks/circuits_autocircuit.py.
+# It borrows torch and transformers from the SAELens venv through a .pth file, so nothing big is installed twice.
+AUTOCIRCUIT := .venv-autocircuit/.installed
+autocircuit: $(AUTOCIRCUIT)
+$(AUTOCIRCUIT): $(SAELENS)
+	$(PY) -m venv .venv-autocircuit
+	.venv-saelens/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$(.venv-autocircuit/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/saelens.pth"
+	.venv-autocircuit/bin/pip install -q --no-deps auto-circuit==1.0.1 "transformer-lens>=2,<3" attrs ordered-set \
+		blobfile lxml pycryptodomex
+	touch $(AUTOCIRCUIT)
+
 # The main job: capture the bundled model's residual stream over the shipped prompts (a store and a
 # printed summary), then the HTML report of every tool on one prompt.
 report: $(STAMP)
@@ -46,7 +58,7 @@ report: $(STAMP)
 
 # Lint, the type checker, the API docs, then the whole test suite (slow SmolLM2 and oracle tests included)
 # plus the doctests in interp/. Any failure stops it with a non-zero status.
-test: check $(SAELENS) browser
+test: check $(SAELENS) $(AUTOCIRCUIT) browser
 	$(BIN)/pytest -q tests interp
 
 check: lint typecheck docs
