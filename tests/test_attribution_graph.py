@@ -257,3 +257,12 @@ def test_schema_1_files_with_a_dense_adjacency_load(setup: Any, tmp_path: Any) -
     (d / "result.json").write_text(json.dumps(head))
     back = AttributionGraph.load(d)
     assert torch.equal(back.adjacency(dense=True), g.adjacency(dense=True)) and len(back.edge_weight) > 0
+
+
+def test_families_the_graph_cannot_follow_are_refused(setup: Any, tiny_neox_parallel: Any) -> None:
+    """GPT-NeoX's parallel attention + MLP is not the sequential pre-norm block the linear model follows: a clear
+    error naming the family, not a graph of the wrong model."""
+    from interp.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="gpt_neox"):
+        attribution_graph(tiny_neox_parallel, torch.tensor([1, 2, 3]), transcoders=setup[1])

@@ -72,7 +72,7 @@ def compiled_config(name: str) -> dict[str, Any]:
     path = data_dir() / name / "tracr.json"
     if not path.is_file():
         raise BadInputError(f"{path} is missing: run `.venv-tracr/bin/python data/circuits/build_tracr.py {name}`")
-    out: dict[str, Any] = json.loads(path.read_text())
+    out: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return out
 
 

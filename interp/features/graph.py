@@ -215,6 +215,20 @@ class AttributionGraph(Result):
                             title=f"Attribution graph: {self.prompt[:80]}")
 
 
+GRAPH_FAMILIES = ("llama", "gpt2")
+"""Model families whose blocks the graph's linear model follows: pre-norm blocks (one RMSNorm or LayerNorm before
+attention, one before the MLP, weights used as they are), sequential attention then MLP."""
+
+
+def check_graph_family(model: Model) -> None:
+    """Refuse a model whose blocks the attribution graph cannot follow (post-norms as in Gemma 2 / OLMo 2,
+    ``1 + w`` norm weights as in Gemma, parallel attention and MLP as in GPT-J / Falcon / GPT-NeoX, MoE MLPs)."""
+    family = model.adapter.family
+    if family not in GRAPH_FAMILIES:
+        raise BadInputError(f"attribution graphs follow pre-norm sequential blocks ({', '.join(GRAPH_FAMILIES)} "
+                            f"families: Llama, Mistral, Qwen 2/3, SmolLM, GPT-2); {model.name!r} is {family!r}")
+
+
 # -- the dictionaries the replacement uses ------------------------------------------------------------------------
 class _Replacement:
     """What the linear model needs from per-layer transcoders or a cross-layer transcoder, in the model's units:
@@ -488,7 +502,7 @@ def _prune_edges(rows: torch.Tensor, row_node: torch.Tensor, n_rows: int, keep: 
         z = torch.zeros(0, dtype=torch.long)
         return z, z.clone(), torch.zeros(0)
     tgt_node = row_node[kr]
-    sub = rows[kr][:, kc].double()
+    sub = rows[kr[:, None], kc].double()
     weight_of_t = (influence + logit_w)[tgt_node]
     score = sub.abs()
     score /= score.sum(1, keepdim=True).clamp_min(1e-12)
@@ -537,6 +551,7 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
         >>> g.kind.count("logit") >= 1
         True
     """
+    check_graph_family(model)
     n_layers = model.dims.n_layers
     rep = _Replacement(transcoders, n_layers)
     for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold),

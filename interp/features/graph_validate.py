@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from interp.errors import BadInputError
-from interp.features.graph import AttributionGraph, _record, _Replacement
+from interp.features.graph import AttributionGraph, _record, _Replacement, check_graph_family
 from interp.features.transcoder import NORM_NAMES, Transcoder
 from interp.trace.results import Result
 
@@ -159,6 +159,7 @@ def validate_graph(model: Model, inputs: str | torch.Tensor, *, graph: Attributi
         2
     """
     n_layers = model.dims.n_layers
+    check_graph_family(model)
     rep = _Replacement(transcoders, n_layers)
     if isinstance(inputs, str):
         ids, _ = model.encode(inputs)

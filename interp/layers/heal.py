@@ -51,7 +51,7 @@ def corpus_texts(n: int = 64, *, words: int = 48, seed: int = 0) -> list[str]:
         >>> len(corpus_texts(3, words=10)[0].split())
         10
     """
-    lines = CORPUS.read_text().splitlines()[:-HELDOUT_LINES]
+    lines = CORPUS.read_text(encoding="utf-8").splitlines()[:-HELDOUT_LINES]
     pool = [ln for ln in lines if len(ln.split()) >= 20]
     if not 0 < n <= len(pool):
         raise BadInputError(f"n must be in 1..{len(pool)}, got {n}")

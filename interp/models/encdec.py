@@ -275,7 +275,7 @@ class EncoderDecoder:
                 enc = self.tokenizer(texts, padding=True, return_tensors="pt")
                 ids, mask = enc.input_ids, enc.attention_mask
         else:
-            raise TypeError(f"inputs must be a str, a list of str, token ids, (ids, mask) or a Trace; got "
+            raise BadInputError(f"inputs must be a str, a list of str, token ids, (ids, mask) or a Trace; got "
                             f"{type(inputs).__name__}")
         if ids.numel() == 0:
             raise BadInputError("no input tokens")
