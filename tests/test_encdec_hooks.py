@@ -18,7 +18,7 @@ from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5F
 from interp.errors import BadInputError, ModelMismatchError, UnknownNameError
 from interp.hooks import Ablate, Add, Patch, Scale
 from interp.models import EncoderDecoder, HubUnreachableError, load_encdec, load_model
-from interp.sites import UnknownHookError
+from interp.sites import Site, UnknownHookError
 from interp.trace import Trace
 
 V, H, DH = 40, 4, 8
@@ -262,6 +262,10 @@ def test_traces_hold_each_stack_with_its_own_tokens(fam: tuple[str, EncoderDecod
     last = res.encoder.get("resid_post", layer=1, positions=-1)  # each source's last real token: 6 and 4
     assert torch.equal(last, torch.stack([res.encoder["encoder.resid_post.1"][0, 6], res.encoder["encoder.resid_post.1"][1, 4]]))
     assert torch.equal(res.decoder["logits"], res.logits)
+    with_k = ed.run(ids, dec, attention_mask=mask, capture="decoder.cross_k.0").decoder
+    with pytest.raises(BadInputError, match="source"):  # positions count the decoder's tokens, not the source's
+        with_k.get("decoder.cross_k.0", positions=-1)
+    assert torch.equal(with_k.get(Site.parse("decoder.cross_k.0"), layer=0), with_k["decoder.cross_k.0"])
     for which in ("encoder", "decoder"):  # saved and loaded as one-shard stores
         tr = getattr(res, which)
         keep = Trace(tr.input_ids, tr.attention_mask, tr.tokens, {k: v for k, v in tr.activations.items()

@@ -211,7 +211,10 @@ class Trace:
         """
         if layer is not None:
             st, base = split_stack(hook) if isinstance(hook, str) else (None, hook)
-            comp = Component.parse(base) if not isinstance(base, Site) else base.component  # type: ignore[arg-type]
+            if isinstance(base, Site):
+                comp, st = base.component, st or base.stack
+            else:
+                comp = Component.parse(base)  # type: ignore[arg-type]
             name = Site(comp, layer, stack=st or self._one_stack()).name
         else:
             name = self._key(hook)  # type: ignore[arg-type]
@@ -226,6 +229,9 @@ class Trace:
             if isinstance(heads, int):
                 axes = axes[:h_ax] + axes[h_ax + 1:]
         if positions is not None:
+            if site.component.over_source:
+                raise BadInputError(f"{name} runs over the source (encoder) tokens, which this trace's lengths do not "
+                                    "count; index its position axis directly, or read the encoder trace")
             p_ax = axes.index("q_pos") if "q_pos" in axes else axes.index("pos")
             rows = [resolve_positions(positions, int(n), sequence=i) for i, n in enumerate(self.lengths.tolist())]
             if len({len(r) for r in rows}) != 1:
