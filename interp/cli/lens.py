@@ -97,7 +97,7 @@ def _table(model_name: str, res: LogitLensResult, tuned: LogitLensResult | None,
 def _decoder_lens(args: argparse.Namespace) -> int:
     """``--decoder-lens``: one line per encoder layer (generated text, reference loss), and the report."""
     from interp.lens import decoder_lens
-    from interp.models.encdec_toy import load_encdec
+    from interp.models import load_encdec
     from interp.report import Report
     from interp.report.sections.decoder_lens import decoder_lens_section
     from interp.trace.trace import command_line

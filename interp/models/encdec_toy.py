@@ -82,20 +82,4 @@ def load_toy_encdec(path: str | Path = TOY_DIR) -> EncoderDecoder:
     return ed
 
 
-
-
-
-def load_encdec(name: str | Path) -> EncoderDecoder:
-    """An encoder–decoder by name: see :func:`interp.models.encdec_registry.load_encdec` (``"toy-t5"``, a registered
-    name, a hub id or a local directory).
-
-    Example:
-        >>> load_encdec("toy-t5").table.family
-        't5'
-    """
-    from interp.models.encdec_registry import load_encdec as load
-
-    return load(name)
-
-
-__all__ = ["OPS", "TOY_DIR", "answer", "load_encdec", "load_toy_encdec", "toy_examples", "toy_tokenizer"]
+__all__ = ["OPS", "TOY_DIR", "answer", "load_toy_encdec", "toy_examples", "toy_tokenizer"]
