@@ -141,6 +141,9 @@ def test_heal_bad_input(llama5: Model) -> None:
         heal(llama5, TEXTS, steps=0)
     with pytest.raises(BadInputError, match="heal"):
         drop_layers(llama5, Task.from_texts("t", TEXTS), methods=("random",), max_drop=1, heal="all")
+    with pytest.raises(BadInputError, match="heal_steps"):  # drop_layers sets these itself: no duplicate keyword
+        drop_layers(llama5, Task.from_texts("t", TEXTS), methods=("random",), max_drop=1, heal="norm",
+                    heal_options={"steps": 5})
 
 
 def test_corpus_texts_skip_the_heldout_paragraphs() -> None:
@@ -168,4 +171,4 @@ def test_cli_drop_with_healing(llama5: Model, tmp_path: Path) -> None:
     assert rc == 0
     data = json.loads((out / "d.json").read_text())["sections"]["LayerDropResult"]["LayerDropResult"]
     assert set(data["arrays"]) >= {"healed_accuracy", "healed_loglik", "heal_loss"}
-    assert "final norm, 2 Adam steps" in data["attributes"]["healed"]
+    assert "final norm (32 values), 2 Adam steps of 8 texts" in data["attributes"]["healed"]

@@ -148,6 +148,10 @@ def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = ME
             raise bad_value("heal", heal, ", ".join(TRAIN))
         h_texts = corpus_texts() if heal_texts is None else heal_texts
         h_opts = dict(heal_options or {})
+        taken = sorted(set(h_opts) & {"interventions", "train", "steps", "seed", "progress"})
+        if taken:
+            raise bad_value("heal_options", taken, "heal()'s other options (rank, lr, batch_size...); train, steps "
+                            "and seed come from drop_layers' heal=, heal_steps= and seed=")
     h_acc = torch.zeros(len(methods), max_drop + 1)
     h_ll = torch.zeros(len(methods), max_drop + 1)
     h_loss = torch.zeros(len(methods), max_drop + 1, 2)
@@ -161,8 +165,7 @@ def drop_layers(model: Model, inputs: Task | str, *, methods: Sequence[str] = ME
         s = score(model, task, interventions=h.interventions, batch_size=batch_size, progress=False)
         h_acc[r, n], h_ll[r, n] = s.accuracy, s.loglik
         h_loss[r, n, 0], h_loss[r, n, 1] = h.loss_before, h.loss_after
-        what = "final norm" if heal == "norm" else f"LoRA rank {h_opts.get('rank', 4)} on the remaining blocks"
-        description = f"{what}, {heal_steps} Adam steps of {h_opts.get('batch_size', 8)} texts per cell, seed {seed}"
+        description = h.description
 
     bar = progress_bar(total=len(methods) * max_drop, desc="drop_layers", enabled=progress)
     for r, method in enumerate(methods):
