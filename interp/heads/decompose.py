@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,6 +59,8 @@ from interp.trace.results import Result, labelled_frame
 if TYPE_CHECKING:
     import pandas as pd
     from plotly.graph_objects import Figure
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, repr=False)
@@ -252,6 +255,7 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
     sv = torch.zeros(H, n if rot is not None and per_offset else 1, r)
     err = 0.0
     col = 0
+    fell_back: list[int] = []  # rotary layers whose position-free core is singular: per-offset SVDs there
     ti, tj = _qk.causal_pairs(n)
     back = _qk.RowMaps(rot.transpose(-1, -2).float(), tj) if rot is not None and not per_offset else None
     mpairs = mask2[:, None, ti, tj]  # [B, 1, P] real causal pairs
@@ -269,6 +273,8 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
                 vals[:, sl, ti, tj] = cv * mpairs[..., None]
                 sv[sl] = ct.S.float()[:, None]
             else:  # per-offset SVDs (asked for, or a singular core)
+                if not per_offset and rot is not None:
+                    fell_back.append(la)
                 st = _qk.layer_qk(model, trace, la, idx, rot, per_offset=True)
                 raw = st.scores
                 terms = _qk.pair_terms(st)
@@ -284,10 +290,14 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
             pat = trace[_qk.name(f"pattern.{la}")][:, idx].float().cpu()
             pattern[:, sl] = torch.where(m4, pat, float("nan"))
             col += len(idx)
+    if fell_back:
+        log.warning("layers %s have a singular position-free QK core: decomposed with per-offset SVDs "
+                    "(per_offset=True in the result)", fell_back)
     return AttentionDecomposition(scores=scores, pattern=pattern, n_sparse=n_sparse, components=comps, values=vals,
                                   singular_values=sv, heads=tuple(str(h) for h in _ordered(hs, layers)),
                                   tokens=trace.tokens, share=float(share), max_error=err, rotary=rot is not None,
-                                  per_offset=bool(per_offset and rot is not None), model_id=model.name)
+                                  per_offset=bool((per_offset or fell_back) and rot is not None),
+                                  model_id=model.name)
 
 
 def _check(total: torch.Tensor, raw: torch.Tensor, real: torch.Tensor, layer: int, model: Model) -> float:
