@@ -88,7 +88,7 @@ def test_heal_final_norm(llama5: Model) -> None:
 
 
 @pytest.mark.parametrize("name", ["llama5", "gpt5"])
-def test_heal_lora_on_the_remaining_blocks(name: str, request: pytest.FixtureRequest) -> None:
+def test_heal_lora_on_the_remaining_blocks(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     model: Model = request.getfixturevalue(name)
     before = _state(model.hf)
     h = heal(model, TEXTS, interventions=skip(model, blocks=[1, 3]), train="lora", rank=2, steps=25, lr=0.02,
@@ -106,6 +106,14 @@ def test_heal_lora_on_the_remaining_blocks(name: str, request: pytest.FixtureReq
                            and "norm" not in k and ".ln_" not in k for k in changed)
     n_linear = 7 if name == "llama5" else 4  # q k v o gate up down / c_attn c_proj c_fc c_proj
     assert len(changed) == n_linear * len(keep) and len(h.trained) == 2 * len(changed)
+    # saved and loaded: the trained adapters come back; run with the starting edits again, the same logits
+    back = type(h).load(h.save(tmp_path / name))
+    assert back.interventions == () and back.started_from == h.started_from and len(back.started_from) == 1
+    ids = torch.tensor([[5, 6, 7, 8]])
+    same = [model.run(ids, interventions=ivs).logits for ivs in (h.interventions,
+                                                                 [*skip(model, blocks=[1, 3]), back.edit])]
+    assert torch.equal(same[0], same[1])
+    assert back.to_frame()["value"].tolist() == pytest.approx(h.losses.tolist())
 
 
 def test_drop_layers_reports_healing(llama5: Model) -> None:

@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,8 +35,13 @@ from interp.hooks import HookedRun, Intervention, forward, make_plans
 from interp.hooks.plans import LayerPlan, original_blocks
 from interp.models import Model
 from interp.models.model import Inputs
+from interp.plot import layer_curves
 from interp.progress import progress as progress_bar
 from interp.sites import Component, Site, SiteSpec
+from interp.trace.results import Result
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus" / "english.txt"
 TRAIN = ("norm", "lora")
@@ -187,17 +192,35 @@ class ParamEdit(Intervention):
         return hf
 
 
-@dataclass(frozen=True)
-class Healing:
+@dataclass(frozen=True, repr=False)
+class Healing(Result):
     """What :func:`heal` trained and what it did to the loss.
+
+    Views: ``"loss"`` (the training loss per step).
 
     Attributes:
         edit: the :class:`ParamEdit` holding the trained values.
         interventions: the edits healing started from, then ``edit``: score or run with these.
         trained: names of what was trained (parameter paths; ``"<module>.lora_A/B"`` for adapters).
         n_params: trained values; loss_before / loss_after: mean next-token loss on the fine-tune texts (with
-            the edits) before and after; losses: the training loss at each step; description: one line.
+            the edits) before and after; losses: ``[step]`` the training loss at each step; description: one line.
+        started_from: the edits healing started from, as text (what to pass again with ``edit`` after
+            :meth:`load`: a saved healing keeps the trained values, not the edits it started from, so a loaded one
+            has ``interventions == ()``).
+
+    Example:
+        >>> import tempfile, torch
+        >>> h = Healing(edit=ParamEdit(replace={"model.norm.weight": torch.ones(4)}), interventions=(),
+        ...             trained=("model.norm.weight",), n_params=4, loss_before=3.0, loss_after=2.5,
+        ...             losses=torch.tensor([3.0, 2.7, 2.5]), description="final norm (4 values)")
+        >>> h
+        Healing(losses[step=3], loss_before=3, loss_after=2.5)
+        >>> Healing.load(h.save(tempfile.mkdtemp())).edit.replace["model.norm.weight"].tolist()
+        [1.0, 1.0, 1.0, 1.0]
     """
+
+    AXES = {"losses": ("step",)}
+    VIEWS = ("loss",)
 
     edit: ParamEdit
     interventions: tuple[Intervention, ...]
@@ -205,11 +228,47 @@ class Healing:
     n_params: int
     loss_before: float
     loss_after: float
-    losses: tuple[float, ...]
+    losses: torch.Tensor
     description: str
+    started_from: tuple[str, ...] = ()
 
-    def __repr__(self) -> str:
-        return (f"Healing({self.description}; loss {self.loss_before:.3f} -> {self.loss_after:.3f})")
+    def headline(self) -> dict[str, Any]:
+        return {"loss_before": self.loss_before, "loss_after": self.loss_after}
+
+    def _view_loss(self) -> Figure:
+        """The fine-tune loss at each step."""
+        return layer_curves({"training loss": self.losses}, x_title="step", y_title="loss",
+                            title=f"healing: {self.description}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["attributes"].pop("edit", None)
+        d["attributes"].pop("interventions", None)
+        d["attributes"]["started_from"] = list(self.started_from)
+        return d
+
+    def _to_saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {"losses": self.losses.detach().cpu().contiguous()}
+        for k, v in self.edit.replace.items():
+            tensors[f"replace.{k}"] = v.detach().cpu().contiguous()
+        for k, (a, b) in self.edit.lora.items():
+            tensors[f"lora_A.{k}"] = a.detach().cpu().contiguous()
+            tensors[f"lora_B.{k}"] = b.detach().cpu().contiguous()
+        fields = {"trained": list(self.trained), "n_params": self.n_params, "loss_before": self.loss_before,
+                  "loss_after": self.loss_after, "description": self.description, "scale": self.edit.scale,
+                  "started_from": list(self.started_from)}
+        return tensors, fields
+
+    @classmethod
+    def _from_saved(cls, tensors: dict[str, torch.Tensor], fields: dict[str, Any]) -> Healing:
+        replace = {k[len("replace."):]: v for k, v in tensors.items() if k.startswith("replace.")}
+        lora = {k[len("lora_A."):]: (v, tensors[f"lora_B.{k[len('lora_A.'):]}"]) for k, v in tensors.items()
+                if k.startswith("lora_A.")}
+        edit = ParamEdit(replace=replace, lora=lora, scale=float(fields.get("scale", 1.0)))
+        return cls(edit=edit, interventions=(), trained=tuple(fields.get("trained", ())),
+                   n_params=int(fields.get("n_params", 0)), loss_before=float(fields.get("loss_before", math.nan)),
+                   loss_after=float(fields.get("loss_after", math.nan)), losses=tensors["losses"],
+                   description=str(fields.get("description", "")), started_from=tuple(fields.get("started_from", ())))
 
 
 def _loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -311,4 +370,5 @@ def heal(model: Model, inputs: Inputs | None = None, *, interventions: Sequence[
             f"{len(_remaining(model, interventions))} blocks")
     desc = f"{what} ({n_params} values), {steps} Adam steps of {batch_size} texts, seed {seed}"
     return Healing(edit=edit, interventions=ivs, trained=trained, n_params=n_params, loss_before=before,
-                   loss_after=after, losses=tuple(losses), description=desc)
+                   loss_after=after, losses=torch.tensor(losses), description=desc,
+                   started_from=tuple(repr(iv) for iv in interventions))
