@@ -64,13 +64,13 @@ def main() -> None:
         print(f"memory heads {','.join(found.memory_heads)}; context heads {','.join(found.context_heads)}; "
               f"train margin {found.margin:+.3f}")
         n = args.random
-        show("prune memory heads (-> context)", conflict_intervention(m, test, found.memory_heads, factor=0.0,
+        show("prune memory heads (-> context)", conflict_intervention(m, test, heads=found.memory_heads, factor=0.0,
                                                                       n_random=n), -1)
-        show("prune context heads (-> memory)", conflict_intervention(m, test, found.context_heads, factor=0.0,
+        show("prune context heads (-> memory)", conflict_intervention(m, test, heads=found.context_heads, factor=0.0,
                                                                       n_random=n), +1)
-        show("dual toward context (memory x0, context x2)", dual_intervention(m, test, found, side="context",
+        show("dual toward context (memory x0, context x2)", dual_intervention(m, test, heads=found, side="context",
                                                                             n_random=n), -1)
-        show("dual toward memory (memory x2, context x0)", dual_intervention(m, test, found, side="memory",
+        show("dual toward memory (memory x2, context x0)", dual_intervention(m, test, heads=found, side="memory",
                                                                            n_random=n), +1)
     print(f"wall {time.perf_counter() - t0:.0f} s")
 

@@ -53,16 +53,16 @@ def test_head_effects_are_derivatives_of_scaling_the_head(tiny_llama: Model) -> 
 
 
 def test_intervention_rates_match_a_plain_forward(tiny_llama: Model) -> None:
-    res = conflict_intervention(tiny_llama, ITEMS, "L1H0,L1H2", factor=0.0, n_random=3)
+    res = conflict_intervention(tiny_llama, ITEMS, heads="L1H0,L1H2", factor=0.0, n_random=3)
     before = float((_margins(tiny_llama, []) > 0).double().mean())
     after = float((_margins(tiny_llama, [Scale("z.1", 0.0, heads=[0, 2])]) > 0).double().mean())
     assert res.before == before and res.after == after
     assert res.before_ci[0] <= res.before <= res.before_ci[1]
     assert res.random_after.shape == (3,)
-    same = conflict_intervention(tiny_llama, ITEMS, "L1H0", factor=1.0, n_random=1)
+    same = conflict_intervention(tiny_llama, ITEMS, heads="L1H0", factor=1.0, n_random=1)
     assert same.after == same.before
     with pytest.raises(BadInputError):
-        conflict_intervention(tiny_llama, ITEMS, "L1H0", n_random=0)
+        conflict_intervention(tiny_llama, ITEMS, heads="L1H0", n_random=0)
     with pytest.raises(BadInputError, match="first token"):
         conflict_heads(tiny_llama, [dict(ITEMS[0], context=ITEMS[0]["memory"])])
 
@@ -72,7 +72,7 @@ def test_dual_intervention_is_both_scalings_in_one_run(tiny_llama: Model) -> Non
     base = _margins(tiny_llama, [])
     mem, ctx = ["L1H0"], ["L0H1", "L1H2"]
     for side, f_mem, f_ctx in (("context", 0.25, 1.5), ("memory", 1.5, 0.25)):
-        res = dual_intervention(tiny_llama, ITEMS, (mem, ctx), side=side, up=1.5, down=0.25, n_random=2)
+        res = dual_intervention(tiny_llama, ITEMS, heads=(mem, ctx), side=side, up=1.5, down=0.25, n_random=2)
         want = _margins(tiny_llama, [Scale("z.1", f_mem, heads=[0]), Scale("z.0", f_ctx, heads=[1]),
                                      Scale("z.1", f_ctx, heads=[2])])
         assert res.heads == ("L1H0", "L0H1", "L1H2") and res.factors == (f_mem, f_ctx, f_ctx)
@@ -81,14 +81,14 @@ def test_dual_intervention_is_both_scalings_in_one_run(tiny_llama: Model) -> Non
         assert res.margin_shift_ci[0] <= res.margin_shift <= res.margin_shift_ci[1]
         assert res.random_margin_shift.shape == (2,)
     found = conflict_heads(tiny_llama, ITEMS, k=1)
-    res = dual_intervention(tiny_llama, ITEMS, found, side="memory", n_random=1)
+    res = dual_intervention(tiny_llama, ITEMS, heads=found, side="memory", n_random=1)
     assert res.heads == (*found.memory_heads, *found.context_heads) and res.factors == (2.0, 0.0)
     with pytest.raises(BadInputError, match="side"):
-        dual_intervention(tiny_llama, ITEMS, (mem, ctx), side="both")
+        dual_intervention(tiny_llama, ITEMS, heads=(mem, ctx), side="both")
     with pytest.raises(BadInputError, match="disjoint"):
-        dual_intervention(tiny_llama, ITEMS, (mem, mem))
+        dual_intervention(tiny_llama, ITEMS, heads=(mem, mem))
     with pytest.raises(BadInputError, match="factors"):
-        conflict_intervention(tiny_llama, ITEMS, "L1H0,L1H1", factors=[1.0])
+        conflict_intervention(tiny_llama, ITEMS, heads="L1H0,L1H1", factors=[1.0])
 
 
 def test_shipped_prompt_sets() -> None:
@@ -108,7 +108,7 @@ def test_shipped_prompt_sets() -> None:
 
 def test_result_surface(tiny_llama: Model, tmp_path: Path) -> None:
     heads = conflict_heads(tiny_llama, ITEMS, k=2)
-    inter = conflict_intervention(tiny_llama, ITEMS, heads.memory_heads, n_random=2)
+    inter = conflict_intervention(tiny_llama, ITEMS, heads=heads.memory_heads, n_random=2)
     for res, cls in ((heads, ConflictHeads), (inter, ConflictIntervention)):
         back = cls.load(res.save(tmp_path / cls.__name__))
         assert repr(back) == repr(res)
@@ -123,8 +123,8 @@ def test_found_heads_move_smollm2_more_than_random_heads(smollm2: Model) -> None
     the random sets are the control the issue asks for, the held-out prompts were not used to find the heads."""
     found = conflict_heads(smollm2, load_conflicts("train"), k=3)
     held = load_conflicts("heldout")
-    mem = conflict_intervention(smollm2, held, found.memory_heads, factor=0.0, n_random=4, seed=1)
+    mem = conflict_intervention(smollm2, held, heads=found.memory_heads, factor=0.0, n_random=4, seed=1)
     assert mem.margin_shift_ci[1] < float(mem.random_margin_shift.min())
     assert mem.after < mem.before and mem.after < float(mem.random_after.min())
-    ctx = conflict_intervention(smollm2, held, found.context_heads, factor=0.0, n_random=4, seed=2)
+    ctx = conflict_intervention(smollm2, held, heads=found.context_heads, factor=0.0, n_random=4, seed=2)
     assert ctx.margin_shift_ci[0] > float(ctx.random_margin_shift.max())

@@ -20,10 +20,19 @@ Example:
 from interp.patching.activation import COMPONENTS, activation_patching
 from interp.patching.attribution import attribution_patching
 from interp.patching.backpatch import back_patching
+from interp.patching.conflicts import (
+    ConflictHeads,
+    ConflictIntervention,
+    conflict_heads,
+    conflict_intervention,
+    dual_intervention,
+    load_conflicts,
+)
 from interp.patching.metrics import Metric, normalize
 from interp.patching.path import path_patching
 from interp.patching.result import PatchingResult
 from interp.patching.setup import Ablation, Noise, PatchingSetup, prepare
 
-__all__ = ["COMPONENTS", "Ablation", "Metric", "Noise", "PatchingResult", "PatchingSetup", "activation_patching",
-           "attribution_patching", "back_patching", "normalize", "path_patching", "prepare"]
+__all__ = ["COMPONENTS", "Ablation", "ConflictHeads", "ConflictIntervention", "Metric", "Noise", "PatchingResult",
+           "PatchingSetup", "activation_patching", "attribution_patching", "back_patching", "conflict_heads",
+           "conflict_intervention", "dual_intervention", "load_conflicts", "normalize", "path_patching", "prepare"]

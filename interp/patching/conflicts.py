@@ -20,7 +20,7 @@ Example:
     >>> m = interp.load_model("smollm2-135m")
     >>> train, test = load_conflicts("train")[:8], load_conflicts("heldout")[:8]
     >>> found = conflict_heads(m, train, k=3)
-    >>> res = conflict_intervention(m, test, found.memory_heads, factor=0.0, n_random=2)
+    >>> res = conflict_intervention(m, test, heads=found.memory_heads, factor=0.0, n_random=2)
     >>> 0.0 <= res.after <= 1.0
     True
 """
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -132,7 +132,7 @@ class ConflictHeads(Result):
                        title="Head effects on logit(memory) − logit(context)")
 
 
-def conflict_heads(model: Model, items: Sequence[Item], *, k: int = 5, batch_size: int = 16) -> ConflictHeads:
+def conflict_heads(model: Model, inputs: Sequence[Item], *, k: int = 5, batch_size: int = 16) -> ConflictHeads:
     """Score every head by attribution patching of ``logit(memory) − logit(context)`` on conflict prompts.
 
     Example:
@@ -142,6 +142,7 @@ def conflict_heads(model: Model, items: Sequence[Item], *, k: int = 5, batch_siz
         >>> res.effects.shape, len(res.memory_heads)
         (torch.Size([30, 9]), 2)
     """
+    items = list(inputs)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise bad_value("k", k, "an int >= 1")
     L, H = model.dims.n_layers, model.dims.n_heads
@@ -275,7 +276,7 @@ class ConflictIntervention(Result):
                              f"{self.random_ci[0]:.2f}–{self.random_ci[1]:.2f})")
 
 
-def conflict_intervention(model: Model, items: Sequence[Item], heads: HeadSpec | Sequence[HeadSpec], *,
+def conflict_intervention(model: Model, inputs: Sequence[Item], *, heads: HeadSpec | Sequence[HeadSpec],
                           factor: float = 0.0, factors: Sequence[float] | None = None, n_random: int = 10,
                           seed: int = 0) -> ConflictIntervention:
     """Scale (``factor=0``: prune) ``heads`` on conflict prompts; memory rate before/after, vs random head sets.
@@ -287,10 +288,11 @@ def conflict_intervention(model: Model, items: Sequence[Item], heads: HeadSpec |
         >>> import interp
         >>> from interp.patching.conflicts import conflict_intervention, load_conflicts
         >>> m = interp.load_model("smollm2-135m")
-        >>> res = conflict_intervention(m, load_conflicts("heldout")[:4], "L20H1,L21H3", n_random=2)
+        >>> res = conflict_intervention(m, load_conflicts("heldout")[:4], heads="L20H1,L21H3", n_random=2)
         >>> res.random_after.shape
         torch.Size([2])
     """
+    items = list(inputs)
     L, H = model.dims.n_layers, model.dims.n_heads
     parsed = parse_heads(heads, n_layers=L, n_heads=H)
     if factors is not None:
@@ -323,8 +325,9 @@ def conflict_intervention(model: Model, items: Sequence[Item], heads: HeadSpec |
                                 random_margin_shift=torch.tensor([float((m - m0).mean()) for m in rand_m]).float())
 
 
-def dual_intervention(model: Model, items: Sequence[Item], heads: ConflictHeads | tuple[Sequence[HeadSpec],
-                      Sequence[HeadSpec]], *, side: str = "context", up: float = 2.0, down: float = 0.0,
+def dual_intervention(model: Model, inputs: Sequence[Item], *, heads: ConflictHeads | tuple[Sequence[HeadSpec],
+                      Sequence[HeadSpec]], side: Literal["memory", "context"] = "context", up: float = 2.0,
+                      down: float = 0.0,
                       n_random: int = 10, seed: int = 0) -> ConflictIntervention:
     """Scale memory heads and context heads in opposite directions in one run, toward ``side``.
 
@@ -339,10 +342,11 @@ def dual_intervention(model: Model, items: Sequence[Item], heads: ConflictHeads 
         >>> from interp.patching.conflicts import conflict_heads, dual_intervention, load_conflicts
         >>> m = interp.load_model("smollm2-135m")
         >>> found = conflict_heads(m, load_conflicts("train")[:8], k=2)
-        >>> res = dual_intervention(m, load_conflicts("heldout")[:8], found, side="context", n_random=2)
+        >>> res = dual_intervention(m, load_conflicts("heldout")[:8], heads=found, side="context", n_random=2)
         >>> len(res.heads), res.factors
         (4, (0.0, 0.0, 2.0, 2.0))
     """
+    items = list(inputs)
     if side not in ("memory", "context"):
         raise bad_value("side", side, "'memory' or 'context'")
     for name_, v in (("up", up), ("down", down)):
@@ -355,7 +359,7 @@ def dual_intervention(model: Model, items: Sequence[Item], heads: ConflictHeads 
     if set(mem) & set(ctx):
         raise bad_value("heads", heads, "disjoint memory and context head sets")
     f_mem, f_ctx = (down, up) if side == "context" else (up, down)
-    return conflict_intervention(model, items, [str(h) for h in [*mem, *ctx]],
+    return conflict_intervention(model, items, heads=[str(h) for h in [*mem, *ctx]],
                                  factors=[f_mem] * len(mem) + [f_ctx] * len(ctx), n_random=n_random, seed=seed)
 
 
