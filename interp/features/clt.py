@@ -141,9 +141,9 @@ class CrossLayerTranscoder:
         self._fitted()
         assert self.b_dec_ is not None
         j = self._index(layer)
-        out = self.b_dec_[j].to(x.dtype) + torch.zeros(*x.shape[:-1], 1, dtype=x.dtype)
+        out = self.b_dec_[j].to(x) + torch.zeros(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)
         if self.W_skip_ is not None:
-            out = out + (x * float(self.input_scale_[j])) @ self.W_skip_[j].to(x.dtype)
+            out = out + (x * float(self.input_scale_[j])) @ self.W_skip_[j].to(x)
         return out / float(self.output_scale_[j])
 
     def decode(self, zs: Sequence[torch.Tensor | None], *, layer: int, x: torch.Tensor | None = None
@@ -157,7 +157,7 @@ class CrossLayerTranscoder:
             if z is None:
                 continue
             W = self.decoder(self.layers[i], layer)
-            part = z.to(W.dtype) @ W
+            part = z.to(W.dtype) @ W.to(z.device)
             out = part if out is None else out + part
         if x is not None:
             c = self.bias_skip(x, layer=layer)

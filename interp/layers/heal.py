@@ -161,7 +161,7 @@ class ParamEdit(Intervention):
                 def hook(_m: nn.Module, args: tuple[Any, ...], out: torch.Tensor, a: torch.Tensor = a,
                          b: torch.Tensor = b) -> torch.Tensor:
                     x = args[0]
-                    return out + self.scale * (x @ a.to(x.dtype).T) @ b.to(x.dtype).T
+                    return out + self.scale * (x @ a.to(x).T) @ b.to(x).T
 
                 undo.append(mod.register_forward_hook(hook, prepend=True).remove)
         except BaseException:
@@ -328,7 +328,8 @@ def heal(model: Model, inputs: Inputs | None = None, *, interventions: Sequence[
         for path in _linear_paths(model, _remaining(model, interventions)):
             n_in, n_out, _ = _in_out(_resolve(model, path))
             a = torch.empty(rank, n_in).uniform_(-1, 1, generator=gen) / math.sqrt(n_in)
-            lora[path] = (nn.Parameter(a.to(dtype)), nn.Parameter(torch.zeros(n_out, rank, dtype=dtype)))
+            lora[path] = (nn.Parameter(a.to(device=model.device, dtype=dtype)),
+                          nn.Parameter(torch.zeros(n_out, rank, dtype=dtype, device=model.device)))
         trained = tuple(f"{p}.lora_{w}" for p in lora for w in "AB")
     scale = (2.0 * rank if alpha is None else alpha) / rank
     edit = ParamEdit(replace=replace, lora=lora, scale=scale)
