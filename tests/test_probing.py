@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _v01 import summarize
 
 from interp.errors import BadInputError, ModelMismatchError, UnknownNameError
 from interp.hooks import Add, Project
@@ -393,28 +394,13 @@ def test_labelled_sets_ship_and_align() -> None:
         pp.column("labels")
 
 
-def _summary(t: torch.Tensor) -> dict:
-    """As the v0.1 fixture generator summarises a tensor (make_fixtures.summarize)."""
-    t = t.detach().cpu()
-    if t.is_floating_point():
-        d = t.double()
-        nan = torch.isnan(d)
-        finite = d[~nan].flatten()
-        return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-                "sum": round(float(finite.sum()), 4), "nan_count": int(nan.sum()),
-                "first": [round(float(x), 6) for x in finite[:4].tolist()]}
-    flat = t.flatten().long()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sum": int(flat.sum()),
-            "nan_count": 0, "first": [int(x) for x in flat[:4].tolist()]}
-
-
 def test_v01_fixture_loads_with_its_values() -> None:
     path = FIXTURES / "ProbeResult"
     expected = json.loads((path / "expected.json").read_text())
     res = ProbeResult.load(path)
     assert expected["rel"] == 0.0
     for expr, want in expected["tensors"].items():
-        assert _summary(getattr(res, expr.removeprefix("obj."))) == want, expr
+        assert summarize(getattr(res, expr.removeprefix("obj."))) == want, expr
     renamed = {"obj.position": None, "obj.best_layer()": None}  # checked below under their new names
     for expr, want in expected["values"].items():
         if expr in renamed:
