@@ -52,13 +52,13 @@ def setup() -> tuple[Any, dict[int, Transcoder], torch.Tensor]:
     return model, tcs, ids
 
 
-def frozen_fd(model: Any, tcs: dict[int, Transcoder], ids: torch.Tensor, source: tuple[str, int, int, int],
-              target: tuple[str, int, int, int], eps: float = 1e-4) -> float:
-    """d target / d (source scaled by 1 + t) at t = 0, by central differences of the hooked real model."""
+def frozen_scales(model: Any, ids: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+    """The clean run's activations (resid_pre/mid, patterns, last resid_post) and every RMSNorm's recorded
+    ``1 / rms`` scale, by ``id`` of the norm module: what the frozen finite-difference oracles pin."""
     hf = model.hf
     n_layers = len(hf.model.layers)
     rec = model.run(ids, capture=["resid_pre", "resid_mid", "pattern", f"resid_post.{n_layers - 1}"])
-    acts = {k: v for k, v in rec.trace.activations.items()}
+    acts = dict(rec.trace.activations)
 
     def scale(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
         return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mod.variance_epsilon)
@@ -69,6 +69,15 @@ def frozen_fd(model: Any, tcs: dict[int, Transcoder], ids: torch.Tensor, source:
         frozen_s[id(blk.post_attention_layernorm)] = scale(acts[f"blocks.{L}.hook_resid_mid"],
                                                            blk.post_attention_layernorm)
     frozen_s[id(hf.model.norm)] = scale(acts[f"blocks.{n_layers - 1}.hook_resid_post"], hf.model.norm)
+    return acts, frozen_s
+
+
+def frozen_fd(model: Any, tcs: dict[int, Transcoder], ids: torch.Tensor, source: tuple[str, int, int, int],
+              target: tuple[str, int, int, int], eps: float = 1e-4) -> float:
+    """d target / d (source scaled by 1 + t) at t = 0, by central differences of the hooked real model."""
+    hf = model.hf
+    n_layers = len(hf.model.layers)
+    acts, frozen_s = frozen_scales(model, ids)
     clean_z = {}
     for L, tc in tcs.items():
         blk = hf.model.layers[L]

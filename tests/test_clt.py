@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import randomize
-from test_attribution_graph import _rms64
+from test_attribution_graph import _rms64, frozen_scales
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import interp
@@ -131,18 +131,7 @@ def clt_frozen_fd(model: Any, clt: CrossLayerTranscoder, ids: torch.Tensor, sour
     activation except the perturbed one (its change reaches every later MLP output it writes to)."""
     hf = model.hf
     n_layers = len(hf.model.layers)
-    rec = model.run(ids, capture=["resid_pre", "resid_mid", "pattern", f"resid_post.{n_layers - 1}"])
-    acts = dict(rec.trace.activations)
-
-    def scale(x: torch.Tensor, mod: torch.nn.Module) -> torch.Tensor:
-        return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mod.variance_epsilon)
-
-    frozen_s = {}
-    for L, blk in enumerate(hf.model.layers):
-        frozen_s[id(blk.input_layernorm)] = scale(acts[f"blocks.{L}.hook_resid_pre"], blk.input_layernorm)
-        frozen_s[id(blk.post_attention_layernorm)] = scale(acts[f"blocks.{L}.hook_resid_mid"],
-                                                           blk.post_attention_layernorm)
-    frozen_s[id(hf.model.norm)] = scale(acts[f"blocks.{n_layers - 1}.hook_resid_post"], hf.model.norm)
+    acts, frozen_s = frozen_scales(model, ids)
     clean_z = {}
     for L, blk in enumerate(hf.model.layers):
         x_in = acts[f"blocks.{L}.hook_resid_mid"] * frozen_s[id(blk.post_attention_layernorm)] * \
