@@ -129,6 +129,16 @@ def tiny_models() -> dict[str, Model]:
     return out
 
 
+@pytest.fixture(scope="module")
+def llama5() -> Model:
+    """A 5-layer eager Llama (d_model 32, grouped-query) with the tiny word tokenizer: the layers studies' model."""
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=104, max_position_embeddings=32, rms_norm_eps=1e-5,
+                      pad_token_id=0, tie_word_embeddings=False)
+    cfg._attn_implementation = "eager"
+    return interp.from_hf(randomize(LlamaForCausalLM(cfg), 7).eval(), tokenizer=make_tokenizer(), name="llama5")
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_models: dict[str, Model]) -> Model:
     """Llama with grouped-query attention: d_model 64, 2 layers, 4 query heads, 2 KV heads, d_mlp 112."""

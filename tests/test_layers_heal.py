@@ -11,21 +11,12 @@ import pytest
 import torch
 from conftest import make_tokenizer, randomize
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import interp
 from interp.errors import BadInputError
 from interp.layers import Task, corpus_texts, drop_layers, heal, score, skip
 from interp.models import Model
-
-
-@pytest.fixture(scope="module")
-def llama5() -> Model:
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=104, max_position_embeddings=32, rms_norm_eps=1e-5,
-                      pad_token_id=0, tie_word_embeddings=False)
-    cfg._attn_implementation = "eager"
-    return interp.from_hf(randomize(LlamaForCausalLM(cfg), 7).eval(), tokenizer=make_tokenizer(), name="llama5")
 
 
 @pytest.fixture(scope="module")
