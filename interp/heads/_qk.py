@@ -368,13 +368,14 @@ def sparse_order(terms: torch.Tensor, scores: torch.Tensor, share: float,
     return idx, vals * sgn, n_sparse
 
 
-def check_scores(st: LayerQK, terms_sum: torch.Tensor, mask2: torch.Tensor, model: Model) -> float:
-    """Max |Σ terms - model score| over real causal pairs; raises when the model is not what the maths assumes."""
-    err = ((terms_sum - st.scores).abs() * mask2).amax()
-    size = (st.scores.abs() * mask2).amax()
+def check_scores(total: torch.Tensor, scores: torch.Tensor, real: torch.Tensor, layer: int, model: Model) -> float:
+    """Max |Σ terms - model score| over the ``real`` (causal, unpadded) pairs; raises when the model is not what
+    the maths assumes."""
+    err = ((total - scores).abs() * real).amax()
+    size = (scores.abs() * real).amax()
     if float(err) > 1e-3 * (1.0 + float(size)):
         raise BadInputError(
-            f"the decomposition of layer {st.layer} does not reproduce {model.name}'s attention scores (max error "
+            f"the decomposition of layer {layer} does not reproduce {model.name}'s attention scores (max error "
             f"{float(err):.3g} against scores up to {float(size):.3g}): this family applies something the "
             "decomposition does not model (a q/k norm such as Qwen3's or OLMo 2's, a rotary convention other than "
             "rotate-half such as GPT-J's, or no norm in front of the attention)")

@@ -266,7 +266,7 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
             ct = None if per_offset else _qk.content_terms(model, trace, la, idx, rot, back, (ti, tj))
             if ct is not None:  # one SVD per head: terms of the causal pairs only
                 raw = ct.scores
-                err = max(err, _check(ct.terms.sum(-1).double(), raw[..., ti, tj], mpairs, la, model))
+                err = max(err, _qk.check_scores(ct.terms.sum(-1).double(), raw[..., ti, tj], mpairs, la, model))
                 ci, cv, ns = _qk.sorted_terms(ct.terms, raw[..., ti, tj].float(), share, k)
                 n_sparse[:, sl, ti, tj] = ns * mpairs
                 comps[:, sl, ti, tj] = ci.int() * mpairs[..., None]
@@ -278,7 +278,7 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
                 st = _qk.layer_qk(model, trace, la, idx, rot, per_offset=True)
                 raw = st.scores
                 terms = _qk.pair_terms(st)
-                err = max(err, _qk.check_scores(st, terms.sum(-1).double(), mask2[:, None], model))
+                err = max(err, _qk.check_scores(terms.sum(-1).double(), st.scores, mask2[:, None], la, model))
                 ci, cv, ns = _qk.sparse_order(terms, st.scores.float(), share, k)
                 m4 = mask2[:, None]
                 n_sparse[:, sl] = ns * m4
@@ -298,19 +298,6 @@ def attention_decomposition(model: Model, inputs: Inputs, *, heads: HeadSpec | I
                                   tokens=trace.tokens, share=float(share), max_error=err, rotary=rot is not None,
                                   per_offset=bool((per_offset or fell_back) and rot is not None),
                                   model_id=model.name)
-
-
-def _check(total: torch.Tensor, raw: torch.Tensor, real: torch.Tensor, layer: int, model: Model) -> float:
-    """Max |Σ terms − model score| over real pairs ``[B, H, P]``; raises when the maths does not fit the model."""
-    err = ((total - raw).abs() * real).amax()
-    size = (raw.abs() * real).amax()
-    if float(err) > 1e-3 * (1.0 + float(size)):
-        raise BadInputError(
-            f"the decomposition of layer {layer} does not reproduce {model.name}'s attention scores (max error "
-            f"{float(err):.3g} against scores up to {float(size):.3g}): this family applies something the "
-            "decomposition does not model (a q/k norm such as Qwen3's or OLMo 2's, a rotary convention the "
-            "model's rotary module does not describe, or no norm in front of the attention)")
-    return float(err)
 
 
 def _ordered(hs: list[HeadRef], layers: list[int]) -> list[HeadRef]:
