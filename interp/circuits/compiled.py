@@ -65,7 +65,12 @@ def data_dir() -> Path:
 
 @cache
 def compiled_config(name: str) -> dict[str, Any]:
-    """The ``tracr.json`` of a compiled model (``"reverse"`` or ``"tracr-reverse"``)."""
+    """The ``tracr.json`` of a compiled model (``"reverse"`` or ``"tracr-reverse"``).
+
+    Example:
+        >>> compiled_config("sort")["max_seq_len"], sorted(compiled_config("sort")["vocab"])[:3]
+        (5, ['1', '2', '3'])
+    """
     name = name.removeprefix(PREFIX)
     if name not in COMPILED:
         raise unknown_name("compiled model", name, COMPILED)
@@ -126,7 +131,12 @@ def _config_of(model: Model) -> dict[str, Any]:
 
 
 def compiled_ids(model: Model, inputs: list[list[Any]]) -> torch.Tensor:
-    """Token ids ``[batch, 1 + pos]`` of input sequences (values of the program's vocabulary), BOS first."""
+    """Token ids ``[batch, 1 + pos]`` of input sequences (values of the program's vocabulary), BOS first.
+
+    Example:
+        >>> compiled_ids(load_compiled("sort"), [[3, 1, 2]])  # BOS, then the values' ids
+        tensor([[4, 2, 0, 1]])
+    """
     cfg = _config_of(model)
     vocab = cfg["vocab"]
     rows = []
@@ -141,7 +151,13 @@ def compiled_ids(model: Model, inputs: list[list[Any]]) -> torch.Tensor:
 
 
 def compiled_outputs(model: Model, inputs: Any) -> torch.Tensor:
-    """The model's outputs ``[batch, pos, n_out]`` on token ids: the unembedded residual (before Tracr's argmax)."""
+    """The model's outputs ``[batch, pos, n_out]`` on token ids: the unembedded residual (before Tracr's argmax).
+
+    Example (sorting 3 1 2: after BOS the output classes rise):
+        >>> m = load_compiled("sort")
+        >>> compiled_outputs(m, compiled_ids(m, [[3, 1, 2]])).argmax(-1)[0, 1:].tolist()
+        [0, 1, 2]
+    """
     cfg = _config_of(model)
     ids = inputs if isinstance(inputs, torch.Tensor) else compiled_ids(model, inputs)
     with torch.no_grad():

@@ -64,7 +64,13 @@ def corpus_texts(n: int = 64, *, words: int = 48, seed: int = 0) -> list[str]:
 
 
 def final_norm_path(model: Model) -> str:
-    """The module path of ``model``'s final norm (``model.norm`` for Llama, ``transformer.ln_f`` for GPT-2)."""
+    """The module path of ``model``'s final norm (``model.norm`` for Llama, ``transformer.ln_f`` for GPT-2).
+
+    Example:
+        >>> import interp
+        >>> final_norm_path(interp.load_model("smollm2-135m"))
+        'model.norm'
+    """
     tap = model.adapter.taps.get(Component.LN_FINAL)
     if tap is None:
         raise BadInputError(f"{model.name} has no final norm to heal")
