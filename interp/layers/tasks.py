@@ -195,37 +195,49 @@ def score(model: Model, inputs: Task | str, *, interventions: Sequence[Intervent
 
 def _score_choice(model: Model, task: Task, ivs: list[Intervention], batch_size: int, pad: int,
                   progress: bool | None) -> TaskScore:
+    # One sequence per item holds its prompt and scores every single-token choice from the prompt's last
+    # position; each multi-token choice gets a sequence of its own (prompt + choice). Log-probabilities are
+    # taken only at the positions read, not over the whole [batch, seq, vocab] logits.
     seqs: list[list[int]] = []
-    spans: list[tuple[int, int]] = []  # (first choice token, end) per sequence
-    owner: list[tuple[int, int]] = []  # (item, choice)
+    reads: list[list[tuple[int, list[int]]]] = []  # per sequence: (flat choice index, choice tokens)
+    n_choices = [len(it.choices) for it in task.items]
+    first = [sum(n_choices[:i]) for i in range(len(task.items))]
     for i, it in enumerate(task.items):
         p = _encode(model, it.prompt)
+        single: list[tuple[int, list[int]]] = []
         for c, choice in enumerate(it.choices):
             ct = _encode(model, choice)
             if not p or not ct:
                 raise BadInputError(f"task {task.name!r} item {i}: the prompt or choice {c} encodes to no tokens")
-            seqs.append(p + ct)
-            spans.append((len(p), len(p) + len(ct)))
-            owner.append((i, c))
-    ll = torch.zeros(len(seqs))
+            if len(ct) == 1:
+                single.append((first[i] + c, ct))
+            else:
+                seqs.append(p + ct)
+                reads.append([(first[i] + c, ct)])
+        if single:
+            seqs.append(p)
+            reads.append(single)
+    ll = torch.zeros(sum(n_choices))
     for rows, ids, mask in progress_bar(list(_batches(seqs, batch_size, pad)), desc=f"scoring {task.name}",
                                         enabled=progress):
         out = run_with_hooks(model, ids, mask, interventions=ivs)
         assert out.logits is not None
-        logp = out.logits.float().log_softmax(-1)
         for r, k in enumerate(rows):
-            a, b = spans[k]
-            tgt = ids[r, a:b]
-            ll[k] = logp[r, a - 1:b - 1].gather(-1, tgt[:, None]).sum()
+            n = len(seqs[k])
+            for flat, ct in reads[k]:
+                if len(ct) == 1:  # read at the prompt's last position
+                    ll[flat] = out.logits[r, n - 1].float().log_softmax(-1)[ct[0]]
+                else:  # the choice's tokens end the sequence
+                    a = n - len(ct)
+                    lp = out.logits[r, a - 1:n - 1].float().log_softmax(-1)
+                    ll[flat] = lp.gather(-1, torch.tensor(ct)[:, None]).sum()
     n_items = len(task.items)
-    best = torch.full((n_items,), -float("inf"))
     pick = torch.zeros(n_items, dtype=torch.long)
     right_ll = torch.zeros(n_items)
-    for k, (i, c) in enumerate(owner):
-        if ll[k] > best[i]:
-            best[i], pick[i] = ll[k], c
-        if c == task.items[i].answer:
-            right_ll[i] = ll[k]
+    for i, it in enumerate(task.items):
+        mine = ll[first[i]:first[i] + n_choices[i]]
+        pick[i] = int(mine.argmax())  # the first of equal maxima, as before
+        right_ll[i] = mine[it.answer]
     correct = pick == torch.tensor([it.answer for it in task.items])
     chance = sum(1 / len(it.choices) for it in task.items) / n_items
     return TaskScore(task.name, float(correct.float().mean()), float(right_ll.mean()), correct, chance)
