@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "interp"
-# model -> hooks -> trace -> tools -> report / cli ; sites, errors, progress and version are below
+# model -> hooks -> trace -> tools -> report / cli ; sites, errors, progress, stats and version are below
 # everything, plot beside the flow.
 TOOLS = {"lens", "patching", "probing", "heads", "features", "induction", "causal", "circuits", "layers"}
-RANK = {"errors": 0, "version": 0, "progress": 0, "sites": 0, "fileio": 0, "models": 1, "hooks": 2, "trace": 3,
+RANK = {"errors": 0, "version": 0, "progress": 0, "sites": 0, "fileio": 0, "stats": 0, "models": 1, "hooks": 2, "trace": 3,
         **dict.fromkeys(TOOLS, 4), "distributed": 4, "report": 5, "cli": 6}
 # The one upward edge: Model.run / Model.hooks hand over to the hook engine and build a Trace. They import
 # those packages when called (and for type hints), never when interp.models is imported.

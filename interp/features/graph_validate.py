@@ -25,6 +25,7 @@ import torch
 from interp.errors import BadInputError
 from interp.features.graph import AttributionGraph, _record, _Replacement, check_graph_family
 from interp.features.transcoder import NORM_NAMES, Transcoder
+from interp.stats import pearson, spearman
 from interp.trace.results import Result
 
 if TYPE_CHECKING:
@@ -107,24 +108,6 @@ class GraphValidation(Result):
                        y_title="measured (clamped)", color_title="target",
                        title=f"Clamping {len(self.sources)} features: Pearson {self.pearson:.2f}, Spearman "
                              f"{self.spearman:.2f}" + (" (attention and norms frozen)" if self.frozen else ""))
-
-
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    if x.numel() < 2:
-        return float("nan")
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    return float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-300))
-
-
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    order = x.argsort()
-    r = torch.empty_like(x, dtype=torch.float64)
-    r[order] = torch.arange(len(x), dtype=torch.float64)
-    for v in x.unique():  # average ranks of ties
-        m = x == v
-        if int(m.sum()) > 1:
-            r[m] = r[m].mean()
-    return r
 
 
 def validate_graph(model: Model, inputs: str | torch.Tensor, *, graph: AttributionGraph,
@@ -222,8 +205,8 @@ def validate_graph(model: Model, inputs: str | torch.Tensor, *, graph: Attributi
     return GraphValidation(graph.prompt, tuple(graph.node_name(i) for i in src),
                            tuple(graph.node_name(i) for i in targets),
                            tuple("feature" if kind[i] == "feature" else "logit" for i in targets),
-                           predicted.float(), measured.float(), float(scale), bool(freeze), _pearson(x, y),
-                           _pearson(_ranks(x), _ranks(y)) if x.numel() > 1 else float("nan"), model.name)
+                           predicted.float(), measured.float(), float(scale), bool(freeze), pearson(x, y),
+                           spearman(x, y), model.name)
 
 
 def _measure(model: Model, ids: torch.Tensor, rep: _Replacement, fz: Any, clamps: list[tuple[int, int, int, float]],

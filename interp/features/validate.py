@@ -35,6 +35,7 @@ from interp.features.sae import SparseAutoencoder
 from interp.hooks import FeatureEdit, run_with_hooks
 from interp.models import Inputs, Model
 from interp.plot import bar_top_tokens, scatter
+from interp.stats import pearson
 from interp.trace.inputs import ensure_trace
 from interp.trace.results import Result
 
@@ -112,12 +113,6 @@ class FlowValidation(Result):
                               x_title="ablation effect")
 
 
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    den = float(a.norm() * b.norm())
-    return float((a * b).sum()) / den if den > 0 else float("nan")
-
-
 def validate_flow(model: Model, inputs: Inputs, *, saes: Mapping[HookKey, SparseAutoencoder], graph: FlowGraph,
                   max_tokens: int | None = 128) -> FlowValidation:
     """Correlation and ablation effect of every edge of ``graph`` on ``inputs``.
@@ -146,7 +141,7 @@ def validate_flow(model: Model, inputs: Inputs, *, saes: Mapping[HookKey, Sparse
             za, zb = z[ha][..., fa][real], z[hb][..., fb][real]
             edges.append((ha, fa, hb, fb))
             sims.append(v)
-            corr.append(_pearson(za, zb))
+            corr.append(pearson(za, zb))
             base = float(zb.sum())
             if base <= 0:
                 eff.append(float("nan"))

@@ -11,6 +11,7 @@ import torch
 
 from interp.errors import BadInputError
 from interp.plot import heatmap, layer_curves, scatter
+from interp.stats import ranks, spearman
 from interp.trace.results import Result
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ class HeadImportanceResult(Result):
         (ties get their average rank); ``{}`` without :meth:`compare`."""
         if self.compared is None:
             return {}
-        return {name: _spearman(self.importance.flatten(), self.compared[i].flatten())
+        return {name: spearman(self.importance, self.compared[i], min_n=3)
                 for i, name in enumerate(self.sources)}
 
     def to_frame(self) -> pd.DataFrame:
@@ -298,14 +299,14 @@ class HeadImportanceResult(Result):
         norm = self.normalized.flatten() if self.normalized is not None else imp
         frame = pd.DataFrame({"layer": [i // H for i in range(L * H)], "head": [i % H for i in range(L * H)],
                               "importance": imp.tolist(), "normalized": norm.tolist(),
-                              "rank": _ranks(-imp.double()).sub(1).tolist()})
+                              "rank": ranks(-imp.double()).sub(1).tolist()})
         if self.compared is not None:
             for i, name in enumerate(self.sources):
                 v = self.compared[i].flatten().double()
                 frame[name] = v.tolist()
                 r = torch.full_like(v, float("nan"))
                 ok = ~v.isnan()
-                r[ok] = _ranks(-v[ok]) - 1
+                r[ok] = ranks(-v[ok]) - 1
                 frame[f"{name}_rank"] = r.tolist()
         return frame
 
@@ -353,28 +354,6 @@ class HeadImportanceResult(Result):
                                "n_sequences": self.n_sequences}
         out.update({f"spearman_{k}": v for k, v in self.spearman().items()})
         return out
-
-
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of ``x`` (ascending), ties given their average rank."""
-    order = x.argsort(stable=True)
-    ranks = torch.empty_like(x, dtype=torch.float64)
-    ranks[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
-    for v in x.unique():  # average the ranks of ties
-        same = x == v
-        if int(same.sum()) > 1:
-            ranks[same] = ranks[same].mean()
-    return ranks
-
-
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ok = ~(a.isnan() | b.isnan())
-    if int(ok.sum()) < 3:
-        return float("nan")
-    ra, rb = _ranks(a[ok].double()), _ranks(b[ok].double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / den if den > 0 else float("nan")
 
 
 def _head_scores(x: Any, shape: tuple[int, ...], name: str) -> torch.Tensor:
