@@ -7,13 +7,12 @@ names are written out here), hand-edited forwards (the same edits done by raw ho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
-from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
+from _encdec_helpers import BUILD, DH, LAYOUT, H, V, build, eager, raw
 
 from interp.errors import BadInputError, ModelMismatchError, UnknownNameError
 from interp.hooks import Ablate, Add, Patch, Scale
@@ -21,38 +20,10 @@ from interp.models import EncoderDecoder, HubUnreachableError, load_encdec, load
 from interp.sites import Site, UnknownHookError
 from interp.trace import Trace
 
-V, H, DH = 40, 4, 8
-BUILD: dict[str, Callable[[], torch.nn.Module]] = {
-    "t5": lambda: T5ForConditionalGeneration(T5Config(vocab_size=V, d_model=32, d_kv=DH, d_ff=48, num_layers=2,
-                                                      num_heads=H, decoder_start_token_id=0, pad_token_id=0,
-                                                      eos_token_id=1)),
-    "bart": lambda: BartForConditionalGeneration(BartConfig(
-        vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=H,
-        decoder_attention_heads=H, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)),
-}
-# where the raw oracle hooks go, written out by hand (tests may know HF module names)
-LAYOUT: dict[str, dict[str, Any]] = {
-    "t5": dict(blocks={"encoder": "encoder.block", "decoder": "decoder.block"}, attn="layer.0.SelfAttention",
-               cross="layer.1.EncDecAttention", mlp={"encoder": "layer.1.DenseReluDense",
-                                                    "decoder": "layer.2.DenseReluDense"},
-               qkvo=("q", "k", "v", "o"), stacks={"encoder": "encoder", "decoder": "decoder"}),
-    "bart": dict(blocks={"encoder": "model.encoder.layers", "decoder": "model.decoder.layers"}, attn="self_attn",
-                 cross="encoder_attn", mlp={"encoder": "fc2", "decoder": "fc2"},
-                 qkvo=("q_proj", "k_proj", "v_proj", "out_proj"),
-                 stacks={"encoder": "model.encoder", "decoder": "model.decoder"}),
-}
 
-
-@pytest.fixture(params=list(BUILD), scope="module")
+@pytest.fixture(params=["t5", "bart"], scope="module")
 def fam(request: pytest.FixtureRequest) -> tuple[str, EncoderDecoder]:
-    torch.manual_seed(7)
-    hf = BUILD[request.param]()
-    with torch.no_grad():  # larger than the default init, so that every sublayer matters
-        for p in hf.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3)
-    return request.param, EncoderDecoder(hf.eval(), name=f"tiny-{request.param}")
+    return request.param, EncoderDecoder(build(request.param), name=f"tiny-{request.param}")
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,87 +33,6 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mask[1, 5:] = 0  # the second source has 5 real tokens
     dec = torch.randint(3, V, (2, 5), generator=g)
     return ids, mask, dec
-
-
-@contextmanager
-def eager(hf: torch.nn.Module) -> Iterator[None]:
-    """Every config the modules hold switched to transformers' own eager attention."""
-    cfgs = {id(c): c for m in hf.modules() if (c := getattr(m, "config", None)) is not None}
-    saved = {k: c._attn_implementation for k, c in cfgs.items()}
-    for c in cfgs.values():
-        c._attn_implementation = "eager"
-    try:
-        yield
-    finally:
-        for k, c in cfgs.items():
-            c._attn_implementation = saved[k]
-
-
-def raw(family: str, hf: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, dec: torch.Tensor,
-        edits: dict[tuple[str, str], Callable[[torch.Tensor], torch.Tensor]] | None = None
-        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """A plain forward with raw PyTorch hooks on the modules: what each named hook point holds, and ``edits``
-    ({(module path, "out"|"in"): fn}) applied to a module's (first) output or first input."""
-    lay, acts, handles = LAYOUT[family], {}, []
-    edits = edits or {}
-
-    def out_hook(name: str | None, path: str) -> Any:
-        def f(m: Any, a: Any, o: Any) -> Any:
-            t = o["last_hidden_state"] if isinstance(o, dict) else o[0] if isinstance(o, tuple) else o
-            if (path, "out") in edits:
-                t = edits[(path, "out")](t)
-            if name:
-                acts[name] = t.detach().clone()
-            if (path, "out") not in edits:
-                return None
-            if isinstance(o, dict):
-                o["last_hidden_state"] = t
-                return o
-            return (t, *o[1:]) if isinstance(o, tuple) else t
-        return f
-
-    def in_hook(name: str | None, path: str) -> Any:
-        def f(m: Any, a: Any, k: Any) -> Any:
-            t = a[0] if a else k["hidden_states"]
-            if (path, "in") in edits:
-                t = edits[(path, "in")](t)
-            if name:
-                acts[name] = t.detach().clone()
-            if (path, "in") not in edits:
-                return None
-            return ((t, *a[1:]), k) if a else (a, {**k, "hidden_states": t})
-        return f
-
-    places: list[tuple[str | None, str, str]] = []
-    for s in ("encoder", "decoder"):
-        for L in range(len(hf.get_submodule(lay["blocks"][s]))):
-            b = f"{lay['blocks'][s]}.{L}"
-            places += [(f"{s}.resid_pre.{L}", b, "in"), (f"{s}.resid_post.{L}", b, "out"),
-                       (f"{s}.attn_out.{L}", f"{b}.{lay['attn']}", "out"), (f"{s}.mlp_out.{L}", f"{b}.{lay['mlp'][s]}", "out")]
-            attns = [("", f"{b}.{lay['attn']}")] + ([("cross_", f"{b}.{lay['cross']}")] if s == "decoder" else [])
-            for pre, a in attns:
-                if pre:
-                    places.append((f"{s}.cross_attn_out.{L}", a, "out"))
-                q, k, v, o = lay["qkvo"]
-                places += [(f"{s}.{pre}q.{L}", f"{a}.{q}", "out"), (f"{s}.{pre}k.{L}", f"{a}.{k}", "out"),
-                           (f"{s}.{pre}v.{L}", f"{a}.{v}", "out"), (f"{s}.{pre}z.{L}", f"{a}.{o}", "in")]
-        places.append((f"{s}.ln_final", lay["stacks"][s], "out"))
-    seen = {(p, io) for _, p, io in places}
-    places += [(None, p, io) for (p, io) in edits if (p, io) not in seen]
-    for name, path, io in places:
-        mod = hf.get_submodule(path)
-        handles.append(mod.register_forward_hook(out_hook(name, path)) if io == "out"
-                       else mod.register_forward_pre_hook(in_hook(name, path), with_kwargs=True))
-    try:
-        with torch.no_grad():
-            logits = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, use_cache=False).logits
-    finally:
-        for h in handles:
-            h.remove()
-    for n in list(acts):  # q/k/v/z from the projections: [batch, pos, head * d_head] -> [batch, pos, head, d_head]
-        if n.rsplit(".", 2)[-2].removeprefix("cross_") in ("q", "k", "v", "z"):
-            acts[n] = acts[n].unflatten(-1, (H, DH))
-    return logits, acts
 
 
 def test_captures_equal_raw_hooks_and_logits_stay_bit_identical(fam: tuple[str, EncoderDecoder]) -> None:
@@ -275,8 +165,16 @@ def test_traces_hold_each_stack_with_its_own_tokens(fam: tuple[str, EncoderDecod
         real = keep.attention_mask.bool()  # a store keeps the real tokens' rows
         assert sorted(back.names) == sorted(keep.names)
         assert all(torch.equal(back[n][real], keep[n][real]) for n in keep.names if n != "logits")
-    with pytest.raises(BadInputError):  # a store keeps one token axis: the cross pattern's keys are the source's
-        res.decoder.save(tmp_path / "cross")
+    # cross-attention keys/values and patterns run over the source: stored per sequence with their own source axis
+    cross = ed.run(ids, dec[:, :3], attention_mask=mask, capture=["decoder.cross_k", "decoder.cross_v",
+                                                                   "decoder.cross_pattern", "decoder.resid_post.1"])
+    assert cross.decoder["decoder.cross_k.0"].shape == (2, 7, H, DH)  # source length 7, target length 3
+    cross.decoder.save(tmp_path / "cross")
+    back = Trace.load(tmp_path / "cross")
+    assert sorted(back.names) == sorted(cross.decoder.names)
+    for n in cross.decoder.names:  # the decoder inputs have no padding: every value comes back, bit for bit
+        assert torch.equal(back[n], cross.decoder[n]), n
+    assert torch.equal(back.input_ids, dec[:, :3])
     # a patch source from another model of the same shapes is refused
     torch.manual_seed(99)
     stranger = EncoderDecoder(BUILD[family]().eval(), name="stranger")

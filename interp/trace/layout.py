@@ -68,9 +68,58 @@ class MissingFileError(BadInputError, FileNotFoundError):
     """A file the user named (a dataset, a store) does not exist."""
 
 
+DENSE = frozenset({Component.PATTERN, Component.CROSS_PATTERN, Component.CROSS_K, Component.CROSS_V})
+"""Components stored per sequence (not as token rows): attention patterns, and an encoder–decoder's cross-attention
+keys, values and pattern, whose (key) positions are the source's: another token axis than the trace's own."""
+
+
 def is_dense(name: str) -> bool:
-    """Hooks stored per sequence (not as token rows): the attention pattern."""
-    return Site.parse(name).component is Component.PATTERN
+    """Hooks stored per sequence (not as token rows): the attention patterns and cross-attention keys/values
+    (:data:`DENSE`).
+
+    Example:
+        >>> is_dense("blocks.0.attn.hook_pattern"), is_dense("decoder.cross_k.0"), is_dense("decoder.resid_post.0")
+        (True, True, False)
+    """
+    return Site.parse(name).component in DENSE
+
+
+def dense_to_length(name: str, x: torch.Tensor, length: int) -> torch.Tensor:
+    """One sequence's dense activation with its own-token axes cut (or zero-padded) to ``length``: both axes of
+    ``pattern`` ``[head, q, k]``, the query axis of ``cross_pattern``; the source axes (cross keys / values, the
+    cross pattern's keys) are kept as stored.
+
+    Example:
+        >>> dense_to_length("decoder.cross_pattern.0", torch.ones(2, 4, 3), 2).shape
+        torch.Size([2, 2, 3])
+    """
+    comp = Site.parse(name).component
+    if comp is Component.PATTERN:
+        x = x[..., :length, :length]
+        pad = length - x.shape[-1]
+        return torch.nn.functional.pad(x, (0, pad, 0, pad))
+    if comp is Component.CROSS_PATTERN:
+        x = x[..., :length, :]
+        return torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[-2]))
+    return x
+
+
+def stack_padded(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors of one rank, zero-padding each axis to the longest (source axes of sequences from shards
+    of different source lengths).
+
+    Example:
+        >>> stack_padded([torch.ones(2, 3), torch.ones(1, 4)]).shape
+        torch.Size([2, 2, 4])
+    """
+    shape = [max(p.shape[i] for p in parts) for i in range(parts[0].dim())]
+    if all(list(p.shape) == shape for p in parts):
+        return torch.stack(list(parts))
+    out = parts[0].new_zeros((len(parts), *shape))
+    for i, p in enumerate(parts):
+        index: tuple[slice, ...] = tuple(slice(0, n) for n in p.shape)
+        out[i][index] = p
+    return out
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -12,7 +12,9 @@ Layout of a store directory::
 Inside a shard, token-wise hooks (``[batch, pos, ...]``) are stored as rows of the non-padding
 tokens only (``[n_tokens, ...]``, sequence by sequence), so training readers stream them without
 unpadding; ``attn.hook_pattern`` is stored dense ``[batch, head, q_pos, k_pos]`` at the shard's
-longest length. Every shard's sha256 and size are in the manifest. A trace saved with gradients
+longest length. An encoder–decoder's decoder trace keeps its cross-attention keys and values
+(``[batch, src_pos, head, d_head]``) and pattern (``[batch, head, q_pos, src_pos]``) dense too: their source
+axis is another token axis than the trace's, kept at the length it was captured with. Every shard's sha256 and size are in the manifest. A trace saved with gradients
 (:meth:`Trace.save`) keeps them in its shard under ``grad:<hook name>``, listed under ``grads``
 in the manifest.
 
@@ -61,9 +63,11 @@ from interp.trace.layout import (
     StoreMismatchError,
     atomic_write_bytes,
     confined,
+    dense_to_length,
     is_dense,
     is_right_padded,
     sha256_file,
+    stack_padded,
     tokens_fingerprint,
     write_shard,
 )
@@ -459,17 +463,15 @@ class TraceStore:
             for k in keys:
                 t = shard[k]
                 if is_dense(k.removeprefix(GRAD_PREFIX)):
-                    x = t[j][..., :length, :length]
-                    pad = length - x.shape[-1]
-                    parts[k].append(torch.nn.functional.pad(x, (0, pad, 0, pad)))
+                    parts[k].append(dense_to_length(k.removeprefix(GRAD_PREFIX), t[j], length))
                 else:
                     off = int(lens[:j].sum())
                     rows = t[off:off + int(lens[j])]
                     out = rows.new_zeros((length, *rows.shape[1:]))
                     out[: rows.shape[0]] = rows
                     parts[k].append(out)
-        acts = {n: torch.stack(parts[n]) for n in names}
-        grads = {g: torch.stack(parts[GRAD_PREFIX + g]) for g in grad_names}
+        acts = {n: stack_padded(parts[n]) for n in names}
+        grads = {g: stack_padded(parts[GRAD_PREFIX + g]) for g in grad_names}
         man = replace(self.manifest.trace, hooks={n: list(acts[n].shape) for n in names})
         meta = self.metadata()
         if meta and TOKENS_COLUMN in meta[0]:
