@@ -18,7 +18,8 @@ RANK = {"errors": 0, "version": 0, "progress": 0, "sites": 0, "fileio": 0, "stat
 # The one upward edge: Model.run / Model.hooks hand over to the hook engine and build a Trace. They import
 # those packages when called (and for type hints), never when interp.models is imported.
 CALL_TIME = {("models/model.py", "hooks"), ("models/model.py", "trace"),
-             ("models/encdec.py", "hooks"), ("models/encdec.py", "trace")}  # EncoderDecoder.run: the same edge
+             ("models/encdec.py", "hooks"), ("models/encdec.py", "trace"),  # EncoderDecoder.run: the same edge
+             ("models/encdec_view.py", "trace")}  # DecoderView.trace: EncoderDecoder.run's trace, renamed
 
 
 def _layer(path: Path) -> str:

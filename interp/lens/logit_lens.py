@@ -10,12 +10,14 @@ the unembedding matmul itself and never holds ``[layer, batch, pos, vocab]``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 
 from interp.errors import BadInputError, bad_value
 from interp.lens.result import LogitLensResult
-from interp.models import Inputs, Model
+from interp.models import EncoderDecoder, Inputs, Model
+from interp.models.encdec_view import DecoderView
 from interp.sites import Component, Positions, Site, SiteSpec, position_mask, resolve
 from interp.trace.inputs import ensure_trace
 from interp.trace.store import TraceStore
@@ -30,9 +32,10 @@ Translate = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def logit_lens(
-    model: Model,
+    model: Model | EncoderDecoder | DecoderView,
     inputs: Inputs,
     *,
+    decoder_inputs: Any = None,
     hooks: SiteSpec | Sequence[SiteSpec] = "resid_post",
     target: str | int | None = None,
     top_k: int = 5,
@@ -46,6 +49,11 @@ def logit_lens(
         model: the model (its final norm and unembedding are used).
         inputs: a text, texts, token ids (or ``(ids, mask)``), or a :class:`~interp.trace.Trace` /
             :class:`~interp.trace.TraceStore` of this model; one that lacks the hooks is re-run on its tokens.
+            For an :class:`~interp.models.EncoderDecoder`, the source(s), or a decoder trace holding the hooks;
+            the lens then reads the *decoder's* layers through its final norm and LM head
+            (:class:`~interp.models.encdec_view.DecoderView`; ``hooks`` with or without the ``decoder.`` prefix).
+        decoder_inputs: encoder–decoders only: the decoder's input (target texts, teacher-forced; ids as the
+            decoder reads them; ``(ids, mask)``; ``None``: the start token alone).
         hooks: the d_model-sized streams to decode, in any :mod:`interp.sites` spelling: a component for every
             layer (``"resid_post"``, the default; also ``resid_pre``, ``resid_mid``, ``attn_out``, ``mlp_out``),
             a list of them, or some layers only (``"resid_post.-1"``, ``"blocks.*.hook_resid_mid"``). Rows are
@@ -82,8 +90,33 @@ def logit_lens(
         >>> logit_lens(m, "The capital of France is", hooks=["resid_mid.-1", "resid_post.-1"]).layer_labels
         ('29 resid_mid', '29 resid_post')
     """
+    model, inputs, hooks = for_decoder(model, inputs, decoder_inputs, hooks)
     return lens_reading(model, inputs, hooks=hooks, target=target, top_k=top_k, positions=positions,
                         include_final_norm=include_final_norm, chunk_bytes=chunk_bytes)
+
+
+def for_decoder(model: Model | EncoderDecoder | DecoderView, inputs: Inputs, decoder_inputs: Any,
+                hooks: SiteSpec | Sequence[SiteSpec]) -> tuple[Model, Inputs, list[str] | SiteSpec | Sequence[SiteSpec]]:
+    """What a one-stack lens reads of an encoder–decoder: its decoder as a one-stack model
+    (:class:`~interp.models.encdec_view.DecoderView`), the decoder's trace holding ``hooks`` and ``logits`` under
+    the view's names, and the hooks' names there; a one-stack model's arguments are returned as they are.
+
+    Raises:
+        BadInputError: ``decoder_inputs`` for a one-stack model; an ``encoder.*`` hook.
+    """
+    if not isinstance(model, (EncoderDecoder, DecoderView)):
+        if decoder_inputs is not None:
+            raise BadInputError(f"decoder_inputs= is for encoder-decoders; {model.name!r} is a one-stack model")
+        return model, inputs, hooks
+    view = model.decoder_view() if isinstance(model, EncoderDecoder) else model
+    names = [s.name for s in view.local(hooks)]
+    if isinstance(inputs, Trace):
+        trace = view.from_decoder(inputs)  # read as it is (a trace lacking the hooks is refused by the view's run)
+    elif isinstance(inputs, TraceStore):
+        trace = view.from_decoder(inputs.trace())
+    else:
+        trace = view.trace(inputs, decoder_inputs, capture=[*names, "logits"])
+    return cast(Model, view), trace, names  # the view has what the lenses read of a Model (DecoderView's docstring)
 
 
 def lens_reading(

@@ -33,9 +33,10 @@ import torch
 from safetensors.torch import load_file
 
 from interp.errors import BadInputError, CorruptStoreError, ModelMismatchError, SchemaVersionError, bad_value
-from interp.lens.logit_lens import lens_reading
+from interp.lens.logit_lens import for_decoder, lens_reading
 from interp.lens.result import LogitLensResult
-from interp.models import Inputs, Model
+from interp.models import EncoderDecoder, Inputs, Model
+from interp.models.encdec_view import DecoderView
 from interp.models.registry import interp_home
 from interp.progress import progress as progress_bar
 from interp.sites import Component, Positions, Site
@@ -112,14 +113,18 @@ class TunedLens:
         self.matmul_dtype, self.seed, self.progress = matmul_dtype, seed, progress
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, model: Model, inputs: Inputs) -> TunedLens:
+    def fit(self, model: Model | EncoderDecoder | DecoderView, inputs: Inputs, *, decoder_inputs: Any = None
+            ) -> TunedLens:
         """Train the translators on the real token rows of ``inputs``.
 
         Args:
-            model: the model whose residual streams are read (it is not changed).
+            model: the model whose residual streams are read (it is not changed); an encoder–decoder: its
+                decoder's layers (as :func:`~interp.lens.logit_lens` reads them).
             inputs: a :class:`~interp.trace.TraceStore` holding every layer's ``resid_post`` (streamed shard by
                 shard), or any other inputs (texts, ids, a Trace, a store without those hooks), which are run
-                or read once and held in memory.
+                or read once and held in memory. An encoder–decoder's: the sources (with ``decoder_inputs``) or a
+                decoder trace.
+            decoder_inputs: encoder–decoders only: the decoder's input, as :func:`~interp.lens.logit_lens` takes it.
 
         Returns:
             This lens, fitted.
@@ -128,6 +133,7 @@ class TunedLens:
             ModelMismatchError: the trace or store was made by another model.
             BadInputError: the model has no unembedding, or the store is incomplete or empty.
         """
+        model, inputs, _ = for_decoder(model, inputs, decoder_inputs, HOOK)
         if model.weights.W_U is None:
             raise BadInputError(f"model {model.name!r} has no unembedding: no tuned lens")
         n, d = model.dims.n_layers, model.dims.d_model
@@ -222,16 +228,17 @@ class TunedLens:
         x = h.float()
         return x + x @ self.weight_[layer].to(x.device) + self.bias_[layer].to(x.device)
 
-    def apply(self, model: Model, inputs: Inputs, *, target: str | int | None = None, top_k: int = 5,
-              positions: Positions = None) -> LogitLensResult:
+    def apply(self, model: Model | EncoderDecoder | DecoderView, inputs: Inputs, *, decoder_inputs: Any = None,
+              target: str | int | None = None, top_k: int = 5, positions: Positions = None) -> LogitLensResult:
         """The tuned-lens reading of every layer's ``resid_post``: a :class:`LogitLensResult` (``lens="tuned"``).
 
-        Takes the inputs and options of :func:`~interp.lens.logit_lens`.
+        Takes the inputs and options of :func:`~interp.lens.logit_lens` (an encoder–decoder's decoder too).
 
         Raises:
             ModelMismatchError: ``model`` is not the model the lens was trained for.
         """
         self._check_fitted()
+        model, inputs, _ = for_decoder(model, inputs, decoder_inputs, HOOK)
         if model.fingerprint != self.fingerprint_:
             raise ModelMismatchError(f"this tuned lens was trained for {self.model_id_!r} (fingerprint "
                                      f"{self.fingerprint_}) but is applied to {model.name!r} ({model.fingerprint})")

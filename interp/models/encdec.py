@@ -62,6 +62,7 @@ from interp.sites import STACKS, Component, Site, SiteSpec, resolve
 
 if TYPE_CHECKING:
     from interp.hooks import Intervention
+    from interp.models.encdec_view import DecoderView
     from interp.trace import Trace
 
 
@@ -77,8 +78,11 @@ class EncDecTable:
         blocks: ``{stack: path of the ModuleList of blocks}``.
         sublayers: ``{stack: {component: path template}}`` for ``attn_out``, ``cross_attn_out``, ``mlp_out``.
         norms: ``{stack: {component: path template of the norm after that sublayer}}`` (post-norm families only).
-        encoder_norm: the encoder's final norm (pre-norm families), or ``None``.
+        encoder_norm / decoder_norm: each stack's final norm (pre-norm families), or ``None``.
         pre_norm: True when blocks add sublayer outputs to an un-normalised stream.
+        lm_head / logits_bias: the LM head module and the buffer of a bias added to its output (``None``: none).
+        rescale_decoder: the decoder's output is multiplied by ``d_model ** -0.5`` before the LM head when the
+            config says so (T5 with tied embeddings: ``scale_decoder_outputs``, before that ``tie_word_embeddings``).
     """
 
     family: str
@@ -89,6 +93,10 @@ class EncDecTable:
     norms: dict[str, dict[str, str]] = field(default_factory=dict)
     encoder_norm: str | None = None
     pre_norm: bool = True
+    decoder_norm: str | None = None
+    lm_head: str = "lm_head"
+    logits_bias: str | None = None
+    rescale_decoder: bool = False
 
 
 _T5 = EncDecTable(
@@ -100,7 +108,7 @@ _T5 = EncDecTable(
                "decoder": {"attn_out": "decoder.block.{L}.layer.0.SelfAttention",
                            "cross_attn_out": "decoder.block.{L}.layer.1.EncDecAttention",
                            "mlp_out": "decoder.block.{L}.layer.2.DenseReluDense"}},
-    encoder_norm="encoder.final_layer_norm",
+    encoder_norm="encoder.final_layer_norm", decoder_norm="decoder.final_layer_norm", rescale_decoder=True,
 )
 
 
@@ -118,7 +126,8 @@ def _bart_like(family: str, types: tuple[str, ...], pre_norm: bool, prefix: str 
             "decoder": {"attn_out": f"{d}.self_attn_layer_norm", "cross_attn_out": f"{d}.encoder_attn_layer_norm",
                         "mlp_out": f"{d}.final_layer_norm"}},
         encoder_norm=f"{prefix}.encoder.layer_norm" if pre_norm else None,
-        pre_norm=pre_norm,
+        decoder_norm=f"{prefix}.decoder.layer_norm" if pre_norm else None,
+        pre_norm=pre_norm, logits_bias="final_logits_bias",
     )
 
 
@@ -281,6 +290,18 @@ class EncoderDecoder:
             raise BadInputError("no input tokens")
         return ids.to(self.device), mask.to(self.device)
 
+    def encode_decoder(self, decoder_inputs: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's input ``(ids, mask)`` ``[n, pos]`` for ``n`` sources: target texts (teacher-forced: shifted
+        right behind the start token), ids as the decoder reads them, ``(ids, mask)``, or ``None`` (the decoder
+        start token alone, what generation's first step reads)."""
+        if decoder_inputs is None:
+            start = int(self.config.decoder_start_token_id)
+            decoder_inputs = torch.full((n, 1), start, dtype=torch.long)
+        dec, dmask = self.encode(decoder_inputs, target=True)
+        if dec.shape[0] != n:
+            raise BadInputError(f"{n} source sequences but {dec.shape[0]} decoder inputs; give one per source")
+        return dec, dmask
+
     def to_str_tokens(self, input_ids: torch.Tensor) -> list[list[str]]:
         """Token strings per sequence."""
         if self.tokenizer is None:
@@ -325,14 +346,9 @@ class EncoderDecoder:
         if attention_mask is not None and isinstance(inputs, torch.Tensor):
             inputs = (inputs, attention_mask)
         ids, mask = self.encode(inputs)
-        if decoder_inputs is None:
-            start = int(self.config.decoder_start_token_id)
-            decoder_inputs = torch.full((ids.shape[0], 1), start, dtype=torch.long)
         if decoder_attention_mask is not None and isinstance(decoder_inputs, torch.Tensor):
             decoder_inputs = (decoder_inputs, decoder_attention_mask)
-        dec, dmask = self.encode(decoder_inputs, target=True)
-        if dec.shape[0] != ids.shape[0]:
-            raise BadInputError(f"{ids.shape[0]} source sequences but {dec.shape[0]} decoder inputs")
+        dec, dmask = self.encode_decoder(decoder_inputs, ids.shape[0])
         plans = encdec_plans(self, capture, interventions)
         hooked = EncDecHookedRun(self, plans, mask.sum(-1).cpu(), dmask.sum(-1).cpu())
         extra = {} if bool(dmask.all()) else {"decoder_attention_mask": dmask}  # as a plain call without padding
@@ -380,6 +396,13 @@ class EncoderDecoder:
 
         with encdec_hooks(self, capture, interventions) as run:
             yield run
+
+    def decoder_view(self) -> DecoderView:
+        """The decoder as a one-stack model for the readers of one residual stream (logit and tuned lens); see
+        :class:`~interp.models.encdec_view.DecoderView`."""
+        from interp.models.encdec_view import DecoderView
+
+        return DecoderView(self)
 
     # -- the encoder read at one layer (DecoderLens) ---------------------------------------------------
     def encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:

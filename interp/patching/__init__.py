@@ -28,11 +28,13 @@ from interp.patching.conflicts import (
     dual_intervention,
     load_conflicts,
 )
+from interp.patching.encdec import ENCDEC_COMPONENTS, EncDecPatchingSetup, prepare_encdec
 from interp.patching.metrics import Metric, normalize
 from interp.patching.path import path_patching
 from interp.patching.result import PatchingResult
 from interp.patching.setup import Ablation, Noise, PatchingSetup, prepare
 
-__all__ = ["COMPONENTS", "Ablation", "ConflictHeads", "ConflictIntervention", "Metric", "Noise", "PatchingResult",
-           "PatchingSetup", "activation_patching", "attribution_patching", "back_patching", "conflict_heads",
-           "conflict_intervention", "dual_intervention", "load_conflicts", "normalize", "path_patching", "prepare"]
+__all__ = ["COMPONENTS", "ENCDEC_COMPONENTS", "Ablation", "ConflictHeads", "ConflictIntervention", "EncDecPatchingSetup",
+           "Metric", "Noise", "PatchingResult", "PatchingSetup", "activation_patching", "attribution_patching",
+           "back_patching", "conflict_heads", "conflict_intervention", "dual_intervention", "load_conflicts", "normalize",
+           "path_patching", "prepare", "prepare_encdec"]

@@ -18,21 +18,27 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from interp.errors import BadInputError, bad_value, unknown_name
-from interp.models import Inputs, Model
+from interp.models import EncoderDecoder, Inputs, Model
 from interp.patching.batched import DEFAULT_BUDGET, Cell, Edit, Pos, run_cells
 from interp.patching.result import PatchingResult
 from interp.patching.setup import Answer, Corruption, MetricSpec, PatchingSetup, setup_for
 from interp.sites import Component, HeadRef, HeadSpec, Positions, Site, parse_heads, position_mask
 from interp.sites.positions import index_list
 
+if TYPE_CHECKING:
+    from interp.patching.encdec import EncDecPatchingSetup
+
 STREAM = frozenset({Component.RESID_PRE, Component.RESID_MID, Component.RESID_POST, Component.ATTN_OUT,
                     Component.MLP_OUT})
 HEADS = frozenset({Component.Z, Component.Q, Component.K, Component.V, Component.PATTERN})
+CROSS_HEADS = frozenset({Component.CROSS_Q, Component.CROSS_K, Component.CROSS_V, Component.CROSS_PATTERN,
+                         Component.CROSS_Z})
+"""An encoder–decoder's cross-attention components swept per head (:mod:`interp.patching.encdec`)."""
 COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 """The components activation and attribution patching sweep (short names of :mod:`interp.sites`)."""
 
@@ -196,7 +202,7 @@ class Sweep:
 
     @property
     def per_head(self) -> bool:
-        return self.component in HEADS
+        return self.component in HEADS | CROSS_HEADS
 
     def runs(self, layer: int, head: int) -> bool:
         return self.wanted is None or HeadRef(layer, head) in self.wanted
@@ -205,11 +211,19 @@ class Sweep:
 def plan_sweep(setup: PatchingSetup, component: str | Component, *, layers: Layers = None,
                positions: Positions = None, heads: HeadsSelection | None = None, per_position: bool = False) -> Sweep:
     """Parse the component, layers, positions and heads of a sweep (the vocabulary of :mod:`interp.sites`)."""
-    comp = parse_component(component)
     d = setup.model.dims
-    Ls = resolve_layers(layers, d.n_layers)
-    pos_coords, pos_cells = sweep_positions(positions, setup.lengths, setup.n_pos)
-    if comp in STREAM:
+    return plan_sweep_over(parse_component(component), d.n_layers, d.n_heads, setup.lengths, setup.n_pos,
+                           layers=layers, positions=positions, heads=heads, per_position=per_position)
+
+
+def plan_sweep_over(comp: Component, n_layers: int, n_heads: int, lengths: torch.Tensor, n_pos: int, *,
+                    layers: Layers = None, positions: Positions = None, heads: HeadsSelection | None = None,
+                    per_position: bool = False) -> Sweep:
+    """:func:`plan_sweep` of a parsed component over ``n_layers`` blocks of ``n_heads`` heads, positions counted
+    over sequences of ``lengths`` real tokens padded to ``n_pos`` (one stack of an encoder–decoder, too)."""
+    Ls = resolve_layers(layers, n_layers)
+    pos_coords, pos_cells = sweep_positions(positions, lengths, n_pos)
+    if comp not in HEADS | CROSS_HEADS:
         if heads is not None:
             raise BadInputError(f"heads= applies to z, q, k, v and pattern, not {comp.short!r}")
         if per_position:
@@ -217,14 +231,14 @@ def plan_sweep(setup: PatchingSetup, component: str | Component, *, layers: Laye
         return Sweep(comp, ("layer", "pos"), {"layer": tuple(Ls), "pos": tuple(pos_coords)}, tuple(pos_cells))
     wanted: frozenset[HeadRef] | None = None
     if heads is None:
-        Hs = list(range(d.n_heads))
+        Hs = list(range(n_heads))
     else:
         ints, refs = _split_heads(heads)
-        bad = [h for h in ints if not 0 <= h < d.n_heads]
+        bad = [h for h in ints if not 0 <= h < n_heads]
         if bad or not (ints or refs):
-            raise bad_value("heads", bad[0] if bad else heads, f"head indices 0..{d.n_heads - 1}, (layer, head) or 'L5H1'")
+            raise bad_value("heads", bad[0] if bad else heads, f"head indices 0..{n_heads - 1}, (layer, head) or 'L5H1'")
         if refs:
-            refs = [h.check(d.n_layers, d.n_heads) for h in refs]
+            refs = [h.check(n_layers, n_heads) for h in refs]
             if layers is None:
                 Ls = sorted({h.layer for h in refs})
             outside = [h for h in refs if h.layer not in Ls]
@@ -287,10 +301,11 @@ def make_result(setup: PatchingSetup, sweep: Sweep, values: torch.Tensor, *, met
 
 
 def activation_patching(
-    model: Model,
-    inputs: Inputs | PatchingSetup,
+    model: Model | EncoderDecoder,
+    inputs: Inputs | PatchingSetup | EncDecPatchingSetup,
     *,
     corrupt: Corruption | None = None,
+    decoder_inputs: Any = None,
     answer: Answer | None = None,
     wrong: Answer | None = None,
     metric: MetricSpec | None = None,
@@ -307,11 +322,13 @@ def activation_patching(
     """Patch one component at every layer x position (x head) and measure the metric.
 
     Args:
-        model: a causal language model.
+        model: a causal language model, or an :class:`~interp.models.EncoderDecoder` (see below).
         inputs: the clean prompt(s) (any ``Inputs``), or a :class:`~interp.patching.PatchingSetup` from
             :func:`~interp.patching.prepare` (reuses its runs; then leave ``corrupt``, ``answer``, ``wrong``
             and ``metric`` out).
         corrupt: the corrupted prompt(s) (same token counts), ``Noise(...)`` or ``Ablation(...)``.
+        decoder_inputs: encoder–decoders only: the decoder's input in both runs (target texts, teacher-forced;
+            ids as the decoder reads them; ``(ids, mask)``; ``None``: the start token alone).
         answer / wrong / metric: see :func:`~interp.patching.prepare` (default metric ``logit_diff``).
         component: ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out`` (per layer x
             position), or per head ``z``, ``q``, ``k``, ``v`` and ``pattern`` (the head's whole pattern, or
@@ -329,6 +346,14 @@ def activation_patching(
             each layer (causal tracing uses 10).
         memory_budget: bytes of activations per stacked forward.
         progress: show a progress bar (``None``: the library switch).
+
+    Encoder–decoders (:mod:`interp.patching.encdec`): ``inputs`` and ``corrupt`` are the clean and corrupted
+    *sources* (a :class:`~interp.patching.encdec.EncDecPatchingSetup` from
+    :func:`~interp.patching.encdec.prepare_encdec` reuses both runs), the metric reads the last real decoder
+    position, and ``component`` names its stack: ``"encoder.resid_pre"``, ``"decoder.mlp_out"``,
+    ``"decoder.cross_attn_out"``, per head ``"encoder.z"``, ``"decoder.cross_k"``... (``ENCDEC_COMPONENTS``);
+    positions count over the source for ``encoder.*`` and cross-attention keys/values, else over the decoder's
+    input. ``Noise`` / ``Ablation`` corruptions are not supported there.
 
     Returns:
         A :class:`~interp.patching.PatchingResult` of raw metric values with axes ``(layer, pos)``,
@@ -349,6 +374,19 @@ def activation_patching(
         >>> res.top(1)[0][0]
         HeadRef(23, 3)
     """
+    from interp.patching.encdec import EncDecPatchingSetup, encdec_activation_patching  # it imports this module
+
+    if isinstance(model, EncoderDecoder) or isinstance(inputs, EncDecPatchingSetup):
+        if not isinstance(component, str):
+            raise BadInputError(f"an encoder-decoder's component names its stack, e.g. 'encoder.resid_pre'; got "
+                                f"{component!r}")
+        return encdec_activation_patching(
+            model if isinstance(model, EncoderDecoder) else None, inputs, corrupt=corrupt,  # type: ignore[arg-type]
+            decoder_inputs=decoder_inputs, answer=answer, wrong=wrong, metric=metric, component=component,
+            layers=layers, positions=positions, heads=heads, direction=direction, per_position=per_position,
+            window=window, memory_budget=memory_budget, progress=progress)
+    if decoder_inputs is not None:
+        raise BadInputError(f"decoder_inputs= is for encoder-decoders; {model.name!r} is a one-stack model")
     setup = setup_for(model, inputs, corrupt=corrupt, answer=answer, wrong=wrong, metric=metric)
     if setup.corruption == "none":
         raise BadInputError("activation patching needs corrupt= (corrupted prompts, Noise(...) or Ablation(...))")
@@ -367,5 +405,5 @@ def activation_patching(
                        meta={"window": window, "corruption": setup.corruption, "n_seqs": setup.n})
 
 
-__all__ = ["COMPONENTS", "HEADS", "STREAM", "Direction", "HeadsSelection", "Layers", "Sweep", "activation_patching",
-           "parse_component", "plan_sweep", "resolve_layers", "runs_for", "sweep_cells", "sweep_positions"]
+__all__ = ["COMPONENTS", "CROSS_HEADS", "HEADS", "STREAM", "Direction", "HeadsSelection", "Layers", "Sweep", "activation_patching",
+           "parse_component", "plan_sweep", "plan_sweep_over", "resolve_layers", "runs_for", "sweep_cells", "sweep_positions"]

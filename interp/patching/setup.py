@@ -37,7 +37,7 @@ import torch
 from interp.errors import BadInputError, ModelMismatchError
 from interp.hooks import Intervention, Patch, run_with_hooks
 from interp.hooks.partial import PrefixKV, record_kv
-from interp.models import Inputs, Model
+from interp.models import EncoderDecoder, Inputs, Model
 from interp.patching.metrics import Metric
 from interp.sites import Component, Positions, Site, resolve_positions
 from interp.trace import Trace, TraceStore
@@ -103,8 +103,9 @@ class Ablation:
 Corruption = Inputs | Noise | Ablation
 
 
-def token_ids(model: Model, answer: Answer, n: int, what: str) -> torch.Tensor:
+def token_ids(model: Model | EncoderDecoder, answer: Answer, n: int, what: str) -> torch.Tensor:
     """``[n]`` token ids from a single-token string, an id, or one of those per sequence."""
+    d_vocab = model.dims.d_vocab if isinstance(model, Model) else int(model.config.vocab_size)
     items: list[str | int]
     if isinstance(answer, torch.Tensor):
         items = [int(x) for x in answer.reshape(-1).tolist()]
@@ -124,8 +125,8 @@ def token_ids(model: Model, answer: Answer, n: int, what: str) -> torch.Tensor:
                 pieces = model.tokenizer.convert_ids_to_tokens(toks)
                 raise BadInputError(f"{what}={a!r} is {len(toks)} tokens {pieces}; it must be exactly one token")
             a = toks[0]
-        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < model.dims.d_vocab:
-            raise BadInputError(f"bad {what} token id {a!r}; valid: 0..{model.dims.d_vocab - 1}")
+        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < d_vocab:
+            raise BadInputError(f"bad {what} token id {a!r}; valid: 0..{d_vocab - 1}")
         out.append(a)
     t = torch.tensor(out, dtype=torch.long)
     return t.expand(n).clone() if len(out) == 1 else t
