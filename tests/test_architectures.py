@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import interp
 from interp.errors import BadInputError
-from interp.hooks import Ablate, AblateExperts, Patch, Scale, hooks, run_with_hooks
+from interp.hooks import Ablate, AblateExperts, Add, Patch, Scale, hooks, run_with_hooks
 from interp.hooks.attention import ATTN_IMPL, register_attention
 from interp.models import Model
 from interp.models.adapters import NotApplicable
@@ -294,6 +294,13 @@ def expected_activations(m: Model, fam: str, ids: torch.Tensor, mask: torch.Tens
             exp[s("attn.hook_q")], exp[s("attn.hook_k")], exp[s("attn.hook_v")] = q, k, v
             exp[s("attn.hook_pattern")] = pats[L]
             exp[s("attn.hook_z")] = torch.einsum("bhqk,bkhe->bqhe", pats[L], v)
+            # each head's output: its z through its columns of the output projection's weight
+            o = blk(m, fam, L).get_submodule(f"{lay['attn']}.{lay['o']}")
+            w_o = o.weight.view(o.weight.shape[0], m.dims.n_heads, m.dims.d_head)
+            exp[s("attn.hook_result")] = torch.einsum("bphe,dhe->bphd", exp[s("attn.hook_z")], w_o)
+            if m.adapter.attn_inputs is not None:  # each head's q / k / v input: the stream, one copy per (kv) head
+                for kind, n in (("q", m.dims.n_heads), ("k", m.dims.n_kv_heads), ("v", m.dims.n_kv_heads)):
+                    exp[s(f"hook_{kind}_input")] = x[:, :, None].expand(-1, -1, n, -1)
             mlp = sub(m, fam, L, "mlp")
             if fam in MOE:
                 logits, dense = router_by_hand(m, fam, L, mlp_in)
@@ -1206,3 +1213,26 @@ def test_interp_report_cli_subprocess_with_every_section(tmp_path: Any) -> None:
                            "--html", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.stat().st_size > 0 and out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_editing_every_heads_qkv_input_equals_editing_what_the_projections_read(
+        models: dict[str, Model], fam: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The same vector added to every head's q, k and v input (``hook_*_input``) equals it added to the input of the
+    attention's norm (an ``hf:`` edit of the Hugging Face module), or of the projections where no norm is in front
+    (OLMo 2): fused ``[q | k | v]`` projections (Phi-3) and grouped key/value heads included. Falcon offers no
+    per-head inputs; GPT-J's ``ln_1`` also feeds its MLP, so its norm-input edit is not an oracle there."""
+    m = models[fam]
+    spec = m.adapter.attn_inputs
+    if spec is None:
+        assert "hook_q_input" not in " ".join(m.hook_names())
+        pytest.skip(f"{fam} offers no per-head q/k/v inputs")
+    if layout(fam, m)["parallel"]:
+        pytest.skip("the attention's norm also feeds the MLP")
+    ids, mask = batch
+    delta = torch.randn(m.dims.d_model, generator=torch.Generator().manual_seed(5)).to(m.dtype)
+    targets = [spec.norm] if spec.norm is not None else sorted({spec.q, spec.k, spec.v})
+    want = run_with_hooks(m, ids, mask, interventions=[Add(f"hf:{t.format(L=1)}:input", delta) for t in targets]).logits
+    got = run_with_hooks(m, ids, mask, interventions=[Add(f"{c}.1", delta) for c in ("q_input", "k_input", "v_input")]).logits
+    assert (want - plain(m, ids, mask)).abs().max() > 1e-3
+    close_real(got, want, mask, what=fam)

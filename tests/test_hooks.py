@@ -172,6 +172,10 @@ def expected_activations(m: Model, ids: torch.Tensor, mask: torch.Tensor) -> dic
             exp[f"blocks.{L}.attn.hook_q"], exp[f"blocks.{L}.attn.hook_k"], exp[f"blocks.{L}.attn.hook_v"] = q, k, v
             exp[f"blocks.{L}.attn.hook_pattern"] = pats[L]
             exp[f"blocks.{L}.attn.hook_z"] = torch.einsum("bhqk,bkhe->bqhe", pats[L], v)
+            # per-head points: each head's output in d_model; each head's q / k / v input (pre-norm stream, per kv head)
+            exp[f"blocks.{L}.attn.hook_result"] = torch.einsum("bphe,hed->bphd", exp[f"blocks.{L}.attn.hook_z"], w.W_O[L])
+            for name, n in (("q", m.dims.n_heads), ("k", m.dims.n_kv_heads), ("v", m.dims.n_kv_heads)):
+                exp[f"blocks.{L}.hook_{name}_input"] = x[:, :, None, :].expand(-1, -1, n, -1)
             act = sub(m, L, "act")
             if fam == "llama":
                 pre = mlp_in @ w.W_gate[L]

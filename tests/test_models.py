@@ -59,7 +59,9 @@ def test_dims_rejects_heads_not_a_multiple_of_kv_heads() -> None:
 
 PER_LAYER = ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post",
              "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
-             "mlp.hook_pre", "mlp.hook_post"]
+             "mlp.hook_pre", "mlp.hook_post",
+             # per-head points (interp.hooks.per_head): every family here names its attention's norm and projections
+             "hook_q_input", "hook_k_input", "hook_v_input", "attn.hook_result"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

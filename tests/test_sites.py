@@ -18,6 +18,7 @@ PER_LAYER_SUFFIXES = [
     "mlp.hook_router_weights", "mlp.hook_expert_out",
     "hook_cross_attn_out", "cross_attn.hook_q", "cross_attn.hook_k", "cross_attn.hook_v", "cross_attn.hook_pattern",
     "cross_attn.hook_z",  # encoder-decoder cross-attention (issue 25)
+    "hook_q_input", "hook_k_input", "hook_v_input", "attn.hook_result",  # per-head points (issue 20)
 ]
 GLOBAL_NAMES = ["hook_embed", "ln_final.hook_normalized", "logits"]
 

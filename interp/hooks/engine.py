@@ -25,6 +25,7 @@ from torch import nn
 from interp.errors import BadInputError
 from interp.hooks.attention import ATTN_IMPL, register_attention
 from interp.hooks.interventions import Intervention, Lambda
+from interp.hooks.per_head import PER_HEAD, PerHeadPoints, projection_paths
 from interp.models import Model
 from interp.models.adapters import Kernel
 from interp.sites import Component, Site, SiteSpec, resolve
@@ -82,6 +83,7 @@ class HookedRun:
         self._remaining = {s for s, p in plans.items() if p.capture} if stop_early else set()
         self.lengths: torch.Tensor | None = None  # [batch] real tokens per sequence of the current forward
         self._stop_early = stop_early and not any(p.grad or p.interventions for p in plans.values())
+        self._per_head = PerHeadPoints(model, self._process, self._after, lambda s: self.plans[s].grad)
 
     # -- processing ---------------------------------------------------------------------------
     def _process(self, site: Site, t: torch.Tensor) -> torch.Tensor:
@@ -193,9 +195,14 @@ class HookedRun:
         kernel_layers: set[tuple[Kernel, int]] = set()
         copies: set[tuple[str, str]] = set()
         delta_layers: set[int] = set()
+        per_head: dict[int, list[Component]] = defaultdict(list)
         self._handles.append(self.model.hf.register_forward_pre_hook(self._lengths_hook, with_kwargs=True))
         for site in self.plans:
             comp = site.component
+            if comp in PER_HEAD:
+                assert site.layer is not None
+                per_head[site.layer].append(comp)
+                continue
             if comp is Component.HF:
                 assert site.module is not None
                 by_location[(site.module, "out" if site.io == "output" else "in")].append((site, False))
@@ -218,6 +225,7 @@ class HookedRun:
                 assert site.layer is not None
                 delta_layers.add(site.layer)
                 by_location.setdefault((adapter.mid_delta.format(L=site.layer), "out"), [])
+        stash_layers = self._install_per_head(per_head)  # before the taps: an edited result reaches attn_out
         # order entries within a location by forward order of their components
         comp_order = {c: i for i, c in enumerate(Component)}
         for (path, io), entries in by_location.items():
@@ -229,6 +237,10 @@ class HookedRun:
             else:
                 h = module.register_forward_pre_hook(self._input_hook(entries), with_kwargs=True)
             self._handles.append(h)
+        for layer in stash_layers:  # after the taps: the norm's input as edits there left it
+            assert adapter.attn_inputs is not None and adapter.attn_inputs.norm is not None
+            norm = self.model.module(adapter.attn_inputs.norm.format(L=layer))
+            self._handles.append(norm.register_forward_pre_hook(self._per_head.stash_hook(layer), with_kwargs=True))
         if attn_layers:
             register_attention()
             config = self.model.config
@@ -251,7 +263,28 @@ class HookedRun:
             if callable(install):
                 self._restores.append(install(self.model))
 
+    def _install_per_head(self, per_head: dict[int, list[Component]]) -> list[int]:
+        """Hooks of ``attn.hook_result`` and the q/k/v inputs (:mod:`interp.hooks.per_head`); returns the layers
+        whose attention norm's input must be kept."""
+        adapter = self.model.adapter
+        stash: list[int] = []
+        for layer, comps in sorted(per_head.items()):
+            if Component.RESULT in comps:
+                path = adapter.taps[Component.Z].module_path(layer)
+                hook = self._per_head.result_hook(layer)
+                self._handles.append(self.model.module(path).register_forward_hook(hook, with_kwargs=True))
+            inputs = [c for c in comps if c is not Component.RESULT]
+            if inputs:
+                assert adapter.attn_inputs is not None
+                for path, group in projection_paths(self.model, layer, inputs).items():
+                    hook = self._per_head.input_hook(layer, group)
+                    self._handles.append(self.model.module(path).register_forward_hook(hook, with_kwargs=True))
+                if adapter.attn_inputs.norm is not None:
+                    stash.append(layer)
+        return stash
+
     def _remove(self) -> None:
+        self._per_head.clear()
         while self._restores:
             self._restores.pop()()
         for h in self._handles:
@@ -335,9 +368,10 @@ def make_plans(
                 value.check_model(model)
         sites = [s for s in resolve(iv.site, available, modules) if iv.applies_to(s)]
         if iv.heads is not None:
-            flat = [s for s in sites if "head" not in s.component.axes or s.component is Component.HF]
+            flat = [s for s in sites if s.component.head_axis is None or s.component is Component.HF]
             if flat:
-                raise BadInputError(f"{flat[0].name} has no head axis; heads= applies to q, k, v, z and pattern")
+                raise BadInputError(f"{flat[0].name} has no head axis; heads= applies to q, k, v, z, pattern, result "
+                                    "and q_input, k_input, v_input")
         if not sites:
             raise BadInputError(f"{iv!r} edits no hook point: its heads are in no layer that {iv.site!r} names")
         for site in sites:

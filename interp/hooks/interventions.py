@@ -107,8 +107,9 @@ class Intervention:
         spec = _site_spec(self.site)
         object.__setattr__(self, "site", spec)
         comp = _component_of(spec)
-        if self.heads is not None and comp is not None and "head" not in comp.axes:
-            raise BadInputError(f"{spec} has no head axis; heads= applies to q, k, v, z and pattern")
+        if self.heads is not None and comp is not None and comp.head_axis is None:
+            raise BadInputError(f"{spec} has no head axis; heads= applies to q, k, v, z, pattern, result and "
+                                "q_input, k_input, v_input")
         object.__setattr__(self, "positions", normalize_positions(self.positions, "positions"))
         heads = _normalize_heads(self.heads)
         object.__setattr__(self, "heads", heads)
@@ -164,7 +165,7 @@ class Intervention:
             view[0], view[p_ax] = act.shape[0], size
             mask = mask & pm.view(view)
         if self.heads is not None:
-            h_ax = axes.index("head")
+            h_ax = axes.index("head") if "head" in axes else axes.index("kv_head")
             n = act.shape[h_ax]
             idx = self._head_index(site)
             hm = torch.zeros(n, dtype=torch.bool)

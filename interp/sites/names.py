@@ -7,7 +7,8 @@ Three spellings name the same hook points everywhere (``model.run``, every tool,
 - the short form: the component alone for every layer (``resid_post``, ``z``), or with a layer after a dot
   (``resid_post.3``; negative layers count from the end: ``resid_post.-1``). The short components are
   ``embed resid_pre q k v pattern z attn_out resid_mid mlp_pre mlp_post mlp_out resid_post ln_final logits``,
-  plus the architecture-specific ``attn_raw mlp_raw`` (sublayer outputs before a post-norm: Gemma 2/3, OLMo 2)
+  the per-head points of circuit discovery ``q_input k_input v_input result`` (TransformerLens' ``hook_q_input``
+  and ``attn.hook_result``; computed only when a run asks for them), plus the architecture-specific ``attn_raw mlp_raw`` (sublayer outputs before a post-norm: Gemma 2/3, OLMo 2)
   and ``router_logits router_weights expert_out`` (mixture-of-experts MLPs); docs/models.md has their shapes.
 
 A fourth spelling reaches any submodule of the Hugging Face model (the escape hatch for what the named
@@ -51,11 +52,15 @@ class Component(Enum):
     RESID_MID = "hook_resid_mid"
     MLP_OUT = "hook_mlp_out"
     RESID_POST = "hook_resid_post"
+    Q_INPUT = "hook_q_input"  # each query head's input: the stream before the attention's norm, one copy per head
+    K_INPUT = "hook_k_input"  # per key/value head (grouped-query models have fewer)
+    V_INPUT = "hook_v_input"
     Q = "attn.hook_q"
     K = "attn.hook_k"
     V = "attn.hook_v"
     PATTERN = "attn.hook_pattern"
     Z = "attn.hook_z"
+    RESULT = "attn.hook_result"  # each head's output in d_model: z[..., h, :] @ W_O[h] (their sum + b_O is the o-proj output)
     MLP_PRE = "mlp.hook_pre"
     MLP_POST = "mlp.hook_post"
     # architecture-specific points (only models that have the component offer them; see docs/models.md)
@@ -101,6 +106,19 @@ class Component(Enum):
         return self in (Component.CROSS_K, Component.CROSS_V)
 
     @property
+    def head_axis(self) -> int | None:
+        """The index of the head axis (``head``, or ``kv_head`` for the key/value inputs), or ``None``.
+
+        Example:
+            >>> Component.Z.head_axis, Component.K_INPUT.head_axis, Component.RESID_PRE.head_axis
+            (2, 2, None)
+        """
+        for name in ("head", "kv_head"):
+            if name in self.axes:
+                return self.axes.index(name)
+        return None
+
+    @property
     def inside_attention(self) -> bool:
         """True for sites computed inside the attention kernel (need the hooked attention path)."""
         return self in (Component.Q, Component.K, Component.V, Component.PATTERN)
@@ -131,7 +149,8 @@ class Component(Enum):
 _SHORT_OF = {
     Component.EMBED: "embed", Component.RESID_PRE: "resid_pre", Component.ATTN_OUT: "attn_out",
     Component.RESID_MID: "resid_mid", Component.MLP_OUT: "mlp_out", Component.RESID_POST: "resid_post",
-    Component.Q: "q", Component.K: "k", Component.V: "v", Component.PATTERN: "pattern", Component.Z: "z",
+    Component.Q_INPUT: "q_input", Component.K_INPUT: "k_input", Component.V_INPUT: "v_input",
+    Component.RESULT: "result", Component.Q: "q", Component.K: "k", Component.V: "v", Component.PATTERN: "pattern", Component.Z: "z",
     Component.MLP_PRE: "mlp_pre", Component.MLP_POST: "mlp_post", Component.LN_FINAL: "ln_final",
     Component.LOGITS: "logits", Component.HF: "hf",
     Component.ATTN_RAW: "attn_raw", Component.MLP_RAW: "mlp_raw", Component.ROUTER_LOGITS: "router_logits",
@@ -154,6 +173,10 @@ _AXES: dict[Component, tuple[str, ...]] = {
     Component.V: ("batch", "pos", "head", "d_head"),
     Component.PATTERN: ("batch", "head", "q_pos", "k_pos"),
     Component.Z: ("batch", "pos", "head", "d_head"),
+    Component.RESULT: ("batch", "pos", "head", "d_model"),
+    Component.Q_INPUT: ("batch", "pos", "head", "d_model"),
+    Component.K_INPUT: ("batch", "pos", "kv_head", "d_model"),
+    Component.V_INPUT: ("batch", "pos", "kv_head", "d_model"),
     Component.MLP_PRE: ("batch", "pos", "d_mlp"),
     Component.MLP_POST: ("batch", "pos", "d_mlp"),
     Component.LN_FINAL: ("batch", "pos", "d_model"),

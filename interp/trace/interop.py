@@ -44,6 +44,9 @@ _TL_LAYER: dict[str, Component] = {
     "attn.hook_z": C.Z, "attn.o.hook_in": C.Z,
     "mlp.hook_pre": C.MLP_PRE,
     "mlp.hook_post": C.MLP_POST, "mlp.out.hook_in": C.MLP_POST,
+    # with use_attn_result / use_split_qkv_input (the bridge also names them under attn.)
+    "attn.hook_result": C.RESULT, "hook_q_input": C.Q_INPUT, "attn.hook_q_input": C.Q_INPUT,
+    "hook_k_input": C.K_INPUT, "attn.hook_k_input": C.K_INPUT, "hook_v_input": C.V_INPUT, "attn.hook_v_input": C.V_INPUT,
 }
 _TL_UNROTATED: dict[str, Component] = {  # interp's q/k only where the model has no rotary embedding
     "attn.hook_q": C.Q, "attn.q.hook_out": C.Q, "attn.hook_k": C.K, "attn.k.hook_out": C.K,
@@ -188,6 +191,7 @@ _TO_TL: dict[Component, str] = {
     C.RESID_MID: "hook_resid_mid", C.MLP_OUT: "hook_mlp_out", C.RESID_POST: "hook_resid_post",
     C.Q: "attn.hook_q", C.K: "attn.hook_k", C.V: "attn.hook_v", C.PATTERN: "attn.hook_pattern",
     C.Z: "attn.hook_z", C.MLP_PRE: "mlp.hook_pre", C.MLP_POST: "mlp.hook_post",
+    C.RESULT: "attn.hook_result", C.Q_INPUT: "hook_q_input", C.K_INPUT: "hook_k_input", C.V_INPUT: "hook_v_input",
     C.LN_FINAL: "ln_final.hook_out", C.LOGITS: "hook_unembed",
 }
 

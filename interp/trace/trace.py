@@ -222,9 +222,9 @@ class Trace:
         site = Site.parse(name)
         axes = site.component.axes
         if heads is not None:
-            if "head" not in axes:
+            if site.component.head_axis is None:
                 raise BadInputError(f"{name} has no head axis (axes: {', '.join(axes)})")
-            h_ax = axes.index("head")
+            h_ax = site.component.head_axis
             t = t[(slice(None),) * h_ax + (heads if isinstance(heads, (int, slice)) else torch.as_tensor(list(heads)),)]
             if isinstance(heads, int):
                 axes = axes[:h_ax] + axes[h_ax + 1:]

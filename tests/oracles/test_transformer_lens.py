@@ -25,7 +25,9 @@ TransformerBridge = requires("transformer_lens.model_bridge").TransformerBridge
 pytestmark = pytest.mark.oracle
 
 COMPARED = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-            "attn.hook_pattern", "attn.hook_z"]
+            "attn.hook_pattern", "attn.hook_z",
+            # the per-head points, against the bridge's use_attn_result / use_split_qkv_input hooks
+            "attn.hook_result", "hook_q_input", "hook_k_input", "hook_v_input"]
 PROMPTS = ["The capital of France is", "Hello"]  # padded to the longer one
 # Per-token relative error bounds. Measured: tiny models <= 1.2e-6; SmolLM2 <= 1e-5 (mlp_out; the
 # model's sdpa kernel against the bridge's eager one, over 30 layers). q/k/v/pattern are bit-equal
@@ -74,6 +76,8 @@ class Setup:
         self.model, self.ids, self.mask = model, ids, mask
         self.bridge = TransformerBridge.boot_transformers(f"{model.name}-local", hf_model=copy.deepcopy(model.hf),
                                                           tokenizer=tl_tokenizer, device="cpu")
+        self.bridge.set_use_attn_result(True)  # TransformerLens' hook_result and hook_q/k/v_input
+        self.bridge.set_use_split_qkv_input(True)
         # module-level hooks with the model's own attention kernel; attention internals in a second run
         names = model.hook_names()
         inside = [n for n in names if Site.parse(n).component.inside_attention]
@@ -194,3 +198,27 @@ def test_errors(tiny: Setup) -> None:
     deep = dataclasses.replace(tiny.trace, activations={"blocks.7.hook_resid_post": tiny.trace["blocks.1.hook_resid_post"]})
     with pytest.raises(ValueError, match="beyond"):
         to_transformer_lens(deep, tiny.bridge)
+
+
+@pytest.mark.parametrize(("ours", "theirs", "head"), [("k_input.1", "blocks.1.hook_k_input", 1),
+                                                      ("q_input.0", "blocks.0.hook_q_input", 2),
+                                                      ("v_input.1", "blocks.1.hook_v_input", 0),
+                                                      ("result.0", "blocks.0.attn.hook_result", 3)])
+def test_per_head_edits_match_bridge(tiny: Setup, ours: str, theirs: str, head: int) -> None:
+    """Adding a vector to one head's q / k / v input or result: interp's intervention against the same edit in a
+    TransformerLens hook on the bridge (use_split_qkv_input, use_attn_result)."""
+    from interp.hooks import Add, run_with_hooks
+
+    delta = torch.randn(tiny.model.dims.d_model, generator=torch.Generator().manual_seed(head))
+
+    def add(t: torch.Tensor, hook: object) -> torch.Tensor:
+        t = t.clone()
+        t[:, :, head] += delta
+        return t
+
+    with torch.no_grad():
+        want = tiny.bridge.run_with_hooks(tiny.ids, attention_mask=tiny.mask, fwd_hooks=[(theirs, add)])
+        plain = tiny.bridge(tiny.ids, attention_mask=tiny.mask)
+    got = run_with_hooks(tiny.model, tiny.ids, tiny.mask, interventions=[Add(ours, delta, heads=[head])]).logits
+    assert token_rel_err(want[tiny.mask.bool()], plain[tiny.mask.bool()]) > 1e-3  # the edit matters
+    assert token_rel_err(got[tiny.mask.bool()], want[tiny.mask.bool()]) <= TINY_TOL

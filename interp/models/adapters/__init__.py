@@ -34,6 +34,7 @@ from interp.errors import BadInputError, UnknownNameError
 from interp.models.adapters import bert, falcon, gemma, gemma2, gpt2, gpt_neox, gptj, llama, moe, olmo2, phi3
 from interp.models.adapters.base import (
     Adapter,
+    AttnInputs,
     Dims,
     Kernel,
     KernelHook,
@@ -136,5 +137,5 @@ def adapter_for(model_type: str) -> Adapter:
     return ADAPTERS.get(model_type)
 
 
-__all__ = ["ADAPTERS", "Adapter", "AdapterRegistry", "Dims", "Kernel", "KernelHook", "NotApplicable", "Tap",
+__all__ = ["ADAPTERS", "Adapter", "AdapterRegistry", "AttnInputs", "Dims", "Kernel", "KernelHook", "NotApplicable", "Tap",
            "UnsupportedModelError", "WeightViews", "adapter_for", "not_applicable", "softcap"]

@@ -58,7 +58,7 @@ class Dims:
 
     def size(self, axis: str) -> int:
         """The length of a named activation axis (the names of :attr:`interp.sites.Component.axes` after
-        ``batch, pos``): ``d_model``, ``d_mlp``, ``vocab``, ``head``, ``d_head``, ``expert``.
+        ``batch, pos``): ``d_model``, ``d_mlp``, ``vocab``, ``head``, ``kv_head``, ``d_head``, ``expert``.
 
         Example:
             >>> Dims(n_layers=2, n_heads=4, n_kv_heads=4, d_model=64, d_head=16, d_mlp=128, d_vocab=256,
@@ -66,7 +66,7 @@ class Dims:
             8
         """
         sizes = {"d_model": self.d_model, "d_mlp": self.d_mlp, "vocab": self.d_vocab, "head": self.n_heads,
-                 "d_head": self.d_head, "expert": self.n_experts}
+                 "kv_head": self.n_kv_heads, "d_head": self.d_head, "expert": self.n_experts}
         if axis not in sizes:
             raise BadInputError(f"no axis {axis!r} has a fixed length; valid: {', '.join(sizes)}")
         size = sizes[axis]
@@ -125,6 +125,35 @@ class Kernel:
 
     def module_path(self, layer: int) -> str:
         return self.path.format(L=layer)
+
+
+@dataclass(frozen=True)
+class AttnInputs:
+    """Where the per-head attention inputs (``hook_q_input`` / ``hook_k_input`` / ``hook_v_input``) are read and edited.
+
+    ``norm`` is the module (path with ``{L}``) in front of the attention whose input is the stream the heads
+    read, ``None`` where the projections read the stream directly (post-norm blocks: OLMo 2, BERT). ``q``, ``k``,
+    ``v`` are the projection modules; one path for all three is a fused projection whose output packs
+    ``[q | k | v]`` along its last axis (``layout="concat"``: query heads, then key/value heads; GPT-2, Phi-3) or
+    ``[head, (q, k, v), d_head]`` (``layout="per_head"``: GPT-NeoX). An edit of one head's input recomputes that
+    head's slice of the projection output as ``norm(edited) @ W + b`` (the weight views); the other heads keep the
+    model's own values.
+
+    Example:
+        >>> fused = "transformer.h.{L}.attn.c_attn"
+        >>> AttnInputs("transformer.h.{L}.ln_1", fused, fused, fused).fused
+        True
+    """
+
+    norm: str | None
+    q: str
+    k: str
+    v: str
+    layout: Literal["concat", "per_head"] = "concat"
+
+    @property
+    def fused(self) -> bool:
+        return self.q == self.k == self.v
 
 
 class NotApplicable:
@@ -325,6 +354,9 @@ class Adapter:
             a kernel's components take precedence over the attention-interface switch for q/k/v/pattern.
         lm_head: path of the LM head module (its output before any post-processing).
         final_softcap: reads a config and returns the final-logit soft-cap (Gemma 2), or ``None``.
+        attn_inputs: where the per-head q/k/v inputs are read (:class:`AttnInputs`); ``None``: the model offers
+            no ``q_input`` / ``k_input`` / ``v_input``. ``attn.hook_result`` exists wherever ``hook_z`` is the input
+            of the output projection (a ``split_heads`` tap).
     """
 
     family: str
@@ -340,10 +372,16 @@ class Adapter:
     kernels: tuple[Kernel, ...] = ()
     lm_head: str = "lm_head"
     final_softcap: Callable[[Any], float | None] = field(default=lambda config: None)
+    attn_inputs: AttnInputs | None = None
 
     def components(self, config: Any) -> list[Component]:
         """The components this model offers, in forward order."""
         have = set(self.taps) | {Component.Q, Component.K, Component.V, Component.PATTERN}
+        z = self.taps.get(Component.Z)
+        if z is not None and z.split_heads and z.io == "in":
+            have.add(Component.RESULT)
+        if self.attn_inputs is not None:
+            have |= {Component.Q_INPUT, Component.K_INPUT, Component.V_INPUT}
         for k in self.kernels:
             have |= k.components
         have -= self.unavailable(config)
@@ -458,6 +496,18 @@ def llama_layout_taps(changes: Mapping[Component, Tap | None] | None = None) -> 
         else:
             taps[c] = tap
     return taps
+
+
+def llama_attn_inputs(norm: str | None = "model.layers.{L}.input_layernorm") -> AttnInputs:
+    """The per-head attention inputs of a Llama-layout decoder: ``norm`` in front of ``self_attn.q_proj`` /
+    ``k_proj`` / ``v_proj`` (``norm=None`` where the projections read the stream directly: OLMo 2).
+
+    Example:
+        >>> llama_attn_inputs().k
+        'model.layers.{L}.self_attn.k_proj'
+    """
+    return AttnInputs(norm, "model.layers.{L}.self_attn.q_proj", "model.layers.{L}.self_attn.k_proj",
+                      "model.layers.{L}.self_attn.v_proj")
 
 
 def decoder_dims(c: Any, d_mlp: int | None = None, **extra: Any) -> Dims:

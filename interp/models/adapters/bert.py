@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews, split_heads_in
+from interp.models.adapters.base import Adapter, AttnInputs, Dims, HFModule, Tap, WeightViews, split_heads_in
 from interp.sites import Component
 
 
@@ -84,4 +84,7 @@ ADAPTER = Adapter(
     is_causal=False,
     dims=_dims,
     weights=_weights,
+    # post-norm: the projections read the block's input directly
+    attn_inputs=AttnInputs(None, "encoder.layer.{L}.attention.self.query", "encoder.layer.{L}.attention.self.key",
+                           "encoder.layer.{L}.attention.self.value"),
 )

@@ -31,6 +31,7 @@ from interp.models.adapters.base import (
     attention_views,
     decoder_dims,
     gated_mlp_views,
+    llama_attn_inputs,
     llama_layout_taps,
 )
 
@@ -74,6 +75,7 @@ ADAPTER = Adapter(
     layers="model.layers",
     attn="model.layers.{L}.self_attn",
     taps=llama_layout_taps(),
+    attn_inputs=llama_attn_inputs(),
     mid_delta="model.layers.{L}.mlp",
     dims=_dims,
     weights=_weights,

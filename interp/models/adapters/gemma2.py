@@ -34,6 +34,7 @@ from interp.models.adapters.base import (
     attention_views,
     decoder_dims,
     gated_mlp_views,
+    llama_attn_inputs,
     llama_layout_taps,
 )
 from interp.models.adapters.gemma import one_plus, scaled_embedding
@@ -80,6 +81,7 @@ ADAPTER = Adapter(
     # an edit of resid_mid reaches the MLP through pre_feedforward_layernorm's input and the residual
     # stream through the MLP branch's last output
     mid_delta="model.layers.{L}.post_feedforward_layernorm",
+    attn_inputs=llama_attn_inputs(),
     dims=_dims,
     weights=_weights,
     final_softcap=_softcap,

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews
+from interp.models.adapters.base import Adapter, AttnInputs, Dims, HFModule, Tap, WeightViews
 from interp.sites import Component
 
 
@@ -55,6 +55,8 @@ def _weights(model: HFModule, d: Dims) -> WeightViews:
     )
 
 
+_QKV = "transformer.h.{L}.attn.c_attn"
+
 ADAPTER = Adapter(
     family="gpt2",
     model_types=("gpt2",),
@@ -76,4 +78,5 @@ ADAPTER = Adapter(
     mid_delta="transformer.h.{L}.mlp",
     dims=_dims,
     weights=_weights,
+    attn_inputs=AttnInputs("transformer.h.{L}.ln_1", _QKV, _QKV, _QKV),  # one projection: [q | k | v]
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews, zeros_if_none
+from interp.models.adapters.base import Adapter, AttnInputs, Dims, HFModule, Tap, WeightViews, zeros_if_none
 from interp.sites import Component
 
 
@@ -61,6 +61,8 @@ def _unavailable(c: Any) -> frozenset[Component]:
     return frozenset({Component.RESID_MID}) if getattr(c, "use_parallel_residual", False) else frozenset()
 
 
+_QKV = "gpt_neox.layers.{L}.attention.query_key_value"
+
 ADAPTER = Adapter(
     family="gpt_neox",
     model_types=("gpt_neox",),
@@ -83,4 +85,6 @@ ADAPTER = Adapter(
     dims=_dims,
     weights=_weights,
     unavailable=_unavailable,
+    # one fused projection laid out [head, (q, k, v), d_head]
+    attn_inputs=AttnInputs("gpt_neox.layers.{L}.input_layernorm", _QKV, _QKV, _QKV, layout="per_head"),
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from interp.models.adapters.base import Adapter, Dims, HFModule, Tap, WeightViews, split_heads_in
+from interp.models.adapters.base import Adapter, AttnInputs, Dims, HFModule, Tap, WeightViews, split_heads_in
 from interp.sites import Component
 
 
@@ -88,4 +88,6 @@ ADAPTER = Adapter(
     },
     dims=_dims,
     weights=_weights,
+    attn_inputs=AttnInputs("transformer.h.{L}.ln_1", "transformer.h.{L}.attn.q_proj", "transformer.h.{L}.attn.k_proj",
+                           "transformer.h.{L}.attn.v_proj"),
 )

@@ -35,6 +35,7 @@ from interp.models.adapters.base import (
     attention_views,
     decoder_dims,
     gated_mlp_views,
+    llama_attn_inputs,
     llama_layout_taps,
     ones_like_norm,
 )
@@ -73,6 +74,7 @@ ADAPTER = Adapter(
         Component.MLP_OUT: Tap("model.layers.{L}.post_feedforward_layernorm", "out"),
     }),
     mid_delta="model.layers.{L}.post_feedforward_layernorm",
+    attn_inputs=llama_attn_inputs(norm=None),  # no norm before attention
     dims=_dims,
     weights=_weights,
 )

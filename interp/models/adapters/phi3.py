@@ -24,6 +24,7 @@ import torch
 
 from interp.models.adapters.base import (
     Adapter,
+    AttnInputs,
     Dims,
     HFModule,
     Tap,
@@ -77,6 +78,8 @@ def _weights(model: HFModule, d: Dims) -> WeightViews:
     )
 
 
+_QKV = "model.layers.{L}.self_attn.qkv_proj"
+
 ADAPTER = Adapter(
     family="phi3",
     model_types=("phi3",),
@@ -84,6 +87,7 @@ ADAPTER = Adapter(
     attn="model.layers.{L}.self_attn",
     taps=llama_layout_taps({Component.MLP_PRE: Tap("model.layers.{L}.mlp.activation_fn", "in")}),
     mid_delta="model.layers.{L}.mlp",
+    attn_inputs=AttnInputs("model.layers.{L}.input_layernorm", _QKV, _QKV, _QKV),  # [q | k | v], k/v per kv head
     dims=_dims,
     weights=_weights,
 )
