@@ -16,7 +16,7 @@ import pytest
 import torch
 from _encdec_helpers import DH, LAYOUT, H, V, build, raw
 
-from interp.errors import BadInputError, UnknownNameError
+from interp.errors import BadInputError, ModelMismatchError, UnknownNameError
 from interp.lens import TunedLens, logit_lens
 from interp.models import EncoderDecoder
 from interp.patching import activation_patching
@@ -163,6 +163,32 @@ def test_endpoints(fam: tuple[str, EncoderDecoder]) -> None:
         torch.testing.assert_close(res.values[0], torch.full((4,), getattr(s, other)), rtol=1e-5, atol=1e-5)
 
 
+def test_padded_decoder_inputs(fam: tuple[str, EncoderDecoder]) -> None:
+    """Decoder inputs of different lengths: the metric reads each one's last real position, and decoder positions
+    count over each one's real tokens (causal: right padding changes no real position, so the oracle runs unmasked)."""
+    family, ed = fam
+    lay = LAYOUT[family]
+    ids, bad, mask, dec = pair()
+    dmask = torch.ones_like(dec)
+    dmask[1, 3:] = 0  # the second decoder input has 3 real tokens
+    _, clean = raw(family, ed.hf, ids, mask, dec)
+    res = activation_patching(ed, (ids, mask), corrupt=(bad, mask), decoder_inputs=(dec, dmask), answer=ANSWER,
+                              wrong=WRONG, component="decoder.mlp_out", positions=[0, -1], progress=False)
+    assert res.coords["pos"] == (0, -1)
+
+    def last_real(logits: torch.Tensor) -> float:
+        at = logits[torch.arange(2), torch.tensor([3, 2])]
+        return float((at[:, ANSWER] - at[:, WRONG]).mean())
+
+    db = lay["blocks"]["decoder"]
+    for L in range(ed.n_layers["decoder"]):
+        for j, cells in enumerate([[(0, 0), (1, 0)], [(0, 3), (1, 2)]]):
+            edit = {(f"{db}.{L}.{lay['mlp']['decoder']}", "out"): put(clean[f"decoder.mlp_out.{L}"], cells)}
+            want = last_real(raw(family, ed.hf, bad, mask, dec, edit)[0])
+            assert float(res.values[L, j]) == pytest.approx(want, rel=1e-4, abs=1e-4), (L, j)
+    assert res.clean_value == pytest.approx(last_real(raw(family, ed.hf, ids, mask, dec)[0]), rel=1e-5, abs=1e-5)
+
+
 def test_start_token_only_user_metric_and_errors(fam: tuple[str, EncoderDecoder]) -> None:
     family, ed = fam
     ids, bad, mask, _ = pair()
@@ -195,6 +221,9 @@ def test_start_token_only_user_metric_and_errors(fam: tuple[str, EncoderDecoder]
     assert isinstance(setup, EncDecPatchingSetup) and "decoder.cross_pattern" in ENCDEC_COMPONENTS
     with pytest.raises(BadInputError, match="already holds"):
         activation_patching(ed, setup, answer=ANSWER, component="encoder.z")
+    other = EncoderDecoder(build(family, seed=4))
+    with pytest.raises(ModelMismatchError):
+        activation_patching(other, setup, component="encoder.z")
 
 
 def test_store_holds_cross_attention_with_its_source_axis(fam: tuple[str, EncoderDecoder], tmp_path: Any) -> None:
@@ -250,7 +279,7 @@ def lensed(request: pytest.FixtureRequest) -> tuple[str, EncoderDecoder]:
     return request.param, EncoderDecoder(hf, name=f"tiny-{request.param}")
 
 
-def test_logit_lens_over_decoder_layers_equals_hand_readout(lensed: tuple[str, EncoderDecoder]) -> None:
+def test_logit_lens_over_decoder_layers_equals_hand_readout(lensed: tuple[str, EncoderDecoder], tmp_path: Any) -> None:
     family, ed = lensed
     ids, _, mask, dec = pair()
     n = ed.n_layers["decoder"]
@@ -275,6 +304,9 @@ def test_logit_lens_over_decoder_layers_equals_hand_readout(lensed: tuple[str, E
     run = ed.run((ids, mask), dec, capture=["decoder.resid_post", "logits"])
     again = logit_lens(ed, run.decoder, hooks="decoder.resid_post", target=ANSWER, top_k=3)
     assert torch.equal(again.top_ids, res.top_ids)
+    run.decoder.save(tmp_path / "dec")  # a store of the decoder trace reads the same
+    stored = logit_lens(ed, TraceStore(tmp_path / "dec"), target=ANSWER, top_k=3)
+    assert torch.equal(stored.top_ids, res.top_ids)
     torch.testing.assert_close(again.target_prob, res.target_prob, rtol=1e-5, atol=1e-6)
     with pytest.raises(BadInputError, match="encoder site"):
         logit_lens(ed, (ids, mask), decoder_inputs=dec, hooks="encoder.resid_post")

@@ -381,7 +381,7 @@ def activation_patching(
             raise BadInputError(f"an encoder-decoder's component names its stack, e.g. 'encoder.resid_pre'; got "
                                 f"{component!r}")
         return encdec_activation_patching(
-            model if isinstance(model, EncoderDecoder) else None, inputs, corrupt=corrupt,  # type: ignore[arg-type]
+            model, inputs, corrupt=corrupt,  # type: ignore[arg-type]  # a one-stack model with a setup: refused there
             decoder_inputs=decoder_inputs, answer=answer, wrong=wrong, metric=metric, component=component,
             layers=layers, positions=positions, heads=heads, direction=direction, per_position=per_position,
             window=window, memory_budget=memory_budget, progress=progress)

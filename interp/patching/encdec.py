@@ -138,11 +138,6 @@ class EncDecPatchingSetup:
         """Sequences per run."""
         return int(self.input_ids.shape[0])
 
-    @property
-    def ablation(self) -> None:
-        """Always ``None`` (an encoder–decoder is patched between two source prompts)."""
-        return None
-
     def _value(self, full: torch.Tensor | None, at: torch.Tensor) -> float:
         if self.metric.full_logits:
             return float("nan") if full is None else float(self.metric(full.unsqueeze(0))[0])
@@ -352,7 +347,7 @@ def run_encdec_cells(setup: EncDecPatchingSetup, cells: Sequence[tuple[Edit, ...
 
 
 def encdec_activation_patching(
-    model: EncoderDecoder | None, inputs: Inputs | EncDecPatchingSetup, *, corrupt: Corruption | None = None,
+    model: EncoderDecoder, inputs: Inputs | EncDecPatchingSetup, *, corrupt: Corruption | None = None,
     decoder_inputs: Any = None, answer: Answer | None = None, wrong: Answer | None = None,
     metric: MetricSpec | None = None, component: str = "encoder.resid_pre", layers: Layers = None,
     positions: Positions = None, heads: HeadsSelection | None = None, direction: Direction = "denoising",
@@ -366,11 +361,12 @@ def encdec_activation_patching(
         if given:
             raise BadInputError(f"{', '.join(given)} given with a prepared EncDecPatchingSetup, which already holds "
                                 "them; pass them to prepare_encdec(), or pass the prompts instead of the setup")
-        if model is not None and inputs.model is not model and inputs.model.fingerprint != model.fingerprint:
-            raise ModelMismatchError(f"this setup was prepared with {inputs.model.name!r}, not {model.name!r}")
+        if not isinstance(model, EncoderDecoder) or (inputs.model is not model
+                                                     and inputs.model.fingerprint != model.fingerprint):
+            raise ModelMismatchError(f"this setup was prepared with {inputs.model.name!r}, not "
+                                     f"{getattr(model, 'name', model)!r}")
         setup = inputs
     else:
-        assert model is not None
         setup = prepare_encdec(model, inputs, corrupt=corrupt, decoder_inputs=decoder_inputs, answer=answer,
                                wrong=wrong, metric=metric)
     ed = setup.model
