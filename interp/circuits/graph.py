@@ -138,14 +138,13 @@ def build_graph(model: Model, *, mlps: bool | None = None) -> Graph:
             s_layer.append(L)
     receivers.append("logits")
     r_layer.append(d.n_layers)
-    edges = []
-    for r, (name, rl) in enumerate(zip(receivers, r_layer, strict=True)):
-        is_mlp = name.startswith("MLP")
-        for s, (sname, sl) in enumerate(zip(senders, s_layer, strict=True)):
-            if sl < rl or (is_mlp and sl == rl and not sname.startswith("MLP")) or name == "logits":
-                edges.append((s, r))
-    return Graph(tuple(senders), tuple(receivers), torch.tensor(edges, dtype=torch.long).view(-1, 2),
-                 tuple(s_layer), tuple(r_layer))
+    # u -> v when u's layer is before v's, or v is an MLP and u a head of its layer, or v is the logits
+    sl, rl = torch.tensor(s_layer)[:, None], torch.tensor(r_layer)[None]
+    s_mlp = torch.tensor([n.startswith("MLP") for n in senders])[:, None]
+    r_mlp = torch.tensor([n.startswith("MLP") for n in receivers])[None]
+    ok = (sl < rl) | (r_mlp & (sl == rl) & ~s_mlp) | torch.tensor([n == "logits" for n in receivers])[None]
+    edges = ok.T.nonzero()[:, [1, 0]]  # sorted by receiver, then sender
+    return Graph(tuple(senders), tuple(receivers), edges.contiguous(), tuple(s_layer), tuple(r_layer))
 
 
 def check_supported(model: Model) -> None:
