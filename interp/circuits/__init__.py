@@ -1,5 +1,5 @@
 """Circuit discovery: a model's graph of heads, MLPs and the edges between them, exact edge interventions,
-edge scores (exact patching, EAP, EAP-IG, ACDC; node-level variants), faithfulness curves (CPR / CMD), and
+edge scores (exact patching, EAP, EAP-IG, ACDC; node-level variants; EAP per token position), faithfulness curves (CPR / CMD), and
 models whose circuits are known.
 
 Example:
@@ -36,10 +36,11 @@ from interp.circuits.known import (
     truth_circuit,
 )
 from interp.circuits.methods import METHODS, MIB_FRACTIONS, circuit_metric, discover, edge_auroc, faithfulness
+from interp.circuits.positions import discover_by_position
 from interp.circuits.result import Circuit, FaithfulnessCurve
 from interp.circuits.task import CircuitTask, make_task
 
 __all__ = ["COMPILED", "IOI_PAIRS", "METHODS", "TASKS", "MIB_FRACTIONS", "Circuit", "CircuitTask", "EdgeRunner", "FaithfulnessCurve", "Graph",
            "build_graph", "circuit_metric", "compiled_config", "compiled_ids", "compiled_outputs", "compiled_task",
-           "compiled_truth", "discover", "edge_auroc", "faithfulness", "induction_heads", "induction_task",
+           "compiled_truth", "discover", "discover_by_position", "edge_auroc", "faithfulness", "induction_heads", "induction_task",
            "ioi_task", "load_compiled", "load_toy", "make_task", "named_task", "toy_truth", "truth_circuit"]

@@ -26,10 +26,13 @@ class Circuit(Result):
     or a sender node (``level="node"``); ``edges`` ``[edge, 2]`` (sender index, receiver index) into
     ``senders`` / ``receivers`` (see :mod:`interp.circuits.graph`). A score estimates the metric change when
     the unit is patched from the source run (exact patching: the change itself); ``selected`` is what
-    ``top`` / ``threshold`` chose (ACDC: the edges it kept; a true circuit: its edges).
+    ``top`` / ``threshold`` chose (ACDC: the edges it kept; a true circuit: its edges). ``position_scores``
+    ``[unit, pos]`` (``None`` unless scored per position: :func:`~interp.circuits.discover_by_position`) splits
+    each score over the token positions where the edge meets, labelled by ``positions``.
 
-    Views: ``graph`` (the selected circuit as a layered graph; edge width ``|score|``), ``scores`` (the sorted
-    scores).
+    Views: ``graph`` (the selected circuit as a layered graph; edge width ``|score|``; ``positions=True``: one
+    node per (node, token position), the edges at the positions where they carry the most), ``scores`` (the
+    sorted scores).
 
     Example:
         >>> import torch
@@ -43,7 +46,7 @@ class Circuit(Result):
         ['input', 'L0H0', 'logits']
     """
 
-    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"scores": ("unit",)}
+    AXES: ClassVar[dict[str, tuple[str, ...]]] = {"scores": ("unit",), "position_scores": ("unit", "pos")}
     VIEWS: ClassVar[tuple[str, ...]] = ("graph", "scores")
 
     scores: torch.Tensor
@@ -58,6 +61,8 @@ class Circuit(Result):
     corrupted_value: float = float("nan")
     model: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    position_scores: torch.Tensor | None = None
+    positions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in ("edge", "node"):
@@ -66,6 +71,18 @@ class Circuit(Result):
         if self.scores.shape != (n,) or self.selected.shape != (n,):
             raise BadInputError(f"scores/selected must be [{n}] for level={self.level!r}, got "
                                 f"{tuple(self.scores.shape)} / {tuple(self.selected.shape)}")
+        ps = self.position_scores
+        if ps is not None:
+            if ps.dim() != 2 or ps.shape[0] != n:
+                raise BadInputError(f"position_scores must be [{n}, pos] for level={self.level!r}, got "
+                                    f"{tuple(ps.shape)}")
+            if not self.positions:
+                object.__setattr__(self, "positions", tuple(str(p) for p in range(ps.shape[1])))
+            if len(self.positions) != ps.shape[1]:
+                raise BadInputError(f"positions must label the {ps.shape[1]} positions of position_scores, got "
+                                    f"{len(self.positions)} labels")
+        elif self.positions:
+            raise BadInputError("positions labels are given without position_scores")
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -93,7 +110,10 @@ class Circuit(Result):
         return [f"{self.senders[s]}->{self.receivers[r]}" for s, r in self.edges.tolist()]
 
     def labels(self) -> dict[str, list[Any]]:
-        return {"unit": self.unit_names()}
+        out: dict[str, list[Any]] = {"unit": self.unit_names()}
+        if self.position_scores is not None:
+            out["pos"] = list(self.positions)
+        return out
 
     # -- selecting ------------------------------------------------------------------------------
     def _with(self, selected: torch.Tensor, **meta: Any) -> Circuit:
@@ -175,10 +195,16 @@ class Circuit(Result):
         layer = int(node[1:].split("H")[0].split("KV")[0])
         return 2 * layer + 1
 
-    def _view_graph(self, max_edges: int = 200, title: str | None = None) -> Figure:
+    def _column_name(self, c: int) -> str:
+        return "embed" if c == 0 else "out" if c == 10_000 else (f"attn {(c - 1) // 2}" if c % 2 else
+                                                                 f"mlp {(c - 2) // 2}")
+
+    def _view_graph(self, max_edges: int = 200, title: str | None = None, positions: bool = False) -> Figure:
         from interp.plot.graph import layered_graph
 
         chosen = self if bool(self.selected.any()) else self.top(min(20, self.n_units))
+        if positions:
+            return chosen._position_graph(max_edges, title)
         items = chosen.edge_list()[:max_edges]
         if chosen.level == "node":
             items = [(s, "logits", w) for s, _, w in items]
@@ -192,13 +218,52 @@ class Circuit(Result):
             ci = col_of[self._layer_of(n)]
             where[n] = (ci, len(layers[ci]))
             layers[ci].append(n)
-        names = []
-        for c in cols:
-            names.append("embed" if c == 0 else "out" if c == 10_000 else (f"attn {(c - 1) // 2}" if c % 2 else
-                                                                             f"mlp {(c - 2) // 2}"))
+        names = [self._column_name(c) for c in cols]
         edges = [(where[s], where[r], w, f"{s} → {full}") for s, r, w, full in pairs]
         return layered_graph(layers, edges, layer_names=names, weight_title="score",
                              title=title or f"circuit ({self.method}, {len(items)} {self.level}s)")
+
+    def _position_graph(self, max_edges: int, title: str | None) -> Figure:
+        """The selected units at the ``max_edges`` (unit, position) pairs of largest ``|position score|``: nodes
+        ``"L1H2 @ 3:' Mary'"`` per (node, position), columns by layer, rows by position within a column."""
+        from interp.plot.graph import layered_graph
+
+        if self.position_scores is None:
+            raise BadInputError(f"this circuit ({self.method or 'no method'}) has no per-position scores, so "
+                                "plot(positions=True) has nothing to draw; score it with "
+                                "interp.circuits.discover_by_position(model, task, method='eap' or 'eap-ig'), or "
+                                "plot it without positions")
+        units = self.selected.nonzero().flatten()
+        ps = self.position_scores[units]  # [chosen unit, pos]
+        flat = ps.abs().flatten()
+        k = min(max_edges, int((flat > 0).sum()))
+        top = torch.sort(flat, descending=True, stable=True).indices[:k].tolist()
+        n_pos = ps.shape[1]
+        pairs = []  # (sender, receiver node, position, weight, receiver name)
+        for i in top:
+            u, p = divmod(i, n_pos)
+            unit = int(units[u])
+            if self.level == "node":
+                s, r = self.senders[unit], "logits"
+            else:
+                si, ri = self.edges[unit].tolist()
+                s, r = self.senders[si], self.receivers[ri]
+            pairs.append((s, owner(r), p, float(ps[u, p]), r))
+        node_order = {n: i for i, n in enumerate(dict.fromkeys([*self.senders, *(owner(r) for r in self.receivers)]))}
+        nodes = sorted({(n, p) for s, r, p, _, _ in pairs for n in (s, r)},
+                       key=lambda np_: (self._layer_of(np_[0]), np_[1], node_order.get(np_[0], 0)))
+        cols = sorted({self._layer_of(n) for n, _ in nodes})
+        col_of = {c: i for i, c in enumerate(cols)}
+        layers: list[list[str]] = [[] for _ in cols]
+        where: dict[tuple[str, int], tuple[int, int]] = {}
+        for n, p in nodes:
+            ci = col_of[self._layer_of(n)]
+            where[(n, p)] = (ci, len(layers[ci]))
+            layers[ci].append(f"{n} @ {self.positions[p]}")
+        edges = [(where[(s, p)], where[(r, p)], w, f"{s} → {full} at {self.positions[p]}")
+                 for s, r, p, w, full in pairs]
+        return layered_graph(layers, edges, layer_names=[self._column_name(c) for c in cols], weight_title="score",
+                             title=title or f"circuit by position ({self.method}, {len(pairs)} {self.level}-positions)")
 
     def _view_scores(self, title: str | None = None) -> Figure:
         from interp.plot.lines import layer_curves
