@@ -10,11 +10,15 @@ through a ``.pth`` file, so nothing big is downloaded), which amounts to::
     .venv-autocircuit/bin/pip install --no-deps auto-circuit==1.0.1 "transformer-lens>=2,<3" attrs ordered-set \\
         blobfile lxml pycryptodomex
 
-Run::  .venv-autocircuit/bin/python benchmarks/circuits_autocircuit.py [--layers 4] [--repeats 5]
+Run::  .venv-autocircuit/bin/python benchmarks/circuits_autocircuit.py [--layers 4] [--d-model 64] [--heads 4]
+           [--batch 8] [--pos 12] [--vocab 100] [--repeats 5] [--no-exact]
 
-1. interp (subprocess): a seeded random GPT-2 (``transformers``), saved with ``save_pretrained``; random clean
-   prompts and corrupted twins (positions 1-4 resampled), answer / wrong tokens; EAP over every edge
-   (``EdgeRunner`` + ``discover(method="eap")``, both timed: the clean and corrupted runs are part of the cost).
+1. interp (a subprocess of ``.venv`` that runs one timed command per request, so the two sides' rounds
+   interleave and share the machine's load): a seeded random GPT-2 (``transformers``), saved with
+   ``save_pretrained``; random clean prompts and corrupted twins (positions 1-4 resampled), answer / wrong tokens;
+   EAP over every edge (``EdgeRunner`` + ``discover(method="eap")``, both timed: the clean and corrupted runs are
+   part of the cost on both sides); and a floor: the plain HF model's corrupted forward plus its clean forward
+   and backward to the input embeddings (what any EAP must run).
 2. auto-circuit (here): the same weights in a TransformerLens 2 ``HookedTransformer`` (``convert_gpt2_weights``,
    no folding or centering; its logits checked against the HF model's), ``patchable_model(factorized=True,
    separate_qkv=True, slice_output="last_seq")``, the same prompts in a ``PromptDataLoader``; EAP by
@@ -22,7 +26,8 @@ Run::  .venv-autocircuit/bin/python benchmarks/circuits_autocircuit.py [--layers
    path) and by ``edge_attribution_patching_prune_scores`` (its reference replication of Syed et al.).
 3. Edge names mapped (``Resid Start`` = ``input``, ``A1.2`` = ``L1H2``, ``A1.2.Q`` = ``L1H2.q``, ``MLP 1``,
    ``Resid End`` = ``logits``); auto-circuit minimises ``-avg_diff``, so its scores are interp's negated.
-   Printed: the edge counts, the largest relative difference (goal <= 1e-4) and the median times.
+   Printed: each round's times with the load average, the edge counts, the largest relative difference (goal
+   <= 1e-4), the median times, the median of the per-round ratios and interp's EAP over the floor.
 4. Exact edge patching of every edge alone: interp's stacked runs (``discover(method="exact")``) against
    auto-circuit's patch masks (``src_ablations`` of the corrupted prompts, ``patch_mode``, one edge's mask set to 1
    per forward); the effects compared and edges/s.
@@ -43,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INTERP_PY = str(ROOT / ".venv" / "bin" / "python")
 
 INTERP_SIDE = r'''
-import json, statistics, sys, time, torch
+import json, sys, time, torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[3])
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -51,8 +56,8 @@ from interp.models import from_hf
 from interp.circuits import EdgeRunner, discover, make_task
 a = json.loads(sys.argv[1]); out = sys.argv[2]
 torch.manual_seed(0)
-cfg = GPT2Config(n_layer=a["layers"], n_embd=a["d_model"], n_head=a["heads"], n_positions=64, vocab_size=a["vocab"],
-                 attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+cfg = GPT2Config(n_layer=a["layers"], n_embd=a["d_model"], n_head=a["heads"], n_positions=max(64, a["pos"]),
+                 vocab_size=a["vocab"], attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
 cfg._attn_implementation = "eager"
 hf = GPT2LMHeadModel(cfg).eval()
 hf.save_pretrained(out + "/model")
@@ -65,20 +70,68 @@ wrong = torch.randint(0, a["vocab"], (a["batch"],), generator=g)
 torch.save({"clean": clean, "corrupt": corrupt, "answer": answer, "wrong": wrong}, out + "/prompts.pt")
 m = from_hf(hf, name="tiny-gpt2")
 task = make_task(m, clean, corrupt=corrupt, answer=answer, wrong=wrong)
-times = []
-for _ in range(a["repeats"] + 1):
+rows = torch.arange(a["batch"])
+
+
+def floor():
+    # the least EAP can cost: one corrupted forward without gradients, one clean forward and a backward to the
+    # input embeddings (no weight gradients), on the plain HF model
+    with torch.no_grad():
+        hf(input_ids=corrupt)
+    emb = hf.transformer.wte(clean).detach().requires_grad_(True)
+    logits = hf(inputs_embeds=emb).logits[:, -1]
+    torch.autograd.grad((logits[rows, answer] - logits[rows, wrong]).mean(), emb)
+
+
+res = {}
+for line in sys.stdin:
+    cmd = line.strip()
     t0 = time.perf_counter()
-    c = discover(m, task, method="eap", runner=EdgeRunner(m, task))
-    times.append(time.perf_counter() - t0)
-runner = EdgeRunner(m, task)
-ex_times = []
-for _ in range(a["repeats"] + 1):
-    t0 = time.perf_counter()
-    ex = discover(m, task, method="exact", runner=runner, progress=False)
-    ex_times.append(time.perf_counter() - t0)
-json.dump({"edges": c.unit_names(), "scores": c.scores.tolist(), "seconds": times[1:], "exact": ex.scores.tolist(),
-           "exact_seconds": ex_times[1:]}, open(out + "/interp.json", "w"))
+    if cmd == "eap":  # the runner's clean and corrupted runs are part of the cost
+        res["eap"] = discover(m, task, method="eap", runner=EdgeRunner(m, task))
+    elif cmd == "exact":
+        res["exact"] = discover(m, task, method="exact", runner=res.setdefault("runner", EdgeRunner(m, task)),
+                                progress=False)
+    elif cmd == "floor":
+        floor()
+    elif cmd == "ready":
+        pass
+    elif cmd == "dump":
+        c = res["eap"]
+        json.dump({"edges": c.unit_names(), "scores": c.scores.tolist(),
+                   "exact": res["exact"].scores.tolist() if "exact" in res else None}, open(out + "/interp.json", "w"))
+    else:
+        break
+    print("RESULT", time.perf_counter() - t0, flush=True)
 '''
+
+
+class Interp:
+    "interp's side, in ``.venv``: a subprocess that runs one timed command per request (rounds interleave)."
+
+    def __init__(self, spec: dict[str, int], tmp: str) -> None:
+        env = {**os.environ, "PYTHONPATH": ""}
+        self.proc = subprocess.Popen([INTERP_PY, "-c", INTERP_SIDE, json.dumps(spec), tmp, str(ROOT)], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def __call__(self, cmd: str) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                return float(line.split()[1])
+        raise RuntimeError(f"interp's side ended (exit code {self.proc.wait()})")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def map_edge(src: str, dest: str) -> str:
@@ -103,17 +156,19 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--pos", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--vocab", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round), interleaved")
+    ap.add_argument("--no-exact", action="store_true", help="skip exact edge patching (one forward per edge there)")
     args = ap.parse_args()
     import torch as t
 
     t.set_num_threads(1)
-    spec = {"layers": args.layers, "d_model": args.d_model, "heads": args.heads, "vocab": 100, "batch": args.batch,
-            "pos": args.pos, "repeats": args.repeats}
+    spec = {"layers": args.layers, "d_model": args.d_model, "heads": args.heads, "vocab": args.vocab,
+            "batch": args.batch, "pos": args.pos}
+    print(f"start: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": ""}
-        subprocess.run([INTERP_PY, "-c", INTERP_SIDE, json.dumps(spec), tmp, str(ROOT)], check=True, env=env)
-        ours = json.loads(Path(tmp, "interp.json").read_text())
+        interp = Interp(spec, tmp)
+        interp("ready")
         prompts = t.load(Path(tmp, "prompts.pt"), weights_only=True)
 
         from auto_circuit.data import PromptDataLoader, PromptDataset
@@ -143,17 +198,27 @@ def main() -> None:
                            [w.view(1) for w in prompts["wrong"]])
         loader = PromptDataLoader(ds, seq_len=None, diverge_idx=0, batch_size=len(ds), shuffle=False)
 
-        def timed(fn: object) -> tuple[dict[str, t.Tensor], list[float]]:
-            times = []
-            for _ in range(args.repeats + 1):
-                t0 = time.perf_counter()
-                res = fn()  # type: ignore[operator]
-                times.append(time.perf_counter() - t0)
-            return res, times[1:]
+        def timed(fn: object) -> tuple[object, float]:
+            t0 = time.perf_counter()
+            res = fn()  # type: ignore[operator]
+            return res, time.perf_counter() - t0
 
-        fast, t_fast = timed(lambda: mask_gradient_prune_scores(
-            model, loader, None, grad_function="logit", answer_function="avg_diff", mask_val=0.0))
-        ref, t_ref = timed(lambda: edge_attribution_patching_prune_scores(model, loader, None))
+        # interleaved rounds: interp EAP, auto-circuit's fast path, its reference, the forward+backward floor
+        times: dict[str, list[float]] = {"interp": [], "fast": [], "ref": [], "floor": []}
+        fast: dict[str, t.Tensor] = {}
+        ref: dict[str, t.Tensor] = {}
+        for i in range(args.repeats + 1):
+            ti = interp("eap")
+            fast, tf = timed(lambda: mask_gradient_prune_scores(  # type: ignore[assignment]
+                model, loader, None, grad_function="logit", answer_function="avg_diff", mask_val=0.0))
+            ref, tr = timed(lambda: edge_attribution_patching_prune_scores(model, loader, None))  # type: ignore[assignment]
+            tb = interp("floor")
+            if i:  # round 0 warms up
+                for k, v in zip(times, (ti, tf, tr, tb), strict=True):
+                    times[k].append(v)
+                print(f"round {i}: interp {ti * 1000:.1f} ms, auto-circuit mask_gradient {tf * 1000:.1f} ms "
+                      f"({tf / ti:.2f}x), edge_attribution_patching {tr * 1000:.1f} ms, floor {tb * 1000:.1f} ms; "
+                      f"{load()}", flush=True)
 
         from auto_circuit.utils.ablation_activations import src_ablations
         from auto_circuit.utils.graph_utils import patch_mode, set_all_masks
@@ -176,11 +241,19 @@ def main() -> None:
                         res[map_edge(e.src.name, e.dest.name)] = val - base
             return res
 
-        ex_times = []
-        for _ in range(args.repeats + 1):
-            t0 = time.perf_counter()
-            theirs_exact = exact()
-            ex_times.append(time.perf_counter() - t0)
+        ex_i: list[float] = []
+        ex_a: list[float] = []
+        theirs_exact: dict[str, float] = {}
+        if not args.no_exact:
+            for i in range(min(args.repeats, 3) + 1):
+                te = interp("exact")
+                theirs_exact, ta = timed(exact)  # type: ignore[assignment]
+                if i:
+                    ex_i.append(te)
+                    ex_a.append(ta)
+        interp("dump")
+        interp.close()
+        ours = json.loads(Path(tmp, "interp.json").read_text())
 
         mine = dict(zip(ours["edges"], ours["scores"], strict=True))
         rows: list[tuple[str, float | None, float, float]] = []
@@ -199,20 +272,26 @@ def main() -> None:
             big = [abs(i + o) / abs(o) for i, o in pairs if abs(o) > 0.01 * scale]
             print(f"interp EAP vs auto-circuit {label}: max |interp + theirs| / max |score| = {max(diffs):.2e}; "
                   f"per edge, over the {len(big)} edges above 1% of the largest: max relative {max(big):.2e}")
-        mine_exact = dict(zip(ours["edges"], ours["exact"], strict=True))
-        ex_scale = max(abs(v) for v in theirs_exact.values())
-        ex_diff = max(abs(mine_exact[k] - v) for k, v in theirs_exact.items()) / ex_scale
-        n_edges = len(theirs_exact)
-        ti, ta = statistics.median(ours["exact_seconds"]), statistics.median(ex_times[1:])  # after a warm-up
-        print(f"exact edge patching (every edge alone): max |interp - auto-circuit| / max |effect| = {ex_diff:.2e}; "
-              f"interp {n_edges / ti:.0f} edges/s (stacked), auto-circuit {n_edges / ta:.0f} edges/s (one forward per "
-              f"edge): {ta / ti:.1f}x")
-        med_i, med_f, med_r = (statistics.median(x) for x in (ours["seconds"], t_fast, t_ref))
-        print(f"time (median of {args.repeats}, 1 thread): interp {med_i * 1000:.1f} ms, auto-circuit mask_gradient "
-              f"{med_f * 1000:.1f} ms ({med_f / med_i:.1f}x interp's), edge_attribution_patching {med_r * 1000:.1f} ms "
-              f"({med_r / med_i:.1f}x)")
-        print(f"model: GPT-2, {args.layers} layers, d_model {args.d_model}, {args.heads} heads; batch {args.batch} x "
-              f"{args.pos} tokens")
+        if ex_i:
+            mine_exact = dict(zip(ours["edges"], ours["exact"], strict=True))
+            ex_scale = max(abs(v) for v in theirs_exact.values())
+            ex_diff = max(abs(mine_exact[k] - v) for k, v in theirs_exact.items()) / ex_scale
+            n_edges = len(theirs_exact)
+            ti, ta = statistics.median(ex_i), statistics.median(ex_a)
+            print(f"exact edge patching (every edge alone): max |interp - auto-circuit| / max |effect| = "
+                  f"{ex_diff:.2e}; interp {n_edges / ti:.0f} edges/s (stacked), auto-circuit {n_edges / ta:.0f} "
+                  f"edges/s (one forward per edge): {ta / ti:.1f}x (median of {len(ex_i)} interleaved rounds)")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        paired = statistics.median(f / i for f, i in zip(times["fast"], times["interp"], strict=True))
+        print(f"time (median of {args.repeats} interleaved rounds, 1 thread): interp {med['interp'] * 1000:.1f} ms, "
+              f"auto-circuit mask_gradient {med['fast'] * 1000:.1f} ms ({med['fast'] / med['interp']:.1f}x interp's; "
+              f"median of the per-round ratios {paired:.1f}x), edge_attribution_patching {med['ref'] * 1000:.1f} ms "
+              f"({med['ref'] / med['interp']:.1f}x)")
+        print(f"floor (plain HF: corrupted forward + clean forward and backward to the embeddings): "
+              f"{med['floor'] * 1000:.1f} ms; interp EAP = {med['interp'] / med['floor']:.2f}x the floor")
+        print(f"model: GPT-2, {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab {args.vocab}; "
+              f"batch {args.batch} x {args.pos} tokens; {len(rows)} edges")
+        print(f"end: {load()}")
 
 
 if __name__ == "__main__":

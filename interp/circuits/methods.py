@@ -139,9 +139,7 @@ def _exact(r: EdgeRunner, level: str, progress: bool | None) -> torch.Tensor:
 
 
 def _eap(r: EdgeRunner, level: str, steps: int) -> torch.Tensor:
-    grads = r.receiver_grads(steps=steps)  # [b, pos, receiver, d]
-    diff = (r.src_out - r.clean_out).float()  # [b, pos, sender, d]
-    return _per_level(r, torch.einsum("bpsd,bprd->sr", diff, grads).cpu(), level)
+    return _per_level(r, r.eap_scores(steps=steps).float().cpu(), level)
 
 
 def _per_level(r: EdgeRunner, dense: torch.Tensor, level: str) -> torch.Tensor:
