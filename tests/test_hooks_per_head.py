@@ -177,3 +177,12 @@ def test_traces_heads_and_errors(tiny_llama: Model, batch: tuple[torch.Tensor, t
         m.run(batch, interventions=[Ablate("k_input.1", heads=[3])])
     assert interp.sites.Site.parse("q_input.2").name == "blocks.2.hook_q_input"
     assert interp.sites.Site.parse("blocks.0.attn.hook_result").short == "result.0"
+
+
+def test_stop_early_after_the_per_head_points(tiny_llama: Model, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    names = ["result.0", "q_input.0", "v_input.0"]
+    early = run_with_hooks(tiny_llama, *batch, capture=names, stop_early=True)
+    full = run_with_hooks(tiny_llama, *batch, capture=names)
+    assert early.logits is None and set(early.activations) == set(full.activations)
+    for k, v in full.activations.items():
+        assert torch.equal(early.activations[k], v), k
