@@ -161,7 +161,7 @@ def test_edges_equal_frozen_finite_differences(setup: Any) -> None:
 def test_graph_result_surface_and_pruning(setup: Any, tmp_path: Any) -> None:
     model, tcs, ids = setup
     full = attribution_graph(model, ids, transcoders=tcs, node_threshold=1.0, edge_threshold=1.0, progress=False)
-    pruned = attribution_graph(model, ids, transcoders=tcs, node_threshold=0.5, edge_threshold=0.8, progress=False)
+    pruned = attribution_graph(model, ids, transcoders=tcs, node_threshold=0.8, edge_threshold=0.9, progress=False)
     assert int(pruned.kept.sum()) < int(full.kept.sum())
     A_full, A_pruned = full.adjacency(dense=True), pruned.adjacency(dense=True)
     assert int((A_pruned != 0).sum()) < int((A_full != 0).sum())
@@ -185,30 +185,47 @@ def test_graph_result_surface_and_pruning(setup: Any, tmp_path: Any) -> None:
 
 def dense_reference_pruning(full: AttributionGraph, node_threshold: float, edge_threshold: float
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Circuit-tracer's pruning written out on the dense ``N x N`` adjacency of the unpruned graph: influence by a
-    matrix inverse (``w B (I - B)^-1``, not a power series), nodes then edges by cumulative share."""
+    """circuit-tracer 0.5.0's ``prune_graph`` (``circuit_tracer/graph.py``) written out on the dense ``N x N``
+    adjacency of the unpruned graph, influence by a matrix inverse (``w B (I - B)^-1``, not a power series): nodes by
+    cumulative influence over all nodes, edges by the influence recomputed on the node-pruned matrix, then dangling
+    feature / error nodes dropped until nothing changes."""
     A = full.adjacency(dense=True).double()
     N = A.shape[0]
     w = torch.zeros(N, dtype=torch.float64)
     logits = [i for i, k in enumerate(full.kind) if k == "logit"]
     w[logits] = full.value[logits].double() / full.value[logits].double().sum()
-    B = A.abs() / A.abs().sum(1, keepdim=True).clamp_min(1e-12)
-    influence = w @ B @ torch.linalg.inv(torch.eye(N, dtype=torch.float64) - B)
-    keep = torch.tensor([k in ("embedding", "logit") for k in full.kind])
-    prunable = [i for i, k in enumerate(full.kind) if k in ("feature", "error")]
-    vals = influence[prunable]
-    order = vals.argsort(descending=True)
-    cum = vals[order].cumsum(0) / vals.sum()
-    n_keep = int((cum < node_threshold).sum()) + 1
-    keep[torch.tensor(prunable)[order[:n_keep]]] = True
-    kA = A * keep[:, None] * keep[None, :]
-    score = kA.abs() / kA.abs().sum(1, keepdim=True).clamp_min(1e-12) * (influence + w)[:, None]
-    flat = score.flatten()
-    o = flat.argsort(descending=True)
-    n_e = int((flat[o].cumsum(0) / flat.sum() < edge_threshold).sum()) + 1
-    mask = torch.zeros(N * N, dtype=torch.bool)
-    mask[o[:n_e]] = True
-    return influence, keep, kA * mask.view(N, N)
+
+    def normalize(M: torch.Tensor) -> torch.Tensor:
+        return M.abs() / M.abs().sum(1, keepdim=True).clamp_min(1e-10)
+
+    def influence(B: torch.Tensor) -> torch.Tensor:
+        return w @ B @ torch.linalg.inv(torch.eye(N, dtype=torch.float64) - B)
+
+    def find_threshold(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+        s = scores.sort(descending=True).values
+        cum = s.cumsum(0) / s.sum()
+        return s[min(int(torch.searchsorted(cum, torch.tensor([threshold], dtype=cum.dtype))[0]), len(s) - 1)]
+
+    node_influence = influence(normalize(A))
+    keep = node_influence >= find_threshold(node_influence, node_threshold)
+    keep |= torch.tensor([k in ("embedding", "logit") for k in full.kind])
+    P = A.clone()
+    P[~keep] = 0
+    P[:, ~keep] = 0
+    Bp = normalize(P)
+    scores = Bp * (influence(Bp) + w)[:, None]
+    E = (scores >= find_threshold(scores.flatten(), edge_threshold)) & (A != 0)
+    fe = torch.tensor([k in ("feature", "error") for k in full.kind])
+    feat = torch.tensor([k == "feature" for k in full.kind])
+    while True:
+        old = keep.clone()
+        keep[fe] &= E[:, fe].any(0)
+        keep[feat] &= E[feat].any(1)
+        if torch.equal(keep, old):
+            break
+        E[~keep] = False
+        E[:, ~keep] = False
+    return node_influence, keep, A * E
 
 
 @pytest.mark.parametrize("max_feature_nodes", [None, 6])
@@ -219,10 +236,11 @@ def test_row_block_pruning_equals_the_dense_computation(setup: Any, max_feature_
     kw: dict[str, Any] = {"transcoders": tcs, "max_feature_nodes": max_feature_nodes, "batch_size": 4,
                           "dtype": torch.float64, "progress": False, "max_logits": 3}
     full = attribution_graph(model, ids, node_threshold=1.0, edge_threshold=1.0, **kw)
-    pruned = attribution_graph(model, ids, node_threshold=0.6, edge_threshold=0.9, **kw)
-    influence, keep, A = dense_reference_pruning(full, 0.6, 0.9)
+    pruned = attribution_graph(model, ids, node_threshold=0.85, edge_threshold=0.9, **kw)
+    influence, keep, A = dense_reference_pruning(full, 0.85, 0.9)
     assert torch.allclose(pruned.influence.double(), influence, rtol=1e-5, atol=1e-7)
     assert torch.equal(pruned.kept, keep) and int(keep.sum()) < len(keep)
+    assert any(k == "feature" and bool(keep[i]) for i, k in enumerate(full.kind))  # not only tokens and logits
     got = pruned.adjacency(dense=True).double()
     assert torch.equal(got != 0, A != 0) and 0 < int((A != 0).sum()) < int((full.adjacency(dense=True) != 0).sum())
     assert torch.allclose(got, A.float().double())

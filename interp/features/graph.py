@@ -20,11 +20,14 @@ Memory: only the computed rows are held (``[rows, N]`` in ``dtype``, one per log
 ``N x N``); influence is iterated over them in blocks, pruning looks only at kept rows and kept sources, and the
 result holds the kept edges as a sparse list (``edge_target``, ``edge_source``, ``edge_weight``).
 
-Pruning follows circuit-tracer: with ``A`` the adjacency (target, source) taken in absolute value and normalised
-so each target's row sums to 1, a node's influence is its total weight on the logits through all paths (``w (A +
-A^2 + ...)``, ``w`` the logit probabilities); features and error nodes are kept in order of influence until
-``node_threshold`` of the total is covered, and edges (scored by ``A`` times their target's influence) until
-``edge_threshold``. Tokens and logits are always kept.
+Pruning is circuit-tracer's ``prune_graph`` (0.5.0; ``benchmarks/graph_circuittracer.py`` checks it): with ``A``
+the adjacency (target, source) taken in absolute value and normalised so each target's row sums to 1, a node's
+influence is its total weight on the logits through all paths (``w (A + A^2 + ...)``, ``w`` the logit
+probabilities); nodes are kept from the most influential until ``node_threshold`` of the total influence of all
+nodes is covered (tokens and logits always); the adjacency is cut to the kept nodes, re-normalised, the influence
+recomputed on it, and edges scored by that matrix times their target's influence plus logit weight are kept until
+``edge_threshold``; then feature and error nodes without a kept outgoing edge, and features without a kept incoming
+edge, are dropped (repeatedly). With both thresholds ``1`` nothing is pruned.
 
 Works for models whose blocks are pre-norm ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (Llama, Mistral,
 Qwen, SmolLM2, GPT-2, ...), with RMSNorm or LayerNorm.
@@ -490,32 +493,61 @@ def _influence(rows: torch.Tensor, row_node: torch.Tensor, n_rows: int, logit_w:
     return total
 
 
-def _prune_edges(rows: torch.Tensor, row_node: torch.Tensor, n_rows: int, keep: torch.Tensor,
-                 influence: torch.Tensor, logit_w: torch.Tensor, edge_threshold: float
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kept edges ``(target, source, weight)``: among kept targets and kept sources, each edge scored by its
-    share of its target's (kept) incoming weight times the target's influence plus logit weight, kept in order of
-    score until ``edge_threshold`` of the total. Only the kept rows' kept columns are ever copied."""
+def _cut(scores: torch.Tensor, threshold: float) -> float:
+    """circuit-tracer's ``find_threshold``: the score at which the scores sorted in descending order first reach
+    ``threshold`` of their sum (keep every score ``>=`` it)."""
+    s = scores.flatten().sort(descending=True).values
+    cum = s.cumsum(0) / s.sum().clamp_min(1e-30)
+    return float(s[min(int(torch.searchsorted(cum, torch.tensor([threshold], dtype=cum.dtype))[0]), len(s) - 1)])
+
+
+def _prune(rows: torch.Tensor, row_node: torch.Tensor, n_rows: int, keep: torch.Tensor, logit_w: torch.Tensor,
+           edge_threshold: float, pruned_kinds: torch.Tensor, is_feature: torch.Tensor, clean: bool = True
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """circuit-tracer's edge pruning and clean-up (``prune_graph``) on the kept rows x kept columns only: the
+    adjacency restricted to the kept nodes, row-normalised (``B``); the influence recomputed on it; each edge scored
+    by ``B`` times its target's (recomputed) influence plus logit weight, kept from the top until ``edge_threshold``
+    of the total; then, repeatedly, feature and error nodes without a kept outgoing edge and features without a kept
+    incoming edge are dropped with their edges (unless ``clean`` is false: both thresholds 1, nothing pruned).
+    Returns the kept nodes and the kept edges ``(target, source, weight)``."""
+    keep = keep.clone()
     kr = torch.nonzero(keep[row_node[:n_rows]]).flatten()
     kc = torch.nonzero(keep).flatten()
+    z = torch.zeros(0, dtype=torch.long)
     if not len(kr) or not len(kc):
-        z = torch.zeros(0, dtype=torch.long)
-        return z, z.clone(), torch.zeros(0)
+        return keep, z, z.clone(), torch.zeros(0)
+    N = len(keep)
     tgt_node = row_node[kr]
     sub = rows[kr[:, None], kc].double()
-    weight_of_t = (influence + logit_w)[tgt_node]
-    score = sub.abs()
-    score /= score.sum(1, keepdim=True).clamp_min(1e-12)
-    score *= weight_of_t[:, None]
-    r, c = torch.nonzero(sub, as_tuple=True)
-    if edge_threshold < 1 and float(score.sum()) > 0:
-        flat = score[r, c]
-        o = flat.argsort(descending=True)
-        cum = flat[o].cumsum(0) / score.sum()
-        n_e = int((cum < edge_threshold).sum()) + 1
-        o = o[:n_e].sort().values
-        r, c = r[o], c[o]
-    return tgt_node[r], kc[c], sub[r, c].float()
+    B = sub.abs()
+    B /= B.sum(1, keepdim=True).clamp_min(1e-10)
+    col_of = torch.full((N,), -1, dtype=torch.long)
+    col_of[kc] = torch.arange(len(kc))
+    row_col = col_of[tgt_node]  # each kept row's node among the kept columns
+    w = logit_w[kc]
+    cur, infl = w.clone(), torch.zeros_like(w)
+    for _ in range(len(kc) + 1):  # w (B + B^2 + ...) on the pruned graph (a DAG: the series ends)
+        cur = cur[row_col] @ B
+        if not bool(cur.any()):
+            break
+        infl += cur
+    B *= (infl + w)[row_col][:, None]  # B is now the edge scores
+    E = sub != 0
+    if edge_threshold < 1 and float(B.sum()) > 0:
+        E &= B.ge(_cut(B, edge_threshold))
+    while clean:  # drop dangling nodes until nothing changes
+        old = keep.clone()
+        has_out = torch.zeros(N, dtype=torch.bool)
+        has_out[kc[E.any(0)]] = True
+        has_in = torch.zeros(N, dtype=torch.bool)
+        has_in[tgt_node[E.any(1)]] = True
+        keep &= ~pruned_kinds | has_out
+        keep &= ~is_feature | has_in
+        if torch.equal(keep, old):
+            break
+        E &= keep[tgt_node][:, None] & keep[kc][None, :]
+    r, c = torch.nonzero(E, as_tuple=True)
+    return keep, tgt_node[r], kc[c], sub[r, c].float()
 
 
 def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
@@ -661,17 +693,15 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
     finally:
         bar.close()
     influence = _influence(rows_mat, row_node, n_rows, logit_w)
-    keep = torch.zeros(N, dtype=torch.bool)
+    # circuit-tracer's prune_graph: nodes whose influence reaches node_threshold of the total (over every node),
+    # tokens and logits always; then edges, then nodes left dangling
+    keep = influence >= _cut(influence, node_threshold) if node_threshold < 1 else torch.ones(N, dtype=torch.bool)
     keep[:T] = True
     keep[logit_node] = True
-    prunable = [i for i in range(N) if kind[i] in ("feature", "error")]
-    if prunable:
-        vals = influence[prunable]
-        order_t = vals.argsort(descending=True)
-        cum = vals[order_t].cumsum(0) / vals.sum().clamp_min(1e-30)
-        n_keep = int((cum < node_threshold).sum()) + 1 if node_threshold < 1 else len(prunable)
-        keep[torch.tensor(prunable)[order_t[:n_keep]]] = True
-    e_t, e_s, e_w = _prune_edges(rows_mat, row_node, n_rows, keep, influence, logit_w, edge_threshold)
+    is_feature = torch.tensor([k == "feature" for k in kind], dtype=torch.bool)
+    pruned_kinds = torch.tensor([k in ("feature", "error") for k in kind], dtype=torch.bool)
+    keep, e_t, e_s, e_w = _prune(rows_mat, row_node, n_rows, keep, logit_w, edge_threshold, pruned_kinds,
+                                 is_feature, clean=node_threshold < 1 or edge_threshold < 1)
     hover = _hover(model, rep, kind, layer, feat, keep)
     tokens = tuple(model.to_str_tokens(ids)[0])
     return AttributionGraph(text, tokens, tuple(kind), torch.tensor(layer), torch.tensor(pos), torch.tensor(feat),

@@ -136,7 +136,7 @@ def validate_graph(model: Model, inputs: str | torch.Tensor, *, graph: Attributi
         >>> tc.W_enc_, tc.b_enc_ = torch.randn(576, 64) / 24, torch.zeros(64)
         >>> tc.W_dec_, tc.b_dec_ = torch.randn(64, 576) / 24, torch.zeros(576)
         >>> g = attribution_graph(m, "The capital of France is", transcoders={2: tc}, node_threshold=1.0,
-        ...                       progress=False)
+        ...                       edge_threshold=1.0, progress=False)
         >>> v = validate_graph(m, "The capital of France is", graph=g, transcoders={2: tc}, sources=2)
         >>> v.measured.shape[0]
         2
