@@ -63,3 +63,15 @@ def test_the_old_name_still_loads_the_same_model() -> None:
     old, new = load_compiled("sort"), interp.load_model("tracr-sort")
     assert old.name == new.name == "tracr-sort"
     assert old.fingerprint == new.fingerprint
+
+
+def test_cli_takes_them_by_name(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from interp.cli import main
+
+    out = tmp_path / "c.json"  # type: ignore[operator]
+    assert main(["circuit", "--model", "tracr-hist", "--method", "eap", "--top", "4", "--json", str(out), "--quiet"]) == 0
+    data = json.dumps(json.loads(out.read_text()))
+    assert "Circuit" in data and "tracr-hist" in data
+    assert "L0H0" in capsys.readouterr().out

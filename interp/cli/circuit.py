@@ -70,14 +70,11 @@ def _task(args: argparse.Namespace, model: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.circuits import COMPILED, EdgeRunner, discover, faithfulness, load_compiled
+    from interp.circuits import EdgeRunner, discover, faithfulness
     from interp.report import Report
     from interp.trace.trace import command_line
 
-    if args.model.startswith("tracr-") and args.model.removeprefix("tracr-") in COMPILED:
-        model = load_compiled(args.model)
-    else:
-        model = interp.load_model(args.model)
+    model = interp.load_model(args.model)  # the shipped tracr-<name> models too
     task = _task(args, model)
     runner = EdgeRunner(model, task)
     c = discover(model, task, method=args.method, level=args.level, steps=args.steps, threshold=args.threshold,
