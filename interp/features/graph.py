@@ -12,9 +12,10 @@ at the last position (each the logit minus the mean logit, as circuit-tracer doe
 the probability mass, at most ``max_logits``). A layer without a transcoder has its whole MLP output as error. With a cross-layer transcoder a feature of layer
 ``L`` writes to the MLP outputs of ``L`` and every later layer, so its edges reach targets through all of them.
 
-Rows are computed by batched backward passes (``batch_size`` targets per backward: the linear model runs on a
-batch of copies, one target each, truncated after the target's layer). With ``max_feature_nodes`` only the
-features of largest estimated influence on the logits get rows (circuit-tracer's greedy order).
+Rows are computed by batched backward passes (``batch_size`` targets per backward) through one forward of the
+linear model on ``batch_size`` copies, kept for every batch (as circuit-tracer does): target ``i`` of a batch reads
+copy ``i``, and each backward stops at its targets' layers. With ``max_feature_nodes`` only the features of largest
+estimated influence on the logits get rows (circuit-tracer's greedy order).
 
 Memory: only the computed rows are held (``[rows, N]`` in ``dtype``, one per logit and per feature with a row, not
 ``N x N``); influence is iterated over them in blocks, pruning looks only at kept rows and kept sources, and the
@@ -347,6 +348,7 @@ class _Linear:
         self.rep, self.fz = rep, fz
         self.dtype = fz.emb.dtype
         self.dec_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.W_U_mean: torch.Tensor | None = None
 
     def _dec(self, L: int, L_out: int) -> torch.Tensor:
         key = (L, L_out)
@@ -362,21 +364,21 @@ class _Linear:
             self.dec_cache[key] = torch.nn.functional.one_hot(pos_l, self.fz.emb.shape[0]).T.to(self.dtype)
         return self.dec_cache[key]
 
-    def run(self, n: int, upto: int, targets: list[tuple[str, int, int, int]], need_logits: bool
-            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """Forward through layers ``0..upto`` (and the unembedding if ``need_logits``); returns the per-copy target
-        values ``[n]`` and the leaves (embedding ``[n, T, d]``, per-layer activations ``[n, N_L]``, errors)."""
+    def forward(self, copies: int) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor, list[torch.Tensor],
+                                           list[torch.Tensor]]:
+        """One forward of the linear model on ``copies`` copies (one per target of a batch), kept for every batch's
+        backward (the values are the same for every target; only the backward differs). Returns each layer's MLP
+        input ``x_in [copies, T, d]`` (what feature targets read), the last position's final-normed residual
+        ``[copies, d]`` (what logit targets read) and the leaves (embedding ``[copies, T, d]``, per-layer activations
+        ``[copies, N_L]``, errors)."""
         w, fz, dt, rep = self.w, self.fz, self.dtype, self.rep
-        emb = fz.emb.unsqueeze(0).expand(n, -1, -1).clone().requires_grad_(True)
-        acts = [a[2].to(dt).unsqueeze(0).expand(n, -1).clone().requires_grad_(True) for a in fz.active]
-        errs = [e.unsqueeze(0).expand(n, -1, -1).clone().requires_grad_(True) for e in fz.err]
-        out = torch.zeros(n, dtype=dt)
-        by_layer: dict[int, list[tuple[int, int, int]]] = {}
-        for i, (kind, layer, pos, f) in enumerate(targets):
-            if kind == "feature":
-                by_layer.setdefault(layer, []).append((i, pos, f))
+        c = copies
+        emb = fz.emb.unsqueeze(0).expand(c, -1, -1).clone().requires_grad_(True)
+        acts = [a[2].to(dt).unsqueeze(0).expand(c, -1).clone().requires_grad_(True) for a in fz.active]
+        errs = [e.unsqueeze(0).expand(c, -1, -1).clone().requires_grad_(True) for e in fz.err]
+        x_ins: dict[int, torch.Tensor] = {}
         resid = emb
-        for L in range(upto + 1):
+        for L in range(fz.n_layers):
             b1 = w.ln1_b[L].to(dt) if w.ln1_b is not None else None
             h = _norm(resid, fz.s1[L], w.ln1_w[L].to(dt), b1, fz.centered)
             v = torch.einsum("ntd,hde->nhte", h, w.W_V[L].to(dt)) + w.b_V[L].to(dt)[None, :, None, :]
@@ -385,9 +387,7 @@ class _Linear:
             b2 = w.ln2_b[L].to(dt) if w.ln2_b is not None else None
             x_in = _norm(resid, fz.s2[L], w.ln2_w[L].to(dt), b2, fz.centered)
             if rep.has(L):
-                for i, pos, f in by_layer.get(L, []):
-                    wc, bc = rep.enc_col(L, f, dt)
-                    out = out.index_add(0, torch.tensor([i]), (x_in[i, pos] @ wc + bc).reshape(1))
+                x_ins[L] = x_in
             writers = rep.writers(L)
             if writers:
                 mlp = torch.zeros_like(resid)
@@ -397,16 +397,26 @@ class _Linear:
                 resid = resid + mlp + rep.const(L, x_in) + errs[L]
             else:
                 resid = resid + errs[L]
-        if need_logits:
-            assert w.ln_final_w is not None and w.W_U is not None
-            hf = _norm(resid[:, -1], fz.sf[-1], w.ln_final_w.to(dt),
-                       w.ln_final_b.to(dt) if w.ln_final_b is not None else None, fz.centered)
-            W_U = w.W_U.to(dt)
-            for i, (kind, _, _, tok) in enumerate(targets):
-                if kind == "logit":
-                    d = W_U[:, tok] - W_U.mean(1)
-                    out = out.index_add(0, torch.tensor([i]), (hf[i] @ d).reshape(1))
-        return out, emb, acts, errs
+        assert w.ln_final_w is not None
+        hf = _norm(resid[:, -1], fz.sf[-1], w.ln_final_w.to(dt),
+                   w.ln_final_b.to(dt) if w.ln_final_b is not None else None, fz.centered)
+        return x_ins, hf, emb, acts, errs
+
+    def targets(self, targets: list[tuple[str, int, int, int]], x_ins: dict[int, torch.Tensor], hf: torch.Tensor
+                ) -> torch.Tensor:
+        """``[n]``: target ``i`` (a feature's encoder pre-activation or a demeaned logit) read from copy ``i``."""
+        w, dt = self.w, self.dtype
+        vals = []
+        for i, (kind, layer, pos, f) in enumerate(targets):
+            if kind == "feature":
+                wc, bc = self.rep.enc_col(layer, f, dt)
+                vals.append(x_ins[layer][i, pos] @ wc + bc)
+            else:
+                assert w.W_U is not None
+                if self.W_U_mean is None:
+                    self.W_U_mean = w.W_U.to(dt).mean(1)
+                vals.append(hf[i] @ (w.W_U[:, f].to(dt) - self.W_U_mean))
+        return torch.stack(vals)
 
 
 def _record(model: Model, ids: torch.Tensor, rep: _Replacement, dtype: torch.dtype
@@ -567,7 +577,7 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
         max_feature_nodes: compute rows for at most this many features (by estimated influence; ``None``: all).
             Memory grows with it: the computed rows are ``[rows, N]`` in ``dtype``.
         node_threshold, edge_threshold: cumulative-influence pruning (``1.0`` keeps everything).
-        batch_size: targets per backward pass.
+        batch_size: targets per backward pass (and copies in the one forward: memory grows with it).
         dtype: computation dtype of the linear model (``torch.float64`` for exact checks).
         progress: a bar over the backward batches.
 
@@ -644,13 +654,18 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
     n_rows = 0
     lin = _Linear(model, rep, fz)
 
+    copies = max(1, min(batch_size, max(n_logit, limit)))
+    shared: list[Any] = []
+
     def compute(targets: list[int]) -> None:
         nonlocal n_rows
         spec = [("logit" if kind[i] == "logit" else "feature", layer[i], pos[i], feat[i]) for i in targets]
-        need_logits = any(s[0] == "logit" for s in spec)
-        upto = n_layers - 1 if need_logits else max(s[1] for s in spec)
-        out, emb, acts, errs = lin.run(len(targets), upto, spec, need_logits)
-        grads = torch.autograd.grad(out.sum(), [emb, *acts, *errs], allow_unused=True)
+        if not shared:  # one forward for all batches, as circuit-tracer; each backward stops at its targets' layers
+            shared.extend(lin.forward(copies))
+        x_ins, hf, emb, acts, errs = shared
+        out = lin.targets(spec, x_ins, hf)
+        grads = torch.autograd.grad(out.sum(), [emb, *acts, *errs], retain_graph=True, allow_unused=True)
+        grads = tuple(None if g_ is None else g_[:len(targets)] for g_ in grads)
         g_emb, g_acts, g_errs = grads[0], grads[1:1 + n_layers], grads[1 + n_layers:]
         r0, r1 = n_rows, n_rows + len(targets)
         row_node[r0:r1] = torch.tensor(targets)
@@ -692,6 +707,7 @@ def attribution_graph(model: Model, inputs: str | torch.Tensor, *,
                 bar.update(1)
     finally:
         bar.close()
+        shared.clear()  # the kept forward graph
     influence = _influence(rows_mat, row_node, n_rows, logit_w)
     # circuit-tracer's prune_graph: nodes whose influence reaches node_threshold of the total (over every node),
     # tokens and logits always; then edges, then nodes left dangling
