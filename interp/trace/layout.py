@@ -247,6 +247,9 @@ class StoreManifest:
                     raise ValueError(f"hook {h!r} has shape {shape!r}")
             if man.seq_len < 1 and man.n_seqs:
                 raise ValueError(f"seq_len {man.seq_len} for {man.n_seqs} sequences")
+            dt = man.trace.dtype
+            if not isinstance(dt, str) or not isinstance(getattr(torch, dt, None), torch.dtype):
+                raise ValueError(f"dtype {dt!r} is not a torch dtype name such as 'float32'")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise ManifestError(f"{where} is malformed ({what}); was it edited by hand?") from e
