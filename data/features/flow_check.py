@@ -36,13 +36,20 @@ def main() -> None:
     rand = rand / rand.norm(dim=-1, keepdim=True)
     rand_prev = rand_prev / rand_prev.norm(dim=-1, keepdim=True)
     b_rand = (rand @ rand_prev.T).max(1).values
-    out = {"new_share_ge_0.5": float((b_new >= 0.5).float().mean()), "new_median": float(b_new.median()),
+    out = {**{f"new_share_ge_{t}": float((b_new >= t).float().mean()) for t in (0.3, 0.4, 0.5, 0.6)},
+           **{f"random_share_ge_{t}": float((b_rand >= t).float().mean()) for t in (0.3, 0.4)},
+           "new_median": float(b_new.median()),
            "old_share_ge_0.5": float((b_old >= 0.5).float().mean()), "old_median": float(b_old.median()),
            "random_share_ge_0.5": float((b_rand >= 0.5).float().mean()), "random_median": float(b_rand.median())}
     print(json.dumps(out, indent=1))
     model = interp.load_model("smollm2-135m")
     texts = [ln for ln in (ROOT / "data" / "corpus" / "english.txt").read_text().splitlines() if ln][-8:]
-    carried = (b_new >= 0.5).nonzero().flatten()[:1].tolist()
+    # validate the carried features that fire most often on the held-out texts (a silent feature has no correlation)
+    with torch.no_grad():
+        acts = model.run(texts, capture=[B]).trace[B]
+        fires = (new[B].encode(acts.reshape(-1, acts.shape[-1]).float()) > 0).float().mean(0)
+    pool = (b_new >= 0.5).nonzero().flatten()
+    carried = pool[fires[pool].argsort(descending=True)][:3].tolist()
     for f in carried:
         graph = feature_flow(model, saes={A: new[A], B: new[B]}, hook=B, feature=f, threshold=0.5, top_n=1)
         if not graph.edges:
