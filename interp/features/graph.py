@@ -750,17 +750,24 @@ def load_transcoders(path: str | None = None) -> dict[int, Transcoder]:
 
 def _hover(model: Model, rep: _Replacement, kind: list[str], layer: list[int], feat: list[int],
            keep: torch.Tensor) -> list[str]:
-    """A feature's top promoted tokens (its decoder row through the unembedding), a logit's token."""
+    """A feature's top promoted tokens (its decoder row through the unembedding), a logit's token. The kept
+    features' rows go through the unembedding 256 at a time (one product each, not one pass over ``W_U`` per
+    feature)."""
     W_U = model.weights.W_U
-    out = []
+    out = [""] * len(kind)
     for i, k in enumerate(kind):
         if k == "logit":
-            out.append(model.to_str_tokens(torch.tensor([[feat[i]]]))[0][0])
-        elif k == "feature" and bool(keep[i]) and W_U is not None:
-            top = (rep.top_direction(layer[i], feat[i]).float() @ W_U.float()).topk(min(5, W_U.shape[1])).indices
-            out.append("top tokens: " + ", ".join(repr(t) for t in model.to_str_tokens(top.view(1, -1))[0]))
-        else:
-            out.append("")
+            out[i] = model.to_str_tokens(torch.tensor([[feat[i]]]))[0][0]
+    feats = [i for i, k in enumerate(kind) if k == "feature" and bool(keep[i])]
+    if W_U is None or not feats:
+        return out
+    W = W_U.float()
+    for s in range(0, len(feats), 256):
+        chunk = feats[s:s + 256]
+        D = torch.stack([rep.top_direction(layer[i], feat[i]).float() for i in chunk])
+        top = (D @ W).topk(min(5, W.shape[1]), dim=-1).indices
+        for i, toks in zip(chunk, model.to_str_tokens(top), strict=True):
+            out[i] = "top tokens: " + ", ".join(repr(t) for t in toks)
     return out
 
 
