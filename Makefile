@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= out
 
-.PHONY: install browser saelens autocircuit report test check lint typecheck docs lab bench dictionaries clean
+.PHONY: install browser saelens autocircuit circuittracer report test check lint typecheck docs lab bench dictionaries clean
 
 install: $(STAMP)
 
@@ -48,6 +48,16 @@ $(AUTOCIRCUIT): $(SAELENS)
 		blobfile lxml pycryptodomex
 	touch $(AUTOCIRCUIT)
 
+# circuit-tracer 0.5.0 in its own venv (it pins transformers 4.57 and TransformerLens 3.2): the attribution-graph
+# oracle test and benchmarks/graph_circuittracer.py. CPU torch first, so no CUDA build is pulled.
+CIRCUITTRACER := .venv-circuittracer/.installed
+circuittracer: $(CIRCUITTRACER)
+$(CIRCUITTRACER):
+	$(PY) -m venv .venv-circuittracer
+	.venv-circuittracer/bin/pip install -q --upgrade pip
+	.venv-circuittracer/bin/pip install -q torch==2.13.0 circuit-tracer==0.5.0
+	touch $(CIRCUITTRACER)
+
 # The main job: capture the bundled model's residual stream over the shipped prompts (a store and a
 # printed summary), then the HTML report of every tool on one prompt.
 report: $(STAMP)
@@ -58,7 +68,7 @@ report: $(STAMP)
 
 # Lint, the type checker, the API docs, then the whole test suite (slow SmolLM2 and oracle tests included)
 # plus the doctests in interp/. Any failure stops it with a non-zero status.
-test: check $(SAELENS) $(AUTOCIRCUIT) browser
+test: check $(SAELENS) $(AUTOCIRCUIT) $(CIRCUITTRACER) browser
 	$(BIN)/pytest -q tests interp
 
 check: lint typecheck docs
