@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-scipy_stats = pytest.importorskip("scipy.stats")
+from scipy import stats as scipy_stats
 
 
 def test_ranks_pearson_spearman_equal_scipy() -> None:
