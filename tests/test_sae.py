@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from interp.errors import BadInputError, SchemaVersionError, UnknownNameError
 from interp.features import SAEConfig, SparseAutoencoder, evaluate_sae, save_saelens, spliced_ce
-from interp.features.train import _topk_grads
+from interp.features.train import _group_topk, _topk_grads
 from interp.trace import capture
 
 
@@ -59,9 +59,24 @@ def test_relu_l1_trades_sparsity_for_reconstruction() -> None:
     assert ew.explained_variance > 0.9
 
 
-def test_topk_hand_gradients_match_autograd() -> None:
+@pytest.mark.parametrize(("S", "k"), [(4096, 32), (16384, 64), (1024, 4), (1000, 8), (2048, 100)])
+def test_group_topk_is_torch_topk(S: int, k: int) -> None:
+    g = torch.Generator().manual_seed(S + k)
+    pre = torch.randn(64, S, generator=g)
+    pre[:4] = pre[:4].round()  # many ties
+    pre[4:8, ::3] = float("-inf")  # masked columns
+    pre[8, : S // 2] = 5.0  # one group holding most of the top values
+    vals, idx = _group_topk(pre, k)
+    ref = pre.topk(k, dim=-1)
+    assert torch.equal(vals.sort(-1, descending=True).values, ref.values)
+    assert torch.equal(pre.gather(1, idx), vals)  # the indices point at those values
+    assert all(len(set(r)) == k for r in idx.tolist())  # no index twice
+
+
+@pytest.mark.parametrize(("S", "k"), [(40, 5), (2048, 16)])
+def test_topk_hand_gradients_match_autograd(S: int, k: int) -> None:
     torch.manual_seed(0)
-    d, S, B, k = 12, 40, 64, 5
+    d, B = 12, 64
     cfg = SAEConfig(d_sae=S, k=k, aux_k=7, aux_coeff=0.5, dead_after=1)
     p = {"W_enc": torch.randn(d, S), "b_enc": 0.1 * torch.randn(S), "W_dec": torch.randn(S, d), "b_dec": torch.randn(d)}
     p["W_dec"] /= p["W_dec"].norm(dim=-1, keepdim=True)

@@ -59,7 +59,9 @@ class SAEConfig:
         activation: ``"topk"`` (Gao et al. 2024) or ``"relu"`` (trained with an L1 penalty).
         k: active features per token for ``"topk"``.
         l1_coeff: L1 coefficient for ``"relu"`` (on ``z`` times decoder norms, which are 1).
-        lr: Adam learning rate (after warm-up).
+        lr: Adam learning rate (after warm-up). Short runs want it high: a 4,096-feature SmolLM2 SAE after 1M
+            tokens at 5e-4 still has decoder rows at cosine ~0.6 with their random start (its features then
+            match no other SAE's); at 5e-3 ~0.2 (``data/features/build_dicts.py``).
         warmup_steps: linear learning-rate warm-up.
         batch_size: token rows per step.
         n_tokens: training rows in all (the store is streamed again, reshuffled, when it runs out).

@@ -286,9 +286,36 @@ def _relu_grads(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, y: 
              "ev": 1.0 - f}, active.any(0))
 
 
-def _sorted_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top ``k`` values and indices per row, ordered by feature index (as CSR rows need)."""
-    vals, idx = pre.topk(k, dim=-1, sorted=False)
+GROUP = 8  # features per group in :func:`_group_topk`
+
+
+def _group_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pre.topk(k, dim=-1, sorted=False)`` in two cheaper stages, exact (up to the choice among tied values).
+
+    The ``S`` features of a row are split into ``S / GROUP`` strided groups (``{g, g + S/GROUP, ...}``, so that the
+    group maxima are one vectorised reduction over contiguous rows). The row's top ``k`` lie in the ``k`` groups
+    with the largest maxima: an element outside them is beaten by ``k`` group maxima. So the top ``k`` of the
+    group maxima pick ``k * GROUP`` candidates, and the top ``k`` of those are the answer. On one CPU thread this
+    is ~25-30% faster than ``torch.topk`` over ``[1024, 4096]`` at ``k = 32`` (``torch.topk`` pays per element of
+    the row; the candidates are an eighth of it). Falls back to ``torch.topk`` where that does not pay."""
+    B, S = pre.shape
+    nb = S // GROUP
+    if S < 1024 or S % GROUP or k * GROUP * 4 > S:
+        return pre.topk(k, dim=-1, sorted=False)
+    maxima = pre.view(B, GROUP, nb).amax(1)
+    groups = maxima.topk(k, dim=-1, sorted=False).indices
+    cand = (groups.unsqueeze(-1) + torch.arange(0, S, nb)).view(B, k * GROUP)
+    vals, j = pre.gather(1, cand).topk(k, dim=-1, sorted=False)
+    return vals, cand.gather(1, j)
+
+
+def _sorted_topk(pre: torch.Tensor, k: int, columns: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` values and indices per row, ordered by feature index (as CSR rows need). ``columns``: the
+    features ``pre``'s columns stand for (a sorted subset; default all)."""
+    vals, idx = _group_topk(pre, k)
+    if columns is not None:
+        idx = columns[idx]
     idx, order = idx.sort(dim=-1)
     return vals.gather(-1, order), idx
 
@@ -386,7 +413,8 @@ def _topk_backward(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: SAEConfig, 
     dead = since_fired >= cfg.dead_after
     n_dead = int(dead.sum())
     if cfg.aux_k and n_dead and cfg.aux_coeff:
-        dvals, didx = _sorted_topk(pre.masked_fill_(~dead, float("-inf")), min(cfg.aux_k, n_dead))
+        cols = dead.nonzero().squeeze(1)  # only the dead features' columns (few, once training settles)
+        dvals, didx = _sorted_topk(pre.index_select(1, cols), min(cfg.aux_k, n_dead), cols)
         da = dvals.clamp_min(0)
         e = -err  # the residual the dead features should explain
         e_var = float((e - e.mean(0)).pow(2).sum()) / B
