@@ -15,6 +15,7 @@ import torch
 
 import interp
 from interp.features import feature_flow, load_saes, similarity, validate_flow
+from interp.features.train import initial_directions
 
 ROOT = Path(__file__).resolve().parents[2]
 A, B = "blocks.3.hook_resid_post", "blocks.4.hook_resid_post"
@@ -41,6 +42,10 @@ def main() -> None:
            "new_median": float(b_new.median()),
            "old_share_ge_0.5": float((b_old >= 0.5).float().mean()), "old_median": float(b_old.median()),
            "random_share_ge_0.5": float((b_rand >= 0.5).float().mean()), "random_median": float(b_rand.median())}
+    for h in (A, B):  # how far training moved the decoder rows from where they started
+        start = initial_directions(new[h], new[h].d_in)
+        out[f"new_{h.split('.')[1]}_cos_to_init_median"] = float(
+            torch.nn.functional.cosine_similarity(new[h].W_dec_.float(), start, dim=-1).median())
     print(json.dumps(out, indent=1))
     model = interp.load_model("smollm2-135m")
     texts = [ln for ln in (ROOT / "data" / "corpus" / "english.txt").read_text().splitlines() if ln][-8:]

@@ -108,6 +108,24 @@ def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) ->
     return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
 
 
+def _init_generator(sae: SparseAutoencoder) -> torch.Generator:
+    return torch.Generator().manual_seed(sae.config.seed * 1_000_003 + zlib.crc32(sae.hook.encode()))
+
+
+def initial_directions(sae: SparseAutoencoder, d_out: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The unit decoder rows ``sae`` starts training from (``[d_sae, d_out]``; drawn from its seed and hook): how far
+    the trained rows moved from them says how much training shaped them.
+
+    Example:
+        >>> from interp.features import SAEConfig, SparseAutoencoder
+        >>> sae = SparseAutoencoder(SAEConfig(d_sae=8, k=2), hook="resid_post.0")
+        >>> bool(initial_directions(sae, 4).norm(dim=-1).allclose(torch.ones(8)))
+        True
+    """
+    W = torch.randn(sae.config.d_sae, d_out, generator=generator or _init_generator(sae))
+    return W / W.norm(dim=-1, keepdim=True)
+
+
 def _init(sae: SparseAutoencoder, first: torch.Tensor, first_out: torch.Tensor | None = None
           ) -> dict[str, torch.Tensor]:
     """Tied initialisation. The directions are drawn from a seed mixed with the hook name: SAEs at different
@@ -115,7 +133,7 @@ def _init(sae: SparseAutoencoder, first: torch.Tensor, first_out: torch.Tensor |
     A transcoder (``first_out``: its target rows) gets its own output scale and ``b_dec`` at the target's mean."""
     cfg = sae.config
     d = first.shape[1]
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(sae.hook.encode()))
+    g = _init_generator(sae)
 
     def scale_of(rows: torch.Tensor) -> float:
         return math.sqrt(rows.shape[1]) / float(rows.norm(dim=-1).mean().clamp_min(1e-12)) if cfg.normalize_input \
@@ -123,8 +141,7 @@ def _init(sae: SparseAutoencoder, first: torch.Tensor, first_out: torch.Tensor |
 
     sae.input_scale_ = scale_of(first)
     d_out = d if first_out is None else first_out.shape[1]
-    W_dec = torch.randn(cfg.d_sae, d_out, generator=g)
-    W_dec /= W_dec.norm(dim=-1, keepdim=True)
+    W_dec = initial_directions(sae, d_out, g)
     if first_out is None:
         W_enc = W_dec.T.contiguous().clone()
         b_dec = (first * sae.input_scale_).mean(0) if cfg.apply_b_dec_to_input else torch.zeros(d)
