@@ -329,7 +329,7 @@ def _group_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _sorted_topk(pre: torch.Tensor, k: int, columns: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``k`` values and indices per row, ordered by feature index (as CSR rows need). ``columns``: the
-    features ``pre``'s columns stand for (a sorted subset; default all)."""
+    features ``pre``'s columns stand for (a subset of them; default all)."""
     vals, idx = _group_topk(pre, k)
     if columns is not None:
         idx = columns[idx]
