@@ -55,7 +55,7 @@ from interp.patching.activation import (
 from interp.patching.batched import DEFAULT_BUDGET, Edit, _edit_mask, _site_edit
 from interp.patching.metrics import Metric
 from interp.patching.result import PatchingResult
-from interp.patching.setup import Ablation, Answer, Corruption, MetricSpec, Noise, token_ids
+from interp.patching.setup import Ablation, Answer, Corruption, MetricSpec, Noise, RunValues, token_ids
 from interp.progress import progress as progress_bar
 from interp.sites import Component, Positions, Site, split_stack
 from interp.trace import Trace, TraceStore
@@ -95,7 +95,7 @@ def parse_encdec_component(component: str) -> tuple[str, Component]:
 
 
 @dataclass
-class EncDecPatchingSetup:
+class EncDecPatchingSetup(RunValues):
     """A clean and a corrupted run of an encoder–decoder (two sources, one decoder input), activations cached.
 
     Build it with :func:`prepare_encdec` and pass it as ``inputs`` to several
@@ -137,21 +137,6 @@ class EncDecPatchingSetup:
     def n(self) -> int:
         """Sequences per run."""
         return int(self.input_ids.shape[0])
-
-    def _value(self, full: torch.Tensor | None, at: torch.Tensor) -> float:
-        if self.metric.full_logits:
-            return float("nan") if full is None else float(self.metric(full.unsqueeze(0))[0])
-        return float(self.metric(at.unsqueeze(0))[0])
-
-    @property
-    def clean_value(self) -> float:
-        """The metric on the clean run."""
-        return self._value(self.clean_full, self.clean_logits)
-
-    @property
-    def corrupted_value(self) -> float:
-        """The metric on the corrupted run."""
-        return self._value(self.corrupt_full, self.corrupt_logits)
 
     def over_source(self, stack: str, comp: Component) -> bool:
         """Whether a component's positions are the source's (encoder sites, cross-attention keys/values)."""

@@ -157,8 +157,35 @@ def _noise_edits(noised: torch.Tensor | None, copies: int) -> tuple[Intervention
     return (Patch(Site(Component.EMBED), source=noised.repeat(copies, 1, 1)),)
 
 
+class RunValues:
+    """The metric on a setup's clean and corrupted runs (shared by :class:`PatchingSetup` and the
+    encoder–decoder setup): read from the answer-position logits, or from the full logits for a metric that
+    reads every position (NaN where a run's logits were not kept)."""
+
+    metric: Metric
+    clean_logits: torch.Tensor | None
+    corrupt_logits: torch.Tensor | None
+    clean_full: torch.Tensor | None
+    corrupt_full: torch.Tensor | None
+
+    def _value(self, full: torch.Tensor | None, at: torch.Tensor | None) -> float:
+        if self.metric.full_logits:
+            return float("nan") if full is None else float(self.metric(full.unsqueeze(0))[0])
+        return float("nan") if at is None else float(self.metric(at.unsqueeze(0))[0])
+
+    @property
+    def clean_value(self) -> float:
+        """The metric on the clean run."""
+        return self._value(self.clean_full, self.clean_logits)
+
+    @property
+    def corrupted_value(self) -> float:
+        """The metric on the corrupted run (NaN under mean/resample ablation)."""
+        return self._value(self.corrupt_full, self.corrupt_logits)
+
+
 @dataclass
-class PatchingSetup:
+class PatchingSetup(RunValues):
     """A clean and a corrupted run of a model, with their activations cached on demand.
 
     Build it with :func:`prepare` and pass it as ``inputs`` to any number of sweeps: the clean and corrupted
@@ -216,21 +243,6 @@ class PatchingSetup:
     def lengths(self) -> torch.Tensor:
         """``[n]`` real tokens of each sequence."""
         return self.attention_mask.sum(1).long().cpu()
-
-    def _value(self, full: torch.Tensor | None, at: torch.Tensor | None) -> float:
-        if self.metric.full_logits:
-            return float("nan") if full is None else float(self.metric(full.unsqueeze(0))[0])
-        return float("nan") if at is None else float(self.metric(at.unsqueeze(0))[0])
-
-    @property
-    def clean_value(self) -> float:
-        """The metric on the clean run."""
-        return self._value(self.clean_full, self.clean_logits)
-
-    @property
-    def corrupted_value(self) -> float:
-        """The metric on the corrupted run (NaN under mean/resample ablation)."""
-        return self._value(self.corrupt_full, self.corrupt_logits)
 
     def ids_for(self, which: str) -> torch.Tensor:
         """Token ids of the ``"clean"`` or ``"corrupted"`` run."""

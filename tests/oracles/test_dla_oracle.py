@@ -70,4 +70,4 @@ def test_logit_attrs_match(_smollm2_session: Model, tl: tuple[object, torch.Tens
     assert res.heads is not None
     assert rel_err(res.heads[0].flatten(), want_h) <= REL
     # and both add up to the model's own logit difference
-    assert abs(float(want.sum()) - float(res.logit_diff[0])) < 1e-3
+    assert abs(float(want.sum().detach()) - float(res.logit_diff[0])) < 1e-3
