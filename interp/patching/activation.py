@@ -254,22 +254,26 @@ def plan_sweep_over(comp: Component, n_layers: int, n_heads: int, lengths: torch
     return Sweep(comp, ("layer", "head"), {"layer": tuple(Ls), "head": tuple(Hs)}, cells, wanted)
 
 
-def sweep_cells(sweep: Sweep, n_layers: int, window: int = 1) -> tuple[list[Cell], list[int]]:
-    """The patched runs of a sweep and the flat index of each in the result grid."""
+def sweep_cells(sweep: Sweep, n_layers: int, window: int = 1, stack: str | None = None
+                ) -> tuple[list[Cell], list[int]]:
+    """The patched runs of a sweep (each: the layer a run may resume from, and its edits) and the flat index of
+    each in the result grid. ``stack``: an encoder–decoder's stack the sites are on (its runs do not resume
+    from a layer, so residual edits are always named sites)."""
     cells: list[Cell] = []
     index: list[int] = []
     comp = sweep.component
     Ls = sweep.coords["layer"]
+    resume = stack is None and window == 1
     if not sweep.per_head:
         for i, L in enumerate(Ls):
             lo, hi = max(0, L - window // 2), min(n_layers, L + (window + 1) // 2)
             for j, p in enumerate(sweep.positions):
-                if comp is Component.RESID_PRE and window == 1:
+                if resume and comp is Component.RESID_PRE:
                     cells.append((L, (Edit(None, p),)))
-                elif comp is Component.RESID_POST and window == 1:
+                elif resume and comp is Component.RESID_POST:
                     cells.append((L + 1, (Edit(None, p),)))
                 else:
-                    cells.append((lo, tuple(Edit(Site(comp, layer), p) for layer in range(lo, hi))))
+                    cells.append((lo, tuple(Edit(Site(comp, layer, stack=stack), p) for layer in range(lo, hi))))
                 index.append(i * len(sweep.positions) + j)
         return cells, index
     Hs = sweep.coords["head"]
@@ -278,12 +282,13 @@ def sweep_cells(sweep: Sweep, n_layers: int, window: int = 1) -> tuple[list[Cell
         for j, h in enumerate(Hs):
             if not sweep.runs(L, h):
                 continue
+            site = Site(comp, L, stack=stack)
             if per_position:
                 for k, p in enumerate(sweep.positions):
-                    cells.append((L, (Edit(Site(comp, L), p, h),)))
+                    cells.append((L, (Edit(site, p, h),)))
                     index.append((i * len(Hs) + j) * len(sweep.positions) + k)
             else:
-                cells.append((L, tuple(Edit(Site(comp, L), p, h) for p in sweep.positions)))
+                cells.append((L, tuple(Edit(site, p, h) for p in sweep.positions)))
                 index.append(i * len(Hs) + j)
     return cells, index
 

@@ -49,8 +49,8 @@ from interp.patching.activation import (
     Direction,
     HeadsSelection,
     Layers,
-    Sweep,
     plan_sweep_over,
+    sweep_cells,
 )
 from interp.patching.batched import DEFAULT_BUDGET, Edit, _edit_mask, _site_edit
 from interp.patching.metrics import Metric
@@ -259,35 +259,6 @@ def prepare_encdec(model: EncoderDecoder, inputs: Inputs, *, corrupt: Corruption
     return setup
 
 
-def _cells(sweep: Sweep, stack: str, n_layers: int, window: int) -> tuple[list[tuple[Edit, ...]], list[int]]:
-    """The patched runs of a sweep on one stack (each: the edits it makes) and the flat index of each."""
-    cells: list[tuple[Edit, ...]] = []
-    index: list[int] = []
-    comp, Ls = sweep.component, sweep.coords["layer"]
-    if not sweep.per_head:
-        for i, L in enumerate(Ls):
-            lo, hi = max(0, L - window // 2), min(n_layers, L + (window + 1) // 2)
-            for j, p in enumerate(sweep.positions):
-                cells.append(tuple(Edit(Site(comp, layer, stack=stack), p) for layer in range(lo, hi)))
-                index.append(i * len(sweep.positions) + j)
-        return cells, index
-    Hs = sweep.coords["head"]
-    per_position = "pos" in sweep.axes
-    for i, L in enumerate(Ls):
-        for j, h in enumerate(Hs):
-            if not sweep.runs(L, h):
-                continue
-            site = Site(comp, L, stack=stack)
-            if per_position:
-                for k, p in enumerate(sweep.positions):
-                    cells.append((Edit(site, p, h),))
-                    index.append((i * len(Hs) + j) * len(sweep.positions) + k)
-            else:
-                cells.append(tuple(Edit(site, p, h) for p in sweep.positions))
-                index.append(i * len(Hs) + j)
-    return cells, index
-
-
 def _bytes_per_run(setup: EncDecPatchingSetup) -> int:
     """A rough upper bound of the live activation bytes of one patched run (all its sequences)."""
     cfg = setup.model.config
@@ -373,9 +344,9 @@ def encdec_activation_patching(
     lengths, n_pos, tokens = setup.axis(stack, comp)
     sweep = plan_sweep_over(comp, n_layers, n_heads, lengths, n_pos, layers=layers, positions=positions,
                             heads=heads, per_position=per_position)
-    cells, index = _cells(sweep, stack, n_layers, window)
-    vals = run_encdec_cells(setup, cells, target, source, memory_budget=memory_budget, progress=progress,
-                            desc=f"patching {stack}.{comp.short}")
+    cells, index = sweep_cells(sweep, n_layers, window, stack=stack)
+    vals = run_encdec_cells(setup, [edits for _, edits in cells], target, source, memory_budget=memory_budget,
+                            progress=progress, desc=f"patching {stack}.{comp.short}")
     grid = torch.full(sweep.shape, float("nan"))
     grid.view(-1)[torch.tensor(index, dtype=torch.long)] = vals
     meta: dict[str, Any] = {"window": window, "corruption": setup.corruption, "n_seqs": setup.n, "stack": stack,
