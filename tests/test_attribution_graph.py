@@ -120,7 +120,7 @@ def frozen_fd(model: Any, tcs: dict[int, Transcoder], ids: torch.Tensor, source:
                 h.remove()
         if target[0] == "logit":
             lg = logits[0, -1]
-            return float(lg[target[3]] - lg.mean())
+            return float((lg[target[3]] - lg.mean()).detach())
         tc = tcs[target[1]]
         return float((seen[target[1]][0, target[2]].detach() * tc.input_scale_) @ tc.W_enc_[:, target[3]] + tc.b_enc_[target[3]])
 
