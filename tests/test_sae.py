@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from interp.errors import BadInputError, SchemaVersionError, UnknownNameError
 from interp.features import SAEConfig, SparseAutoencoder, evaluate_sae, save_saelens, spliced_ce
-from interp.features.train import _group_topk, _topk_grads
+from interp.features.topk import _group_topk, _topk_grads
 from interp.trace import capture
 
 

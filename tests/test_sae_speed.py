@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from interp.features import SAEConfig, SparseAutoencoder
-from interp.features.train import Fitter, _topk_backward
+from interp.features.topk import _topk_backward
+from interp.features.train import Fitter
 
 
 def dense_loss(q: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor | None, k: int, dead: torch.Tensor,

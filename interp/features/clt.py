@@ -9,7 +9,7 @@ and the prediction of MLP output ``j`` sums the writes of every layer at or belo
 
 so a feature that an MLP computes once and later MLPs copy forward is one feature, not one per layer. It trains
 with the fast TopK step of :class:`~interp.features.SparseAutoencoder` (sparse decode, SDDMM, CSR weight gradients,
-fused Adam; see :func:`interp.features.train.sparse_back`): layer ``i``'s decoders to all later outputs are one
+fused Adam; see :func:`interp.features.topk.sparse_back`): layer ``i``'s decoders to all later outputs are one
 ``[d_sae, n_out * d_out]`` matrix whose rows are kept at unit norm. The loss is the mean over output layers of each
 one's fraction of variance unexplained. :func:`interp.features.attribution_graph` takes it in place of per-layer
 transcoders. No AuxK term (dead features are counted, not revived).
@@ -346,7 +346,7 @@ class CLTFitter:
     @torch.no_grad()
     def step(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> dict[str, float]:
         """One Adam step on a batch of every layer's MLP input and output rows."""
-        from interp.features.train import _buffer, _sorted_topk, sparse_back, sparse_decode
+        from interp.features.topk import _buffer, _sorted_topk, sparse_back, sparse_decode
 
         cfg, clt, p = self.cfg, self.clt, self.p
         n, d = clt.n_layers, self.d_out
